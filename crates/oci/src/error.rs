@@ -21,6 +21,7 @@ pub enum ErrorCode {
     Unsupported,
     TooManyRequests,
     RangeInvalid,
+    TagInvalid,
     /// Not in the spec's table; used for routes that do not exist so that every response carries an
     /// envelope.
     NotFound,
@@ -50,6 +51,7 @@ impl ErrorCode {
             Unsupported => "UNSUPPORTED",
             TooManyRequests => "TOOMANYREQUESTS",
             RangeInvalid => "RANGE_INVALID",
+            TagInvalid => "TAG_INVALID",
             NotFound => "NOT_FOUND",
             Internal => "INTERNAL_ERROR",
             Unavailable => "UNAVAILABLE",
@@ -62,7 +64,7 @@ impl ErrorCode {
         match self {
             BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown | NotFound => 404,
             BlobUploadInvalid | DigestInvalid | ManifestBlobUnknown | ManifestInvalid
-            | NameInvalid | SizeInvalid => 400,
+            | NameInvalid | SizeInvalid | TagInvalid => 400,
             Unauthorized => 401,
             Denied => 403,
             Unsupported => 405,
@@ -92,6 +94,7 @@ impl ErrorCode {
             Unsupported => "the operation is unsupported",
             TooManyRequests => "too many requests",
             RangeInvalid => "invalid content range",
+            TagInvalid => "invalid tag",
             NotFound => "no such endpoint",
             Internal => "internal server error",
             Unavailable => "upstream registry unavailable",

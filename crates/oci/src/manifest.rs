@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::media::MediaType;
 
 /// A content descriptor.
@@ -129,8 +129,18 @@ pub struct Manifest {
 
 impl Manifest {
     /// Parses manifest bytes. `content_type` is the Content-Type the client sent, if any; when absent
-    /// the `mediaType` field decides.
+    /// the `mediaType` field decides. The manifest is identified by its SHA-256 digest.
     pub fn parse(bytes: Vec<u8>, content_type: Option<&str>) -> Result<Manifest, ManifestError> {
+        Manifest::parse_as(bytes, content_type, Algorithm::Sha256)
+    }
+
+    /// [`Manifest::parse`], identifying the manifest by a digest of `algorithm` (a client that
+    /// pushes by a sha512 digest expects that digest back).
+    pub fn parse_as(
+        bytes: Vec<u8>,
+        content_type: Option<&str>,
+        algorithm: Algorithm,
+    ) -> Result<Manifest, ManifestError> {
         let header = content_type
             .map(|c| c.split(';').next().unwrap_or("").trim())
             .filter(|c| !c.is_empty());
@@ -181,7 +191,7 @@ impl Manifest {
                 return Err(ManifestError::MissingField(media_type.as_str(), "layers"));
             }
         }
-        let digest = Digest::sha256(&bytes);
+        let digest = Digest::of(algorithm, &bytes);
         Ok(Manifest {
             bytes,
             digest,

@@ -1,0 +1,348 @@
+//! The `ferry` binary: clap definitions and thin glue over the library crates.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use config::{Config, LogFormat};
+
+const EXAMPLES: &str = "\
+Examples:
+  ferry serve                                        registry on 127.0.0.1:8080, data in ~/.local/share/ferry
+  ferry serve --listen 0.0.0.0:5000 --data-dir /var/lib/ferry
+  ferry fsck --data-dir /var/lib/ferry --quarantine  verify every blob, move corrupt ones aside
+  ferry gc --data-dir /var/lib/ferry --dry-run       list blobs no manifest references
+  ferry config print --config ferry.toml             show the effective configuration";
+
+/// ferry gets OCI container images to the machines that run them, fast.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, after_help = EXAMPLES, propagate_version = true)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info`, `debug`, `ferry_server=debug,info`.
+    #[arg(long, global = true, env = "FERRY_LOG")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the OCI registry.
+    #[command(
+        after_help = "Examples:\n  ferry serve\n  ferry serve --listen 127.0.0.1:5000 --data-dir /tmp/ferry\n  FERRY_LISTEN=0.0.0.0:5000 ferry serve --config /etc/ferry/ferry.toml\n\nPush and pull with any OCI client, e.g.:\n  skopeo copy --dest-tls-verify=false oci:./layout:v1 docker://127.0.0.1:8080/team/app:v1"
+    )]
+    Serve(ServeArgs),
+    /// Verify that every stored blob hashes to its name.
+    #[command(
+        after_help = "Examples:\n  ferry fsck --data-dir /var/lib/ferry\n  ferry fsck --data-dir /var/lib/ferry --quarantine --json\n\nExits 0 when the store is clean, 1 when something is wrong."
+    )]
+    Fsck(FsckArgs),
+    /// Remove blobs that no manifest references (run while the server is stopped).
+    #[command(
+        after_help = "Examples:\n  ferry gc --data-dir /var/lib/ferry --dry-run\n  ferry gc --data-dir /var/lib/ferry"
+    )]
+    Gc(GcArgs),
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the version.
+    #[command(after_help = "Example:\n  ferry version")]
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults, file, environment and flags merged) as TOML.
+    #[command(
+        after_help = "Examples:\n  ferry config print\n  ferry config print --config ferry.toml --listen 0.0.0.0:5000 > effective.toml"
+    )]
+    Print(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct DataArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ~/.local/share/ferry].
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "FERRY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Refuse DELETE of manifests, tags and blobs.
+    #[arg(long)]
+    no_delete: bool,
+    /// Accept manifests whose blobs have not been pushed (some migration tools push manifests first).
+    #[arg(long)]
+    relaxed_manifests: bool,
+    /// Connections served at once.
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct FsckArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Move corrupt blobs to <data-dir>/quarantine so they are never served (needs the server stopped).
+    #[arg(long)]
+    quarantine: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct GcArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Only report what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl DataArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut c = Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        Ok(c)
+    }
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut c = self.data.config()?;
+        if let Some(l) = self.listen {
+            c.listen = l;
+        }
+        if self.no_delete {
+            c.registry.delete_enabled = false;
+        }
+        if self.relaxed_manifests {
+            c.registry.check_manifest_references = false;
+        }
+        if let Some(n) = self.max_connections {
+            c.limits.max_connections = n;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("invalid log filter {level:?} (try `info` or `debug`)"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let logs = |c: &Config| {
+        init_logs(
+            cli.log_format.unwrap_or(c.log_format),
+            cli.log_level.as_deref().unwrap_or(&c.log_level),
+        )
+    };
+    match &cli.command {
+        Command::Version => {
+            println!("ferry {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Print(args)) => {
+            let mut c = args.config()?;
+            if let Some(f) = cli.log_format {
+                c.log_format = f;
+            }
+            if let Some(l) = &cli.log_level {
+                c.log_level = l.clone();
+            }
+            print!("{}", c.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            let c = args.config()?;
+            logs(&c)?;
+            runtime()?.block_on(serve(c))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fsck(args) => {
+            let c = args.data.config()?;
+            logs(&c)?;
+            runtime()?.block_on(fsck(c, args.quarantine, args.json))
+        }
+        Command::Gc(args) => {
+            let c = args.data.config()?;
+            logs(&c)?;
+            runtime()?.block_on(gc(c, args.dry_run, args.json))
+        }
+    }
+}
+
+async fn open_store(
+    c: &Config,
+    lock: ferry_store::LockMode,
+) -> anyhow::Result<Arc<ferry_store::Store>> {
+    ferry_store::Store::open_with(&c.data_dir, c.store_options(), lock)
+        .await
+        .with_context(|| format!("cannot open the data directory {}", c.data_dir.display()))
+}
+
+async fn serve(c: Config) -> anyhow::Result<()> {
+    let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
+    let listener = tokio::net::TcpListener::bind(c.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another server using the port? try --listen 127.0.0.1:<port>)", c.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, data_dir = %c.data_dir.display(), "ferry serving the OCI distribution API");
+    let app = Arc::new(ferry_server::App {
+        store: store.clone(),
+        options: c.registry_options(),
+    });
+    ferry_server::serve(
+        listener,
+        ferry_server::router(app),
+        c.serve_options(),
+        shutdown_signal(),
+    )
+    .await?;
+    store.clean_tmp().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn fsck(c: Config, quarantine: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let mode = if quarantine {
+        ferry_store::LockMode::Exclusive
+    } else {
+        ferry_store::LockMode::Shared
+    };
+    let store = open_store(&c, mode).await?;
+    let r = store.fsck(quarantine).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "checked {} blobs ({} bytes)",
+            r.blobs_checked, r.bytes_checked
+        );
+        for b in &r.corrupt {
+            let what = if r.quarantined {
+                "quarantined"
+            } else {
+                "CORRUPT"
+            };
+            println!(
+                "{what}: {} hashes to {} ({})",
+                b.expected,
+                b.actual,
+                b.path.display()
+            );
+        }
+        for s in &r.stray {
+            println!("stray file: {}", s.display());
+        }
+        for m in &r.missing {
+            println!("missing manifest content: {m}");
+        }
+        if r.is_clean() {
+            println!("clean");
+        } else if !r.corrupt.is_empty() && !r.quarantined {
+            println!(
+                "run `ferry fsck --quarantine` with the server stopped to move corrupt blobs aside"
+            );
+        }
+    }
+    Ok(if r.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn gc(c: Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
+    let r = store.gc(dry_run).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        for d in &r.digests {
+            println!("{verb} {d}");
+        }
+        println!(
+            "{verb} {} blobs ({} bytes); {} referenced blobs kept",
+            r.removed, r.bytes_freed, r.kept
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,59 @@
+//! `GET /v2/_catalog` and `GET /v2/<name>/tags/list`, with `n`/`last` pagination.
+
+use axum::extract::Request;
+use ferry_oci::RepoName;
+use http::StatusCode;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::{ApiResult, Query, json_response};
+use crate::App;
+
+/// Adds `Link: <…>; rel="next"` when a page was cut short by `n`.
+fn with_next_link(
+    mut res: axum::response::Response,
+    base: &str,
+    items: &[String],
+    n: Option<usize>,
+) -> axum::response::Response {
+    if let (Some(n), Some(last)) = (n, items.last()) {
+        if n > 0 && items.len() == n {
+            let link = format!(
+                "<{base}?n={n}&last={}>; rel=\"next\"",
+                utf8_percent_encode(last, NON_ALPHANUMERIC)
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&link) {
+                res.headers_mut().insert(http::header::LINK, v);
+            }
+        }
+    }
+    res
+}
+
+pub(super) fn catalog(app: &App, req: &Request) -> ApiResult {
+    let q = Query::of(req);
+    let n = q.n()?;
+    let repos = app.store.repositories(q.get("last"), n);
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "repositories": repos })).unwrap_or_default();
+    Ok(with_next_link(
+        json_response(StatusCode::OK, body),
+        "/v2/_catalog",
+        &repos,
+        n,
+    ))
+}
+
+pub(super) fn tags(app: &App, repo: &RepoName, req: &Request) -> ApiResult {
+    let q = Query::of(req);
+    let n = q.n()?;
+    let tags = app.store.tags(repo, q.get("last"), n)?;
+    let body = serde_json::to_vec(&serde_json::json!({ "name": repo.as_str(), "tags": tags }))
+        .unwrap_or_default();
+    let base = format!("/v2/{repo}/tags/list");
+    Ok(with_next_link(
+        json_response(StatusCode::OK, body),
+        &base,
+        &tags,
+        n,
+    ))
+}

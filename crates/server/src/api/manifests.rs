@@ -1,0 +1,147 @@
+//! `GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::extract::Request;
+use bytes::{Bytes, BytesMut};
+use ferry_oci::{Algorithm, ErrorCode, Manifest, ManifestRef, RepoName, Tag};
+use futures_util::StreamExt;
+use http::{StatusCode, header};
+
+use super::{ApiResult, Query, body_stream, content_length, response};
+use crate::{ApiError, App};
+
+pub(super) async fn get(
+    app: &App,
+    repo: &RepoName,
+    reference: &ManifestRef,
+    head: bool,
+) -> ApiResult {
+    let (m, body) = if head {
+        (app.store.resolve_manifest(repo, reference)?, Body::empty())
+    } else {
+        let m = app.store.get_manifest(repo, reference).await?;
+        (m.head, Body::from(m.bytes))
+    };
+    let len = m.size.to_string();
+    let etag = format!("\"{}\"", m.digest);
+    Ok(response(
+        StatusCode::OK,
+        &[
+            ("content-type", &m.media_type),
+            ("content-length", &len),
+            ("docker-content-digest", m.digest.as_str()),
+            ("etag", &etag),
+        ],
+        body,
+    ))
+}
+
+/// Reads at most `max` bytes of body; more is a 413.
+async fn read_limited(app: &App, req: Request, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::SizeInvalid,
+            format!("manifest exceeds the limit of {max} bytes"),
+        )
+        .status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    if content_length(req.headers())?.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = body_stream(req.into_body(), app.options.body_idle_timeout);
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                ErrorCode::ManifestInvalid,
+                format!("reading the manifest failed: {e}"),
+            )
+        })?;
+        if buf.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+pub(super) async fn put(
+    app: &App,
+    repo: &RepoName,
+    reference: &ManifestRef,
+    req: Request,
+) -> ApiResult {
+    let q = Query::of(&req);
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut tags = Vec::new();
+    if let ManifestRef::Tag(t) = reference {
+        tags.push(t.clone());
+    }
+    let mut query_tags = Vec::new();
+    for t in q.all("tag") {
+        let tag = Tag::new(t).map_err(|e| ApiError::new(ErrorCode::TagInvalid, e.to_string()))?;
+        query_tags.push(tag.clone());
+        tags.push(tag);
+    }
+    let bytes = read_limited(app, req, app.store.options().max_manifest_bytes).await?;
+    let algorithm = match reference {
+        ManifestRef::Digest(d) => d.algorithm(),
+        ManifestRef::Tag(_) => Algorithm::Sha256,
+    };
+    let manifest = Manifest::parse_as(bytes.to_vec(), content_type.as_deref(), algorithm)
+        .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+    if let ManifestRef::Digest(d) = reference {
+        if d != manifest.digest() {
+            return Err(ApiError::new(
+                ErrorCode::DigestInvalid,
+                format!("manifest bytes hash to {}, not {d}", manifest.digest()),
+            )
+            .detail(serde_json::json!({ "expected": d, "actual": manifest.digest() })));
+        }
+    }
+    app.store
+        .put_manifest(
+            repo,
+            &manifest,
+            &tags,
+            app.options.check_manifest_references,
+        )
+        .await?;
+    let digest = manifest.digest().as_str();
+    let location = format!("/v2/{repo}/manifests/{digest}");
+    let mut headers = vec![
+        ("location", location.as_str()),
+        ("docker-content-digest", digest),
+        ("content-length", "0"),
+    ];
+    let subject = manifest.subject.as_ref().map(|s| s.digest.to_string());
+    if let Some(s) = &subject {
+        headers.push(("oci-subject", s));
+    }
+    for t in &query_tags {
+        headers.push(("oci-tag", t.as_str()));
+    }
+    Ok(response(StatusCode::CREATED, &headers, Body::empty()))
+}
+
+pub(super) async fn delete(app: &App, repo: &RepoName, reference: &ManifestRef) -> ApiResult {
+    if !app.options.delete_enabled {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "deletes are disabled on this registry",
+        ));
+    }
+    match reference {
+        ManifestRef::Digest(d) => app.store.delete_manifest(repo, d).await?,
+        ManifestRef::Tag(t) => app.store.delete_tag(repo, t).await?,
+    }
+    Ok(response(
+        StatusCode::ACCEPTED,
+        &[("content-length", "0")],
+        Body::empty(),
+    ))
+}

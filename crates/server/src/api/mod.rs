@@ -1,0 +1,210 @@
+//! Request dispatch and what the endpoint modules share.
+
+mod blobs;
+mod listing;
+mod manifests;
+mod referrers;
+mod uploads;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use ferry_oci::{ErrorCode, Route, RouteError};
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use tracing::Instrument;
+
+use crate::{ApiError, App};
+
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+/// Every response says which API it speaks; Docker clients check this on `/v2/`.
+const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
+
+pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let span = tracing::debug_span!("request", %method, path = %req.uri().path());
+    let mut res = async {
+        let res = route(app, req)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+        tracing::debug!(
+            status = res.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "done"
+        );
+        res
+    }
+    .instrument(span)
+    .await;
+    res.headers_mut()
+        .insert("docker-distribution-api-version", API_VERSION);
+    res
+}
+
+async fn route(app: Arc<App>, req: Request) -> ApiResult {
+    let path = req.uri().path();
+    match path {
+        "/healthz" => return Ok((StatusCode::OK, "ok\n").into_response()),
+        "/readyz" => return Ok((StatusCode::OK, "ready\n").into_response()),
+        _ => {}
+    }
+    let route = match Route::parse(path) {
+        Ok(r) => r,
+        // A tag that cannot exist names no manifest: GET/HEAD/DELETE answer 404 as for any unknown
+        // manifest; only a PUT is told its tag is invalid.
+        Err(RouteError::Tag(e)) if req.method() != Method::PUT => {
+            return Err(ApiError::new(ErrorCode::ManifestUnknown, e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let m = req.method().clone();
+    match (&route, &m) {
+        (Route::Base, &Method::GET | &Method::HEAD) => {
+            Ok(json_response(StatusCode::OK, b"{}".to_vec()))
+        }
+        (Route::Catalog, &Method::GET) => listing::catalog(&app, &req),
+        (Route::TagsList { repo }, &Method::GET) => listing::tags(&app, repo, &req),
+        (Route::Referrers { repo, digest }, &Method::GET) => {
+            referrers::get(&app, repo, digest, &req)
+        }
+        (Route::Manifest { repo, reference }, &Method::GET | &Method::HEAD) => {
+            manifests::get(&app, repo, reference, m == Method::HEAD).await
+        }
+        (Route::Manifest { repo, reference }, &Method::PUT) => {
+            manifests::put(&app, repo, reference, req).await
+        }
+        (Route::Manifest { repo, reference }, &Method::DELETE) => {
+            manifests::delete(&app, repo, reference).await
+        }
+        (Route::Blob { repo, digest }, &Method::GET | &Method::HEAD) => {
+            let range = req.headers().get(header::RANGE).cloned();
+            blobs::get(&app, repo, digest, m == Method::HEAD, range).await
+        }
+        (Route::Blob { repo, digest }, &Method::DELETE) => blobs::delete(&app, repo, digest).await,
+        (Route::UploadStart { repo }, &Method::POST) => uploads::start(&app, repo, req).await,
+        (Route::Upload { repo, id }, &Method::GET) => uploads::status(&app, repo, id).await,
+        (Route::Upload { repo, id }, &Method::PATCH) => uploads::patch(&app, repo, id, req).await,
+        (Route::Upload { repo, id }, &Method::PUT) => uploads::put(&app, repo, id, req).await,
+        (Route::Upload { repo, id }, &Method::DELETE) => uploads::cancel(&app, repo, id).await,
+        _ => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("{m} is not supported on the {} endpoint", route.endpoint()),
+        )),
+    }
+}
+
+/// Query parameters, percent-decoded.
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn of(req: &Request) -> Query {
+        Query(
+            req.uri()
+                .query()
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `n` page size; `Err` if present but not a number.
+    pub fn n(&self) -> Result<Option<usize>, ApiError> {
+        match self.get("n") {
+            None | Some("") => Ok(None),
+            Some(v) => v.parse::<usize>().map(Some).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::Unsupported,
+                    format!("n={v:?} is not a non-negative integer"),
+                )
+                .status(StatusCode::BAD_REQUEST)
+            }),
+        }
+    }
+}
+
+/// A `Content-Length` request header, if present and valid.
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::new(ErrorCode::SizeInvalid, "Content-Length is not a number")),
+    }
+}
+
+/// The request body as a stream of chunks that fails if the client goes quiet for `idle`.
+pub(crate) fn body_stream(
+    body: Body,
+    idle: Duration,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin + Send {
+    let inner = body.into_data_stream();
+    Box::pin(futures_util::stream::unfold(
+        inner,
+        move |mut s| async move {
+            match tokio::time::timeout(idle, s.next()).await {
+                Ok(Some(Ok(b))) => Some((Ok(b), s)),
+                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), s)),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no request body data for {}s", idle.as_secs()),
+                    )),
+                    s,
+                )),
+            }
+        },
+    ))
+}
+
+/// `0-<last byte>` as the upload endpoints report progress (`0-0` before any byte).
+pub(crate) fn upload_range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut res = (status, body).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Builds a response with explicit headers; values that are not valid header text are skipped.
+pub(crate) fn response(status: StatusCode, headers: &[(&str, &str)], body: Body) -> Response {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            h.append(k, v);
+        }
+    }
+    res
+}

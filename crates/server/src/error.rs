@@ -1,0 +1,112 @@
+//! [`ApiError`]: an OCI error envelope with its status and extra headers.
+
+use axum::response::{IntoResponse, Response};
+use ferry_oci::{ErrorCode, OciError, RouteError};
+use ferry_store::StoreError;
+use http::{HeaderName, HeaderValue, StatusCode, header};
+
+/// An error answered to the client as `{"errors":[…]}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The envelope's one error.
+    pub error: OciError,
+    /// Extra headers (e.g. `Range` on a 416 upload chunk).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    /// An error with the code's default status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(code.default_status()).unwrap_or(StatusCode::BAD_REQUEST),
+            error: OciError::new(code, message),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Overrides the status.
+    pub fn status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: HeaderName, value: &str) -> ApiError {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    /// Adds structured detail.
+    pub fn detail(mut self, detail: serde_json::Value) -> ApiError {
+        self.error.detail = Some(detail);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.error.to_json();
+        let mut res = (self.status, body).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (k, v) in self.headers {
+            h.insert(k, v);
+        }
+        res
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        use ErrorCode as C;
+        let msg = e.to_string();
+        match e {
+            StoreError::BlobUnknown(d) => {
+                ApiError::new(C::BlobUnknown, msg).detail(serde_json::json!({ "digest": d }))
+            }
+            StoreError::ManifestUnknown(r) => {
+                ApiError::new(C::ManifestUnknown, msg).detail(serde_json::json!({ "reference": r }))
+            }
+            StoreError::NameUnknown(n) => {
+                ApiError::new(C::NameUnknown, msg).detail(serde_json::json!({ "name": n.as_str() }))
+            }
+            StoreError::UploadUnknown(_) => ApiError::new(C::BlobUploadUnknown, msg),
+            StoreError::DigestMismatch { expected, actual } => ApiError::new(C::DigestInvalid, msg)
+                .detail(serde_json::json!({ "expected": expected, "actual": actual })),
+            StoreError::SizeMismatch { .. } => ApiError::new(C::SizeInvalid, msg),
+            StoreError::OutOfOrder { offset, .. } => ApiError::new(C::BlobUploadInvalid, msg)
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::RANGE, &crate::api::upload_range(offset)),
+            StoreError::ManifestBlobUnknown(d) => ApiError::new(C::ManifestBlobUnknown, msg)
+                .detail(serde_json::json!({ "digest": d })),
+            StoreError::TooLarge(_) => {
+                ApiError::new(C::SizeInvalid, msg).status(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            StoreError::Body(_) => ApiError::new(C::BlobUploadInvalid, msg),
+            StoreError::Locked(_) | StoreError::Io { .. } | StoreError::Task(_) => {
+                tracing::error!(error = %msg, "internal error");
+                ApiError::new(C::Internal, "internal storage error; see the server log")
+            }
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> ApiError {
+        let msg = e.to_string();
+        match e {
+            RouteError::NotFound(_) => ApiError::new(ErrorCode::NotFound, msg),
+            RouteError::Name(_) => ApiError::new(ErrorCode::NameInvalid, msg),
+            RouteError::Tag(_) => ApiError::new(ErrorCode::TagInvalid, msg),
+            RouteError::Digest(_) => ApiError::new(ErrorCode::DigestInvalid, msg),
+            RouteError::UploadId(_) => ApiError::new(ErrorCode::BlobUploadUnknown, msg),
+        }
+    }
+}

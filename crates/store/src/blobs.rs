@@ -1,0 +1,255 @@
+//! Blob ingest (hash while writing, verify, fsync, rename) and blob reads.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use ferry_oci::{Digest, Hasher, RepoName};
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::layout::{fsync_dir, remove_if_exists};
+use crate::{Store, StoreError};
+
+/// An open blob, ready to stream: the file handle and its length.
+#[derive(Debug)]
+pub struct BlobFile {
+    /// Positioned at the start.
+    pub file: tokio::fs::File,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// Writes `body` to a fresh temp file while hashing it with `hasher`; returns the file path, the
+/// digest and the byte count. The temp file is removed on any error.
+pub(crate) async fn write_hashed<S, E>(
+    tmp: PathBuf,
+    mut hasher: Hasher,
+    max_len: Option<u64>,
+    mut body: S,
+) -> Result<(PathBuf, Digest, u64), StoreError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<std::io::Error>,
+{
+    let res = async {
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(StoreError::io(&tmp))?;
+        let mut n: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Body(e.into()))?;
+            n += chunk.len() as u64;
+            if let Some(max) = max_len {
+                if n > max {
+                    return Err(StoreError::SizeMismatch {
+                        expected: max,
+                        actual: n,
+                    });
+                }
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(StoreError::io(&tmp))?;
+        }
+        file.flush().await.map_err(StoreError::io(&tmp))?;
+        file.sync_all().await.map_err(StoreError::io(&tmp))?;
+        Ok((hasher.finish(), n))
+    }
+    .await;
+    match res {
+        Ok((d, n)) => Ok((tmp, d, n)),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e)
+        }
+    }
+}
+
+impl Store {
+    /// Whether `digest` is readable through `repo` (a linked blob or a manifest of the repo).
+    pub fn has_blob(&self, repo: &RepoName, digest: &Digest) -> bool {
+        self.read_index()
+            .repos
+            .get(repo)
+            .is_some_and(|r| r.blobs.contains(digest) || r.manifests.contains_key(digest))
+    }
+
+    /// Whether the content exists anywhere in the store (for automatic cross-repository mounts).
+    pub async fn has_content(&self, digest: &Digest) -> bool {
+        tokio::fs::metadata(self.layout.blob(digest)).await.is_ok()
+    }
+
+    /// Opens a blob of `repo` for streaming.
+    pub async fn open_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<BlobFile, StoreError> {
+        if !self.has_blob(repo, digest) {
+            return Err(StoreError::BlobUnknown(digest.clone()));
+        }
+        let path = self.layout.blob(digest);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::BlobUnknown(digest.clone()));
+            }
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        };
+        let len = file.metadata().await.map_err(StoreError::io(&path))?.len();
+        Ok(BlobFile { file, len })
+    }
+
+    /// Size of a blob of `repo` without opening it (HEAD).
+    pub async fn blob_len(&self, repo: &RepoName, digest: &Digest) -> Result<u64, StoreError> {
+        if !self.has_blob(repo, digest) {
+            return Err(StoreError::BlobUnknown(digest.clone()));
+        }
+        let path = self.layout.blob(digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::BlobUnknown(digest.clone()))
+            }
+            Err(e) => Err(StoreError::io(&path)(e)),
+        }
+    }
+
+    /// Ingests a whole blob whose digest the client named, then links it into `repo`.
+    /// `declared_len` (Content-Length) is checked when given. Returns the size.
+    pub async fn put_blob<S, E>(
+        &self,
+        repo: &RepoName,
+        expected: &Digest,
+        declared_len: Option<u64>,
+        body: S,
+    ) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Into<std::io::Error>,
+    {
+        let (tmp, actual, n) = write_hashed(
+            self.layout.tmp_file(),
+            expected.algorithm().hasher(),
+            declared_len,
+            body,
+        )
+        .await?;
+        let check = if declared_len.is_some_and(|d| d != n) {
+            Err(StoreError::SizeMismatch {
+                expected: declared_len.unwrap_or(0),
+                actual: n,
+            })
+        } else if &actual != expected {
+            Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(e) = check {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        self.commit_file(tmp, expected).await?;
+        self.link_blob(repo, expected).await?;
+        Ok(n)
+    }
+
+    /// Moves a verified file into place under its digest: rename, then fsync the directory.
+    pub(crate) async fn commit_file(
+        &self,
+        verified: PathBuf,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let dest = self.layout.blob(digest);
+        tokio::task::spawn_blocking(move || {
+            let parent = dest.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
+            let res = std::fs::rename(&verified, &dest).map_err(StoreError::io(&dest));
+            if res.is_err() {
+                let _ = std::fs::remove_file(&verified);
+            }
+            res?;
+            fsync_dir(parent)
+        })
+        .await
+        .map_err(StoreError::join)?
+    }
+
+    /// Makes an existing blob part of `repo`.
+    pub(crate) async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        if self.has_blob(repo, digest) {
+            return Ok(());
+        }
+        let link = self.layout.blob_link(repo, digest);
+        tokio::task::spawn_blocking(move || {
+            let parent = link.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
+            std::fs::File::create(&link).map_err(StoreError::io(&link))?;
+            fsync_dir(parent)
+        })
+        .await
+        .map_err(StoreError::join)??;
+        self.write_index()
+            .repos
+            .entry(repo.clone())
+            .or_default()
+            .blobs
+            .insert(digest.clone());
+        Ok(())
+    }
+
+    /// Cross-repository mount: links `digest` from `from` into `to` if `from` has it.
+    pub async fn mount_blob(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, StoreError> {
+        if !self.has_blob(from, digest) || !self.has_content(digest).await {
+            return Ok(false);
+        }
+        self.link_blob(to, digest).await?;
+        Ok(true)
+    }
+
+    /// Links content that exists anywhere in the store into `repo` (automatic mount).
+    pub async fn mount_existing(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, StoreError> {
+        if !self.has_content(digest).await {
+            return Ok(false);
+        }
+        self.link_blob(repo, digest).await?;
+        Ok(true)
+    }
+
+    /// Removes the blob from `repo`. The content stays until `gc` finds it unreferenced.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StoreError> {
+        let linked = self
+            .read_index()
+            .repos
+            .get(repo)
+            .is_some_and(|r| r.blobs.contains(digest));
+        if !linked {
+            return Err(StoreError::BlobUnknown(digest.clone()));
+        }
+        let link = self.layout.blob_link(repo, digest);
+        tokio::task::spawn_blocking(move || remove_if_exists(&link))
+            .await
+            .map_err(StoreError::join)??;
+        let mut idx = self.write_index();
+        if let Some(r) = idx.repos.get_mut(repo) {
+            r.blobs.remove(digest);
+        }
+        idx.drop_if_empty(repo);
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+use std::path::PathBuf;
+
+use ferry_oci::{Digest, RepoName};
+
+/// Whose fault an error is; decides the HTTP status class and whether retrying may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client sent something wrong or asked for something absent (4xx).
+    Client,
+    /// Our disk or our bug (5xx).
+    Internal,
+}
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The blob is not part of the repository.
+    #[error("blob {0} is not known in this repository")]
+    BlobUnknown(Digest),
+    /// No manifest under that tag or digest.
+    #[error("manifest {0} is not known in this repository")]
+    ManifestUnknown(String),
+    /// The repository has no content.
+    #[error("repository {0} is not known to this registry")]
+    NameUnknown(RepoName),
+    /// No such upload session (in this repository).
+    #[error("upload session {0} is not known (it may have completed, been cancelled or expired)")]
+    UploadUnknown(String),
+    /// Content does not hash to the digest the client named.
+    #[error("digest mismatch: expected {expected}, content hashes to {actual}")]
+    DigestMismatch {
+        /// What the client said.
+        expected: Digest,
+        /// What the bytes are.
+        actual: Digest,
+    },
+    /// Content length differs from what the client declared.
+    #[error("size mismatch: declared {expected} bytes, received {actual}")]
+    SizeMismatch {
+        /// Declared.
+        expected: u64,
+        /// Received.
+        actual: u64,
+    },
+    /// A chunk does not start where the upload currently ends.
+    #[error("chunk starts at byte {got} but the upload holds {offset} bytes; resume from {offset}")]
+    OutOfOrder {
+        /// Current size of the upload.
+        offset: u64,
+        /// Where the chunk claimed to start.
+        got: u64,
+    },
+    /// A manifest names a blob or child manifest the repository lacks.
+    #[error("manifest references {0}, which is not in this repository: push it first")]
+    ManifestBlobUnknown(Digest),
+    /// Content larger than allowed.
+    #[error("content exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+    /// Another process owns the data directory.
+    #[error(
+        "data directory {0} is in use by another ferry process (stop `ferry serve` first, or use another --data-dir)"
+    )]
+    Locked(PathBuf),
+    /// Reading the client's body failed (disconnect, timeout).
+    #[error("reading the request body failed: {0}")]
+    Body(std::io::Error),
+    /// A filesystem operation failed.
+    #[error("storage I/O failed at {path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A background task died (a bug).
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+impl StoreError {
+    /// Whose fault it is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            StoreError::Io { .. } | StoreError::Task(_) | StoreError::Locked(_) => Fault::Internal,
+            _ => Fault::Client,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { path, source }
+    }
+
+    pub(crate) fn join(e: tokio::task::JoinError) -> StoreError {
+        StoreError::Task(e.to_string())
+    }
+}

@@ -1,0 +1,250 @@
+//! Offline maintenance: `fsck` (verify every blob hashes to its name) and `gc` (remove blobs that no
+//! manifest references).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ferry_oci::{Digest, Manifest, RepoName};
+use serde::Serialize;
+
+use crate::layout::{Layout, remove_if_exists};
+use crate::{Store, StoreError};
+
+/// What `fsck` found.
+#[derive(Debug, Default, Serialize)]
+pub struct FsckReport {
+    /// Blob files hashed.
+    pub blobs_checked: u64,
+    /// Bytes hashed.
+    pub bytes_checked: u64,
+    /// Files whose bytes do not hash to their name (moved to `quarantine/` when asked).
+    pub corrupt: Vec<CorruptBlob>,
+    /// Files under `blobs/` whose name is not a digest.
+    pub stray: Vec<PathBuf>,
+    /// Manifests linked in a repository whose content is missing.
+    pub missing: Vec<String>,
+    /// Whether corrupt files were quarantined.
+    pub quarantined: bool,
+}
+
+/// One corrupt blob.
+#[derive(Debug, Serialize)]
+pub struct CorruptBlob {
+    /// The name it is stored under.
+    pub expected: Digest,
+    /// What its bytes hash to.
+    pub actual: Digest,
+    /// Where it was (or is).
+    pub path: PathBuf,
+}
+
+impl FsckReport {
+    /// Whether the store is consistent.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty() && self.stray.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// What `gc` did (or would do with `dry_run`).
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Blobs still referenced.
+    pub kept: u64,
+    /// Unreferenced blobs removed (or that would be).
+    pub removed: u64,
+    /// Bytes freed (or that would be).
+    pub bytes_freed: u64,
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// The removed digests.
+    pub digests: Vec<Digest>,
+}
+
+/// Every `(digest, path)` under `blobs/`, plus files whose names are not digests.
+fn blob_files(layout: &Layout) -> Result<(Vec<(Digest, PathBuf)>, Vec<PathBuf>), StoreError> {
+    let mut found = Vec::new();
+    let mut stray = Vec::new();
+    let root = layout.blobs();
+    for alg in fs::read_dir(&root)
+        .map_err(StoreError::io(&root))?
+        .flatten()
+    {
+        let alg_name = alg.file_name().to_string_lossy().into_owned();
+        let Ok(fans) = fs::read_dir(alg.path()) else {
+            stray.push(alg.path());
+            continue;
+        };
+        for fan in fans.flatten() {
+            let Ok(files) = fs::read_dir(fan.path()) else {
+                stray.push(fan.path());
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                match format!("{alg_name}:{name}").parse::<Digest>() {
+                    Ok(d) if layout.blob(&d) == f.path() => found.push((d, f.path())),
+                    _ => stray.push(f.path()),
+                }
+            }
+        }
+    }
+    found.sort();
+    Ok((found, stray))
+}
+
+fn hash_file(path: &Path, d: &Digest) -> Result<(Digest, u64), StoreError> {
+    let mut f = fs::File::open(path).map_err(StoreError::io(path))?;
+    let mut h = d.algorithm().hasher();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(StoreError::io(path))?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        h.update(&buf[..k]);
+    }
+    Ok((h.finish(), n))
+}
+
+impl Store {
+    /// Hashes every blob file. With `quarantine`, corrupt files are moved to `quarantine/` so they
+    /// can never be served (needs the exclusive lock the store was opened with).
+    pub async fn fsck(&self, quarantine: bool) -> Result<FsckReport, StoreError> {
+        let layout = self.layout.clone();
+        let missing: Vec<String> = {
+            let idx = self.read_index();
+            idx.repos
+                .iter()
+                .flat_map(|(repo, r)| {
+                    r.manifests
+                        .keys()
+                        .filter(|d| !layout.blob(d).exists())
+                        .map(move |d| format!("{repo}@{d}"))
+                })
+                .collect()
+        };
+        let report = tokio::task::spawn_blocking(move || {
+            let (files, stray) = blob_files(&layout)?;
+            let mut report = FsckReport {
+                stray,
+                missing,
+                quarantined: quarantine,
+                ..FsckReport::default()
+            };
+            for (d, path) in files {
+                let (actual, n) = hash_file(&path, &d)?;
+                report.blobs_checked += 1;
+                report.bytes_checked += n;
+                if actual != d {
+                    let mut path = path;
+                    if quarantine {
+                        let q = layout.quarantine();
+                        fs::create_dir_all(&q).map_err(StoreError::io(&q))?;
+                        let dest = q.join(format!("{}-{}", d.algorithm().as_str(), d.hex()));
+                        fs::rename(&path, &dest).map_err(StoreError::io(&dest))?;
+                        path = dest;
+                    }
+                    report.corrupt.push(CorruptBlob {
+                        expected: d,
+                        actual,
+                        path,
+                    });
+                }
+            }
+            Ok::<_, StoreError>(report)
+        })
+        .await
+        .map_err(StoreError::join)??;
+        Ok(report)
+    }
+
+    /// Removes every blob no stored manifest references (manifests count as referencing
+    /// themselves, their config, layers and index children).
+    pub async fn gc(&self, dry_run: bool) -> Result<GcReport, StoreError> {
+        let manifests: Vec<Digest> = {
+            let idx = self.read_index();
+            idx.repos
+                .values()
+                .flat_map(|r| r.manifests.keys().cloned())
+                .collect()
+        };
+        let layout = self.layout.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let mut marked: HashSet<Digest> = HashSet::new();
+            for d in manifests {
+                let path = layout.blob(&d);
+                if let Ok(bytes) = fs::read(&path) {
+                    if let Ok(m) = Manifest::parse(bytes, None) {
+                        for r in m.config.iter().chain(&m.layers).chain(&m.manifests) {
+                            marked.insert(r.digest.clone());
+                        }
+                    }
+                }
+                marked.insert(d);
+            }
+            let (files, _) = blob_files(&layout)?;
+            let mut report = GcReport {
+                dry_run,
+                ..GcReport::default()
+            };
+            for (d, path) in files {
+                if marked.contains(&d) {
+                    report.kept += 1;
+                    continue;
+                }
+                report.removed += 1;
+                report.bytes_freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                if !dry_run {
+                    remove_if_exists(&path)?;
+                }
+                report.digests.push(d);
+            }
+            Ok::<_, StoreError>(report)
+        })
+        .await
+        .map_err(StoreError::join)??;
+        if !dry_run && !report.digests.is_empty() {
+            self.unlink_everywhere(&report.digests).await?;
+        }
+        Ok(report)
+    }
+
+    /// Drops repository links to content that no longer exists.
+    async fn unlink_everywhere(&self, gone: &[Digest]) -> Result<(), StoreError> {
+        let gone: HashSet<Digest> = gone.iter().cloned().collect();
+        let links: Vec<(RepoName, Digest)> = {
+            let idx = self.read_index();
+            idx.repos
+                .iter()
+                .flat_map(|(repo, r)| {
+                    r.blobs
+                        .iter()
+                        .filter(|d| gone.contains(*d))
+                        .map(move |d| (repo.clone(), d.clone()))
+                })
+                .collect()
+        };
+        let layout = self.layout.clone();
+        let l2 = links.clone();
+        tokio::task::spawn_blocking(move || {
+            for (repo, d) in &l2 {
+                remove_if_exists(&layout.blob_link(repo, d))?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(StoreError::join)??;
+        let mut idx = self.write_index();
+        for (repo, d) in links {
+            if let Some(r) = idx.repos.get_mut(&repo) {
+                r.blobs.remove(&d);
+            }
+            idx.drop_if_empty(&repo);
+        }
+        Ok(())
+    }
+}

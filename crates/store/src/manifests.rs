@@ -1,0 +1,248 @@
+//! Manifests (stored as content-addressed bytes plus a per-repository link holding the media
+//! type), tags, the catalog and referrers.
+
+use bytes::Bytes;
+use ferry_oci::{Descriptor, Digest, Manifest, ManifestRef, RepoName, Tag};
+
+use crate::index::ManifestEntry;
+use crate::layout::{remove_if_exists, write_atomic};
+use crate::{Store, StoreError};
+
+/// What a HEAD needs: no bytes read.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    /// Content digest.
+    pub digest: Digest,
+    /// Media type it was pushed with.
+    pub media_type: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A manifest read back: the exact bytes received.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    /// Digest, media type and size.
+    pub head: ManifestHead,
+    /// The bytes, exactly as pushed.
+    pub bytes: Bytes,
+}
+
+impl Store {
+    /// Resolves a tag or digest to a manifest of `repo` from the index alone.
+    pub fn resolve_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &ManifestRef,
+    ) -> Result<ManifestHead, StoreError> {
+        let idx = self.read_index();
+        let Some(r) = idx.repos.get(repo) else {
+            return Err(StoreError::NameUnknown(repo.clone()));
+        };
+        let unknown = || StoreError::ManifestUnknown(reference.to_string());
+        let digest = match reference {
+            ManifestRef::Digest(d) => d,
+            ManifestRef::Tag(t) => r.tags.get(t.as_str()).ok_or_else(unknown)?,
+        };
+        let e = r.manifests.get(digest).ok_or_else(unknown)?;
+        Ok(ManifestHead {
+            digest: digest.clone(),
+            media_type: e.media_type.clone(),
+            size: e.size,
+        })
+    }
+
+    /// Reads a manifest's bytes.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &ManifestRef,
+    ) -> Result<StoredManifest, StoreError> {
+        let head = self.resolve_manifest(repo, reference)?;
+        let path = self.layout.blob(&head.digest);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::ManifestUnknown(reference.to_string()));
+            }
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        };
+        Ok(StoredManifest {
+            head,
+            bytes: Bytes::from(bytes),
+        })
+    }
+
+    /// Stores a manifest in `repo` and points `tags` at it. With `check_refs`, every blob the
+    /// manifest names (and every child of an index) must already be in `repo`.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &Manifest,
+        tags: &[Tag],
+        check_refs: bool,
+    ) -> Result<(), StoreError> {
+        if manifest.bytes().len() > self.options.max_manifest_bytes {
+            return Err(StoreError::TooLarge(self.options.max_manifest_bytes));
+        }
+        if check_refs {
+            let idx = self.read_index();
+            let r = idx.repos.get(repo);
+            for d in manifest.blob_references() {
+                if !r.is_some_and(|r| {
+                    r.blobs.contains(&d.digest) || r.manifests.contains_key(&d.digest)
+                }) {
+                    return Err(StoreError::ManifestBlobUnknown(d.digest.clone()));
+                }
+            }
+            for d in &manifest.manifests {
+                if !r.is_some_and(|r| r.manifests.contains_key(&d.digest)) {
+                    return Err(StoreError::ManifestBlobUnknown(d.digest.clone()));
+                }
+            }
+        }
+        let digest = manifest.digest().clone();
+        let media_type = manifest.media_type().as_str();
+        let layout = self.layout.clone();
+        let bytes = Bytes::copy_from_slice(manifest.bytes());
+        let (repo2, digest2, tags2) = (repo.clone(), digest.clone(), tags.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let blob = layout.blob(&digest2);
+            if !blob.exists() {
+                write_atomic(&layout, &blob, &bytes)?;
+            }
+            write_atomic(
+                &layout,
+                &layout.manifest_link(&repo2, &digest2),
+                media_type.as_bytes(),
+            )?;
+            for t in &tags2 {
+                write_atomic(&layout, &layout.tag(&repo2, t), digest2.as_str().as_bytes())?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(StoreError::join)??;
+        let mut idx = self.write_index();
+        idx.insert_manifest(repo, &digest, ManifestEntry::of(manifest, media_type));
+        let r = idx.repos.entry(repo.clone()).or_default();
+        for t in tags {
+            r.tags.insert(t.as_str().to_owned(), digest.clone());
+        }
+        Ok(())
+    }
+
+    /// Deletes a manifest and every tag pointing at it.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let tags: Vec<String> = {
+            let idx = self.read_index();
+            let r = idx
+                .repos
+                .get(repo)
+                .ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
+            if !r.manifests.contains_key(digest) {
+                return Err(StoreError::ManifestUnknown(digest.to_string()));
+            }
+            r.tags
+                .iter()
+                .filter(|(_, d)| *d == digest)
+                .map(|(t, _)| t.clone())
+                .collect()
+        };
+        let layout = self.layout.clone();
+        let (repo2, digest2) = (repo.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || {
+            for t in &tags {
+                if let Ok(tag) = Tag::new(t) {
+                    remove_if_exists(&layout.tag(&repo2, &tag))?;
+                }
+            }
+            remove_if_exists(&layout.manifest_link(&repo2, &digest2))
+        })
+        .await
+        .map_err(StoreError::join)??;
+        self.write_index().remove_manifest(repo, digest);
+        Ok(())
+    }
+
+    /// Deletes a tag; the manifest stays.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StoreError> {
+        let known = self
+            .read_index()
+            .repos
+            .get(repo)
+            .is_some_and(|r| r.tags.contains_key(tag.as_str()));
+        if !known {
+            return Err(StoreError::ManifestUnknown(tag.to_string()));
+        }
+        let path = self.layout.tag(repo, tag);
+        tokio::task::spawn_blocking(move || remove_if_exists(&path))
+            .await
+            .map_err(StoreError::join)??;
+        let mut idx = self.write_index();
+        if let Some(r) = idx.repos.get_mut(repo) {
+            r.tags.remove(tag.as_str());
+        }
+        idx.drop_if_empty(repo);
+        Ok(())
+    }
+
+    /// Tags of `repo` in lexical order, at most `n` after `last`.
+    pub fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<Vec<String>, StoreError> {
+        let idx = self.read_index();
+        let r = idx
+            .repos
+            .get(repo)
+            .ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
+        Ok(page(r.tags.keys(), last, n))
+    }
+
+    /// Repository names in lexical order, at most `n` after `last`.
+    pub fn repositories(&self, last: Option<&str>, n: Option<usize>) -> Vec<String> {
+        let idx = self.read_index();
+        page(idx.repos.keys().map(RepoName::as_str), last, n)
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally only those of `artifact_type`.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Vec<Descriptor> {
+        let idx = self.read_index();
+        let Some(r) = idx.repos.get(repo) else {
+            return Vec::new();
+        };
+        let Some(set) = r.referrers.get(subject) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter_map(|d| r.manifests.get(d))
+            .filter_map(|e| e.referrer.as_ref().map(|(_, desc)| desc))
+            .filter(|desc| artifact_type.is_none_or(|a| desc.artifact_type.as_deref() == Some(a)))
+            .cloned()
+            .collect()
+    }
+}
+
+fn page<'a, S: AsRef<str> + 'a>(
+    sorted: impl Iterator<Item = S>,
+    last: Option<&str>,
+    n: Option<usize>,
+) -> Vec<String> {
+    sorted
+        .filter(|s| last.is_none_or(|l| s.as_ref() > l))
+        .take(n.unwrap_or(usize::MAX))
+        .map(|s| s.as_ref().to_owned())
+        .collect()
+}
