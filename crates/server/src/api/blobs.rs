@@ -3,7 +3,7 @@
 use std::io::SeekFrom;
 
 use axum::body::Body;
-use ferry_oci::{ByteRange, Digest, ErrorCode, RangeError, RepoName};
+use ferry_oci::{ByteRange, Digest, ErrorCode, RepoName};
 use http::{StatusCode, header};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
@@ -23,15 +23,12 @@ pub(super) async fn get(
     head: bool,
     range: Option<http::HeaderValue>,
 ) -> ApiResult {
+    // A malformed range is answered after the blob is found, so that the 416 can carry its length.
     let range = match range {
-        None => None,
-        Some(v) => {
-            let text = v.to_str().unwrap_or("");
-            ByteRange::parse_header(text)
-                .map_err(|e| ApiError::new(ErrorCode::RangeInvalid, e.to_string()))?
-        }
+        None => Ok(None),
+        Some(v) => ByteRange::parse_header(v.to_str().unwrap_or("")),
     };
-    if head && range.is_none() {
+    if head && matches!(range, Ok(None)) {
         let len = app.store.blob_len(repo, digest).await?;
         return Ok(blob_response(
             StatusCode::OK,
@@ -43,21 +40,20 @@ pub(super) async fn get(
     }
     let mut blob = app.store.open_blob(repo, digest).await?;
     let total = blob.len;
-    let (status, start, len, content_range) = match range {
-        None => (StatusCode::OK, 0, total, None),
-        Some(r) => match r.resolve(total) {
-            Ok(r) => (
+    let (status, start, len, content_range) =
+        match range.and_then(|r| r.map(|r| r.resolve(total)).transpose()) {
+            Ok(None) => (StatusCode::OK, 0, total, None),
+            Ok(Some(r)) => (
                 StatusCode::PARTIAL_CONTENT,
                 r.start,
                 r.len(),
                 Some(r.content_range(total)),
             ),
-            Err(e @ RangeError::Unsatisfiable { .. }) | Err(e @ RangeError::Malformed(_)) => {
+            Err(e) => {
                 return Err(ApiError::new(ErrorCode::RangeInvalid, e.to_string())
                     .header(header::CONTENT_RANGE, &format!("bytes */{total}")));
             }
-        },
-    };
+        };
     if head {
         return Ok(blob_response(
             status,

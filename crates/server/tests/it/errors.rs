@@ -1,0 +1,204 @@
+//! Bad input: every malformed path, name, digest and method gets a 4xx with an OCI error envelope,
+//! never a 500. Requests go over raw TCP so that no client library normalises the path first.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+use crate::Registry;
+
+/// Sends one raw HTTP/1.1 request; returns the status and body.
+fn raw(addr: &str, method: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = match out.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => out[i + 4..].to_vec(),
+        None => Vec::new(),
+    };
+    (status, body)
+}
+
+fn envelope_code(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v["errors"][0]["code"].as_str().map(str::to_owned)
+}
+
+fn addr(reg: &Registry) -> String {
+    reg.base.trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_oci_errors() {
+    let reg = Registry::start().await;
+    reg.push_blob("a", b"x").await;
+    let a = addr(&reg);
+    let long_name = "a".repeat(256);
+    let long_tag = "t".repeat(300);
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("GET", "/v2/../etc/passwd".into(), 404, "NOT_FOUND"),
+        ("GET", "/v2/a/../b/manifests/x".into(), 400, "NAME_INVALID"),
+        ("GET", "/v2/%2e%2e/manifests/x".into(), 400, "NAME_INVALID"),
+        (
+            "GET",
+            "/v2/a%2F..%2Fb/manifests/x".into(),
+            400,
+            "NAME_INVALID",
+        ),
+        ("GET", "/v2/a//b/manifests/x".into(), 400, "NAME_INVALID"),
+        ("GET", "/v2/a%00b/manifests/x".into(), 400, "NAME_INVALID"),
+        (
+            "GET",
+            "/v2/Upper/manifests/latest".into(),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "GET",
+            format!("/v2/{long_name}/manifests/latest"),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "GET",
+            format!("/v2/a/manifests/{long_tag}"),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "PUT",
+            format!("/v2/a/manifests/{long_tag}"),
+            400,
+            "TAG_INVALID",
+        ),
+        (
+            "GET",
+            "/v2/a/blobs/sha256:xyz".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "GET",
+            "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "GET",
+            "/v2/a/blobs/uploads/..%2F..".into(),
+            404,
+            "BLOB_UPLOAD_UNKNOWN",
+        ),
+        (
+            "POST",
+            "/v2/a/blobs/uploads/?digest=sha256:zz".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        ("GET", "/v2/a/tags/list?n=many".into(), 400, "UNSUPPORTED"),
+        ("POST", "/v2/a/manifests/latest".into(), 405, "UNSUPPORTED"),
+        ("PATCH", "/v2/a/tags/list".into(), 405, "UNSUPPORTED"),
+        ("GET", "/nope".into(), 404, "NOT_FOUND"),
+        ("GET", "/v2/a".into(), 404, "NOT_FOUND"),
+    ];
+    for (method, path, status, code) in cases {
+        let a = a.clone();
+        let p = path.clone();
+        let m = method.to_owned();
+        let (got, body) = tokio::task::spawn_blocking(move || raw(&a, &m, &p))
+            .await
+            .unwrap();
+        let short: String = path.chars().take(60).collect();
+        assert_eq!(
+            got,
+            status,
+            "{method} {short}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(
+            envelope_code(&body).as_deref(),
+            Some(code),
+            "{method} {short}"
+        );
+    }
+}
+
+#[test]
+fn random_paths_never_get_a_500_or_a_bare_error() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = rt.block_on(Registry::start());
+    rt.block_on(reg.push_blob("known/repo", b"content"));
+    let a = addr(&reg);
+    let segment = "([a-zA-Z0-9._~-]|%2[eEfF]|%00|%41|:){0,12}";
+    let path = proptest::collection::vec(
+        prop_oneof![
+            3 => proptest::string::string_regex(segment).unwrap(),
+            1 => Just("manifests".to_owned()),
+            1 => Just("blobs".to_owned()),
+            1 => Just("uploads".to_owned()),
+            1 => Just("tags".to_owned()),
+            1 => Just("list".to_owned()),
+            1 => Just("..".to_owned()),
+            1 => Just("known".to_owned()),
+            1 => Just("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned()),
+        ],
+        0..8,
+    );
+    let method = prop_oneof![
+        Just("GET"),
+        Just("HEAD"),
+        Just("PUT"),
+        Just("DELETE"),
+        Just("POST"),
+        Just("PATCH")
+    ];
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(256);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    runner
+        .run(&(method, path), |(method, segs)| {
+            let p = format!("/v2/{}", segs.join("/"));
+            let (status, body) = raw(&a, method, &p);
+            prop_assert!(
+                (200..500).contains(&status),
+                "{} {} -> {}",
+                method,
+                p,
+                status
+            );
+            if status >= 400 && method != "HEAD" {
+                prop_assert!(
+                    envelope_code(&body).is_some(),
+                    "{} {} -> {} without an envelope",
+                    method,
+                    p,
+                    status
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    rt.block_on(reg.stop());
+}

@@ -1,0 +1,13 @@
+//! # ferry-testkit
+//!
+//! What ferry's tests share, and nothing else (dev-only):
+//! - [`image`]: deterministic, seeded images (gzip tar layers, a config with correct `diff_ids`, an
+//!   OCI manifest) and indexes, plus OCI image layouts on disk for skopeo.
+//! - [`peers`]: real processes — the `ferry` binary, `docker-registry`, `containerd` — started on
+//!   127.0.0.1 with free ports and stopped by PID when dropped. A missing peer skips the test with a
+//!   loud message, except under `CI=true`, where it fails the test.
+//!
+//! Architecture invariant: nothing here talks to any address but loopback.
+
+pub mod image;
+pub mod peers;

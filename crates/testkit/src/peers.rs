@@ -1,0 +1,389 @@
+//! Real peer processes on 127.0.0.1, each stopped by PID when dropped.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether this is a CI run (`CI=true`), where a missing peer is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Finds an executable on PATH or in the sbin directories Debian installs daemons into.
+pub fn find(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+/// The peer's path; `None` (after a loud message) when absent outside CI. Panics under CI.
+pub fn require(bin: &str) -> Option<PathBuf> {
+    match find(bin) {
+        Some(p) => Some(p),
+        None if in_ci() => panic!(
+            "{bin} is required under CI=true but is not installed: .ci/run installs it (apt-get install docker-registry skopeo containerd nginx wrk)"
+        ),
+        None => {
+            eprintln!(
+                "\n*** SKIPPING: {bin} is not installed; run .ci/run or apt-get install it to run this test ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// Polls `ready` until it holds or `timeout` passes; returns whether it held. For waiting on a real
+/// condition (a port accepting, a file appearing), never as a stand-in for one.
+pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub fn accepting(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// A child process with its output captured to a log file; killed and reaped on drop.
+#[derive(Debug)]
+pub struct Process {
+    child: Option<Child>,
+    name: String,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Spawns `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Process {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log file");
+        let err = out.try_clone().expect("clone log handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process {
+            child: Some(child),
+            name: name.to_owned(),
+            log: log.to_owned(),
+        }
+    }
+
+    /// The PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything the process has written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for a clean exit (then SIGKILL).
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                eprintln!("{} ignored SIGTERM for {grace:?}; killing", self.name);
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Starts a process listening on `port` and waits until it accepts connections.
+fn start_listening(name: &str, cmd: Command, log: &Path, port: u16) -> Process {
+    let mut p = Process::spawn(name, cmd, log);
+    let up = wait_until(Duration::from_secs(30), || accepting(port) || !p.running());
+    assert!(
+        up && p.running(),
+        "{name} did not start on port {port}:\n{}",
+        p.log()
+    );
+    p
+}
+
+/// `ferry serve` on a free port.
+#[derive(Debug)]
+pub struct Ferry {
+    /// The process.
+    pub process: Process,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Ferry {
+    /// Starts `bin serve --listen 127.0.0.1:<free> --data-dir <data_dir> <extra…>`.
+    pub fn start(bin: &Path, data_dir: &Path, extra: &[&str]) -> Ferry {
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("FERRY_LOG", "info");
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let log = data_dir.with_extension("log");
+        let process = start_listening("ferry", cmd, &log, port);
+        Ferry {
+            process,
+            port,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// `host:port`, as image references spell it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://host:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host())
+    }
+}
+
+/// CNCF Distribution (`docker-registry`), filesystem storage in a temp dir, deletes enabled.
+#[derive(Debug)]
+pub struct DockerRegistry {
+    /// The process.
+    pub process: Process,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl DockerRegistry {
+    /// Starts one, or `None` if not installed (outside CI).
+    pub fn start() -> Option<DockerRegistry> {
+        DockerRegistry::start_with("")
+    }
+
+    /// Starts one in proxy mode in front of `upstream` (e.g. `http://127.0.0.1:5000`).
+    pub fn start_proxy(upstream: &str) -> Option<DockerRegistry> {
+        DockerRegistry::start_with(&format!("proxy:\n  remoteurl: {upstream}\n"))
+    }
+
+    fn start_with(extra_yaml: &str) -> Option<DockerRegistry> {
+        let bin = require("docker-registry")?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{extra_yaml}",
+            dir.path().join("data").display()
+        );
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).expect("write registry config");
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve").arg(&cfg);
+        let process = start_listening("docker-registry", cmd, &dir.path().join("log"), port);
+        Some(DockerRegistry {
+            process,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// `host:port`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// `skopeo` with a permissive signature policy and plain HTTP.
+#[derive(Debug)]
+pub struct Skopeo {
+    bin: PathBuf,
+    policy: tempfile::NamedTempFile,
+}
+
+impl Skopeo {
+    /// `None` if not installed (outside CI).
+    pub fn new() -> Option<Skopeo> {
+        let bin = require("skopeo")?;
+        let policy = tempfile::NamedTempFile::new().expect("policy file");
+        std::fs::write(
+            policy.path(),
+            br#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        )
+        .expect("write policy");
+        Some(Skopeo { bin, policy })
+    }
+
+    /// Runs `skopeo --policy P <args>`; panics with its output on failure.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new(&self.bin)
+            .arg("--policy")
+            .arg(self.policy.path())
+            .args(args)
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `skopeo copy` over plain HTTP on both sides.
+    pub fn copy(&self, src: &str, dst: &str, extra: &[&str]) -> String {
+        let mut args = vec!["copy", "--src-tls-verify=false", "--dest-tls-verify=false"];
+        args.extend_from_slice(extra);
+        args.push(src);
+        args.push(dst);
+        self.run(&args)
+    }
+
+    /// The raw manifest bytes of `reference` (`docker://…`).
+    pub fn raw(&self, reference: &str) -> Vec<u8> {
+        let out = Command::new(&self.bin)
+            .args(["inspect", "--tls-verify=false", "--raw", reference])
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo inspect {reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+/// A private containerd (own root, state and socket in a short temp dir; CRI off).
+#[derive(Debug)]
+pub struct Containerd {
+    /// The process.
+    pub process: Process,
+    ctr: PathBuf,
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Starts one, or `None` if not installed (outside CI).
+    pub fn start() -> Option<Containerd> {
+        let bin = require("containerd")?;
+        let ctr = require("ctr")?;
+        // unix socket paths are limited to ~104 bytes: keep the directory short.
+        let dir = tempfile::Builder::new()
+            .prefix("ctd")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let d = dir.path().display();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.internal.v1.opt\", \"io.containerd.snapshotter.v1.aufs\", \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.zfs\", \"io.containerd.tracing.processor.v1.otlp\", \"io.containerd.internal.v1.tracing\"]\n[grpc]\n  address = \"{d}/containerd.sock\"\n[ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n[debug]\n  level = \"warn\"\n[metrics]\n  address = \"\"\n"
+        );
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, config).expect("write containerd config");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config").arg(&cfg);
+        let mut process = Process::spawn("containerd", cmd, &dir.path().join("log"));
+        let socket = dir.path().join("containerd.sock");
+        let up = wait_until(Duration::from_secs(30), || {
+            !process.running()
+                || Command::new(&ctr)
+                    .arg("--address")
+                    .arg(&socket)
+                    .arg("version")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+        });
+        assert!(
+            up && process.running(),
+            "containerd did not start:\n{}",
+            process.log()
+        );
+        Some(Containerd {
+            process,
+            ctr,
+            socket,
+            dir,
+        })
+    }
+
+    /// Runs `ctr --address SOCK <args>`.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new(&self.ctr)
+            .arg("--address")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run ctr")
+    }
+
+    /// A directory for `--hosts-dir` configurations.
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.dir.path().join("certs.d")
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Let containerd unmount its snapshots before the temp dir goes.
+        self.process.terminate(Duration::from_secs(10));
+    }
+}
