@@ -1,0 +1,219 @@
+//! The command line: configuration layering, graceful shutdown, and errors a person can act on.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_testkit::peers::{Ferry, Process, accepting, free_port, wait_until};
+
+use crate::{client, ferry_bin};
+
+fn ferry(args: &[&str]) -> Command {
+    let mut c = Command::new(ferry_bin());
+    c.args(args);
+    for k in [
+        "FERRY_LISTEN",
+        "FERRY_DATA_DIR",
+        "FERRY_CONFIG",
+        "FERRY_LOG",
+        "FERRY_LOG_FORMAT",
+    ] {
+        c.env_remove(k);
+    }
+    c
+}
+
+fn stderr_of(mut c: Command) -> (bool, String) {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    (out.status.success(), err)
+}
+
+#[test]
+fn config_layers_defaults_file_env_and_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("ferry.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\n[limits]\nmax_connections = 11\n",
+    )
+    .unwrap();
+    let print = |env: &[(&str, &str)], flags: &[&str]| {
+        let mut c = ferry(&["config", "print", "--config", file.to_str().unwrap()]);
+        c.args(flags).env("HOME", tmp.path());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file_only = print(&[], &[]);
+    assert!(
+        file_only.contains("listen = \"127.0.0.1:1111\""),
+        "{file_only}"
+    );
+    assert!(file_only.contains("max_connections = 11"));
+    assert!(
+        file_only.contains("delete_enabled = true"),
+        "defaults fill what the file omits"
+    );
+    let env = print(&[("FERRY_LISTEN", "127.0.0.1:2222")], &[]);
+    assert!(
+        env.contains("listen = \"127.0.0.1:2222\""),
+        "env beats file"
+    );
+    assert!(env.contains("data_dir = \"/from/file\""));
+    let flag = print(
+        &[("FERRY_LISTEN", "127.0.0.1:2222")],
+        &["--listen", "127.0.0.1:3333", "--no-delete"],
+    );
+    assert!(
+        flag.contains("listen = \"127.0.0.1:3333\""),
+        "flag beats env"
+    );
+    assert!(flag.contains("delete_enabled = false"));
+
+    // With nothing configured, data goes under the user's data directory.
+    let out = ferry(&["config", "print"])
+        .env("HOME", tmp.path())
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let want = format!(
+        "data_dir = \"{}\"",
+        tmp.path().join(".local/share/ferry").display()
+    );
+    assert!(text.contains(&want), "{text}");
+    assert!(text.contains("listen = \"127.0.0.1:8080\""));
+}
+
+#[test]
+fn mistakes_get_a_message_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "listn = \"127.0.0.1:1\"\n").unwrap();
+    let (ok, err) = stderr_of(ferry(&["serve", "--config", bad.to_str().unwrap()]));
+    assert!(!ok);
+    assert!(err.contains("bad.toml") && err.contains("listn"), "{err}");
+    let (ok, err) = stderr_of(ferry(&["serve", "--config", "/nonexistent/ferry.toml"]));
+    assert!(!ok && err.contains("cannot read config file"), "{err}");
+    let (ok, err) = stderr_of(ferry(&["serve", "--listen", "not-an-address"]));
+    assert!(!ok && err.contains("--listen"), "{err}");
+
+    // A second server on the same data directory, and a port already taken.
+    let data = tmp.path().join("data");
+    let first = Ferry::start(ferry_bin(), &data, &[]);
+    let port = free_port().to_string();
+    let (ok, err) = stderr_of(ferry(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    assert!(
+        !ok && err.contains("in use by another ferry process"),
+        "{err}"
+    );
+    let (ok, err) = stderr_of(ferry(&["gc", "--data-dir", data.to_str().unwrap()]));
+    assert!(
+        !ok && err.contains("in use by another ferry process"),
+        "gc must refuse to run under a server: {err}"
+    );
+    let other = tmp.path().join("other");
+    let (ok, err) = stderr_of(ferry(&[
+        "serve",
+        "--listen",
+        &first.host(),
+        "--data-dir",
+        other.to_str().unwrap(),
+    ]));
+    assert!(!ok && err.contains("cannot listen"), "{err}");
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in [
+        &["serve"][..],
+        &["fsck"],
+        &["gc"],
+        &["config", "print"],
+        &["version"],
+        &[],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = ferry(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            text.contains("Example"),
+            "{args:?} help has no example:\n{text}"
+        );
+    }
+    let out = ferry(&["version"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ferry "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let ferry = Ferry::start(ferry_bin(), &data, &[]);
+    let (port, base) = (ferry.port, ferry.url());
+    let mut process: Process = ferry.process;
+    let c = client();
+    let r = c
+        .post(format!("{base}/v2/drain/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+
+    // Stream half a chunk, and hold the rest back until the server has been told to stop.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let patch = tokio::spawn(c.patch(format!("{base}{loc}")).body(body).send());
+    tx.send(Ok(Bytes::from(vec![1u8; 65536]))).await.unwrap();
+    let partial = data.join("uploads").join(&id).join("data");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::metadata(&partial)
+            .is_ok_and(|m| m.len() >= 65536)),
+        "the first half never reached the server"
+    );
+    let pid = process.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Once the listener is closed, new connections are refused while the old one is served.
+    assert!(
+        wait_until(Duration::from_secs(20), || !accepting(port)),
+        "still accepting after SIGTERM"
+    );
+    tx.send(Ok(Bytes::from(vec![2u8; 65536]))).await.unwrap();
+    drop(tx);
+    let r = patch.await.unwrap().unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["range"], "0-131071");
+    let status = process.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(process.log().contains("SIGTERM received"));
+    assert_eq!(std::fs::read_dir(data.join("tmp")).unwrap().count(), 0);
+}

@@ -1,0 +1,16 @@
+//! End-to-end tests of the `ferry` binary with real clients and registries on 127.0.0.1.
+
+mod cli;
+mod crash;
+mod peers;
+
+use std::path::Path;
+
+/// The binary under test.
+pub fn ferry_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}

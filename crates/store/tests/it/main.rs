@@ -1,0 +1,184 @@
+//! Store tests through the public API, on a temp directory.
+
+use bytes::Bytes;
+use ferry_oci::{Digest, Manifest, MediaType, RepoName, Tag};
+use ferry_store::{LockMode, Store, StoreError, StoreOptions};
+use ferry_testkit::image::image;
+
+fn body(bytes: &[u8]) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+    futures_util::stream::iter(vec![Ok(Bytes::copy_from_slice(bytes))])
+}
+
+fn repo(s: &str) -> RepoName {
+    RepoName::new(s).unwrap()
+}
+
+async fn put(store: &Store, r: &str, bytes: &[u8]) -> Digest {
+    let d = Digest::sha256(bytes);
+    store
+        .put_blob(&repo(r), &d, Some(bytes.len() as u64), body(bytes))
+        .await
+        .unwrap();
+    d
+}
+
+#[tokio::test]
+async fn fsck_reports_then_quarantines_corrupt_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    let store = Store::open(&root, StoreOptions::default()).await.unwrap();
+    let good = put(&store, "a", b"good content").await;
+    let bad = put(&store, "a", b"content that will rot").await;
+    let clean = store.fsck(false).await.unwrap();
+    assert!(clean.is_clean());
+    assert_eq!(clean.blobs_checked, 2);
+    drop(store);
+
+    let path = root
+        .join("blobs/sha256")
+        .join(&bad.hex()[..2])
+        .join(bad.hex());
+    std::fs::write(&path, b"bit rot").unwrap();
+
+    // Report-only needs no lock and changes nothing.
+    let store = Store::open_with(&root, StoreOptions::default(), LockMode::Shared)
+        .await
+        .unwrap();
+    let r = store.fsck(false).await.unwrap();
+    assert_eq!(r.corrupt.len(), 1);
+    assert_eq!(r.corrupt[0].expected, bad);
+    assert_eq!(r.corrupt[0].actual, Digest::sha256(b"bit rot"));
+    assert!(path.exists());
+    drop(store);
+
+    let store = Store::open(&root, StoreOptions::default()).await.unwrap();
+    let r = store.fsck(true).await.unwrap();
+    assert_eq!(r.corrupt.len(), 1);
+    assert!(!path.exists(), "corrupt blob still servable");
+    assert!(root.join("quarantine").read_dir().unwrap().count() == 1);
+    assert!(matches!(
+        store.open_blob(&repo("a"), &bad).await,
+        Err(StoreError::BlobUnknown(_))
+    ));
+    assert!(store.open_blob(&repo("a"), &good).await.is_ok());
+    assert!(store.fsck(false).await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn gc_removes_only_unreferenced_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let img = image(1, 2, 100, "amd64");
+    for b in img.blobs() {
+        put(&store, "app", &b.bytes).await;
+    }
+    let m = Manifest::parse(img.manifest.bytes.clone(), Some(MediaType::OCI_MANIFEST)).unwrap();
+    store
+        .put_manifest(&repo("app"), &m, &[Tag::new("v1").unwrap()], true)
+        .await
+        .unwrap();
+    let orphan = put(&store, "app", b"nobody references me").await;
+
+    let dry = store.gc(true).await.unwrap();
+    assert_eq!(dry.digests, vec![orphan.clone()]);
+    assert_eq!(dry.kept, 4, "manifest, config and two layers");
+    assert!(store.has_blob(&repo("app"), &orphan));
+
+    let r = store.gc(false).await.unwrap();
+    assert_eq!(r.removed, 1);
+    assert_eq!(r.bytes_freed, 20);
+    assert!(!store.has_blob(&repo("app"), &orphan));
+    for b in img.blobs() {
+        assert!(store.open_blob(&repo("app"), &b.digest).await.is_ok());
+    }
+    assert!(store.gc(false).await.unwrap().digests.is_empty());
+}
+
+#[tokio::test]
+async fn one_owner_per_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let err = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+    assert!(err.to_string().contains("in use by another ferry process"));
+    assert!(
+        Store::open_with(tmp.path(), StoreOptions::default(), LockMode::Shared)
+            .await
+            .is_ok()
+    );
+    drop(first);
+    assert!(
+        Store::open(tmp.path(), StoreOptions::default())
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn open_wipes_stale_temp_files_and_expired_uploads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let s = store.start_upload(&repo("u")).await.unwrap();
+    drop(store);
+    std::fs::write(tmp.path().join("tmp/half-written"), b"partial").unwrap();
+    // A zero TTL expires every session at the next open.
+    let opts = StoreOptions {
+        upload_ttl: std::time::Duration::ZERO,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(tmp.path(), opts).await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
+        0
+    );
+    assert!(matches!(
+        store.upload_status(&repo("u"), &s.id).await,
+        Err(StoreError::UploadUnknown(_))
+    ));
+}
+
+#[tokio::test]
+async fn index_rebuilds_from_files_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(2, 1, 100, "amd64");
+    {
+        let store = Store::open(tmp.path(), StoreOptions::default())
+            .await
+            .unwrap();
+        for b in img.blobs() {
+            put(&store, "deep/name/space/x", &b.bytes).await;
+        }
+        let m = Manifest::parse(img.manifest.bytes.clone(), None).unwrap();
+        store
+            .put_manifest(
+                &repo("deep/name/space/x"),
+                &m,
+                &[Tag::new("t").unwrap()],
+                true,
+            )
+            .await
+            .unwrap();
+    }
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.repositories(None, None), ["deep/name/space/x"]);
+    assert_eq!(
+        store.tags(&repo("deep/name/space/x"), None, None).unwrap(),
+        ["t"]
+    );
+    let got = store
+        .get_manifest(&repo("deep/name/space/x"), &"t".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got.bytes.as_ref(), &img.manifest.bytes[..]);
+    assert_eq!(got.head.digest, img.manifest.digest);
+}
