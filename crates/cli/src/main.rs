@@ -100,7 +100,7 @@ struct ServeArgs {
 struct FsckArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// Move corrupt blobs to <data-dir>/quarantine so they are never served (needs the server stopped).
+    /// Move corrupt blobs to `DATA_DIR/quarantine` so they are never served (needs the server stopped).
     #[arg(long)]
     quarantine: bool,
     /// Print the report as JSON.

@@ -211,11 +211,10 @@ mod tests {
     proptest! {
         #[test]
         fn resolved_ranges_stay_inside(s in "bytes=[0-9]{0,4}-[0-9]{0,4}", len in 0u64..5000) {
-            if let Ok(Some(r)) = ByteRange::parse_header(&s) {
-                if let Ok(x) = r.resolve(len) {
+            if let Ok(Some(r)) = ByteRange::parse_header(&s)
+                && let Ok(x) = r.resolve(len) {
                     prop_assert!(x.start <= x.end && x.end < len);
                 }
-            }
         }
 
         #[test]

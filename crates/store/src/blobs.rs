@@ -39,13 +39,13 @@ where
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| StoreError::Body(e.into()))?;
             n += chunk.len() as u64;
-            if let Some(max) = max_len {
-                if n > max {
-                    return Err(StoreError::SizeMismatch {
-                        expected: max,
-                        actual: n,
-                    });
-                }
+            if let Some(max) = max_len
+                && n > max
+            {
+                return Err(StoreError::SizeMismatch {
+                    expected: max,
+                    actual: n,
+                });
             }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(StoreError::io(&tmp))?;

@@ -77,12 +77,12 @@ impl Index {
         let Some(entry) = r.manifests.remove(digest) else {
             return false;
         };
-        if let Some((subject, _)) = entry.referrer {
-            if let Some(set) = r.referrers.get_mut(&subject) {
-                set.remove(digest);
-                if set.is_empty() {
-                    r.referrers.remove(&subject);
-                }
+        if let Some((subject, _)) = entry.referrer
+            && let Some(set) = r.referrers.get_mut(&subject)
+        {
+            set.remove(digest);
+            if set.is_empty() {
+                r.referrers.remove(&subject);
             }
         }
         r.tags.retain(|_, d| d != digest);

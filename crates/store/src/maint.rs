@@ -62,8 +62,15 @@ pub struct GcReport {
     pub digests: Vec<Digest>,
 }
 
-/// Every `(digest, path)` under `blobs/`, plus files whose names are not digests.
-fn blob_files(layout: &Layout) -> Result<(Vec<(Digest, PathBuf)>, Vec<PathBuf>), StoreError> {
+/// What a scan of `blobs/` found.
+struct BlobScan {
+    /// Every `(digest, path)` whose name is a digest, sorted.
+    found: Vec<(Digest, PathBuf)>,
+    /// Files whose names are not digests.
+    stray: Vec<PathBuf>,
+}
+
+fn blob_files(layout: &Layout) -> Result<BlobScan, StoreError> {
     let mut found = Vec::new();
     let mut stray = Vec::new();
     let root = layout.blobs();
@@ -91,7 +98,7 @@ fn blob_files(layout: &Layout) -> Result<(Vec<(Digest, PathBuf)>, Vec<PathBuf>),
         }
     }
     found.sort();
-    Ok((found, stray))
+    Ok(BlobScan { found, stray })
 }
 
 fn hash_file(path: &Path, d: &Digest) -> Result<(Digest, u64), StoreError> {
@@ -128,7 +135,10 @@ impl Store {
                 .collect()
         };
         let report = tokio::task::spawn_blocking(move || {
-            let (files, stray) = blob_files(&layout)?;
+            let BlobScan {
+                found: files,
+                stray,
+            } = blob_files(&layout)?;
             let mut report = FsckReport {
                 stray,
                 missing,
@@ -177,16 +187,16 @@ impl Store {
             let mut marked: HashSet<Digest> = HashSet::new();
             for d in manifests {
                 let path = layout.blob(&d);
-                if let Ok(bytes) = fs::read(&path) {
-                    if let Ok(m) = Manifest::parse(bytes, None) {
-                        for r in m.config.iter().chain(&m.layers).chain(&m.manifests) {
-                            marked.insert(r.digest.clone());
-                        }
+                if let Ok(bytes) = fs::read(&path)
+                    && let Ok(m) = Manifest::parse(bytes, None)
+                {
+                    for r in m.config.iter().chain(&m.layers).chain(&m.manifests) {
+                        marked.insert(r.digest.clone());
                     }
                 }
                 marked.insert(d);
             }
-            let (files, _) = blob_files(&layout)?;
+            let files = blob_files(&layout)?.found;
             let mut report = GcReport {
                 dry_run,
                 ..GcReport::default()

@@ -181,13 +181,13 @@ impl Store {
     {
         let s = self.session(repo, id).await?;
         let mut s = s.lock().await;
-        if let Some(start) = start {
-            if start != s.offset {
-                return Err(StoreError::OutOfOrder {
-                    offset: s.offset,
-                    got: start,
-                });
-            }
+        if let Some(start) = start
+            && start != s.offset
+        {
+            return Err(StoreError::OutOfOrder {
+                offset: s.offset,
+                got: start,
+            });
         }
         let path = self.layout.upload_dir(id).join("data");
         if s.hasher.is_none() {
@@ -311,24 +311,24 @@ where
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StoreError::Body(e.into()))?;
         n += chunk.len() as u64;
-        if let Some(max) = declared_len {
-            if n > max {
-                return Err(StoreError::SizeMismatch {
-                    expected: max,
-                    actual: n,
-                });
-            }
+        if let Some(max) = declared_len
+            && n > max
+        {
+            return Err(StoreError::SizeMismatch {
+                expected: max,
+                actual: n,
+            });
         }
         hasher.update(&chunk);
         f.write_all(&chunk).await.map_err(StoreError::io(path))?;
     }
-    if let Some(d) = declared_len {
-        if d != n {
-            return Err(StoreError::SizeMismatch {
-                expected: d,
-                actual: n,
-            });
-        }
+    if let Some(d) = declared_len
+        && d != n
+    {
+        return Err(StoreError::SizeMismatch {
+            expected: d,
+            actual: n,
+        });
     }
     f.flush().await.map_err(StoreError::io(path))?;
     Ok(n)

@@ -29,7 +29,7 @@ async fn upload(base: String, i: usize) -> Result<Digest, String> {
         reqwest::Body::wrap_stream(futures_util::stream::iter(parts))
     };
     let err = |e: reqwest::Error| e.to_string();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let r = c
             .post(format!("{base}/v2/crash/blobs/uploads/?digest={d}"))
             .body(chunks(&bytes))

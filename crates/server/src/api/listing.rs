@@ -15,15 +15,16 @@ fn with_next_link(
     items: &[String],
     n: Option<usize>,
 ) -> axum::response::Response {
-    if let (Some(n), Some(last)) = (n, items.last()) {
-        if n > 0 && items.len() == n {
-            let link = format!(
-                "<{base}?n={n}&last={}>; rel=\"next\"",
-                utf8_percent_encode(last, NON_ALPHANUMERIC)
-            );
-            if let Ok(v) = http::HeaderValue::from_str(&link) {
-                res.headers_mut().insert(http::header::LINK, v);
-            }
+    if let (Some(n), Some(last)) = (n, items.last())
+        && n > 0
+        && items.len() == n
+    {
+        let link = format!(
+            "<{base}?n={n}&last={}>; rel=\"next\"",
+            utf8_percent_encode(last, NON_ALPHANUMERIC)
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&link) {
+            res.headers_mut().insert(http::header::LINK, v);
         }
     }
     res

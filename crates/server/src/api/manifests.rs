@@ -94,14 +94,14 @@ pub(super) async fn put(
     };
     let manifest = Manifest::parse_as(bytes.to_vec(), content_type.as_deref(), algorithm)
         .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
-    if let ManifestRef::Digest(d) = reference {
-        if d != manifest.digest() {
-            return Err(ApiError::new(
-                ErrorCode::DigestInvalid,
-                format!("manifest bytes hash to {}, not {d}", manifest.digest()),
-            )
-            .detail(serde_json::json!({ "expected": d, "actual": manifest.digest() })));
-        }
+    if let ManifestRef::Digest(d) = reference
+        && d != manifest.digest()
+    {
+        return Err(ApiError::new(
+            ErrorCode::DigestInvalid,
+            format!("manifest bytes hash to {}, not {d}", manifest.digest()),
+        )
+        .detail(serde_json::json!({ "expected": d, "actual": manifest.digest() })));
     }
     app.store
         .put_manifest(

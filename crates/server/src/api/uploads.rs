@@ -33,18 +33,18 @@ fn content_range(headers: &HeaderMap) -> Result<Option<ContentRange>, ApiError> 
 /// Content-Length must agree with a Content-Range's span when both are given.
 fn declared_len(headers: &HeaderMap, range: Option<ContentRange>) -> Result<Option<u64>, ApiError> {
     let len = content_length(headers)?;
-    if let (Some(r), Some(n)) = (range, len) {
-        if r.len() != n {
-            return Err(ApiError::new(
-                ErrorCode::SizeInvalid,
-                format!(
-                    "Content-Range {}-{} spans {} bytes but Content-Length is {n}",
-                    r.start,
-                    r.end,
-                    r.len()
-                ),
-            ));
-        }
+    if let (Some(r), Some(n)) = (range, len)
+        && r.len() != n
+    {
+        return Err(ApiError::new(
+            ErrorCode::SizeInvalid,
+            format!(
+                "Content-Range {}-{} spans {} bytes but Content-Length is {n}",
+                r.start,
+                r.end,
+                r.len()
+            ),
+        ));
     }
     Ok(len)
 }
