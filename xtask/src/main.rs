@@ -78,12 +78,29 @@ fn test(extra: &[String]) -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
-        Some("serve") => run(
-            "ferry bench serve",
-            cargo()
-                .args(["run", "--release", "--quiet", "-p", "ferry-bench", "--"])
-                .args(&args[1..]),
-        ),
+        Some("serve") => {
+            run(
+                "cargo build --release",
+                cargo().args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "ferry",
+                    "-p",
+                    "ferry-bench",
+                ]),
+            )?;
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            run(
+                "ferry-bench serve",
+                Command::new(root.join("target/release/ferry-bench"))
+                    .arg("serve")
+                    .arg("--ferry")
+                    .arg(root.join("target/release/ferry"))
+                    .args(&args[1..]),
+            )
+        }
         other => Err(format!("unknown benchmark {other:?}; available: serve")),
     }
 }

@@ -387,3 +387,62 @@ impl Drop for Containerd {
         self.process.terminate(Duration::from_secs(10));
     }
 }
+
+/// nginx serving a directory as static files (the serving-speed limit in benchmarks). Manifests
+/// (any path containing `/manifests/`) are served as OCI image manifests.
+#[derive(Debug)]
+pub struct Nginx {
+    /// The master process (workers exit with it).
+    pub process: Process,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Serves `root`, or `None` if nginx is not installed (outside CI).
+    pub fn start(root: &Path) -> Option<Nginx> {
+        let bin = require("nginx")?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display();
+        for t in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            std::fs::create_dir_all(dir.path().join("tmp").join(t)).expect("nginx temp dirs");
+        }
+        let port = free_port();
+        // `user root root` because workers would otherwise run as nobody and get 403 on 0700 temp
+        // dirs when the tests run as root.
+        let config = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  types {{ }}\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port};\n    root {};\n    location ~ /manifests/ {{ default_type application/vnd.oci.image.manifest.v1+json; }}\n    location / {{ }}\n  }}\n}}\n",
+            root.display()
+        );
+        let cfg = dir.path().join("nginx.conf");
+        std::fs::write(&cfg, config).expect("write nginx config");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&cfg)
+            .arg("-e")
+            .arg(dir.path().join("error.log"));
+        let process = start_listening("nginx", cmd, &dir.path().join("log"), port);
+        Some(Nginx {
+            process,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+/// Resident set size of a process in bytes (`VmRSS`), and its peak (`VmHWM`), from /proc.
+pub fn rss(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}

@@ -1,0 +1,41 @@
+//! `ferry-bench`: side-by-side benchmarks. Run through `cargo xtask bench <name>`.
+//!
+//! `serve`: cached pulls of many small images (manifest by tag + config + 5 layers, the mix
+//! containerd produces) from ferry, CNCF Distribution (`docker-registry`) and nginx serving the same
+//! files statically (the serving limit), driven by `wrk` with a fixed connection count; then one
+//! large blob from ferry and from nginx; then ferry's memory with the store full. Prints a table of
+//! medians and ratios and writes JSON.
+//!
+//! Everything runs on 127.0.0.1 and stops by itself; nothing is timed inside a test.
+
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn usage() -> &'static str {
+    "usage: ferry-bench serve --ferry PATH [--quick] [--images N] [--stored N] [--pullers N]\n                     [--seconds S] [--repeats R] [--big-mib M] [--out DIR]\n\nexample: cargo xtask bench serve --quick"
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => serve::Options::parse(&args[1..]).and_then(serve::run),
+        _ => {
+            eprintln!("{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where results go by default: `target/bench/` of the workspace.
+fn default_out() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench")
+}

@@ -1,0 +1,631 @@
+//! The `serve` benchmark.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail, ensure};
+use ferry_oci::{Digest, MediaType};
+use ferry_testkit::image::{Image, Rng, image};
+use ferry_testkit::peers::{DockerRegistry, Ferry, Nginx, find, rss};
+use futures_util::{StreamExt, TryStreamExt};
+
+/// Benchmark parameters.
+#[derive(Debug, Clone)]
+pub struct Options {
+    ferry: PathBuf,
+    images: usize,
+    stored: usize,
+    pullers: usize,
+    seconds: u64,
+    repeats: usize,
+    big_mib: u64,
+    out: PathBuf,
+    quick: bool,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> anyhow::Result<Options> {
+        let mut o = Options {
+            ferry: PathBuf::new(),
+            images: 1000,
+            stored: 1500,
+            pullers: 10,
+            seconds: 10,
+            repeats: 3,
+            big_mib: 1024,
+            out: crate::default_out(),
+            quick: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = || it.next().with_context(|| format!("{a} needs a value"));
+            match a.as_str() {
+                "--ferry" => o.ferry = PathBuf::from(val()?),
+                "--images" => o.images = val()?.parse()?,
+                "--stored" => o.stored = val()?.parse()?,
+                "--pullers" => o.pullers = val()?.parse()?,
+                "--seconds" => o.seconds = val()?.parse()?,
+                "--repeats" => o.repeats = val()?.parse()?,
+                "--big-mib" => o.big_mib = val()?.parse()?,
+                "--out" => o.out = PathBuf::from(val()?),
+                "--quick" => {
+                    o.quick = true;
+                    o.images = 200;
+                    o.stored = 300;
+                    o.seconds = 3;
+                    o.repeats = 1;
+                    o.big_mib = 256;
+                }
+                other => bail!("unknown option {other:?}\n{}", crate::usage()),
+            }
+        }
+        ensure!(
+            o.ferry.is_file(),
+            "--ferry must name the ferry binary (cargo xtask bench serve builds it)"
+        );
+        ensure!(
+            o.stored >= o.images && o.images > 0 && o.repeats > 0 && o.pullers > 0,
+            "--stored must be at least --images; --images, --repeats and --pullers at least 1"
+        );
+        Ok(o)
+    }
+}
+
+fn repo(i: usize) -> String {
+    format!("bench/img-{i:04}")
+}
+
+async fn push_blob(
+    c: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    d: &Digest,
+    body: reqwest::Body,
+) -> anyhow::Result<()> {
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await?;
+    ensure!(
+        r.status() == 202,
+        "upload start at {base} answered {}",
+        r.status()
+    );
+    let loc = r
+        .headers()
+        .get("location")
+        .context("no Location")?
+        .to_str()?
+        .to_owned();
+    let url = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("{base}{loc}")
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{url}{sep}digest={d}"))
+        .body(body)
+        .send()
+        .await?;
+    ensure!(
+        r.status() == 201,
+        "blob upload to {base} answered {}",
+        r.status()
+    );
+    Ok(())
+}
+
+/// Pushes one image with POST + PUT uploads (the form every registry supports).
+async fn push_image(
+    c: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    img: &Image,
+) -> anyhow::Result<()> {
+    for b in img.blobs() {
+        push_blob(
+            c,
+            base,
+            repo,
+            &b.digest,
+            reqwest::Body::from(b.bytes.clone()),
+        )
+        .await?;
+    }
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/v1"))
+        .header("content-type", MediaType::OCI_MANIFEST)
+        .body(img.manifest.bytes.clone())
+        .send()
+        .await?;
+    ensure!(
+        r.status() == 201,
+        "manifest push to {base} answered {}",
+        r.status()
+    );
+    Ok(())
+}
+
+async fn push_all(c: &reqwest::Client, base: &str, images: &[Image]) -> anyhow::Result<()> {
+    futures_util::stream::iter(images.iter().enumerate())
+        .map(|(i, img)| {
+            let r = repo(i);
+            async move { push_image(c, base, &r, img).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// The request mix of one cached pull: manifest by tag, config, layers.
+fn pull_paths(i: usize, img: &Image) -> Vec<String> {
+    let r = repo(i);
+    let mut p = vec![format!("/v2/{r}/manifests/v1")];
+    p.extend(img.blobs().map(|b| format!("/v2/{r}/blobs/{}", b.digest)));
+    p
+}
+
+/// Lays the same content out as static files for nginx.
+fn write_static_tree(root: &Path, images: &[Image]) -> anyhow::Result<()> {
+    for (i, img) in images.iter().enumerate() {
+        let r = root.join("v2").join(repo(i));
+        std::fs::create_dir_all(r.join("manifests"))?;
+        std::fs::create_dir_all(r.join("blobs"))?;
+        std::fs::write(r.join("manifests/v1"), &img.manifest.bytes)?;
+        for b in img.blobs() {
+            std::fs::write(r.join("blobs").join(b.digest.as_str()), &b.bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every path answers 200 with the right bytes, so the timed runs measure correct serving.
+async fn verify(c: &reqwest::Client, base: &str, images: &[Image]) -> anyhow::Result<()> {
+    futures_util::stream::iter(images.iter().enumerate())
+        .map(|(i, img)| async move {
+            let r = repo(i);
+            let m = c
+                .get(format!("{base}/v2/{r}/manifests/v1"))
+                .header("accept", MediaType::ACCEPT_ALL)
+                .send()
+                .await?;
+            ensure!(m.status() == 200, "{base} {r} manifest: {}", m.status());
+            ensure!(
+                m.bytes().await?.as_ref() == img.manifest.bytes.as_slice(),
+                "{base} {r}: manifest bytes differ"
+            );
+            for b in img.blobs() {
+                let got = c
+                    .get(format!("{base}/v2/{r}/blobs/{}", b.digest))
+                    .send()
+                    .await?
+                    .bytes()
+                    .await?;
+                ensure!(
+                    Digest::sha256(&got) == b.digest,
+                    "{base} {r}: blob {} differs",
+                    b.digest
+                );
+            }
+            Ok(())
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// One wrk run's result.
+#[derive(Debug, Clone)]
+struct WrkRun {
+    rps: f64,
+    bytes_per_s: f64,
+    errors: u64,
+    p50_us: u64,
+    p99_us: u64,
+    json: serde_json::Value,
+}
+
+fn wrk(
+    script: &Path,
+    paths: &Path,
+    url: &str,
+    connections: usize,
+    seconds: u64,
+    out: &Path,
+) -> anyhow::Result<WrkRun> {
+    let json_path = out.with_extension("json");
+    let status = Command::new(find("wrk").context("wrk is not installed (apt-get install wrk)")?)
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--timeout",
+            "30s",
+        ])
+        .arg("-H")
+        .arg(format!("Accept: {}", MediaType::ACCEPT_ALL))
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .arg("--")
+        .arg(paths)
+        .env("WRK_JSON", &json_path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running wrk")?;
+    ensure!(status.success(), "wrk failed against {url}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path)?)?;
+    let e = &json["errors"];
+    let errors = ["connect", "read", "write", "status", "timeout"]
+        .iter()
+        .map(|k| e[k].as_u64().unwrap_or(0))
+        .sum();
+    Ok(WrkRun {
+        rps: json["rps"].as_f64().unwrap_or(0.0),
+        bytes_per_s: json["bytes_per_s"].as_f64().unwrap_or(0.0),
+        errors,
+        p50_us: json["latency_us"]["p50"].as_u64().unwrap_or(0),
+        p99_us: json["latency_us"]["p99"].as_u64().unwrap_or(0),
+        json,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs wrk `repeats` times and keeps every run; the median is what gets reported.
+fn series(
+    o: &Options,
+    name: &str,
+    script: &Path,
+    paths: &Path,
+    url: &str,
+    connections: usize,
+    work: &Path,
+) -> anyhow::Result<Vec<WrkRun>> {
+    // A short warm-up so that page cache, connection setup and lazy initialisation are not timed.
+    wrk(
+        script,
+        paths,
+        url,
+        connections,
+        1,
+        &work.join(format!("{name}-warmup")),
+    )?;
+    let mut runs = Vec::new();
+    for r in 0..o.repeats {
+        let run = wrk(
+            script,
+            paths,
+            url,
+            connections,
+            o.seconds,
+            &work.join(format!("{name}-{r}")),
+        )?;
+        eprintln!(
+            "  {name} run {}: {:.0} req/s, {:.1} MB/s, {} errors",
+            r + 1,
+            run.rps,
+            run.bytes_per_s / 1e6,
+            run.errors
+        );
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+fn summary(runs: &[WrkRun]) -> serde_json::Value {
+    serde_json::json!({
+        "median_rps": median(runs.iter().map(|r| r.rps).collect()),
+        "median_bytes_per_s": median(runs.iter().map(|r| r.bytes_per_s).collect()),
+        "median_p50_us": median(runs.iter().map(|r| r.p50_us as f64).collect()),
+        "median_p99_us": median(runs.iter().map(|r| r.p99_us as f64).collect()),
+        "errors": runs.iter().map(|r| r.errors).sum::<u64>(),
+        "runs": runs.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
+    })
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    serde_json::json!({"cpu": cpu, "cores": cores, "mem_gib": mem / 1024 / 1024})
+}
+
+fn now_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+pub fn run(o: Options) -> anyhow::Result<()> {
+    for tool in ["docker-registry", "nginx", "wrk"] {
+        ensure!(
+            find(tool).is_some(),
+            "{tool} is not installed: apt-get install docker-registry nginx wrk"
+        );
+    }
+    std::fs::create_dir_all(&o.out)?;
+    let work = tempfile::Builder::new().prefix("ferry-bench").tempdir()?;
+    let w = work.path();
+    let rt = tokio::runtime::Runtime::new()?;
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(32)
+        .build()?;
+
+    eprintln!(
+        "generating {} images (config + 5 layers of ~1.6 KB)…",
+        o.stored
+    );
+    let images: Vec<Image> = (0..o.stored)
+        .map(|i| image(i as u64, 5, 1500, "amd64"))
+        .collect();
+    let pulled = &images[..o.images];
+
+    let ferry_data = w.join("ferry-data");
+    let ferry = Ferry::start(&o.ferry, &ferry_data, &["--log-level", "warn"]);
+    let distribution = DockerRegistry::start().context("docker-registry")?;
+    let dist_base = format!("http://{}", distribution.host());
+    eprintln!(
+        "pushing {} images to ferry and {} to Distribution…",
+        o.stored, o.images
+    );
+    rt.block_on(push_all(&c, &ferry.url(), &images))?;
+    rt.block_on(push_all(&c, &dist_base, pulled))?;
+
+    eprintln!("writing {} MiB blob…", o.big_mib);
+    let big_path = w.join("big.bin");
+    let big_digest = {
+        let mut rng = Rng::new(99);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big_path)?);
+        let mut h = ferry_oci::Algorithm::Sha256.hasher();
+        for _ in 0..o.big_mib {
+            let chunk = rng.bytes(1024 * 1024);
+            h.update(&chunk);
+            std::io::Write::write_all(&mut f, &chunk)?;
+        }
+        std::io::Write::flush(&mut f)?;
+        h.finish()
+    };
+    rt.block_on(async {
+        let file = tokio::fs::File::open(&big_path).await?;
+        let body = reqwest::Body::wrap_stream(tokio_util_stream(file));
+        push_blob(&c, &ferry.url(), "bench/big", &big_digest, body).await
+    })?;
+
+    let www = w.join("www");
+    write_static_tree(&www, pulled)?;
+    let big_static = www.join("v2/bench/big/blobs");
+    std::fs::create_dir_all(&big_static)?;
+    std::fs::rename(&big_path, big_static.join(big_digest.as_str()))?;
+
+    // Memory with the store full, measured on a fresh process (index rebuilt, nothing cached).
+    drop(ferry);
+    let ferry = Ferry::start(&o.ferry, &ferry_data, &["--log-level", "warn"]);
+    rt.block_on(async {
+        // One request, so the runtime and connection paths are initialised before measuring "idle".
+        c.get(format!("{}/v2/", ferry.url()))
+            .send()
+            .await
+            .map(|_| ())
+    })?;
+    let (idle_rss, _) = rss(ferry.process.pid()).context("reading ferry's RSS")?;
+    eprintln!(
+        "ferry idle RSS with {} images stored: {:.1} MiB",
+        o.stored,
+        idle_rss as f64 / 1048576.0
+    );
+
+    let nginx = Nginx::start(&www).context("nginx")?;
+    let nginx_base = format!("http://127.0.0.1:{}", nginx.port);
+    eprintln!("verifying every path on all three servers…");
+    for base in [&ferry.url(), &dist_base, &nginx_base] {
+        rt.block_on(verify(&c, base, pulled))?;
+    }
+
+    let script = w.join("wrk.lua");
+    std::fs::write(&script, include_str!("wrk.lua"))?;
+    let small_paths = w.join("small-paths.txt");
+    let lines: Vec<String> = pulled
+        .iter()
+        .enumerate()
+        .flat_map(|(i, img)| pull_paths(i, img))
+        .collect();
+    std::fs::write(&small_paths, lines.join("\n") + "\n")?;
+    let big_paths = w.join("big-paths.txt");
+    std::fs::write(&big_paths, format!("/v2/bench/big/blobs/{big_digest}\n"))?;
+
+    eprintln!(
+        "small-image pulls: {} images × 7 requests, {} connections, {} × {}s per server",
+        o.images, o.pullers, o.repeats, o.seconds
+    );
+    let small_nginx = series(
+        &o,
+        "small-nginx",
+        &script,
+        &small_paths,
+        &nginx_base,
+        o.pullers,
+        w,
+    )?;
+    let small_ferry = series(
+        &o,
+        "small-ferry",
+        &script,
+        &small_paths,
+        &ferry.url(),
+        o.pullers,
+        w,
+    )?;
+    let small_dist = series(
+        &o,
+        "small-distribution",
+        &script,
+        &small_paths,
+        &dist_base,
+        o.pullers,
+        w,
+    )?;
+    eprintln!("large blob ({} MiB), 1 connection", o.big_mib);
+    let big_nginx = series(&o, "big-nginx", &script, &big_paths, &nginx_base, 1, w)?;
+    let big_ferry = series(&o, "big-ferry", &script, &big_paths, &ferry.url(), 1, w)?;
+    let (_, ferry_peak) = rss(ferry.process.pid()).context("reading ferry's RSS")?;
+    let dist_rss = rss(distribution.process.pid()).map(|r| r.1).unwrap_or(0);
+
+    let s = |runs: &[WrkRun]| summary(runs);
+    let (sn, sf, sd, bn, bf) = (
+        s(&small_nginx),
+        s(&small_ferry),
+        s(&small_dist),
+        s(&big_nginx),
+        s(&big_ferry),
+    );
+    let rps = |v: &serde_json::Value| v["median_rps"].as_f64().unwrap_or(0.0);
+    let bps = |v: &serde_json::Value| v["median_bytes_per_s"].as_f64().unwrap_or(0.0);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let result = serde_json::json!({
+        "benchmark": "serve",
+        "date": now_utc(),
+        "machine": machine(),
+        "parameters": {
+            "images_pulled": o.images, "images_stored": o.stored, "connections": o.pullers,
+            "seconds_per_run": o.seconds, "repeats": o.repeats, "big_blob_mib": o.big_mib, "quick": o.quick,
+            "driver": "wrk -t1, one request per path, cycling manifest-by-tag + config + 5 layers",
+        },
+        "small_pulls": {"nginx": sn, "ferry": sf, "distribution": sd},
+        "big_blob": {"nginx": bn, "ferry": bf},
+        "memory": {"ferry_idle_rss_bytes": idle_rss, "ferry_peak_rss_bytes": ferry_peak, "distribution_peak_rss_bytes": dist_rss},
+        "ratios": {
+            "small_ferry_vs_nginx": ratio(rps(&sf), rps(&sn)),
+            "small_ferry_vs_distribution": ratio(rps(&sf), rps(&sd)),
+            "big_ferry_vs_nginx": ratio(bps(&bf), bps(&bn)),
+        },
+        "targets": {"small_ferry_vs_nginx": 0.6, "big_ferry_vs_nginx": 0.8, "ferry_idle_rss_mib": 15},
+    });
+    let table = render(&result);
+    println!("{table}");
+    let stamp = result["date"].as_str().unwrap_or("").replace(':', "");
+    let json_path = o.out.join(format!("serve-{stamp}.json"));
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&result)?)?;
+    std::fs::write(
+        o.out.join("serve-latest.json"),
+        serde_json::to_vec_pretty(&result)?,
+    )?;
+    std::fs::write(o.out.join("serve-latest.md"), &table)?;
+    eprintln!("wrote {} and serve-latest.{{json,md}}", json_path.display());
+    drop(nginx);
+    drop(distribution);
+    drop(ferry);
+    Ok(())
+}
+
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1024 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+/// The markdown table printed and saved.
+fn render(r: &serde_json::Value) -> String {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let p = &r["parameters"];
+    let mut s = String::new();
+    s.push_str(&format!(
+        "serve benchmark, {} — {} ({} cores)\n\n",
+        r["date"].as_str().unwrap_or(""),
+        r["machine"]["cpu"].as_str().unwrap_or(""),
+        r["machine"]["cores"]
+    ));
+    s.push_str(&format!(
+        "Cached pulls of {} small images (manifest by tag + config + 5 layers), wrk -t1 -c{}, median of {} × {}s:\n\n",
+        p["images_pulled"], p["connections"], p["repeats"], p["seconds_per_run"]
+    ));
+    s.push_str("| server | requests/s | images/s | p50 µs | p99 µs | errors | ferry ÷ this |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let ferry_rps = f(&r["small_pulls"]["ferry"]["median_rps"]);
+    for name in ["nginx", "ferry", "distribution"] {
+        let v = &r["small_pulls"][name];
+        let rps = f(&v["median_rps"]);
+        s.push_str(&format!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2}× |\n",
+            rps,
+            rps / 7.0,
+            f(&v["median_p50_us"]),
+            f(&v["median_p99_us"]),
+            v["errors"],
+            if rps > 0.0 { ferry_rps / rps } else { 0.0 }
+        ));
+    }
+    s.push_str(&format!(
+        "\nOne {} MiB blob, 1 connection, median of {} × {}s:\n\n",
+        p["big_blob_mib"], p["repeats"], p["seconds_per_run"]
+    ));
+    s.push_str("| server | MB/s | ferry ÷ this |\n|---|---:|---:|\n");
+    let ferry_bps = f(&r["big_blob"]["ferry"]["median_bytes_per_s"]);
+    for name in ["nginx", "ferry"] {
+        let b = f(&r["big_blob"][name]["median_bytes_per_s"]);
+        s.push_str(&format!(
+            "| {name} | {:.0} | {:.2}× |\n",
+            b / 1e6,
+            if b > 0.0 { ferry_bps / b } else { 0.0 }
+        ));
+    }
+    let m = &r["memory"];
+    s.push_str(&format!(
+        "\nMemory: ferry idle RSS with {} images stored {:.1} MiB (target ≤ 15), ferry peak RSS {:.1} MiB, Distribution peak RSS {:.1} MiB.\n",
+        p["images_stored"],
+        f(&m["ferry_idle_rss_bytes"]) / 1048576.0,
+        f(&m["ferry_peak_rss_bytes"]) / 1048576.0,
+        f(&m["distribution_peak_rss_bytes"]) / 1048576.0
+    ));
+    let t = &r["ratios"];
+    s.push_str(&format!(
+        "\nTargets: small pulls ferry ÷ nginx {:.2} (target ≥ 0.6); large blob ferry ÷ nginx {:.2} (target ≥ 0.8); ferry ÷ Distribution {:.1}×.\n",
+        f(&t["small_ferry_vs_nginx"]),
+        f(&t["big_ferry_vs_nginx"]),
+        f(&t["small_ferry_vs_distribution"])
+    ));
+    s
+}
