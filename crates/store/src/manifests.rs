@@ -60,7 +60,13 @@ impl Store {
     ) -> Result<StoredManifest, StoreError> {
         let head = self.resolve_manifest(repo, reference)?;
         let path = self.layout.blob(&head.digest);
-        let bytes = match tokio::fs::read(&path).await {
+        // Small manifests (nearly all) are read on this thread; see `SMALL_BLOB` for why.
+        let read = if head.size <= crate::SMALL_BLOB {
+            std::fs::read(&path)
+        } else {
+            tokio::fs::read(&path).await
+        };
+        let bytes = match read {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::ManifestUnknown(reference.to_string()));

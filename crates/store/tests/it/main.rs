@@ -57,10 +57,10 @@ async fn fsck_reports_then_quarantines_corrupt_blobs() {
     assert!(!path.exists(), "corrupt blob still servable");
     assert!(root.join("quarantine").read_dir().unwrap().count() == 1);
     assert!(matches!(
-        store.open_blob(&repo("a"), &bad).await,
+        store.open_blob(&repo("a"), &bad),
         Err(StoreError::BlobUnknown(_))
     ));
-    assert!(store.open_blob(&repo("a"), &good).await.is_ok());
+    assert!(store.open_blob(&repo("a"), &good).is_ok());
     assert!(store.fsck(false).await.unwrap().is_clean());
 }
 
@@ -91,7 +91,7 @@ async fn gc_removes_only_unreferenced_blobs() {
     assert_eq!(r.bytes_freed, 20);
     assert!(!store.has_blob(&repo("app"), &orphan));
     for b in img.blobs() {
-        assert!(store.open_blob(&repo("app"), &b.digest).await.is_ok());
+        assert!(store.open_blob(&repo("app"), &b.digest).is_ok());
     }
     assert!(store.gc(false).await.unwrap().digests.is_empty());
 }
