@@ -6,7 +6,10 @@ mod manifests;
 mod referrers;
 mod uploads;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -29,6 +32,7 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
     let started = Instant::now();
     let method = req.method().clone();
     let span = tracing::debug_span!("request", %method, path = %req.uri().path());
+    let (req, body_read) = track_body(req);
     let mut res = async {
         let res = route(app, req)
             .await
@@ -44,7 +48,57 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
     .await;
     res.headers_mut()
         .insert("docker-distribution-api-version", API_VERSION);
+    if body_read.is_some_and(|read| !read.load(Ordering::Relaxed)) {
+        // hyper drops a connection whose request body was left unread (e.g. a chunk refused with
+        // 416 before it was received); saying so stops keep-alive clients from reusing it.
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     res
+}
+
+/// Wraps a non-empty request body so that the dispatcher learns whether a handler read it to the end.
+fn track_body(req: Request) -> (Request, Option<Arc<AtomicBool>>) {
+    if http_body::Body::is_end_stream(req.body()) {
+        return (req, None);
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let (parts, body) = req.into_parts();
+    let body = Body::new(TrackedBody {
+        inner: body,
+        read: flag.clone(),
+    });
+    (Request::from_parts(parts, body), Some(flag))
+}
+
+struct TrackedBody {
+    inner: Body,
+    read: Arc<AtomicBool>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.read.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 async fn route(app: Arc<App>, req: Request) -> ApiResult {

@@ -202,3 +202,37 @@ fn random_paths_never_get_a_500_or_a_bare_error() {
         .unwrap();
     rt.block_on(reg.stop());
 }
+
+/// A chunk refused before its body is read (416) must not leave a keep-alive client holding a
+/// connection the server is about to drop: the response says `Connection: close`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_unread_body_closes_the_connection_explicitly() {
+    let reg = Registry::start().await;
+    let r = reg
+        .send(reqwest::Method::POST, "/v2/keep/blobs/uploads/")
+        .await;
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let a = addr(&reg);
+    let head = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&a).unwrap();
+        let body = vec![7u8; 256 * 1024];
+        write!(
+            s,
+            "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Range: 22-{}\r\nContent-Length: {}\r\n\r\n",
+            22 + body.len() - 1,
+            body.len()
+        )
+        .unwrap();
+        let _ = s.write_all(&body);
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_lowercase()
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("http/1.1 416"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    // Requests whose body was read keep their connection.
+    let r = reg.send(reqwest::Method::GET, "/v2/").await;
+    assert!(r.headers().get("connection").is_none());
+}
