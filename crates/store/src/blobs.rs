@@ -33,13 +33,45 @@ pub enum BlobContent {
     File(std::fs::File),
 }
 
-/// Writes `body` to a fresh temp file while hashing it with `hasher`; returns the file path, the
-/// digest and the byte count. The temp file is removed on any error.
+/// Copies `body` into `file`, feeding `hasher` on the way; returns the bytes copied. Fails with
+/// `SizeMismatch` as soon as more than `max_len` bytes arrive.
+pub(crate) async fn pump<S, E>(
+    mut body: S,
+    file: &mut tokio::fs::File,
+    path: &Path,
+    hasher: &mut Hasher,
+    max_len: Option<u64>,
+) -> Result<u64, StoreError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<std::io::Error>,
+{
+    let mut n: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| StoreError::Body(e.into()))?;
+        n += chunk.len() as u64;
+        if let Some(max) = max_len
+            && n > max
+        {
+            return Err(StoreError::SizeMismatch {
+                expected: max,
+                actual: n,
+            });
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(StoreError::io(path))?;
+    }
+    file.flush().await.map_err(StoreError::io(path))?;
+    Ok(n)
+}
+
+/// Writes `body` to a fresh temp file while hashing it with `hasher`, and fsyncs it; returns the file
+/// path, the digest and the byte count. The temp file is removed on any error.
 pub(crate) async fn write_hashed<S, E>(
     tmp: PathBuf,
     mut hasher: Hasher,
     max_len: Option<u64>,
-    mut body: S,
+    body: S,
 ) -> Result<(PathBuf, Digest, u64), StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -49,28 +81,13 @@ where
         let mut file = tokio::fs::File::create(&tmp)
             .await
             .map_err(StoreError::io(&tmp))?;
-        let mut n: u64 = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| StoreError::Body(e.into()))?;
-            n += chunk.len() as u64;
-            if let Some(max) = max_len
-                && n > max
-            {
-                return Err(StoreError::SizeMismatch {
-                    expected: max,
-                    actual: n,
-                });
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(StoreError::io(&tmp))?;
-        }
-        file.flush().await.map_err(StoreError::io(&tmp))?;
+        let n = pump(body, &mut file, &tmp, &mut hasher, max_len).await?;
         file.sync_all().await.map_err(StoreError::io(&tmp))?;
-        Ok((hasher.finish(), n))
+        Ok(n)
     }
     .await;
     match res {
-        Ok((d, n)) => Ok((tmp, d, n)),
+        Ok(n) => Ok((tmp, hasher.finish(), n)),
         Err(e) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             Err(e)

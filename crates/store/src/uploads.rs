@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ferry_oci::{Algorithm, Digest, Hasher, RepoName};
-use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::Stream;
+use tokio::io::AsyncReadExt;
 
 use crate::layout::Layout;
 use crate::{Store, StoreError};
@@ -67,15 +67,20 @@ pub(crate) fn expire(layout: &Layout, ttl: Duration) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn rehash(path: &Path, len: u64) -> Result<Hasher, StoreError> {
+/// Hashes the first `limit` bytes of a file (all of it when `None`) with `algorithm`.
+async fn hash_file(
+    path: &Path,
+    algorithm: Algorithm,
+    limit: Option<u64>,
+) -> Result<Hasher, StoreError> {
     let mut f = tokio::fs::File::open(path)
         .await
         .map_err(StoreError::io(path))?;
-    let mut h = Algorithm::Sha256.hasher();
+    let mut h = algorithm.hasher();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut left = len;
+    let mut left = limit.unwrap_or(u64::MAX);
     while left > 0 {
-        let want = buf.len().min(left as usize);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = f
             .read(&mut buf[..want])
             .await
@@ -191,7 +196,7 @@ impl Store {
         }
         let path = self.layout.upload_dir(id).join("data");
         if s.hasher.is_none() {
-            s.hasher = Some(rehash(&path, s.offset).await?);
+            s.hasher = Some(hash_file(&path, Algorithm::Sha256, Some(s.offset)).await?);
         }
         let before_hash = s.hasher.clone();
         let before = s.offset;
@@ -199,17 +204,17 @@ impl Store {
             Some(hasher) => append(&path, hasher, declared_len, body).await,
             None => Err(StoreError::Task("upload hash state missing".into())),
         };
-        if let Ok(n) = res {
-            s.offset += n;
-        }
-        if let Err(e) = res.map(|_| ()) {
-            // Undo the partial chunk so that offset and hash stay those of the data.
-            if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(&path).await {
-                let _ = f.set_len(before).await;
+        match res {
+            Ok(n) => s.offset += n,
+            Err(e) => {
+                // Undo the partial chunk so that offset and hash stay those of the data.
+                if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(&path).await {
+                    let _ = f.set_len(before).await;
+                }
+                s.offset = before;
+                s.hasher = before_hash;
+                return Err(e);
             }
-            s.offset = before;
-            s.hasher = before_hash;
-            return Err(e);
         }
         Ok(UploadStatus {
             id: id.to_owned(),
@@ -238,26 +243,9 @@ impl Store {
         let mut s = s.lock().await;
         let dir = self.layout.upload_dir(id);
         let path = dir.join("data");
-        let actual = match digest.algorithm() {
-            Algorithm::Sha256 => match s.hasher.take() {
-                Some(h) => h.finish(),
-                None => rehash(&path, s.offset).await?.finish(),
-            },
-            Algorithm::Sha512 => {
-                let mut h = Algorithm::Sha512.hasher();
-                let mut f = tokio::fs::File::open(&path)
-                    .await
-                    .map_err(StoreError::io(&path))?;
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = f.read(&mut buf).await.map_err(StoreError::io(&path))?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-                h.finish()
-            }
+        let actual = match (digest.algorithm(), s.hasher.take()) {
+            (Algorithm::Sha256, Some(h)) => h.finish(),
+            (alg, _) => hash_file(&path, alg, Some(s.offset)).await?.finish(),
         };
         let size = s.offset;
         self.uploads.map().remove(id);
@@ -296,7 +284,7 @@ async fn append<S, E>(
     path: &Path,
     hasher: &mut Hasher,
     declared_len: Option<u64>,
-    mut body: S,
+    body: S,
 ) -> Result<u64, StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -307,21 +295,7 @@ where
         .open(path)
         .await
         .map_err(StoreError::io(path))?;
-    let mut n = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| StoreError::Body(e.into()))?;
-        n += chunk.len() as u64;
-        if let Some(max) = declared_len
-            && n > max
-        {
-            return Err(StoreError::SizeMismatch {
-                expected: max,
-                actual: n,
-            });
-        }
-        hasher.update(&chunk);
-        f.write_all(&chunk).await.map_err(StoreError::io(path))?;
-    }
+    let n = crate::blobs::pump(body, &mut f, path, hasher, declared_len).await?;
     if let Some(d) = declared_len
         && d != n
     {
@@ -330,6 +304,5 @@ where
             actual: n,
         });
     }
-    f.flush().await.map_err(StoreError::io(path))?;
     Ok(n)
 }
