@@ -1,0 +1,95 @@
+use std::time::Duration;
+
+/// What kind of failure; decides the status ferry answers with and whether to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The upstream does not have it (404).
+    NotFound,
+    /// Credentials missing or refused (401 after the auth dance).
+    Unauthorized,
+    /// Authenticated but not allowed (403).
+    Denied,
+    /// Rate limited (429); see [`ClientError::retry_after`].
+    TooManyRequests,
+    /// The upstream answered 5xx.
+    Unavailable,
+    /// No answer in time.
+    Timeout,
+    /// Could not connect (refused, DNS, TLS).
+    Connect,
+    /// The upstream answered something that breaks the protocol (bad digest, bad length, bad JSON).
+    Protocol,
+    /// Our request was wrong (a bug or bad configuration).
+    Request,
+}
+
+/// A failed registry request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    /// What kind.
+    pub kind: ErrorKind,
+    /// HTTP status, if the upstream answered.
+    pub status: Option<u16>,
+    /// `Retry-After` the upstream sent, if any.
+    pub retry_after: Option<Duration>,
+    /// For a person.
+    pub message: String,
+}
+
+impl ClientError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> ClientError {
+        ClientError {
+            kind,
+            status: None,
+            retry_after: None,
+            message: message.into(),
+        }
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unavailable
+                | ErrorKind::Timeout
+                | ErrorKind::Connect
+                | ErrorKind::TooManyRequests
+        )
+    }
+
+    pub(crate) fn from_status(
+        status: u16,
+        retry_after: Option<Duration>,
+        what: &str,
+    ) -> ClientError {
+        let kind = match status {
+            404 => ErrorKind::NotFound,
+            401 => ErrorKind::Unauthorized,
+            403 => ErrorKind::Denied,
+            429 => ErrorKind::TooManyRequests,
+            500..=599 => ErrorKind::Unavailable,
+            _ => ErrorKind::Protocol,
+        };
+        ClientError {
+            kind,
+            status: Some(status),
+            retry_after,
+            message: format!("{what}: upstream answered {status}"),
+        }
+    }
+
+    pub(crate) fn from_reqwest(e: &reqwest::Error, what: &str) -> ClientError {
+        let kind = if e.is_timeout() {
+            ErrorKind::Timeout
+        } else if e.is_connect() {
+            ErrorKind::Connect
+        } else if e.is_builder() {
+            ErrorKind::Request
+        } else {
+            // Body and decode errors: the connection broke mid-transfer.
+            ErrorKind::Unavailable
+        };
+        ClientError::new(kind, format!("{what}: {e}"))
+    }
+}

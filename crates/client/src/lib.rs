@@ -1,0 +1,21 @@
+//! # ferry-client
+//!
+//! A client for OCI distribution registries, built for a pull-through cache: it resolves and
+//! fetches manifests and streams blobs (from any offset, so an interrupted transfer resumes with
+//! `Range`), authenticates the way registries expect (anonymous or credentialed bearer tokens from
+//! the `WWW-Authenticate` challenge, cached until they expire; HTTP basic), and retries what a retry
+//! can fix (connection failures, 502/503/504, 429 within a bounded `Retry-After`).
+//!
+//! Every failure is a [`ClientError`] that says whose fault it is and whether retrying may help, so
+//! the server can answer its own client precisely (404 stays 404, 429 stays 429, a dead upstream is a
+//! 502 or 504) instead of collapsing everything into a 500.
+
+mod auth;
+mod credentials;
+mod error;
+mod registry;
+
+pub use auth::Challenge;
+pub use credentials::{Credentials, DockerConfig};
+pub use error::{ClientError, ErrorKind};
+pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions};

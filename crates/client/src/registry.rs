@@ -1,0 +1,498 @@
+//! The registry client proper.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_oci::{Digest, MediaType, RepoName};
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, StatusCode, header};
+
+use crate::auth::{Challenge, Token};
+use crate::credentials::Credentials;
+use crate::error::{ClientError, ErrorKind};
+
+/// How to reach and treat one upstream registry.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// `scheme://host[:port]`, e.g. `https://registry-1.docker.io`.
+    pub endpoint: String,
+    /// Credentials.
+    pub credentials: Credentials,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key (PEM, concatenated) for mutual TLS.
+    pub identity_pem: Option<Vec<u8>>,
+    /// Accept any certificate (testing only).
+    pub insecure_skip_verify: bool,
+    /// Connection establishment limit.
+    pub connect_timeout: Duration,
+    /// Whole-request limit for manifests and token requests.
+    pub request_timeout: Duration,
+    /// Longest silence while reading a response body.
+    pub read_timeout: Duration,
+    /// Attempts per request (1 = no retries).
+    pub attempts: u32,
+    /// A `Retry-After` longer than this is not waited for; the error goes to the caller.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> RegistryOptions {
+        RegistryOptions {
+            endpoint: String::new(),
+            credentials: Credentials::Anonymous,
+            ca_pem: None,
+            identity_pem: None,
+            insecure_skip_verify: false,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
+            attempts: 3,
+            max_retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A manifest as fetched.
+#[derive(Debug, Clone)]
+pub struct ManifestResponse {
+    /// Exact bytes.
+    pub bytes: Bytes,
+    /// `Content-Type`.
+    pub media_type: String,
+    /// `Docker-Content-Digest`, if sent and valid.
+    pub digest: Option<Digest>,
+}
+
+/// What a manifest HEAD says.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    /// `Docker-Content-Digest`, if sent and valid.
+    pub digest: Option<Digest>,
+    /// `Content-Type`.
+    pub media_type: Option<String>,
+}
+
+/// A blob response whose body has not been read yet.
+#[derive(Debug)]
+pub struct BlobResponse {
+    /// Offset of the first byte of the body.
+    pub start: u64,
+    /// Total blob size, if the upstream said.
+    pub total: Option<u64>,
+    response: reqwest::Response,
+}
+
+impl BlobResponse {
+    /// The body as a stream of chunks.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + Unpin {
+        self.response
+            .bytes_stream()
+            .map(|r| r.map_err(|e| ClientError::from_reqwest(&e, "reading blob body")))
+    }
+}
+
+/// A client for one upstream registry. Cheap to share; connections and tokens are pooled.
+#[derive(Debug)]
+pub struct Registry {
+    options: RegistryOptions,
+    http: reqwest::Client,
+    /// Bearer tokens by scope. Bounded by the number of repositories pulled through, and each entry
+    /// is replaced when it expires.
+    tokens: Mutex<HashMap<String, Token>>,
+    /// Set once the registry asked for basic auth: send it up front from then on.
+    basic: std::sync::atomic::AtomicBool,
+}
+
+impl Registry {
+    /// Builds a client; fails on bad TLS material or an endpoint that is not `http(s)://host[:port]`.
+    pub fn new(options: RegistryOptions) -> Result<Registry, ClientError> {
+        let bad = |m: String| ClientError::new(ErrorKind::Request, m);
+        let ep = options.endpoint.trim_end_matches('/').to_owned();
+        if !(ep.starts_with("http://") || ep.starts_with("https://"))
+            || ep
+                .split("://")
+                .nth(1)
+                .is_none_or(|h| h.is_empty() || h.contains('/'))
+        {
+            return Err(bad(format!(
+                "upstream endpoint {:?} must be http(s)://host[:port]",
+                options.endpoint
+            )));
+        }
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(32)
+            .danger_accept_invalid_certs(options.insecure_skip_verify);
+        if let Some(pem) = &options.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| bad(format!("CA certificates: {e}")))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        if let Some(pem) = &options.identity_pem {
+            b = b.identity(
+                reqwest::Identity::from_pem(pem)
+                    .map_err(|e| bad(format!("client certificate: {e}")))?,
+            );
+        }
+        let http = b.build().map_err(|e| bad(format!("HTTP client: {e}")))?;
+        let mut options = options;
+        options.endpoint = ep;
+        Ok(Registry {
+            options,
+            http,
+            tokens: Mutex::default(),
+            basic: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.options.endpoint
+    }
+
+    /// `HEAD /v2/<repo>/manifests/<reference>`.
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+    ) -> Result<ManifestHead, ClientError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.options.endpoint);
+        let r = self.send(Method::HEAD, &url, repo, None, true).await?;
+        check(&r, "manifest HEAD")?;
+        Ok(ManifestHead {
+            digest: digest_header(&r),
+            media_type: content_type(&r),
+        })
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>`, whole (manifests are small and bounded by `max`).
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+        max: usize,
+    ) -> Result<ManifestResponse, ClientError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.options.endpoint);
+        let r = self.send(Method::GET, &url, repo, None, true).await?;
+        check(&r, "manifest GET")?;
+        if r.content_length().is_some_and(|n| n > max as u64) {
+            return Err(ClientError::new(
+                ErrorKind::Protocol,
+                format!("upstream manifest larger than {max} bytes"),
+            ));
+        }
+        let digest = digest_header(&r);
+        let media_type = content_type(&r).unwrap_or_default();
+        let mut body = r.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ClientError::from_reqwest(&e, "reading manifest"))?;
+            if buf.len() + chunk.len() > max {
+                return Err(ClientError::new(
+                    ErrorKind::Protocol,
+                    format!("upstream manifest larger than {max} bytes"),
+                ));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(ManifestResponse {
+            bytes: Bytes::from(buf),
+            media_type,
+            digest,
+        })
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>` from byte `offset` on (a `Range` request when not 0).
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobResponse, ClientError> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.options.endpoint);
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+        let r = self
+            .send(Method::GET, &url, repo, range.as_deref(), false)
+            .await?;
+        check(&r, "blob GET")?;
+        let (start, total) = match r.status() {
+            StatusCode::PARTIAL_CONTENT => r
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_content_range)
+                .ok_or_else(|| {
+                    ClientError::new(ErrorKind::Protocol, "206 without a valid Content-Range")
+                })?,
+            _ if offset > 0 => {
+                // The upstream ignored the Range: it is sending from byte 0.
+                (0, r.content_length())
+            }
+            _ => (0, r.content_length()),
+        };
+        if start != offset && start != 0 {
+            return Err(ClientError::new(
+                ErrorKind::Protocol,
+                format!("asked for bytes from {offset}, got them from {start}"),
+            ));
+        }
+        Ok(BlobResponse {
+            start,
+            total,
+            response: r,
+        })
+    }
+
+    /// Sends with authentication and retries. `whole` applies the request timeout (for small
+    /// bodies); blob streams are bounded by the read timeout instead.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        repo: &RepoName,
+        range: Option<&str>,
+        whole: bool,
+    ) -> Result<reqwest::Response, ClientError> {
+        let scope = format!("repository:{repo}:pull");
+        let mut attempt = 0;
+        let mut authed_retry = false;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .header(header::ACCEPT, MediaType::ACCEPT_ALL);
+            if whole {
+                req = req.timeout(self.options.request_timeout);
+            }
+            if let Some(r) = range {
+                req = req.header(header::RANGE, r);
+            }
+            req = self.authorize(req, &scope);
+            let last = attempt >= self.options.attempts.max(1);
+            let r = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let err = ClientError::from_reqwest(&e, &format!("{method} {url}"));
+                    if err.retryable() && !last {
+                        tokio::time::sleep(backoff(attempt)).await;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+            let status = r.status();
+            if status == StatusCode::UNAUTHORIZED && !authed_retry {
+                authed_retry = true;
+                let challenge = r
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(Challenge::parse);
+                match challenge {
+                    Some(Challenge::Bearer {
+                        realm,
+                        service,
+                        scope: asked,
+                    }) => {
+                        self.fetch_token(
+                            &realm,
+                            service.as_deref(),
+                            asked.as_deref().unwrap_or(&scope),
+                            &scope,
+                        )
+                        .await?;
+                        attempt -= 1;
+                        continue;
+                    }
+                    Some(Challenge::Basic)
+                        if self.options.credentials != Credentials::Anonymous =>
+                    {
+                        self.basic.store(true, std::sync::atomic::Ordering::Relaxed);
+                        attempt -= 1;
+                        continue;
+                    }
+                    _ => return Ok(r),
+                }
+            }
+            if matches!(status.as_u16(), 429 | 502 | 503 | 504) && !last {
+                let wait = retry_after(&r).unwrap_or_else(|| backoff(attempt));
+                if wait <= self.options.max_retry_after {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            return Ok(r);
+        }
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder, scope: &str) -> reqwest::RequestBuilder {
+        let token = {
+            let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            tokens
+                .get(scope)
+                .filter(|t| t.expires > Instant::now())
+                .map(|t| t.value.clone())
+        };
+        if let Some(t) = token {
+            return req.bearer_auth(t);
+        }
+        if self.basic.load(std::sync::atomic::Ordering::Relaxed)
+            && let Credentials::Basic { username, password } = &self.options.credentials
+        {
+            return req.basic_auth(username, Some(password));
+        }
+        req
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        key: &str,
+    ) -> Result<(), ClientError> {
+        let mut req = self.http.get(realm).timeout(self.options.request_timeout);
+        let mut query = vec![("scope", scope)];
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        req = req.query(&query);
+        if let Credentials::Basic { username, password } = &self.options.credentials {
+            req = req.basic_auth(username, Some(password));
+        }
+        let r = req
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&e, "token request"))?;
+        if !r.status().is_success() {
+            let mut e =
+                ClientError::from_status(r.status().as_u16(), retry_after(&r), "token request");
+            if r.status() == StatusCode::UNAUTHORIZED || r.status() == StatusCode::FORBIDDEN {
+                e.kind = ErrorKind::Unauthorized;
+            }
+            return Err(e);
+        }
+        let bytes = r
+            .bytes()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&e, "token response"))?;
+        let token = Token::from_json(&bytes, Instant::now()).ok_or_else(|| {
+            ClientError::new(
+                ErrorKind::Protocol,
+                "token endpoint answered without a token",
+            )
+        })?;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        tokens.retain(|_, t| t.expires > now);
+        tokens.insert(key.to_owned(), token);
+        Ok(())
+    }
+}
+
+fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(ClientError::from_status(
+            r.status().as_u16(),
+            retry_after(r),
+            what,
+        ))
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2))
+}
+
+fn retry_after(r: &reqwest::Response) -> Option<Duration> {
+    r.headers()
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+fn digest_header(r: &reqwest::Response) -> Option<Digest> {
+    r.headers()
+        .get("docker-content-digest")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn content_type(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_owned())
+}
+
+/// `bytes START-END/TOTAL` → (start, total).
+fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    let total = if total == "*" {
+        None
+    } else {
+        Some(total.parse().ok()?)
+    };
+    Some((start.parse().ok()?, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/1000"),
+            Some((100, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(parse_content_range("bytes */1000"), None);
+        assert_eq!(parse_content_range("100-199/1000"), None);
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        for bad in ["", "ftp://x", "http://", "http://host/path", "registry.io"] {
+            let o = RegistryOptions {
+                endpoint: bad.into(),
+                ..Default::default()
+            };
+            assert!(Registry::new(o).is_err(), "{bad}");
+        }
+        let o = RegistryOptions {
+            endpoint: "http://127.0.0.1:5000/".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Registry::new(o).unwrap().endpoint(),
+            "http://127.0.0.1:5000"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn content_range_never_panics(s in "\\PC{0,60}") {
+            let _ = parse_content_range(&s);
+        }
+    }
+}
