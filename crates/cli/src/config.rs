@@ -30,10 +30,194 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `ferry_server=debug,info`.
     pub log_level: String,
+    /// The upstream used when a request names none (needed only with several upstreams).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_upstream: Option<String>,
+    /// Never contact upstreams: serve what is cached, answer misses with 404 at once.
+    pub offline: bool,
+    /// Serve cached manifests when the upstream fails.
+    pub serve_stale: bool,
     /// Registry behaviour.
     pub registry: RegistryConfig,
     /// Resource bounds.
     pub limits: LimitsConfig,
+    /// Upstream registries to mirror (`[[upstream]]` tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<UpstreamConfig>,
+}
+
+/// One `[[upstream]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http(s)://host[:port]` of the registry API.
+    pub url: String,
+    /// The registry name requests use to select it; defaults to the URL's `host[:port]`
+    /// (`docker.io` for Docker Hub's endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// User name for basic auth or token requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password (prefer `password_env` or `docker_config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Environment variable holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// A docker `config.json` whose `auths` / credential helpers supply credentials for this registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_config: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// Skip certificate verification (never in production).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Seconds a tag is served from cache before it is revalidated upstream.
+    #[serde(default = "default_tag_ttl")]
+    pub tag_ttl_secs: u64,
+    /// Tag patterns (`*` wildcard) revalidated on every pull, e.g. `["latest"]`.
+    #[serde(default)]
+    pub always_revalidate: Vec<String>,
+    /// Connection timeout in seconds.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Timeout for manifest and token requests in seconds.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Longest silence while receiving a blob, in seconds.
+    #[serde(default = "default_request_timeout")]
+    pub read_timeout_secs: u64,
+}
+
+fn default_tag_ttl() -> u64 {
+    300
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+
+impl UpstreamConfig {
+    /// An upstream from just a URL, with defaults for everything else.
+    pub fn from_url(url: &str) -> UpstreamConfig {
+        UpstreamConfig {
+            url: url.to_owned(),
+            name: None,
+            username: None,
+            password: None,
+            password_env: None,
+            docker_config: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            insecure_skip_verify: false,
+            tag_ttl_secs: default_tag_ttl(),
+            always_revalidate: Vec::new(),
+            connect_timeout_secs: default_connect_timeout(),
+            request_timeout_secs: default_request_timeout(),
+            read_timeout_secs: default_request_timeout(),
+        }
+    }
+
+    /// The routing name: explicit, or the URL's `host[:port]`.
+    pub fn routing_name(&self) -> anyhow::Result<String> {
+        if let Some(n) = &self.name {
+            return Ok(n.clone());
+        }
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .with_context(|| {
+                format!(
+                    "upstream url {:?} must start with http:// or https://",
+                    self.url
+                )
+            })?;
+        let host = rest.trim_end_matches('/');
+        anyhow::ensure!(
+            !host.is_empty() && !host.contains('/'),
+            "upstream url {:?} must be http(s)://host[:port] with no path",
+            self.url
+        );
+        Ok(host.to_owned())
+    }
+
+    /// Builds the upstream: credentials, TLS material and client.
+    pub fn build(&self) -> anyhow::Result<ferry_server::Upstream> {
+        use ferry_client::{Credentials, DockerConfig, Registry, RegistryOptions};
+        let name = self.routing_name()?;
+        let read = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| {
+                    std::fs::read(p).with_context(|| {
+                        format!("upstream {name}: cannot read {what} {}", p.display())
+                    })
+                })
+                .transpose()
+        };
+        let password = match (&self.password, &self.password_env) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(var)) => Some(
+                std::env::var(var)
+                    .with_context(|| format!("upstream {name}: password_env {var} is not set"))?,
+            ),
+            (None, None) => None,
+        };
+        let credentials = match (&self.username, password, &self.docker_config) {
+            (Some(u), Some(p), _) => Credentials::Basic {
+                username: u.clone(),
+                password: p,
+            },
+            (Some(_), None, _) | (None, Some(_), _) => {
+                anyhow::bail!("upstream {name}: give both username and password (or password_env)")
+            }
+            (None, None, Some(path)) => DockerConfig::load(path)
+                .and_then(|c| c.credentials_for(&name))
+                .map_err(|e| anyhow::anyhow!("upstream {name}: {e}"))?,
+            (None, None, None) => Credentials::Anonymous,
+        };
+        let identity = match (
+            read(&self.client_cert_file, "client certificate")?,
+            read(&self.client_key_file, "client key")?,
+        ) {
+            (Some(mut cert), Some(key)) => {
+                cert.extend_from_slice(&key);
+                Some(cert)
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("upstream {name}: client_cert_file and client_key_file go together"),
+        };
+        let client = Registry::new(RegistryOptions {
+            endpoint: self.url.clone(),
+            credentials,
+            ca_pem: read(&self.ca_file, "CA file")?,
+            identity_pem: identity,
+            insecure_skip_verify: self.insecure_skip_verify,
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            read_timeout: Duration::from_secs(self.read_timeout_secs),
+            ..RegistryOptions::default()
+        })
+        .map_err(|e| anyhow::anyhow!("upstream {name}: {e}"))?;
+        ferry_server::Upstream::new(
+            &name,
+            client,
+            Duration::from_secs(self.tag_ttl_secs),
+            self.always_revalidate.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))
+    }
 }
 
 /// `[registry]`.
@@ -73,8 +257,12 @@ impl Default for Config {
             data_dir: default_data_dir(),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
+            default_upstream: None,
+            offline: false,
+            serve_stale: true,
             registry: RegistryConfig::default(),
             limits: LimitsConfig::default(),
+            upstream: Vec::new(),
         }
     }
 }
@@ -170,6 +358,30 @@ impl Config {
             auto_mount: self.registry.auto_mount,
             body_idle_timeout: Duration::from_secs(self.limits.body_idle_timeout_secs),
         }
+    }
+
+    /// The pull-through mirror, if any upstream is configured.
+    pub fn mirror(&self) -> anyhow::Result<Option<ferry_server::Mirror>> {
+        if self.upstream.is_empty() {
+            anyhow::ensure!(
+                self.default_upstream.is_none(),
+                "default_upstream is set but no [[upstream]] is configured"
+            );
+            return Ok(None);
+        }
+        let upstreams = self
+            .upstream
+            .iter()
+            .map(UpstreamConfig::build)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let options = ferry_server::MirrorOptions {
+            offline: self.offline,
+            serve_stale: self.serve_stale,
+            max_manifest_bytes: self.limits.max_manifest_bytes,
+        };
+        ferry_server::Mirror::new(upstreams, self.default_upstream.as_deref(), options)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!(e))
     }
 
     /// Connection limits.

@@ -16,6 +16,7 @@ const EXAMPLES: &str = "\
 Examples:
   ferry serve                                        registry on 127.0.0.1:8080, data in ~/.local/share/ferry
   ferry serve --listen 0.0.0.0:5000 --data-dir /var/lib/ferry
+  ferry serve --upstream https://registry-1.docker.io   pull-through cache of Docker Hub
   ferry fsck --data-dir /var/lib/ferry --quarantine  verify every blob, move corrupt ones aside
   ferry gc --data-dir /var/lib/ferry --dry-run       list blobs no manifest references
   ferry config print --config ferry.toml             show the effective configuration";
@@ -94,6 +95,17 @@ struct ServeArgs {
     /// Connections served at once.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Mirror this registry (repeatable): `http(s)://host[:port]`; its `host[:port]` is the name
+    /// requests route by (`?ns=`, `X-Registry`, `/v2/<host:port>/…`). A single upstream is also the
+    /// default.
+    #[arg(long = "upstream", value_name = "URL")]
+    upstreams: Vec<String>,
+    /// The upstream for requests that name none.
+    #[arg(long, value_name = "NAME")]
+    default_upstream: Option<String>,
+    /// Never contact upstreams; serve only what is cached.
+    #[arg(long)]
+    offline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +156,15 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_connections {
             c.limits.max_connections = n;
+        }
+        for url in &self.upstreams {
+            c.upstream.push(config::UpstreamConfig::from_url(url));
+        }
+        if let Some(d) = &self.default_upstream {
+            c.default_upstream = Some(d.clone());
+        }
+        if self.offline {
+            c.offline = true;
         }
         c.validate()?;
         Ok(c)
@@ -233,15 +254,21 @@ async fn open_store(
 }
 
 async fn serve(c: Config) -> anyhow::Result<()> {
+    let mirror = c.mirror()?;
     let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another server using the port? try --listen 127.0.0.1:<port>)", c.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, data_dir = %c.data_dir.display(), "ferry serving the OCI distribution API");
+    if let Some(m) = &mirror {
+        let names: Vec<&str> = m.upstream_names().collect();
+        tracing::info!(upstreams = %names.join(","), offline = c.offline, "mirroring");
+    }
     let app = Arc::new(ferry_server::App {
         store: store.clone(),
         options: c.registry_options(),
+        mirror: mirror.map(Arc::new),
     });
     ferry_server::serve(
         listener,

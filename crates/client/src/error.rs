@@ -38,7 +38,8 @@ pub struct ClientError {
 }
 
 impl ClientError {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> ClientError {
+    /// An error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ClientError {
         ClientError {
             kind,
             status: None,

@@ -17,6 +17,7 @@
 mod api;
 mod error;
 mod listen;
+pub mod mirror;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use ferry_store::Store;
 
 pub use error::ApiError;
 pub use listen::{ServeOptions, serve};
+pub use mirror::{Mirror, MirrorOptions, Upstream};
 
 /// Behaviour switches of the registry API.
 #[derive(Debug, Clone)]
@@ -57,6 +59,8 @@ pub struct App {
     pub store: Arc<Store>,
     /// Behaviour switches.
     pub options: RegistryOptions,
+    /// The pull-through mirror, when upstreams are configured.
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 /// Builds the service: `/v2/...`, `/healthz`, `/readyz`.

@@ -104,6 +104,16 @@ impl Store {
             .is_some_and(|r| r.blobs.contains(digest) || r.manifests.contains_key(digest))
     }
 
+    /// Whether the content exists anywhere in the store, without leaving the thread (one `stat`).
+    pub fn has_content_now(&self, digest: &Digest) -> bool {
+        self.layout.blob(digest).exists()
+    }
+
+    /// Where the content of `digest` lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.layout.blob(digest)
+    }
+
     /// Whether the content exists anywhere in the store (for automatic cross-repository mounts).
     pub async fn has_content(&self, digest: &Digest) -> bool {
         tokio::fs::metadata(self.layout.blob(digest)).await.is_ok()
@@ -221,12 +231,23 @@ impl Store {
         .map_err(StoreError::join)?
     }
 
+    /// Starts a streaming ingest of the blob `digest` (see [`Ingest`]).
+    pub async fn begin_ingest(&self, digest: &Digest) -> Result<Ingest, StoreError> {
+        let path = self.layout.tmp_file();
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(StoreError::io(&path))?;
+        Ok(Ingest {
+            path,
+            file: Some(file),
+            hasher: Some(digest.algorithm().hasher()),
+            digest: digest.clone(),
+            written: 0,
+        })
+    }
+
     /// Makes an existing blob part of `repo`.
-    pub(crate) async fn link_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<(), StoreError> {
+    pub async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StoreError> {
         if self.has_blob(repo, digest) {
             return Ok(());
         }
@@ -295,5 +316,74 @@ impl Store {
         }
         idx.drop_if_empty(repo);
         Ok(())
+    }
+}
+
+/// A blob being written from a stream the store does not own (a pull-through fill): bytes are
+/// appended and hashed as they arrive; other readers may open [`Ingest::path`] and read what has
+/// been written so far. Nothing becomes visible under `blobs/` until [`Ingest::commit`] verifies
+/// the digest; dropping an unfinished ingest removes its temp file.
+#[derive(Debug)]
+pub struct Ingest {
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    hasher: Option<Hasher>,
+    digest: Digest,
+    written: u64,
+}
+
+impl Ingest {
+    /// The temp file, for readers that follow the fill.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends a chunk.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let (Some(file), Some(hasher)) = (self.file.as_mut(), self.hasher.as_mut()) else {
+            return Err(StoreError::Task("write after commit".into()));
+        };
+        hasher.update(chunk);
+        file.write_all(chunk)
+            .await
+            .map_err(StoreError::io(&self.path))?;
+        // Flush so that readers following the file see the bytes at once.
+        file.flush().await.map_err(StoreError::io(&self.path))?;
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Verifies the digest, fsyncs, moves the file under `blobs/` and links it into `repo`.
+    pub async fn commit(mut self, store: &Store, repo: &RepoName) -> Result<u64, StoreError> {
+        let (Some(file), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
+            return Err(StoreError::Task("commit twice".into()));
+        };
+        let actual = hasher.finish();
+        if actual != self.digest {
+            return Err(StoreError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        file.sync_all().await.map_err(StoreError::io(&self.path))?;
+        drop(file);
+        store.commit_file(self.path.clone(), &self.digest).await?;
+        // The temp path is gone now; nothing left for Drop to clean.
+        self.path = PathBuf::new();
+        store.link_blob(repo, &self.digest).await?;
+        Ok(self.written)
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }

@@ -37,7 +37,7 @@ mod uploads;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-pub use blobs::{BlobContent, BlobFile, SMALL_BLOB};
+pub use blobs::{BlobContent, BlobFile, Ingest, SMALL_BLOB};
 pub use error::{Fault, StoreError};
 pub use maint::{FsckReport, GcReport};
 pub use manifests::{ManifestHead, StoredManifest};

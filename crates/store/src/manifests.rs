@@ -175,6 +175,31 @@ impl Store {
         Ok(())
     }
 
+    /// How long ago a tag was last written or confirmed ([`Store::touch_tag`]); `None` if unknown.
+    /// Its file's modification time is the record, so it survives restarts.
+    pub fn tag_age(&self, repo: &RepoName, tag: &Tag) -> Option<std::time::Duration> {
+        let modified = std::fs::metadata(self.layout.tag(repo, tag))
+            .ok()?
+            .modified()
+            .ok()?;
+        Some(
+            std::time::SystemTime::now()
+                .duration_since(modified)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Records that a tag was just confirmed current (a pull-through revalidation).
+    pub fn touch_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StoreError> {
+        let path = self.layout.tag(repo, tag);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        f.set_modified(std::time::SystemTime::now())
+            .map_err(StoreError::io(&path))
+    }
+
     /// Deletes a tag; the manifest stays.
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StoreError> {
         let known = self
@@ -210,6 +235,11 @@ impl Store {
             .get(repo)
             .ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
         Ok(page(r.tags.keys(), last, n))
+    }
+
+    /// Whether `name` is a repository with content in the store.
+    pub fn has_repository(&self, name: &str) -> bool {
+        RepoName::new(name).is_ok_and(|r| self.read_index().repos.contains_key(&r))
     }
 
     /// Repository names in lexical order, at most `n` after `last`.

@@ -19,7 +19,7 @@ use crate::{ApiError, App};
 /// download holds.
 const STREAM_CHUNK: usize = 1024 * 1024;
 
-pub(super) async fn get(
+pub(crate) async fn get(
     app: &App,
     repo: &RepoName,
     digest: &Digest,
@@ -88,7 +88,7 @@ pub(super) async fn get(
     ))
 }
 
-fn blob_response(
+pub(crate) fn blob_response(
     status: StatusCode,
     digest: &Digest,
     len: u64,

@@ -30,7 +30,7 @@ fn with_next_link(
     res
 }
 
-pub(super) fn catalog(app: &App, req: &Request) -> ApiResult {
+pub(crate) fn catalog(app: &App, req: &Request) -> ApiResult {
     let q = Query::of(req);
     let n = q.n()?;
     let repos = app.store.repositories(q.get("last"), n);
@@ -45,9 +45,14 @@ pub(super) fn catalog(app: &App, req: &Request) -> ApiResult {
 }
 
 pub(super) fn tags(app: &App, repo: &RepoName, req: &Request) -> ApiResult {
+    tags_of(app, repo, repo, req)
+}
+
+/// Tags stored under `key`, reported as those of `repo` (they differ for mirrored repositories).
+pub(crate) fn tags_of(app: &App, key: &RepoName, repo: &RepoName, req: &Request) -> ApiResult {
     let q = Query::of(req);
     let n = q.n()?;
-    let tags = app.store.tags(repo, q.get("last"), n)?;
+    let tags = app.store.tags(key, q.get("last"), n)?;
     let body = serde_json::to_vec(&serde_json::json!({ "name": repo.as_str(), "tags": tags }))
         .unwrap_or_default();
     let base = format!("/v2/{repo}/tags/list");

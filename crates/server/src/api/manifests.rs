@@ -10,7 +10,7 @@ use http::{StatusCode, header};
 use super::{ApiResult, Query, body_stream, content_length, response};
 use crate::{ApiError, App};
 
-pub(super) async fn get(
+pub(crate) async fn get(
     app: &App,
     repo: &RepoName,
     reference: &ManifestRef,

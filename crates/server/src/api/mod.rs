@@ -1,9 +1,9 @@
 //! Request dispatch and what the endpoint modules share.
 
-mod blobs;
-mod listing;
-mod manifests;
-mod referrers;
+pub(crate) mod blobs;
+pub(crate) mod listing;
+pub(crate) mod manifests;
+pub(crate) mod referrers;
 mod uploads;
 
 use std::pin::Pin;
@@ -21,6 +21,7 @@ use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tracing::Instrument;
 
+use crate::mirror::{Mirror, Target, Upstream};
 use crate::{ApiError, App};
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
@@ -108,15 +109,84 @@ async fn route(app: Arc<App>, req: Request) -> ApiResult {
         "/readyz" => return Ok((StatusCode::OK, "ready\n").into_response()),
         _ => {}
     }
-    let route = match Route::parse(path) {
-        Ok(r) => r,
-        // A tag that cannot exist names no manifest: GET/HEAD/DELETE answer 404 as for any unknown
-        // manifest; only a PUT is told its tag is invalid.
-        Err(RouteError::Tag(e)) if req.method() != Method::PUT => {
-            return Err(ApiError::new(ErrorCode::ManifestUnknown, e.to_string()));
+    if let Some(mirror) = app.mirror.clone() {
+        let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+        let ns = Query::of(&req).get("ns").map(str::to_owned);
+        let target = mirror.route(req.headers(), path, ns.as_deref(), write, |r| {
+            app.store.has_repository(r)
+        })?;
+        match target {
+            Target::Upstream { upstream, path } => {
+                return mirrored(&app, &mirror, &upstream, &path, req).await;
+            }
+            Target::Local => {
+                if write
+                    && let Some(repo) = Route::parse(path).ok().as_ref().and_then(Route::repo)
+                    && let Some(owner) = mirror.owns_namespace(repo.as_str())
+                {
+                    return Err(ApiError::new(
+                        ErrorCode::Denied,
+                        format!(
+                            "{repo} is in the cache namespace of upstream {owner}; push to another repository name"
+                        ),
+                    ));
+                }
+            }
         }
-        Err(e) => return Err(e.into()),
-    };
+    }
+    let route = parse_route(path, req.method())?;
+    local(app, route, req).await
+}
+
+/// Parses the path; a tag that cannot exist names no manifest, so GET/HEAD/DELETE answer 404 as for
+/// any unknown manifest and only a PUT is told its tag is invalid.
+fn parse_route(path: &str, method: &Method) -> Result<Route, ApiError> {
+    match Route::parse(path) {
+        Ok(r) => Ok(r),
+        Err(RouteError::Tag(e)) if method != Method::PUT => {
+            Err(ApiError::new(ErrorCode::ManifestUnknown, e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Requests for an upstream's namespace: read-only, served through the cache.
+async fn mirrored(
+    app: &App,
+    mirror: &Mirror,
+    up: &Arc<Upstream>,
+    path: &str,
+    req: Request,
+) -> ApiResult {
+    let route = parse_route(path, req.method())?;
+    let m = req.method().clone();
+    match (&route, &m) {
+        (Route::Base, &Method::GET | &Method::HEAD) => {
+            Ok(json_response(StatusCode::OK, b"{}".to_vec()))
+        }
+        (Route::Catalog, &Method::GET) => listing::catalog(app, &req),
+        (Route::Manifest { repo, reference }, &Method::GET | &Method::HEAD) => {
+            crate::mirror::get_manifest(app, mirror, up, repo, reference, m == Method::HEAD).await
+        }
+        (Route::Blob { repo, digest }, &Method::GET | &Method::HEAD) => {
+            let range = req.headers().get(header::RANGE).cloned();
+            crate::mirror::get_blob(app, mirror, up, repo, digest, m == Method::HEAD, range).await
+        }
+        (Route::TagsList { repo }, &Method::GET) => crate::mirror::get_tags(app, up, repo, &req),
+        (Route::Referrers { repo, digest }, &Method::GET) => {
+            crate::mirror::get_referrers(app, up, repo, digest, &req)
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "{m} is not supported for {}, a mirrored registry: its namespace is read-only",
+                up.name
+            ),
+        )),
+    }
+}
+
+async fn local(app: Arc<App>, route: Route, req: Request) -> ApiResult {
     let m = req.method().clone();
     match (&route, &m) {
         (Route::Base, &Method::GET | &Method::HEAD) => {

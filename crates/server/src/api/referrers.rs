@@ -8,7 +8,7 @@ use http::StatusCode;
 use super::{ApiResult, Query, response};
 use crate::App;
 
-pub(super) fn get(app: &App, repo: &RepoName, subject: &Digest, req: &Request) -> ApiResult {
+pub(crate) fn get(app: &App, repo: &RepoName, subject: &Digest, req: &Request) -> ApiResult {
     let q = Query::of(req);
     let filter = q.get("artifactType").filter(|a| !a.is_empty());
     // Always 200, also for unknown repositories and subjects: "no referrers" is an empty index.

@@ -52,6 +52,7 @@ impl Registry {
         let app = Arc::new(App {
             store: store.clone(),
             options,
+            mirror: None,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

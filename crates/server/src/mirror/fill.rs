@@ -1,0 +1,311 @@
+//! Blob fills: one upstream fetch per digest, streamed into the store while any number of clients
+//! read the growing file.
+//!
+//! The fill runs in its own task (a client that disconnects does not stop it), resumes an
+//! interrupted transfer with `Range`, and verifies the digest before the blob becomes visible.
+//! Followers never receive the blob's last byte before that verification: a client can see a broken
+//! transfer, never a complete response with wrong bytes.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_client::ClientError;
+use ferry_oci::{Digest, RepoName};
+use ferry_store::{Store, StoreError};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::watch;
+
+use super::{FetchError, Upstream};
+
+/// How often an interrupted upstream transfer is resumed before the fill gives up.
+const MAX_RESUMES: u32 = 3;
+/// Largest read a follower does at once.
+const FOLLOW_CHUNK: u64 = 256 * 1024;
+/// A fill slower than this (after a grace period) is abandoned: a stalled upstream must not hold
+/// clients forever.
+const MIN_RATE_BYTES_PER_SEC: u64 = 16 * 1024;
+const RATE_GRACE: Duration = Duration::from_secs(30);
+
+/// Where a fill stands.
+#[derive(Debug, Clone)]
+pub(crate) enum FillState {
+    /// Waiting for the upstream's answer.
+    Starting,
+    /// Bytes are arriving in `path`.
+    Receiving {
+        path: Arc<PathBuf>,
+        total: Option<u64>,
+        written: u64,
+    },
+    /// Verified and in the store at `path`.
+    Done { path: Arc<PathBuf> },
+    /// Nothing was stored; the reason.
+    Failed(FetchError),
+}
+
+/// One fill, shared by its followers.
+#[derive(Debug)]
+pub(crate) struct Fill {
+    pub state: watch::Receiver<FillState>,
+}
+
+/// Fills in flight, by digest.
+#[derive(Debug, Default)]
+pub(crate) struct Fills {
+    inflight: Mutex<HashMap<Digest, Arc<Fill>>>,
+}
+
+impl Fills {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fill for `digest`: an existing one, or a new one started now. `None` if the content
+    /// turned out to be in the store already (checked under the same lock a finishing fill takes,
+    /// so a digest is never fetched twice).
+    pub fn join_or_start(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        upstream: &Arc<Upstream>,
+        repo: &RepoName,
+        key: &RepoName,
+        digest: &Digest,
+    ) -> Option<(Arc<Fill>, bool)> {
+        let mut map = self.map();
+        if let Some(f) = map.get(digest) {
+            return Some((f.clone(), false));
+        }
+        if store.has_content_now(digest) {
+            return None;
+        }
+        let (tx, rx) = watch::channel(FillState::Starting);
+        let fill = Arc::new(Fill { state: rx });
+        map.insert(digest.clone(), fill.clone());
+        let guard = Guard {
+            fills: self.clone(),
+            digest: digest.clone(),
+            tx,
+        };
+        tokio::spawn(run(
+            guard,
+            store.clone(),
+            upstream.clone(),
+            repo.clone(),
+            key.clone(),
+        ));
+        Some((fill, true))
+    }
+}
+
+/// Owns the fill's sender. However the task ends — finished, failed or panicked — dropping the
+/// guard publishes a final state and removes the fill, so waiters are released and the next
+/// request elects a new leader.
+struct Guard {
+    fills: Arc<Fills>,
+    digest: Digest,
+    tx: watch::Sender<FillState>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let terminal = matches!(
+            *self.tx.borrow(),
+            FillState::Done { .. } | FillState::Failed(_)
+        );
+        if !terminal {
+            self.tx.send_replace(FillState::Failed(FetchError::internal(
+                "blob fill ended unexpectedly",
+            )));
+        }
+        self.fills.map().remove(&self.digest);
+    }
+}
+
+async fn run(
+    guard: Guard,
+    store: Arc<Store>,
+    upstream: Arc<Upstream>,
+    repo: RepoName,
+    key: RepoName,
+) {
+    let started = Instant::now();
+    let outcome = fetch(&guard, &store, &upstream, &repo, &key, started).await;
+    let state = match outcome {
+        Ok(total) => {
+            tracing::debug!(digest = %guard.digest, total, ms = started.elapsed().as_millis() as u64, "blob fill done");
+            FillState::Done {
+                path: Arc::new(store.blob_path(&guard.digest)),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(digest = %guard.digest, upstream = %upstream.name, error = %e.message, "blob fill failed");
+            FillState::Failed(e)
+        }
+    };
+    guard.tx.send_replace(state);
+}
+
+async fn fetch(
+    guard: &Guard,
+    store: &Arc<Store>,
+    upstream: &Upstream,
+    repo: &RepoName,
+    key: &RepoName,
+    started: Instant,
+) -> Result<u64, FetchError> {
+    let digest = &guard.digest;
+    let first = upstream
+        .client
+        .get_blob(repo, digest, 0)
+        .await
+        .map_err(|e| FetchError::from_client(&e, true))?;
+    let total = first.total;
+    let mut ingest = store
+        .begin_ingest(digest)
+        .await
+        .map_err(FetchError::store)?;
+    let path = Arc::new(ingest.path().to_owned());
+    guard.tx.send_replace(FillState::Receiving {
+        path: path.clone(),
+        total,
+        written: 0,
+    });
+    let mut stream: Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send + Unpin> =
+        Box::new(first.into_stream());
+    let mut resumes = 0;
+    loop {
+        let next = stream.next().await;
+        let interrupted = match next {
+            Some(Ok(chunk)) => {
+                if total.is_some_and(|t| ingest.written() + chunk.len() as u64 > t) {
+                    return Err(FetchError::upstream_protocol(
+                        "upstream sent more bytes than its Content-Length",
+                    ));
+                }
+                ingest.write(&chunk).await.map_err(FetchError::store)?;
+                let written = ingest.written();
+                guard.tx.send_modify(|s| {
+                    if let FillState::Receiving { written: w, .. } = s {
+                        *w = written;
+                    }
+                });
+                let secs = started.elapsed();
+                if secs > RATE_GRACE && written < MIN_RATE_BYTES_PER_SEC * secs.as_secs() {
+                    return Err(FetchError::timeout(
+                        "upstream transfer is too slow; abandoned",
+                    ));
+                }
+                None
+            }
+            Some(Err(e)) => Some(e),
+            None if total.is_some_and(|t| ingest.written() < t) => Some(ClientError::new(
+                ferry_client::ErrorKind::Unavailable,
+                "upstream body ended early",
+            )),
+            None => break,
+        };
+        if let Some(e) = interrupted {
+            if resumes >= MAX_RESUMES {
+                return Err(FetchError::from_client(&e, true));
+            }
+            resumes += 1;
+            let from = ingest.written();
+            tracing::info!(%digest, from, attempt = resumes, error = %e, "resuming interrupted upstream transfer");
+            let r = upstream
+                .client
+                .get_blob(repo, digest, from)
+                .await
+                .map_err(|e| FetchError::from_client(&e, true))?;
+            if r.start != from {
+                return Err(FetchError::upstream_protocol(
+                    "upstream cannot resume (ignored Range)",
+                ));
+            }
+            stream = Box::new(r.into_stream());
+        }
+    }
+    match ingest.commit(store, key).await {
+        Ok(n) => Ok(n),
+        Err(StoreError::DigestMismatch { actual, .. }) => Err(FetchError::upstream_protocol(
+            &format!("upstream sent bytes hashing to {actual}, not {digest}; nothing was stored"),
+        )),
+        Err(e) => Err(FetchError::store(e)),
+    }
+}
+
+/// Streams `start..start+len` of the blob while the fill delivers it. Bytes are released only once
+/// written, and the blob's final byte only once the digest is verified.
+pub(crate) fn follow(
+    fill: Arc<Fill>,
+    start: u64,
+    len: u64,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
+    struct Cursor {
+        rx: watch::Receiver<FillState>,
+        file: Option<std::fs::File>,
+        pos: u64,
+        end: u64,
+    }
+    let cursor = Cursor {
+        rx: fill.state.clone(),
+        file: None,
+        pos: start,
+        end: start + len,
+    };
+    let fail = |mut c: Cursor, msg: String| {
+        c.pos = c.end;
+        Some((Err(std::io::Error::other(msg)), c))
+    };
+    futures_util::stream::unfold(cursor, move |mut c| async move {
+        loop {
+            if c.pos >= c.end {
+                return None;
+            }
+            let state = c.rx.borrow_and_update().clone();
+            let (path, available, done) = match state {
+                FillState::Failed(e) => return fail(c, e.message),
+                FillState::Starting => (None, 0, false),
+                FillState::Receiving { path, written, .. } => {
+                    (Some(path), written.saturating_sub(1), false)
+                }
+                FillState::Done { path, .. } => (Some(path), c.end, true),
+            };
+            if c.file.is_none()
+                && let Some(p) = &path
+            {
+                // A temp file renamed away in between is reopened under its final name once Done.
+                c.file = std::fs::File::open(p.as_ref()).ok();
+            }
+            if let Some(file) = &c.file
+                && available > c.pos
+            {
+                let n = (available.min(c.end) - c.pos).min(FOLLOW_CHUNK) as usize;
+                let mut buf = vec![0u8; n];
+                return match file.read_exact_at(&mut buf, c.pos) {
+                    Ok(()) => {
+                        c.pos += n as u64;
+                        Some((Ok(Bytes::from(buf)), c))
+                    }
+                    Err(e) => fail(c, format!("reading the blob being filled: {e}")),
+                };
+            }
+            if done {
+                return fail(c, "filled blob is not readable".into());
+            }
+            if c.rx.changed().await.is_err() {
+                // The guard publishes a final state before it goes; look at it once more.
+                let terminal = matches!(
+                    *c.rx.borrow(),
+                    FillState::Done { .. } | FillState::Failed(_)
+                );
+                if !terminal {
+                    return fail(c, "blob fill vanished".into());
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,402 @@
+//! The pull-through mirror: which upstream a request is for, and fetching what the store lacks.
+//!
+//! Routing, in order: the `X-Registry` header; `?ns=<registry>` (what containerd sends for mirrors
+//! configured in hosts.toml); an in-path namespace (`/v2/quay.io/org/app/...`: a first path segment
+//! containing `.` or `:` that names a configured upstream); then the default upstream — except for
+//! repositories pushed to ferry itself, which are served as a plain registry. Cached content is
+//! stored under `<registry>/<repository>` (`:` in the registry spelled `__`), so it shows up in the
+//! catalog that way and is deduplicated with everything else in the store.
+
+mod fill;
+pub(crate) mod flight;
+mod pull;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_client::{ClientError, ErrorKind as ClientKind, Registry};
+use ferry_oci::{DOCKER_HUB, ErrorCode, RepoName};
+use ferry_store::StoreError;
+use http::{HeaderMap, StatusCode};
+
+use crate::ApiError;
+
+pub(crate) use pull::{get_blob, get_manifest, get_referrers, get_tags};
+
+/// One upstream registry.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The registry name routing matches (`host[:port]`, lowercase), e.g. `docker.io`.
+    pub name: String,
+    /// Prefix of the store repositories its content is cached under.
+    pub prefix: String,
+    /// The client that talks to it.
+    pub client: Registry,
+    /// How long a tag is served from cache before it is revalidated.
+    pub tag_ttl: Duration,
+    /// Tags matching these patterns (`*` wildcard) are revalidated on every pull.
+    pub always_revalidate: Vec<String>,
+}
+
+impl Upstream {
+    /// An upstream named `name` (`host[:port]`); fails for a name that cannot be a store prefix.
+    pub fn new(
+        name: &str,
+        client: Registry,
+        tag_ttl: Duration,
+        always_revalidate: Vec<String>,
+    ) -> Result<Upstream, String> {
+        let name = normalize_registry(name);
+        let prefix = name.replace(':', "__");
+        RepoName::new(&prefix).map_err(|_| {
+            format!("upstream name {name:?} must be host[:port] (letters, digits, '.', '-', one ':port'; no IPv6 literals)")
+        })?;
+        Ok(Upstream {
+            name,
+            prefix,
+            client,
+            tag_ttl,
+            always_revalidate,
+        })
+    }
+
+    /// Whether `tag` must be revalidated on every pull.
+    pub fn always_revalidates(&self, tag: &str) -> bool {
+        self.always_revalidate.iter().any(|p| glob_match(p, tag))
+    }
+
+    /// The repository name to use upstream: Docker Hub's official images live under `library/`.
+    fn upstream_repo(&self, repo: &RepoName) -> Result<RepoName, ApiError> {
+        if self.name == DOCKER_HUB && !repo.as_str().contains('/') {
+            return RepoName::new(&format!("library/{repo}"))
+                .map_err(|e| ApiError::new(ErrorCode::NameInvalid, e.to_string()));
+        }
+        Ok(repo.clone())
+    }
+
+    /// The store repository holding the cached copy of upstream `repo`.
+    fn store_repo(&self, repo: &RepoName) -> Result<RepoName, ApiError> {
+        RepoName::new(&format!("{}/{repo}", self.prefix)).map_err(|_| {
+            ApiError::new(
+                ErrorCode::NameInvalid,
+                format!(
+                    "{}/{repo} is longer than the 255 characters a cached repository name may have",
+                    self.name
+                ),
+            )
+        })
+    }
+}
+
+/// Docker Hub goes by several names; every one routes to `docker.io`.
+fn normalize_registry(name: &str) -> String {
+    let n = name.trim().to_ascii_lowercase();
+    match n.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            DOCKER_HUB.to_owned()
+        }
+        _ => n,
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p = pattern.as_bytes();
+    let t = text.as_bytes();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Mirror behaviour switches.
+#[derive(Debug, Clone)]
+pub struct MirrorOptions {
+    /// Never contact upstreams; answer misses with 404 at once (air-gapped sites).
+    pub offline: bool,
+    /// Serve cached manifests when the upstream fails (with a warning).
+    pub serve_stale: bool,
+    /// Largest manifest accepted from an upstream.
+    pub max_manifest_bytes: usize,
+}
+
+impl Default for MirrorOptions {
+    fn default() -> MirrorOptions {
+        MirrorOptions {
+            offline: false,
+            serve_stale: true,
+            max_manifest_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The mirror: upstreams and the in-flight fetches.
+#[derive(Debug)]
+pub struct Mirror {
+    upstreams: BTreeMap<String, Arc<Upstream>>,
+    default: Option<Arc<Upstream>>,
+    pub(crate) options: MirrorOptions,
+    pub(crate) fills: Arc<fill::Fills>,
+    pub(crate) manifests: flight::Coalescer<String, FetchError>,
+    /// Recent upstream 404s (see `pull.rs`).
+    pub(crate) negative: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// ferry's own repositories.
+    Local,
+    /// An upstream; `path` is the request path with any in-path namespace removed.
+    Upstream {
+        upstream: Arc<Upstream>,
+        path: String,
+    },
+}
+
+impl Mirror {
+    /// A mirror over `upstreams`; `default` names the one used when a request names none.
+    pub fn new(
+        upstreams: Vec<Upstream>,
+        default: Option<&str>,
+        options: MirrorOptions,
+    ) -> Result<Mirror, String> {
+        let mut map = BTreeMap::new();
+        for u in upstreams {
+            let name = u.name.clone();
+            if map.insert(name.clone(), Arc::new(u)).is_some() {
+                return Err(format!("upstream {name:?} is configured twice"));
+            }
+        }
+        let default = match default {
+            Some(d) => Some(map.get(&normalize_registry(d)).cloned().ok_or_else(|| {
+                format!(
+                    "default upstream {d:?} is not a configured upstream ({})",
+                    map.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?),
+            None if map.len() == 1 => map.values().next().cloned(),
+            None => None,
+        };
+        Ok(Mirror {
+            upstreams: map,
+            default,
+            options,
+            fills: Arc::default(),
+            manifests: flight::Coalescer::default(),
+            negative: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Names of the configured upstreams.
+    pub fn upstream_names(&self) -> impl Iterator<Item = &str> {
+        self.upstreams.keys().map(String::as_str)
+    }
+
+    fn lookup(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.upstreams.get(&normalize_registry(name)).cloned()
+    }
+
+    fn unknown(&self, name: &str, how: &str) -> ApiError {
+        ApiError::new(
+            ErrorCode::NameUnknown,
+            format!(
+                "{how} names registry {name:?}, which is not a configured upstream (configured: {})",
+                self.upstreams
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    }
+
+    /// Picks the target of a request. `is_local` says whether a repository is one of ferry's own.
+    pub(crate) fn route(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        ns: Option<&str>,
+        write: bool,
+        is_local: impl Fn(&str) -> bool,
+    ) -> Result<Target, ApiError> {
+        if let Some(h) = headers.get("x-registry") {
+            let name = h.to_str().unwrap_or("");
+            let upstream = self
+                .lookup(name)
+                .ok_or_else(|| self.unknown(name, "the X-Registry header"))?;
+            return Ok(Target::Upstream {
+                upstream,
+                path: path.to_owned(),
+            });
+        }
+        if let Some(name) = ns.filter(|n| !n.is_empty()) {
+            let upstream = self
+                .lookup(name)
+                .ok_or_else(|| self.unknown(name, "?ns="))?;
+            return Ok(Target::Upstream {
+                upstream,
+                path: path.to_owned(),
+            });
+        }
+        if let Some(rest) = path.strip_prefix("/v2/")
+            && let Some((first, tail)) = rest.split_once('/')
+            && (first.contains('.') || first.contains(':'))
+            && let Some(upstream) = self.lookup(first)
+        {
+            return Ok(Target::Upstream {
+                upstream,
+                path: format!("/v2/{tail}"),
+            });
+        }
+        match &self.default {
+            Some(up) if !write && !repo_of(path).is_some_and(|r| is_local(&r)) => {
+                Ok(Target::Upstream {
+                    upstream: up.clone(),
+                    path: path.to_owned(),
+                })
+            }
+            _ => Ok(Target::Local),
+        }
+    }
+
+    /// Whether a local write to `repo` would land in an upstream's cache namespace.
+    pub(crate) fn owns_namespace(&self, repo: &str) -> Option<&str> {
+        let first = repo.split('/').next().unwrap_or("");
+        self.upstreams
+            .values()
+            .find(|u| u.prefix == first)
+            .map(|u| u.name.as_str())
+    }
+}
+
+/// The repository part of a `/v2/<name>/<endpoint>/…` path, if it parses.
+fn repo_of(path: &str) -> Option<String> {
+    ferry_oci::Route::parse(path)
+        .ok()?
+        .repo()
+        .map(|r| r.as_str().to_owned())
+}
+
+/// Why a pull-through fetch failed, shared by every waiter of a coalesced fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FetchError {
+    pub status: u16,
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl FetchError {
+    pub fn from_client(e: &ClientError, blob: bool) -> FetchError {
+        let (status, code) = match e.kind {
+            ClientKind::NotFound if blob => (404, ErrorCode::BlobUnknown),
+            ClientKind::NotFound => (404, ErrorCode::ManifestUnknown),
+            ClientKind::TooManyRequests => (429, ErrorCode::TooManyRequests),
+            ClientKind::Unavailable if e.status == Some(503) => (503, ErrorCode::Unavailable),
+            ClientKind::Timeout => (504, ErrorCode::Unavailable),
+            ClientKind::Unauthorized | ClientKind::Denied => (502, ErrorCode::Unavailable),
+            _ => (502, ErrorCode::Unavailable),
+        };
+        let hint = match e.kind {
+            ClientKind::Unauthorized | ClientKind::Denied => {
+                " (check ferry's credentials for this upstream)"
+            }
+            _ => "",
+        };
+        FetchError {
+            status,
+            code,
+            message: format!("upstream: {}{hint}", e.message),
+            retry_after: e.retry_after.map(|d| d.as_secs()),
+        }
+    }
+
+    pub fn internal(message: &str) -> FetchError {
+        FetchError {
+            status: 500,
+            code: ErrorCode::Internal,
+            message: message.to_owned(),
+            retry_after: None,
+        }
+    }
+
+    pub fn store(e: StoreError) -> FetchError {
+        tracing::error!(error = %e, "store failed during pull-through");
+        FetchError::internal("storing pulled content failed; see the server log")
+    }
+
+    pub fn upstream_protocol(message: &str) -> FetchError {
+        FetchError {
+            status: 502,
+            code: ErrorCode::Unavailable,
+            message: format!("upstream: {message}"),
+            retry_after: None,
+        }
+    }
+
+    pub fn timeout(message: &str) -> FetchError {
+        FetchError {
+            status: 504,
+            code: ErrorCode::Unavailable,
+            message: format!("upstream: {message}"),
+            retry_after: None,
+        }
+    }
+
+    pub fn into_api(self) -> ApiError {
+        let mut e = ApiError::new(self.code, self.message)
+            .status(StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_GATEWAY));
+        if let Some(s) = self.retry_after {
+            e = e.header(http::header::RETRY_AFTER, &s.to_string());
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("latest", "latest"));
+        assert!(!glob_match("latest", "latest2"));
+        assert!(glob_match("v*", "v1.2"));
+        assert!(glob_match("*-dev", "1.0-dev"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(!glob_match("a*b*c", "aXbY"));
+    }
+
+    proptest! {
+        #[test]
+        fn glob_star_matches_everything_and_literals_match_themselves(t in "[a-zA-Z0-9._-]{0,30}") {
+            prop_assert!(glob_match("*", &t));
+            prop_assert!(glob_match(&t, &t));
+            let prefixed = format!("{t}*");
+            let longer = format!("{t}x");
+            prop_assert!(glob_match(&prefixed, &longer));
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Pull-through handlers: serve from the store when it has the content, else fetch it once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use ferry_oci::{Algorithm, ByteRange, Digest, ErrorCode, Manifest, ManifestRef, RepoName};
+use ferry_store::Store;
+use http::{HeaderValue, StatusCode, header};
+
+use super::fill::{FillState, follow};
+use super::{FetchError, Mirror, Upstream};
+use crate::api::{self, ApiResult};
+use crate::{ApiError, App};
+
+/// How long an upstream 404 is remembered, so a storm of requests for a missing tag costs one
+/// upstream request, not one each.
+const NEGATIVE_TTL: Duration = Duration::from_secs(15);
+/// Bound on remembered 404s.
+const NEGATIVE_MAX: usize = 10_000;
+
+impl Mirror {
+    fn negative_hit(&self, key: &str) -> bool {
+        let mut n = self.negative.lock().unwrap_or_else(|e| e.into_inner());
+        match n.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                n.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_missing(&self, key: String) {
+        let mut n = self.negative.lock().unwrap_or_else(|e| e.into_inner());
+        if n.len() >= NEGATIVE_MAX {
+            let now = Instant::now();
+            n.retain(|_, until| *until > now);
+            if n.len() >= NEGATIVE_MAX {
+                n.clear();
+            }
+        }
+        n.insert(key, Instant::now() + NEGATIVE_TTL);
+    }
+}
+
+pub(crate) async fn get_manifest(
+    app: &App,
+    mirror: &Mirror,
+    up: &Arc<Upstream>,
+    repo: &RepoName,
+    reference: &ManifestRef,
+    head: bool,
+) -> ApiResult {
+    let upstream_repo = up.upstream_repo(repo)?;
+    let key = up.store_repo(&upstream_repo)?;
+    let cached = app.store.resolve_manifest(&key, reference).ok();
+    let fresh = match (reference, &cached) {
+        (_, None) => false,
+        (ManifestRef::Digest(_), Some(_)) => true,
+        (ManifestRef::Tag(t), Some(_)) => {
+            !up.always_revalidates(t.as_str())
+                && app
+                    .store
+                    .tag_age(&key, t)
+                    .is_some_and(|age| age < up.tag_ttl)
+        }
+    };
+    if fresh || (mirror.options.offline && cached.is_some()) {
+        return api::manifests::get(app, &key, reference, head).await;
+    }
+    let miss = |why: &str| {
+        ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!("{}/{upstream_repo}:{reference} {why}", up.name),
+        )
+    };
+    if mirror.options.offline {
+        return Err(miss("is not cached and ferry is offline"));
+    }
+    let flight_key = format!("{}/{upstream_repo}@{reference}", up.name);
+    if cached.is_none() && mirror.negative_hit(&flight_key) {
+        return Err(miss("was not found upstream moments ago"));
+    }
+    let (store, upc, r, k, refc, max) = (
+        app.store.clone(),
+        up.clone(),
+        upstream_repo.clone(),
+        key.clone(),
+        reference.clone(),
+        mirror.options.max_manifest_bytes,
+    );
+    let (outcome, _) = mirror
+        .manifests
+        .run(
+            flight_key.clone(),
+            move || async move { refresh_manifest(&store, &upc, &r, &k, &refc, max).await },
+            || FetchError::internal("manifest fetch ended unexpectedly"),
+        )
+        .await;
+    match outcome {
+        Ok(()) => api::manifests::get(app, &key, reference, head).await,
+        Err(e) if e.status == 404 => {
+            mirror.remember_missing(flight_key);
+            Err(e.into_api())
+        }
+        Err(e) if cached.is_some() && mirror.options.serve_stale => {
+            tracing::warn!(upstream = %up.name, repo = %upstream_repo, %reference, error = %e.message, "upstream failed; serving the cached manifest stale");
+            let mut res = api::manifests::get(app, &key, reference, head).await?;
+            res.headers_mut().insert(
+                header::WARNING,
+                HeaderValue::from_static("110 - \"Response is Stale\""),
+            );
+            Ok(res)
+        }
+        Err(e) => Err(e.into_api()),
+    }
+}
+
+/// Brings the cached copy of `reference` up to date with the upstream.
+async fn refresh_manifest(
+    store: &Store,
+    up: &Upstream,
+    repo: &RepoName,
+    key: &RepoName,
+    reference: &ManifestRef,
+    max: usize,
+) -> Result<(), FetchError> {
+    let client_err = |e: ferry_client::ClientError| FetchError::from_client(&e, false);
+    match reference {
+        ManifestRef::Digest(d) => {
+            let r = up
+                .client
+                .get_manifest(repo, d.as_str(), max)
+                .await
+                .map_err(client_err)?;
+            let m = Manifest::parse_as(r.bytes.to_vec(), Some(&r.media_type), d.algorithm())
+                .map_err(|e| FetchError::upstream_protocol(&format!("unusable manifest: {e}")))?;
+            if m.digest() != d {
+                return Err(FetchError::upstream_protocol(&format!(
+                    "manifest bytes hash to {}, not the {d} asked for; nothing was stored",
+                    m.digest()
+                )));
+            }
+            store
+                .put_manifest(key, &m, &[], false)
+                .await
+                .map_err(FetchError::store)
+        }
+        ManifestRef::Tag(t) => {
+            if let Ok(cached) = store.resolve_manifest(key, reference) {
+                // A HEAD costs no body and, on Docker Hub, no pull from the rate limit.
+                let head = up
+                    .client
+                    .head_manifest(repo, t.as_str())
+                    .await
+                    .map_err(client_err)?;
+                if head.digest.as_ref() == Some(&cached.digest) {
+                    return store.touch_tag(key, t).map_err(FetchError::store);
+                }
+            }
+            let r = up
+                .client
+                .get_manifest(repo, t.as_str(), max)
+                .await
+                .map_err(client_err)?;
+            let algorithm = r
+                .digest
+                .as_ref()
+                .map_or(Algorithm::Sha256, Digest::algorithm);
+            let m = Manifest::parse_as(r.bytes.to_vec(), Some(&r.media_type), algorithm)
+                .map_err(|e| FetchError::upstream_protocol(&format!("unusable manifest: {e}")))?;
+            if let Some(d) = &r.digest
+                && d != m.digest()
+            {
+                return Err(FetchError::upstream_protocol(&format!(
+                    "manifest bytes hash to {}, but the upstream said {d}; nothing was stored",
+                    m.digest()
+                )));
+            }
+            store
+                .put_manifest(key, &m, std::slice::from_ref(t), false)
+                .await
+                .map_err(FetchError::store)
+        }
+    }
+}
+
+pub(crate) async fn get_blob(
+    app: &App,
+    mirror: &Mirror,
+    up: &Arc<Upstream>,
+    repo: &RepoName,
+    digest: &Digest,
+    head: bool,
+    range: Option<HeaderValue>,
+) -> ApiResult {
+    let upstream_repo = up.upstream_repo(repo)?;
+    let key = up.store_repo(&upstream_repo)?;
+    if app.store.has_blob(&key, digest) {
+        return api::blobs::get(app, &key, digest, head, range).await;
+    }
+    if app.store.has_content_now(digest) {
+        app.store.link_blob(&key, digest).await?;
+        return api::blobs::get(app, &key, digest, head, range).await;
+    }
+    if mirror.options.offline {
+        return Err(ApiError::new(
+            ErrorCode::BlobUnknown,
+            format!("{digest} is not cached and ferry is offline"),
+        ));
+    }
+    let Some((fill, _)) = mirror
+        .fills
+        .join_or_start(&app.store, up, &upstream_repo, &key, digest)
+    else {
+        // Finished between our look at the store and now.
+        app.store.link_blob(&key, digest).await?;
+        return api::blobs::get(app, &key, digest, head, range).await;
+    };
+    let mut rx = fill.state.clone();
+    let waited = rx
+        .wait_for(|s| !matches!(s, FillState::Starting))
+        .await
+        .map(|s| s.clone());
+    let state = waited.unwrap_or_else(|_| rx.borrow().clone());
+    let total = match state {
+        FillState::Failed(e) => return Err(e.into_api()),
+        FillState::Done { .. } | FillState::Receiving { total: None, .. } => {
+            // Complete already, or an upstream that did not say the size: serve from the store.
+            let done = rx
+                .wait_for(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_)))
+                .await
+                .map(|s| s.clone());
+            if let Ok(FillState::Failed(e)) = done {
+                return Err(e.into_api());
+            }
+            app.store.link_blob(&key, digest).await?;
+            return api::blobs::get(app, &key, digest, head, range).await;
+        }
+        FillState::Receiving { total: Some(t), .. } => t,
+        FillState::Starting => {
+            return Err(FetchError::internal("blob fill did not start").into_api());
+        }
+    };
+    let range = match range {
+        None => Ok(None),
+        Some(v) => ByteRange::parse_header(v.to_str().unwrap_or("")),
+    };
+    let (status, start, len, content_range) =
+        match range.and_then(|r| r.map(|r| r.resolve(total)).transpose()) {
+            Ok(None) => (StatusCode::OK, 0, total, None),
+            Ok(Some(r)) => (
+                StatusCode::PARTIAL_CONTENT,
+                r.start,
+                r.len(),
+                Some(r.content_range(total)),
+            ),
+            Err(e) => {
+                return Err(ApiError::new(ErrorCode::RangeInvalid, e.to_string())
+                    .header(header::CONTENT_RANGE, &format!("bytes */{total}")));
+            }
+        };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from_stream(follow(fill, start, len))
+    };
+    Ok(api::blobs::blob_response(
+        status,
+        digest,
+        len,
+        content_range.as_deref(),
+        body,
+    ))
+}
+
+/// Tags of a mirrored repository: those pulled through so far.
+pub(crate) fn get_tags(
+    app: &App,
+    up: &Arc<Upstream>,
+    repo: &RepoName,
+    req: &axum::extract::Request,
+) -> ApiResult {
+    let key = up.store_repo(&up.upstream_repo(repo)?)?;
+    api::listing::tags_of(app, &key, repo, req)
+}
+
+/// Referrers of a mirrored subject: those pulled through so far.
+pub(crate) fn get_referrers(
+    app: &App,
+    up: &Arc<Upstream>,
+    repo: &RepoName,
+    digest: &Digest,
+    req: &axum::extract::Request,
+) -> ApiResult {
+    let key = up.store_repo(&up.upstream_repo(repo)?)?;
+    api::referrers::get(app, &key, digest, req)
+}
