@@ -248,6 +248,8 @@ pub struct LimitsConfig {
     pub shutdown_grace_secs: u64,
     /// Hours an unfinished upload session is kept.
     pub upload_ttl_hours: u64,
+    /// Upload sessions open at once; more get 429.
+    pub max_uploads: usize,
 }
 
 impl Default for Config {
@@ -286,6 +288,7 @@ impl Default for LimitsConfig {
             body_idle_timeout_secs: 60,
             shutdown_grace_secs: 30,
             upload_ttl_hours: 24 * 7,
+            max_uploads: 10_000,
         }
     }
 }
@@ -345,8 +348,9 @@ impl Config {
     /// Store tunables.
     pub fn store_options(&self) -> ferry_store::StoreOptions {
         ferry_store::StoreOptions {
-            upload_ttl: Duration::from_secs(self.limits.upload_ttl_hours * 3600),
+            upload_ttl: Duration::from_secs(self.limits.upload_ttl_hours.saturating_mul(3600)),
             max_manifest_bytes: self.limits.max_manifest_bytes,
+            max_uploads: self.limits.max_uploads,
         }
     }
 

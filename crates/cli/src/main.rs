@@ -253,7 +253,24 @@ async fn open_store(
         .with_context(|| format!("cannot open the data directory {}", c.data_dir.display()))
 }
 
-async fn serve(c: Config) -> anyhow::Result<()> {
+/// Raises the open-file limit as far as allowed, and keeps the connection bound under it: each
+/// connection may hold a socket and a file, and the store needs descriptors of its own.
+fn fit_connections_to_fd_limit(c: &mut Config) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let fit = (limit.saturating_sub(256) / 2).max(16) as usize;
+    if c.limits.max_connections > fit {
+        tracing::warn!(
+            max_connections = c.limits.max_connections,
+            open_file_limit = limit,
+            using = fit,
+            "max_connections exceeds what the open-file limit allows; lowering it (raise `ulimit -n` to serve more)"
+        );
+        c.limits.max_connections = fit;
+    }
+}
+
+async fn serve(mut c: Config) -> anyhow::Result<()> {
+    fit_connections_to_fd_limit(&mut c);
     let mirror = c.mirror()?;
     let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
     let listener = tokio::net::TcpListener::bind(c.listen)
@@ -265,6 +282,21 @@ async fn serve(c: Config) -> anyhow::Result<()> {
         let names: Vec<&str> = m.upstream_names().collect();
         tracing::info!(upstreams = %names.join(","), offline = c.offline, "mirroring");
     }
+    // Expired upload sessions and abandoned temp files go away while the server runs, not only at
+    // the next start.
+    let sweeper = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.sweep().await {
+                    tracing::warn!(error = %e, "sweeping expired uploads failed");
+                }
+            }
+        })
+    };
     let app = Arc::new(ferry_server::App {
         store: store.clone(),
         options: c.registry_options(),
@@ -277,7 +309,11 @@ async fn serve(c: Config) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
-    store.clean_tmp().await?;
+    sweeper.abort();
+    if let Err(e) = store.clean_tmp().await {
+        // Requests still running past the grace period may hold temp files; the next start wipes them.
+        tracing::warn!(error = %e, "could not remove every temp file at shutdown");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -309,7 +345,7 @@ async fn shutdown_signal() {
 
 async fn fsck(c: Config, quarantine: bool, json: bool) -> anyhow::Result<ExitCode> {
     let mode = if quarantine {
-        ferry_store::LockMode::Exclusive
+        ferry_store::LockMode::ExistingExclusive
     } else {
         ferry_store::LockMode::Shared
     };
@@ -341,6 +377,9 @@ async fn fsck(c: Config, quarantine: bool, json: bool) -> anyhow::Result<ExitCod
         for m in &r.missing {
             println!("missing manifest content: {m}");
         }
+        for d in &r.dangling {
+            println!("dangling: {d}");
+        }
         if r.is_clean() {
             println!("clean");
         } else if !r.corrupt.is_empty() && !r.quarantined {
@@ -357,7 +396,13 @@ async fn fsck(c: Config, quarantine: bool, json: bool) -> anyhow::Result<ExitCod
 }
 
 async fn gc(c: Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
+    // A dry run changes nothing, so it needs no lock; a real run must not race a server.
+    let mode = if dry_run {
+        ferry_store::LockMode::Shared
+    } else {
+        ferry_store::LockMode::ExistingExclusive
+    };
+    let store = open_store(&c, mode).await?;
     let r = store.gc(dry_run).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);

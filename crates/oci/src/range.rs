@@ -35,9 +35,9 @@ pub struct ResolvedRange {
 }
 
 impl ResolvedRange {
-    /// Number of bytes.
+    /// Number of bytes (saturating, so a hand-built inverted range is empty rather than a panic).
     pub fn len(&self) -> u64 {
-        self.end - self.start + 1
+        self.end.saturating_sub(self.start).saturating_add(1)
     }
 
     /// Always false: a resolved range holds at least one byte.
@@ -92,7 +92,7 @@ impl ByteRange {
     pub fn resolve(self, len: u64) -> Result<ResolvedRange, RangeError> {
         let unsat = RangeError::Unsatisfiable { len };
         match self {
-            ByteRange::FromTo(s, e) if s < len => Ok(ResolvedRange {
+            ByteRange::FromTo(s, e) if s < len && s <= e => Ok(ResolvedRange {
                 start: s,
                 end: e.min(len - 1),
             }),
@@ -146,9 +146,9 @@ impl ContentRange {
         Ok(ContentRange { start, end })
     }
 
-    /// Bytes the chunk claims to carry.
+    /// Bytes the chunk claims to carry (saturating; the parser never builds an inverted range).
     pub fn len(&self) -> u64 {
-        self.end - self.start + 1
+        self.end.saturating_sub(self.start).saturating_add(1)
     }
 
     /// Always false: a content range covers at least one byte.

@@ -116,6 +116,13 @@ fn truncate(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
+// Ordered and hashed as its string, so maps keyed by RepoName can be queried with a &str.
+impl std::borrow::Borrow<str> for RepoName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for RepoName {
     type Err = NameError;
     fn from_str(s: &str) -> Result<RepoName, NameError> {
@@ -295,7 +302,7 @@ fn validate_registry(host: &str) -> Result<(), NameError> {
     let (h, port) = if let Some(rest) = host.strip_prefix('[') {
         // Bracketed IPv6 literal, e.g. [::1]:5000.
         let (inside, after) = rest.split_once(']').ok_or_else(bad)?;
-        if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+        if inside.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(bad());
         }
         match after {
@@ -312,11 +319,15 @@ fn validate_registry(host: &str) -> Result<(), NameError> {
         && h.len() <= 253
         && h.split('.').all(|l| {
             !l.is_empty()
+                && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
-    let port_ok = !port.is_empty() && port.len() <= 5 && port.parse::<u16>().is_ok();
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok();
     if host_ok && port_ok {
         Ok(())
     } else {

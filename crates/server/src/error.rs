@@ -90,7 +90,14 @@ impl From<StoreError> for ApiError {
                 ApiError::new(C::SizeInvalid, msg).status(StatusCode::PAYLOAD_TOO_LARGE)
             }
             StoreError::Body(_) => ApiError::new(C::BlobUploadInvalid, msg),
-            StoreError::Locked(_) | StoreError::Io { .. } | StoreError::Task(_) => {
+            StoreError::TooManyUploads(_) => {
+                ApiError::new(C::TooManyRequests, msg).header(header::RETRY_AFTER, "60")
+            }
+            StoreError::Locked(_)
+            | StoreError::Io { .. }
+            | StoreError::Task(_)
+            | StoreError::NotAStore(_)
+            | StoreError::CaseInsensitive(_) => {
                 tracing::error!(error = %msg, "internal error");
                 ApiError::new(C::Internal, "internal storage error; see the server log")
             }

@@ -1,12 +1,16 @@
-//! The accept loop: bounded connections, header-read timeout, HTTP/1.1 and h2c, graceful drain.
+//! The accept loop: bounded connections, header-read timeout, graceful drain.
+//!
+//! HTTP/1.1 only: every registry client (containerd, docker, skopeo, crane) speaks it on plain HTTP,
+//! and hyper's HTTP/1 timer bounds both a slow first request and an idle keep-alive connection,
+//! whereas sniffing for h2c prior knowledge would read the first bytes with no timeout at all.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -44,16 +48,11 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .max_buf_size(options.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(options.max_header_bytes as u32);
     let graceful = GracefulShutdown::new();
     // Why a semaphore: every connection holds buffers and a task; an unbounded count lets a client
     // flood exhaust memory or file descriptors.
@@ -81,10 +80,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -1,6 +1,7 @@
 //! Blob ingest (hash while writing, verify, fsync, rename) and blob reads.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry_oci::{Digest, Hasher, RepoName};
@@ -58,41 +59,57 @@ where
                 actual: n,
             });
         }
-        hasher.update(&chunk);
+        // Hash only what was written, so an error (or a cancelled task) between the two can never
+        // leave the hash ahead of the file.
         file.write_all(&chunk).await.map_err(StoreError::io(path))?;
+        hasher.update(&chunk);
     }
     file.flush().await.map_err(StoreError::io(path))?;
     Ok(n)
 }
 
-/// Writes `body` to a fresh temp file while hashing it with `hasher`, and fsyncs it; returns the file
-/// path, the digest and the byte count. The temp file is removed on any error.
+/// Removes a temp file when dropped, unless disarmed: a failed or abandoned ingest leaves nothing.
+pub(crate) struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    pub fn new(path: PathBuf) -> TempFile {
+        TempFile(Some(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes `body` to a fresh temp file while hashing it with `hasher`, and fsyncs it; returns the
+/// file (removed again if dropped), the digest and the byte count.
 pub(crate) async fn write_hashed<S, E>(
     tmp: PathBuf,
     mut hasher: Hasher,
     max_len: Option<u64>,
     body: S,
-) -> Result<(PathBuf, Digest, u64), StoreError>
+) -> Result<(TempFile, Digest, u64), StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Into<std::io::Error>,
 {
-    let res = async {
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(StoreError::io(&tmp))?;
-        let n = pump(body, &mut file, &tmp, &mut hasher, max_len).await?;
-        file.sync_all().await.map_err(StoreError::io(&tmp))?;
-        Ok(n)
-    }
-    .await;
-    match res {
-        Ok(n) => Ok((tmp, hasher.finish(), n)),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            Err(e)
-        }
-    }
+    let guard = TempFile::new(tmp);
+    let mut file = tokio::fs::File::create(guard.path())
+        .await
+        .map_err(StoreError::io(guard.path()))?;
+    let n = pump(body, &mut file, guard.path(), &mut hasher, max_len).await?;
+    file.sync_all()
+        .await
+        .map_err(StoreError::io(guard.path()))?;
+    Ok((guard, hasher.finish(), n))
 }
 
 impl Store {
@@ -171,7 +188,7 @@ impl Store {
     /// Ingests a whole blob whose digest the client named, then links it into `repo`.
     /// `declared_len` (Content-Length) is checked when given. Returns the size.
     pub async fn put_blob<S, E>(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         expected: &Digest,
         declared_len: Option<u64>,
@@ -188,43 +205,42 @@ impl Store {
             body,
         )
         .await?;
-        let check = if declared_len.is_some_and(|d| d != n) {
-            Err(StoreError::SizeMismatch {
-                expected: declared_len.unwrap_or(0),
+        if let Some(d) = declared_len
+            && d != n
+        {
+            return Err(StoreError::SizeMismatch {
+                expected: d,
                 actual: n,
-            })
-        } else if &actual != expected {
-            Err(StoreError::DigestMismatch {
+            });
+        }
+        if &actual != expected {
+            return Err(StoreError::DigestMismatch {
                 expected: expected.clone(),
                 actual,
-            })
-        } else {
-            Ok(())
-        };
-        if let Err(e) = check {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
+            });
         }
         self.commit_file(tmp, expected).await?;
         self.link_blob(repo, expected).await?;
         Ok(n)
     }
 
-    /// Moves a verified file into place under its digest: rename, then fsync the directory.
+    /// Puts a verified file into place under its digest, never replacing content already there
+    /// (what is there hashed to the same name when it was written), then fsyncs the directory.
     pub(crate) async fn commit_file(
         &self,
-        verified: PathBuf,
+        verified: TempFile,
         digest: &Digest,
     ) -> Result<(), StoreError> {
         let dest = self.layout.blob(digest);
         tokio::task::spawn_blocking(move || {
             let parent = dest.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
-            let res = std::fs::rename(&verified, &dest).map_err(StoreError::io(&dest));
-            if res.is_err() {
-                let _ = std::fs::remove_file(&verified);
+            match std::fs::hard_link(verified.path(), &dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io(&dest)(e)),
             }
-            res?;
+            drop(verified);
             fsync_dir(parent)
         })
         .await
@@ -246,8 +262,28 @@ impl Store {
         })
     }
 
-    /// Makes an existing blob part of `repo`.
-    pub async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StoreError> {
+    /// Makes an existing blob part of `repo`. Callers make sure the content is in the store.
+    pub async fn link_blob(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        if self.has_blob(repo, digest) {
+            return Ok(());
+        }
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.locked(&repo.clone(), move |store| async move {
+            store.link_unlocked(&repo, &digest).await
+        })
+        .await
+    }
+
+    /// [`Store::link_blob`] for callers already holding the repository's lock.
+    pub(crate) async fn link_unlocked(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
         if self.has_blob(repo, digest) {
             return Ok(());
         }
@@ -271,7 +307,7 @@ impl Store {
 
     /// Cross-repository mount: links `digest` from `from` into `to` if `from` has it.
     pub async fn mount_blob(
-        &self,
+        self: &Arc<Self>,
         from: &RepoName,
         to: &RepoName,
         digest: &Digest,
@@ -285,7 +321,7 @@ impl Store {
 
     /// Links content that exists anywhere in the store into `repo` (automatic mount).
     pub async fn mount_existing(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool, StoreError> {
@@ -297,25 +333,36 @@ impl Store {
     }
 
     /// Removes the blob from `repo`. The content stays until `gc` finds it unreferenced.
-    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StoreError> {
-        let linked = self
-            .read_index()
-            .repos
-            .get(repo)
-            .is_some_and(|r| r.blobs.contains(digest));
-        if !linked {
-            return Err(StoreError::BlobUnknown(digest.clone()));
-        }
-        let link = self.layout.blob_link(repo, digest);
-        tokio::task::spawn_blocking(move || remove_if_exists(&link))
+    pub async fn delete_blob(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.locked(&repo.clone(), move |store| async move {
+            let linked = store
+                .read_index()
+                .repos
+                .get(&repo)
+                .is_some_and(|r| r.blobs.contains(&digest));
+            if !linked {
+                return Err(StoreError::BlobUnknown(digest));
+            }
+            let link = store.layout.blob_link(&repo, &digest);
+            tokio::task::spawn_blocking(move || {
+                remove_if_exists(&link)?;
+                fsync_dir(link.parent().unwrap_or(Path::new(".")))
+            })
             .await
             .map_err(StoreError::join)??;
-        let mut idx = self.write_index();
-        if let Some(r) = idx.repos.get_mut(repo) {
-            r.blobs.remove(digest);
-        }
-        idx.drop_if_empty(repo);
-        Ok(())
+            let mut idx = store.write_index();
+            if let Some(r) = idx.repos.get_mut(&repo) {
+                r.blobs.remove(&digest);
+            }
+            idx.drop_if_empty(&repo);
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -359,7 +406,7 @@ impl Ingest {
     }
 
     /// Verifies the digest, fsyncs, moves the file under `blobs/` and links it into `repo`.
-    pub async fn commit(mut self, store: &Store, repo: &RepoName) -> Result<u64, StoreError> {
+    pub async fn commit(mut self, store: &Arc<Store>, repo: &RepoName) -> Result<u64, StoreError> {
         let (Some(file), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
             return Err(StoreError::Task("commit twice".into()));
         };
@@ -372,9 +419,9 @@ impl Ingest {
         }
         file.sync_all().await.map_err(StoreError::io(&self.path))?;
         drop(file);
-        store.commit_file(self.path.clone(), &self.digest).await?;
-        // The temp path is gone now; nothing left for Drop to clean.
-        self.path = PathBuf::new();
+        // From here the TempFile guard owns the temp path.
+        let tmp = TempFile::new(std::mem::take(&mut self.path));
+        store.commit_file(tmp, &self.digest).await?;
         store.link_blob(repo, &self.digest).await?;
         Ok(self.written)
     }

@@ -61,6 +61,17 @@ pub enum StoreError {
         "data directory {0} is in use by another ferry process (stop `ferry serve` first, or use another --data-dir)"
     )]
     Locked(PathBuf),
+    /// Too many upload sessions are open.
+    #[error("too many upload sessions are open ({0}); finish or cancel some, or retry later")]
+    TooManyUploads(usize),
+    /// The directory is not a ferry data directory.
+    #[error("{0} is not a ferry data directory (no blobs/ inside); check --data-dir")]
+    NotAStore(PathBuf),
+    /// The filesystem folds case, which would merge tags such as `v1` and `V1`.
+    #[error(
+        "the filesystem at {0} is case-insensitive; ferry needs a case-sensitive one (tags such as v1 and V1 are different)"
+    )]
+    CaseInsensitive(PathBuf),
     /// Reading the client's body failed (disconnect, timeout).
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),
@@ -81,7 +92,11 @@ impl StoreError {
     /// Whose fault it is.
     pub fn fault(&self) -> Fault {
         match self {
-            StoreError::Io { .. } | StoreError::Task(_) | StoreError::Locked(_) => Fault::Internal,
+            StoreError::Io { .. }
+            | StoreError::Task(_)
+            | StoreError::Locked(_)
+            | StoreError::NotAStore(_)
+            | StoreError::CaseInsensitive(_) => Fault::Internal,
             _ => Fault::Client,
         }
     }

@@ -53,10 +53,13 @@ impl ManifestEntry {
 }
 
 impl Index {
-    pub fn rebuild(layout: &Layout) -> Result<Index, StoreError> {
+    /// Rebuilds from the files; returns the index and what was found wrong (dangling manifest links,
+    /// blob links and tags), which is skipped and reported by `fsck`.
+    pub fn rebuild(layout: &Layout) -> Result<(Index, Vec<String>), StoreError> {
         let mut index = Index::default();
-        visit(layout, &layout.repos(), "", &mut index)?;
-        Ok(index)
+        let mut problems = Vec::new();
+        visit(layout, &layout.repos(), "", &mut index, &mut problems)?;
+        Ok((index, problems))
     }
 
     pub fn insert_manifest(&mut self, repo: &RepoName, digest: &Digest, entry: ManifestEntry) {
@@ -97,28 +100,37 @@ impl Index {
     }
 }
 
-fn read_dir_names(dir: &Path) -> Result<Vec<String>, StoreError> {
-    match fs::read_dir(dir) {
-        Ok(rd) => {
-            let mut out = Vec::new();
-            for e in rd {
-                let e = e.map_err(StoreError::io(dir))?;
-                if let Ok(name) = e.file_name().into_string() {
-                    out.push(name);
-                }
+/// Names of the subdirectories (or, with `files`, the regular files) of `dir`. Anything else found
+/// there — a stray file, a symlink, a non-UTF-8 name — is skipped with a warning, so that one odd
+/// entry cannot stop the server from starting.
+fn entries(dir: &Path, files: bool) -> Result<Vec<String>, StoreError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(dir)(e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(StoreError::io(dir))?;
+        let ok = e
+            .file_type()
+            .is_ok_and(|t| if files { t.is_file() } else { t.is_dir() });
+        match (ok, e.file_name().into_string()) {
+            (true, Ok(name)) => out.push(name),
+            _ => {
+                tracing::warn!(path = %e.path().display(), "ignoring unexpected entry in the data directory")
             }
-            Ok(out)
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(StoreError::io(dir)(e)),
     }
+    out.sort();
+    Ok(out)
 }
 
 /// Digests stored as `<dir>/<alg>/<hex>` files.
 fn digests_under(dir: &Path) -> Result<Vec<Digest>, StoreError> {
     let mut out = Vec::new();
-    for alg in read_dir_names(dir)? {
-        for hex in read_dir_names(&dir.join(&alg))? {
+    for alg in entries(dir, false)? {
+        for hex in entries(&dir.join(&alg), true)? {
             match format!("{alg}:{hex}").parse::<Digest>() {
                 Ok(d) => out.push(d),
                 Err(e) => {
@@ -130,11 +142,17 @@ fn digests_under(dir: &Path) -> Result<Vec<Digest>, StoreError> {
     Ok(out)
 }
 
-fn visit(layout: &Layout, dir: &Path, rel: &str, index: &mut Index) -> Result<(), StoreError> {
-    let names = read_dir_names(dir)?;
+fn visit(
+    layout: &Layout,
+    dir: &Path,
+    rel: &str,
+    index: &mut Index,
+    problems: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let names = entries(dir, false)?;
     if names.iter().any(|n| n.starts_with('_')) {
         match RepoName::new(rel) {
-            Ok(repo) => load_repo(layout, dir, &repo, index)?,
+            Ok(repo) => load_repo(layout, dir, &repo, index, problems)?,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), %e, "ignoring directory with an invalid repository name")
             }
@@ -146,7 +164,7 @@ fn visit(layout: &Layout, dir: &Path, rel: &str, index: &mut Index) -> Result<()
         } else {
             format!("{rel}/{name}")
         };
-        visit(layout, &dir.join(name), &child, index)?;
+        visit(layout, &dir.join(name), &child, index, problems)?;
     }
     Ok(())
 }
@@ -156,8 +174,13 @@ fn load_repo(
     dir: &Path,
     repo: &RepoName,
     index: &mut Index,
+    problems: &mut Vec<String>,
 ) -> Result<(), StoreError> {
     for d in digests_under(&dir.join("_blobs"))? {
+        if !layout.blob(&d).is_file() {
+            problems.push(format!("{repo}: blob link {d} has no content"));
+            continue;
+        }
         index.repos.entry(repo.clone()).or_default().blobs.insert(d);
     }
     for d in digests_under(&dir.join("_manifests"))? {
@@ -165,29 +188,38 @@ fn load_repo(
             .join("_manifests")
             .join(d.algorithm().as_str())
             .join(d.hex());
-        let media_type = fs::read_to_string(&link).map_err(StoreError::io(&link))?;
-        let blob = layout.blob(&d);
-        let bytes = match fs::read(&blob) {
-            Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                tracing::warn!(%repo, digest = %d, "manifest link without content; skipped (run ferry fsck)");
+        let media_type = match fs::read(&link).map(String::from_utf8) {
+            Ok(Ok(t)) => t,
+            _ => {
+                problems.push(format!("{repo}: manifest link {d} is unreadable"));
                 continue;
             }
-            Err(e) => return Err(StoreError::io(&blob)(e)),
+        };
+        let bytes = match fs::read(layout.blob(&d)) {
+            Ok(b) => b,
+            Err(_) => {
+                problems.push(format!("{repo}: manifest {d} has no content"));
+                continue;
+            }
         };
         match Manifest::parse_as(bytes, Some(media_type.trim()), d.algorithm()) {
-            Ok(m) => index.insert_manifest(repo, &d, ManifestEntry::of(&m, media_type.trim())),
-            Err(e) => {
-                tracing::warn!(%repo, digest = %d, %e, "unparseable stored manifest; skipped")
+            Ok(m) if m.digest() == &d => {
+                index.insert_manifest(repo, &d, ManifestEntry::of(&m, media_type.trim()))
             }
+            Ok(_) => problems.push(format!(
+                "{repo}: manifest {d} content does not hash to its name"
+            )),
+            Err(e) => problems.push(format!("{repo}: manifest {d} is unparseable: {e}")),
         }
     }
     let tags_dir = dir.join("_tags");
-    for tag in read_dir_names(&tags_dir)? {
-        let p = tags_dir.join(&tag);
-        let text = fs::read_to_string(&p).map_err(StoreError::io(&p))?;
-        match text.trim().parse::<Digest>() {
-            Ok(d)
+    for tag in entries(&tags_dir, true)? {
+        let target = fs::read(tags_dir.join(&tag))
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| t.trim().parse::<Digest>().ok());
+        match target {
+            Some(d)
                 if index
                     .repos
                     .get(repo)
@@ -200,7 +232,10 @@ fn load_repo(
                     .tags
                     .insert(tag, d);
             }
-            _ => tracing::warn!(%repo, %tag, "tag points at no stored manifest; skipped"),
+            Some(d) => problems.push(format!(
+                "{repo}:{tag} points at {d}, which is not a stored manifest"
+            )),
+            None => problems.push(format!("{repo}:{tag} is unreadable")),
         }
     }
     Ok(())

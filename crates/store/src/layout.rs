@@ -108,6 +108,18 @@ impl Layout {
         }
     }
 
+    /// Refuses a case-folding filesystem: tag files `v1` and `V1` would be one file.
+    pub fn check_case_sensitive(&self) -> Result<(), StoreError> {
+        let probe = self.tmp().join("CaseProbe");
+        std::fs::write(&probe, b"").map_err(StoreError::io(&probe))?;
+        let folded = self.tmp().join("caseprobe").exists();
+        let _ = std::fs::remove_file(&probe);
+        if folded {
+            return Err(StoreError::CaseInsensitive(self.root.clone()));
+        }
+        Ok(())
+    }
+
     pub fn wipe_tmp(&self) -> Result<(), StoreError> {
         let t = self.tmp();
         match fs::remove_dir_all(&t) {

@@ -43,16 +43,19 @@ pub use maint::{FsckReport, GcReport};
 pub use manifests::{ManifestHead, StoredManifest};
 pub use uploads::UploadStatus;
 
+use ferry_oci::RepoName;
 use index::Index;
 use layout::Layout;
 
 /// Tunables of the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Upload sessions untouched for longer than this are removed at start.
+    /// Upload sessions untouched for longer than this are removed (at start and by [`Store::sweep`]).
     pub upload_ttl: std::time::Duration,
     /// Refuse manifests larger than this many bytes.
     pub max_manifest_bytes: usize,
+    /// Upload sessions open at once; more are refused with [`StoreError::TooManyUploads`].
+    pub max_uploads: usize,
 }
 
 impl Default for StoreOptions {
@@ -60,27 +63,40 @@ impl Default for StoreOptions {
         StoreOptions {
             upload_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
             max_manifest_bytes: 4 * 1024 * 1024,
+            max_uploads: 10_000,
         }
     }
 }
 
-/// The content store. Cheap to share behind an [`Arc`].
+/// The content store, always used behind an [`Arc`]: every operation that changes files runs as its
+/// own task, so a client that disconnects mid-request cannot leave files and index half-updated.
 #[derive(Debug)]
 pub struct Store {
     layout: Layout,
     index: RwLock<Index>,
     uploads: uploads::Sessions,
     options: StoreOptions,
+    /// Metadata changes (links, manifests, tags) of one repository happen one at a time, so that
+    /// "read index → change files → update index" is never interleaved with another change.
+    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// What the index rebuild found wrong at open (dangling links and tags), for `fsck`.
+    problems: Vec<String>,
     // Held for the store's lifetime so that offline tools (gc) cannot run underneath a server.
     _lock: Option<std::fs::File>,
 }
 
-/// How [`Store::open`] treats the data directory's lock.
+const STRIPES: usize = 64;
+
+/// How [`Store::open_with`] treats the data directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
-    /// Take the lock; fail if another process holds it (serve, gc, fsck --quarantine).
+    /// Create it if needed, take the lock (fail if another process holds it), clean up temp files
+    /// and expired uploads: what `serve` does.
     Exclusive,
-    /// Do not take it (read-only inspection such as `fsck` without repairs).
+    /// The directory must already be a store; take the lock but change nothing on open (`gc`,
+    /// `fsck --quarantine`, which then change only what they report).
+    ExistingExclusive,
+    /// The directory must already be a store; no lock, nothing changed (`fsck`, `gc --dry-run`).
     Shared,
 }
 
@@ -103,18 +119,23 @@ impl Store {
         let layout = Layout::new(root.into());
         let l = layout.clone();
         let ttl = options.upload_ttl;
-        let (lock_file, index) = tokio::task::spawn_blocking(move || {
-            l.create_dirs()?;
+        let (lock_file, index, problems) = tokio::task::spawn_blocking(move || {
+            if lock == LockMode::Exclusive {
+                l.create_dirs()?;
+            } else if !l.blobs().is_dir() {
+                return Err(StoreError::NotAStore(l.root().to_owned()));
+            }
             let lock_file = match lock {
-                LockMode::Exclusive => Some(l.lock()?),
+                LockMode::Exclusive | LockMode::ExistingExclusive => Some(l.lock()?),
                 LockMode::Shared => None,
             };
             if lock == LockMode::Exclusive {
+                l.check_case_sensitive()?;
                 l.wipe_tmp()?;
-                uploads::expire(&l, ttl)?;
+                uploads::expire_on_disk(&l, ttl)?;
             }
-            let index = Index::rebuild(&l)?;
-            Ok::<_, StoreError>((lock_file, index))
+            let (index, problems) = Index::rebuild(&l)?;
+            Ok::<_, StoreError>((lock_file, index, problems))
         })
         .await
         .map_err(StoreError::join)??;
@@ -123,6 +144,8 @@ impl Store {
             index: RwLock::new(index),
             uploads: uploads::Sessions::default(),
             options,
+            stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
+            problems,
             _lock: lock_file,
         }))
     }
@@ -143,6 +166,31 @@ impl Store {
         tokio::task::spawn_blocking(move || l.wipe_tmp())
             .await
             .map_err(StoreError::join)?
+    }
+
+    /// Runs `work` as its own task holding `repo`'s metadata lock: it completes even if the caller
+    /// stops waiting, and never interleaves with another change to the same repository.
+    pub(crate) async fn locked<T, F, Fut>(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Store>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        repo.hash(&mut h);
+        let stripe = self.stripes[(h.finish() as usize) % self.stripes.len()].clone();
+        let store = self.clone();
+        tokio::spawn(async move {
+            let _guard = stripe.lock_owned().await;
+            work(store).await
+        })
+        .await
+        .map_err(StoreError::join)?
     }
 
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {

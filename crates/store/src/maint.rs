@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ferry_oci::{Digest, Manifest, RepoName};
 use serde::Serialize;
@@ -25,6 +26,8 @@ pub struct FsckReport {
     pub stray: Vec<PathBuf>,
     /// Manifests linked in a repository whose content is missing.
     pub missing: Vec<String>,
+    /// Links and tags that point at nothing (skipped when the index was built).
+    pub dangling: Vec<String>,
     /// Whether corrupt files were quarantined.
     pub quarantined: bool,
 }
@@ -43,7 +46,10 @@ pub struct CorruptBlob {
 impl FsckReport {
     /// Whether the store is consistent.
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty() && self.stray.is_empty() && self.missing.is_empty()
+        self.corrupt.is_empty()
+            && self.stray.is_empty()
+            && self.missing.is_empty()
+            && self.dangling.is_empty()
     }
 }
 
@@ -122,6 +128,7 @@ impl Store {
     /// can never be served (needs the exclusive lock the store was opened with).
     pub async fn fsck(&self, quarantine: bool) -> Result<FsckReport, StoreError> {
         let layout = self.layout.clone();
+        let dangling = self.problems.clone();
         let missing: Vec<String> = {
             let idx = self.read_index();
             idx.repos
@@ -142,6 +149,7 @@ impl Store {
             let mut report = FsckReport {
                 stray,
                 missing,
+                dangling,
                 quarantined: quarantine,
                 ..FsckReport::default()
             };
@@ -173,8 +181,9 @@ impl Store {
     }
 
     /// Removes every blob no stored manifest references (manifests count as referencing
-    /// themselves, their config, layers and index children).
-    pub async fn gc(&self, dry_run: bool) -> Result<GcReport, StoreError> {
+    /// themselves, their config, layers and index children). Repository links go first, content
+    /// second, so a crash in between never leaves a link to missing content.
+    pub async fn gc(self: &Arc<Self>, dry_run: bool) -> Result<GcReport, StoreError> {
         let manifests: Vec<Digest> = {
             let idx = self.read_index();
             idx.repos
@@ -183,11 +192,10 @@ impl Store {
                 .collect()
         };
         let layout = self.layout.clone();
-        let report = tokio::task::spawn_blocking(move || {
+        let mut report = tokio::task::spawn_blocking(move || {
             let mut marked: HashSet<Digest> = HashSet::new();
             for d in manifests {
-                let path = layout.blob(&d);
-                if let Ok(bytes) = fs::read(&path)
+                if let Ok(bytes) = fs::read(layout.blob(&d))
                     && let Ok(m) = Manifest::parse(bytes, None)
                 {
                     for r in m.config.iter().chain(&m.layers).chain(&m.manifests) {
@@ -204,22 +212,29 @@ impl Store {
             for (d, path) in files {
                 if marked.contains(&d) {
                     report.kept += 1;
-                    continue;
+                } else {
+                    report.removed += 1;
+                    report.bytes_freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    report.digests.push(d);
                 }
-                report.removed += 1;
-                report.bytes_freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                if !dry_run {
-                    remove_if_exists(&path)?;
-                }
-                report.digests.push(d);
             }
             Ok::<_, StoreError>(report)
         })
         .await
         .map_err(StoreError::join)??;
-        if !dry_run && !report.digests.is_empty() {
-            self.unlink_everywhere(&report.digests).await?;
+        if dry_run || report.digests.is_empty() {
+            return Ok(report);
         }
+        self.unlink_everywhere(&report.digests).await?;
+        let (layout, gone) = (self.layout.clone(), std::mem::take(&mut report.digests));
+        report.digests = tokio::task::spawn_blocking(move || {
+            for d in &gone {
+                remove_if_exists(&layout.blob(d))?;
+            }
+            Ok::<_, StoreError>(gone)
+        })
+        .await
+        .map_err(StoreError::join)??;
         Ok(report)
     }
 
@@ -242,7 +257,9 @@ impl Store {
         let l2 = links.clone();
         tokio::task::spawn_blocking(move || {
             for (repo, d) in &l2 {
-                remove_if_exists(&layout.blob_link(repo, d))?;
+                let link = layout.blob_link(repo, d);
+                remove_if_exists(&link)?;
+                crate::layout::fsync_dir(link.parent().unwrap_or(layout.root()))?;
             }
             Ok::<_, StoreError>(())
         })

@@ -5,7 +5,10 @@ use bytes::Bytes;
 use ferry_oci::{Descriptor, Digest, Manifest, ManifestRef, RepoName, Tag};
 
 use crate::index::ManifestEntry;
-use crate::layout::{remove_if_exists, write_atomic};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::layout::{fsync_dir, remove_if_exists, write_atomic};
 use crate::{Store, StoreError};
 
 /// What a HEAD needs: no bytes read.
@@ -52,13 +55,14 @@ impl Store {
         })
     }
 
-    /// Reads a manifest's bytes.
+    /// Reads a manifest's bytes, checking that they still hash to its digest (manifests are small;
+    /// a damaged one is an error, never served).
     pub async fn get_manifest(
         &self,
         repo: &RepoName,
         reference: &ManifestRef,
     ) -> Result<StoredManifest, StoreError> {
-        let head = self.resolve_manifest(repo, reference)?;
+        let mut head = self.resolve_manifest(repo, reference)?;
         let path = self.layout.blob(&head.digest);
         // Small manifests (nearly all) are read on this thread; see `SMALL_BLOB` for why.
         let read = if head.size <= crate::SMALL_BLOB {
@@ -73,6 +77,13 @@ impl Store {
             }
             Err(e) => return Err(StoreError::io(&path)(e)),
         };
+        if Digest::of(head.digest.algorithm(), &bytes) != head.digest {
+            return Err(StoreError::io(&path)(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stored manifest does not hash to its name (run ferry fsck)",
+            )));
+        }
+        head.size = bytes.len() as u64;
         Ok(StoredManifest {
             head,
             bytes: Bytes::from(bytes),
@@ -82,7 +93,7 @@ impl Store {
     /// Stores a manifest in `repo` and points `tags` at it. With `check_refs`, every blob the
     /// manifest names (and every child of an index) must already be in `repo`.
     pub async fn put_manifest(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         manifest: &Manifest,
         tags: &[Tag],
@@ -91,88 +102,98 @@ impl Store {
         if manifest.bytes().len() > self.options.max_manifest_bytes {
             return Err(StoreError::TooLarge(self.options.max_manifest_bytes));
         }
-        if check_refs {
-            let idx = self.read_index();
-            let r = idx.repos.get(repo);
-            for d in manifest.blob_references() {
-                if !r.is_some_and(|r| {
-                    r.blobs.contains(&d.digest) || r.manifests.contains_key(&d.digest)
-                }) {
-                    return Err(StoreError::ManifestBlobUnknown(d.digest.clone()));
+        let (repo, manifest, tags) = (repo.clone(), manifest.clone(), tags.to_vec());
+        self.locked(&repo.clone(), move |store| async move {
+            if check_refs {
+                let idx = store.read_index();
+                let r = idx.repos.get(&repo);
+                for d in manifest.blob_references() {
+                    if !r.is_some_and(|r| {
+                        r.blobs.contains(&d.digest) || r.manifests.contains_key(&d.digest)
+                    }) {
+                        return Err(StoreError::ManifestBlobUnknown(d.digest.clone()));
+                    }
+                }
+                for d in &manifest.manifests {
+                    if !r.is_some_and(|r| r.manifests.contains_key(&d.digest)) {
+                        return Err(StoreError::ManifestBlobUnknown(d.digest.clone()));
+                    }
                 }
             }
-            for d in &manifest.manifests {
-                if !r.is_some_and(|r| r.manifests.contains_key(&d.digest)) {
-                    return Err(StoreError::ManifestBlobUnknown(d.digest.clone()));
+            let digest = manifest.digest().clone();
+            let media_type = manifest.media_type().as_str();
+            let layout = store.layout.clone();
+            let bytes = Bytes::copy_from_slice(manifest.bytes());
+            let (repo2, digest2, tags2) = (repo.clone(), digest.clone(), tags.clone());
+            tokio::task::spawn_blocking(move || {
+                let blob = layout.blob(&digest2);
+                if !blob.exists() {
+                    write_atomic(&layout, &blob, &bytes)?;
                 }
+                write_atomic(
+                    &layout,
+                    &layout.manifest_link(&repo2, &digest2),
+                    media_type.as_bytes(),
+                )?;
+                for t in &tags2 {
+                    write_atomic(&layout, &layout.tag(&repo2, t), digest2.as_str().as_bytes())?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .map_err(StoreError::join)??;
+            let mut idx = store.write_index();
+            idx.insert_manifest(&repo, &digest, ManifestEntry::of(&manifest, media_type));
+            let r = idx.repos.entry(repo.clone()).or_default();
+            for t in &tags {
+                r.tags.insert(t.as_str().to_owned(), digest.clone());
             }
-        }
-        let digest = manifest.digest().clone();
-        let media_type = manifest.media_type().as_str();
-        let layout = self.layout.clone();
-        let bytes = Bytes::copy_from_slice(manifest.bytes());
-        let (repo2, digest2, tags2) = (repo.clone(), digest.clone(), tags.to_vec());
-        tokio::task::spawn_blocking(move || {
-            let blob = layout.blob(&digest2);
-            if !blob.exists() {
-                write_atomic(&layout, &blob, &bytes)?;
-            }
-            write_atomic(
-                &layout,
-                &layout.manifest_link(&repo2, &digest2),
-                media_type.as_bytes(),
-            )?;
-            for t in &tags2 {
-                write_atomic(&layout, &layout.tag(&repo2, t), digest2.as_str().as_bytes())?;
-            }
-            Ok::<_, StoreError>(())
+            Ok(())
         })
         .await
-        .map_err(StoreError::join)??;
-        let mut idx = self.write_index();
-        idx.insert_manifest(repo, &digest, ManifestEntry::of(manifest, media_type));
-        let r = idx.repos.entry(repo.clone()).or_default();
-        for t in tags {
-            r.tags.insert(t.as_str().to_owned(), digest.clone());
-        }
-        Ok(())
     }
 
     /// Deletes a manifest and every tag pointing at it.
     pub async fn delete_manifest(
-        &self,
+        self: &Arc<Self>,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<(), StoreError> {
-        let tags: Vec<String> = {
-            let idx = self.read_index();
-            let r = idx
-                .repos
-                .get(repo)
-                .ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
-            if !r.manifests.contains_key(digest) {
-                return Err(StoreError::ManifestUnknown(digest.to_string()));
-            }
-            r.tags
-                .iter()
-                .filter(|(_, d)| *d == digest)
-                .map(|(t, _)| t.clone())
-                .collect()
-        };
-        let layout = self.layout.clone();
-        let (repo2, digest2) = (repo.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || {
-            for t in &tags {
-                if let Ok(tag) = Tag::new(t) {
-                    remove_if_exists(&layout.tag(&repo2, &tag))?;
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.locked(&repo.clone(), move |store| async move {
+            let tags: Vec<String> = {
+                let idx = store.read_index();
+                let r = idx
+                    .repos
+                    .get(&repo)
+                    .ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
+                if !r.manifests.contains_key(&digest) {
+                    return Err(StoreError::ManifestUnknown(digest.to_string()));
                 }
-            }
-            remove_if_exists(&layout.manifest_link(&repo2, &digest2))
+                r.tags
+                    .iter()
+                    .filter(|(_, d)| **d == digest)
+                    .map(|(t, _)| t.clone())
+                    .collect()
+            };
+            let layout = store.layout.clone();
+            let (repo2, digest2) = (repo.clone(), digest.clone());
+            tokio::task::spawn_blocking(move || {
+                for t in &tags {
+                    if let Ok(tag) = Tag::new(t) {
+                        remove_if_exists(&layout.tag(&repo2, &tag))?;
+                    }
+                }
+                let link = layout.manifest_link(&repo2, &digest2);
+                remove_if_exists(&link)?;
+                fsync_dir(link.parent().unwrap_or(layout.root()))
+            })
+            .await
+            .map_err(StoreError::join)??;
+            store.write_index().remove_manifest(&repo, &digest);
+            Ok(())
         })
         .await
-        .map_err(StoreError::join)??;
-        self.write_index().remove_manifest(repo, digest);
-        Ok(())
     }
 
     /// How long ago a tag was last written or confirmed ([`Store::touch_tag`]); `None` if unknown.
@@ -201,25 +222,36 @@ impl Store {
     }
 
     /// Deletes a tag; the manifest stays.
-    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StoreError> {
-        let known = self
-            .read_index()
-            .repos
-            .get(repo)
-            .is_some_and(|r| r.tags.contains_key(tag.as_str()));
-        if !known {
-            return Err(StoreError::ManifestUnknown(tag.to_string()));
-        }
-        let path = self.layout.tag(repo, tag);
-        tokio::task::spawn_blocking(move || remove_if_exists(&path))
+    pub async fn delete_tag(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(), StoreError> {
+        let (repo, tag) = (repo.clone(), tag.clone());
+        self.locked(&repo.clone(), move |store| async move {
+            let known = store
+                .read_index()
+                .repos
+                .get(&repo)
+                .is_some_and(|r| r.tags.contains_key(tag.as_str()));
+            if !known {
+                return Err(StoreError::ManifestUnknown(tag.to_string()));
+            }
+            let path = store.layout.tag(&repo, &tag);
+            tokio::task::spawn_blocking(move || {
+                remove_if_exists(&path)?;
+                fsync_dir(path.parent().unwrap_or(Path::new(".")))
+            })
             .await
             .map_err(StoreError::join)??;
-        let mut idx = self.write_index();
-        if let Some(r) = idx.repos.get_mut(repo) {
-            r.tags.remove(tag.as_str());
-        }
-        idx.drop_if_empty(repo);
-        Ok(())
+            let mut idx = store.write_index();
+            if let Some(r) = idx.repos.get_mut(&repo) {
+                r.tags.remove(tag.as_str());
+            }
+            idx.drop_if_empty(&repo);
+            Ok(())
+        })
+        .await
     }
 
     /// Tags of `repo` in lexical order, at most `n` after `last`.
@@ -234,7 +266,7 @@ impl Store {
             .repos
             .get(repo)
             .ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
-        Ok(page(r.tags.keys(), last, n))
+        Ok(page(&r.tags, last, n))
     }
 
     /// Whether `name` is a repository with content in the store.
@@ -245,7 +277,19 @@ impl Store {
     /// Repository names in lexical order, at most `n` after `last`.
     pub fn repositories(&self, last: Option<&str>, n: Option<usize>) -> Vec<String> {
         let idx = self.read_index();
-        page(idx.repos.keys().map(RepoName::as_str), last, n)
+        let start = match last {
+            Some(l) => std::ops::Bound::Excluded(l.to_owned()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let start = match &start {
+            std::ops::Bound::Excluded(l) => std::ops::Bound::Excluded(l.as_str()),
+            _ => std::ops::Bound::Unbounded,
+        };
+        idx.repos
+            .range::<str, _>((start, std::ops::Bound::Unbounded))
+            .take(n.unwrap_or(usize::MAX))
+            .map(|(k, _)| k.as_str().to_owned())
+            .collect()
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those of `artifact_type`.
@@ -271,14 +315,19 @@ impl Store {
     }
 }
 
-fn page<'a, S: AsRef<str> + 'a>(
-    sorted: impl Iterator<Item = S>,
+/// At most `n` keys after `last`, in order, found by a range query rather than a scan.
+fn page<V>(
+    sorted: &std::collections::BTreeMap<String, V>,
     last: Option<&str>,
     n: Option<usize>,
 ) -> Vec<String> {
+    let start = match last {
+        Some(l) => std::ops::Bound::Excluded(l.to_owned()),
+        None => std::ops::Bound::Unbounded,
+    };
     sorted
-        .filter(|s| last.is_none_or(|l| s.as_ref() > l))
+        .range((start, std::ops::Bound::Unbounded))
         .take(n.unwrap_or(usize::MAX))
-        .map(|s| s.as_ref().to_owned())
+        .map(|(k, _)| k.clone())
         .collect()
 }

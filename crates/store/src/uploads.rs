@@ -1,6 +1,11 @@
-//! Resumable upload sessions: `uploads/<id>/data` grows chunk by chunk; the session survives a
+//! Resumable upload sessions: `uploads/<id>/data` grows chunk by chunk; a session survives a
 //! restart (its hash state is rebuilt from the data on next use) and only a verified upload is ever
-//! moved under `blobs/`.
+//! placed under `blobs/`.
+//!
+//! Every operation on a session runs as its own task holding the session's lock, so a client that
+//! disconnects mid-chunk cannot leave the data, the offset and the hash out of step. Finishing or
+//! cancelling marks the session closed under that lock before anything else, and finishing first
+//! detaches the data file from the session: no other request can append to bytes being verified.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,6 +17,7 @@ use ferry_oci::{Algorithm, Digest, Hasher, RepoName};
 use futures_util::Stream;
 use tokio::io::AsyncReadExt;
 
+use crate::blobs::{TempFile, pump};
 use crate::layout::Layout;
 use crate::{Store, StoreError};
 
@@ -30,39 +36,55 @@ struct Session {
     offset: u64,
     /// SHA-256 of `data[..offset]`; `None` after a restart until rebuilt.
     hasher: Option<Hasher>,
+    /// Finished or cancelled: every later request gets "unknown".
+    closed: bool,
 }
 
-/// Live sessions. A session's async mutex serialises its chunks; the outer map lock is held only
-/// to look a session up.
+type SessionRef = Arc<tokio::sync::Mutex<Session>>;
+
+/// Live sessions. The outer lock is held only to look a session up.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    live: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    live: Mutex<HashMap<String, SessionRef>>,
 }
 
 impl Sessions {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Session>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRef>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Removes sessions whose data has not been touched within `ttl`.
-pub(crate) fn expire(layout: &Layout, ttl: Duration) -> Result<(), StoreError> {
-    let dir = layout.uploads();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::io(&dir)(e)),
+/// Only ids ferry issues: lower-case hyphenated UUIDs. Anything else can name no session, which
+/// also keeps a case-folding spelling of an id from reaching the same directory.
+fn canonical(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id)
+}
+
+fn unknown(id: &str) -> StoreError {
+    StoreError::UploadUnknown(id.to_owned())
+}
+
+/// Session directories whose data has not been touched within `ttl`.
+fn expired_on_disk(layout: &Layout, ttl: Duration) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(layout.uploads()) else {
+        return Vec::new();
     };
     let now = SystemTime::now();
-    for e in rd.flatten() {
-        let data = e.path().join("data");
-        let fresh = std::fs::metadata(&data)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < ttl);
-        if !fresh {
-            tracing::info!(upload = ?e.file_name(), "removing expired upload session");
-            let _ = std::fs::remove_dir_all(e.path());
-        }
+    rd.flatten()
+        .filter(|e| {
+            !std::fs::metadata(e.path().join("data"))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < ttl)
+        })
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+/// Removes expired sessions at open, before any request can hold one.
+pub(crate) fn expire_on_disk(layout: &Layout, ttl: Duration) -> Result<(), StoreError> {
+    for id in expired_on_disk(layout, ttl) {
+        tracing::info!(upload = %id, "removing expired upload session");
+        let _ = std::fs::remove_dir_all(layout.upload_dir(&id));
     }
     Ok(())
 }
@@ -94,191 +116,6 @@ async fn hash_file(
     Ok(h)
 }
 
-impl Store {
-    /// Starts an upload session in `repo`.
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus, StoreError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let dir = self.layout.upload_dir(&id);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(StoreError::io(&dir))?;
-        let repo_file = dir.join("repo");
-        tokio::fs::write(&repo_file, repo.as_str())
-            .await
-            .map_err(StoreError::io(&repo_file))?;
-        let data = dir.join("data");
-        tokio::fs::File::create(&data)
-            .await
-            .map_err(StoreError::io(&data))?;
-        let session = Session {
-            repo: repo.clone(),
-            offset: 0,
-            hasher: Some(Algorithm::Sha256.hasher()),
-        };
-        self.uploads
-            .map()
-            .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
-        Ok(UploadStatus { id, offset: 0 })
-    }
-
-    /// Finds a session, loading it from disk if the process restarted since it began.
-    async fn session(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> Result<Arc<tokio::sync::Mutex<Session>>, StoreError> {
-        let unknown = || StoreError::UploadUnknown(id.to_owned());
-        let found = self.uploads.map().get(id).cloned();
-        let s = match found {
-            Some(s) => s,
-            None => {
-                let dir = self.layout.upload_dir(id);
-                let owner = tokio::fs::read_to_string(dir.join("repo"))
-                    .await
-                    .map_err(|_| unknown())?;
-                let owner = RepoName::new(owner.trim()).map_err(|_| unknown())?;
-                let len = tokio::fs::metadata(dir.join("data"))
-                    .await
-                    .map_err(|_| unknown())?
-                    .len();
-                let s = Arc::new(tokio::sync::Mutex::new(Session {
-                    repo: owner,
-                    offset: len,
-                    hasher: None,
-                }));
-                self.uploads.map().entry(id.to_owned()).or_insert(s).clone()
-            }
-        };
-        if &s.lock().await.repo != repo {
-            return Err(unknown());
-        }
-        Ok(s)
-    }
-
-    /// Current state of a session.
-    pub async fn upload_status(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> Result<UploadStatus, StoreError> {
-        let s = self.session(repo, id).await?;
-        let offset = s.lock().await.offset;
-        Ok(UploadStatus {
-            id: id.to_owned(),
-            offset,
-        })
-    }
-
-    /// Appends a chunk. `start` (from Content-Range) must equal the current offset; `declared_len`
-    /// (Content-Length) is checked when given. A chunk is applied whole or not at all: on any error
-    /// the data is truncated back to where it was.
-    pub async fn append_upload<S, E>(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        start: Option<u64>,
-        declared_len: Option<u64>,
-        body: S,
-    ) -> Result<UploadStatus, StoreError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Into<std::io::Error>,
-    {
-        let s = self.session(repo, id).await?;
-        let mut s = s.lock().await;
-        if let Some(start) = start
-            && start != s.offset
-        {
-            return Err(StoreError::OutOfOrder {
-                offset: s.offset,
-                got: start,
-            });
-        }
-        let path = self.layout.upload_dir(id).join("data");
-        if s.hasher.is_none() {
-            s.hasher = Some(hash_file(&path, Algorithm::Sha256, Some(s.offset)).await?);
-        }
-        let before_hash = s.hasher.clone();
-        let before = s.offset;
-        let res = match s.hasher.as_mut() {
-            Some(hasher) => append(&path, hasher, declared_len, body).await,
-            None => Err(StoreError::Task("upload hash state missing".into())),
-        };
-        match res {
-            Ok(n) => s.offset += n,
-            Err(e) => {
-                // Undo the partial chunk so that offset and hash stay those of the data.
-                if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(&path).await {
-                    let _ = f.set_len(before).await;
-                }
-                s.offset = before;
-                s.hasher = before_hash;
-                return Err(e);
-            }
-        }
-        Ok(UploadStatus {
-            id: id.to_owned(),
-            offset: s.offset,
-        })
-    }
-
-    /// Completes an upload: appends an optional last chunk, verifies `digest`, moves the data under
-    /// `blobs/` and links it into `repo`. On a digest mismatch the session and its data are removed.
-    pub async fn finish_upload<S, E>(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        digest: &Digest,
-        start: Option<u64>,
-        declared_len: Option<u64>,
-        body: S,
-    ) -> Result<u64, StoreError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Into<std::io::Error>,
-    {
-        self.append_upload(repo, id, start, declared_len, body)
-            .await?;
-        let s = self.session(repo, id).await?;
-        let mut s = s.lock().await;
-        let dir = self.layout.upload_dir(id);
-        let path = dir.join("data");
-        let actual = match (digest.algorithm(), s.hasher.take()) {
-            (Algorithm::Sha256, Some(h)) => h.finish(),
-            (alg, _) => hash_file(&path, alg, Some(s.offset)).await?.finish(),
-        };
-        let size = s.offset;
-        self.uploads.map().remove(id);
-        if &actual != digest {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(StoreError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(StoreError::io(&path))?;
-        f.sync_all().await.map_err(StoreError::io(&path))?;
-        drop(f);
-        self.commit_file(path, digest).await?;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        self.link_blob(repo, digest).await?;
-        Ok(size)
-    }
-
-    /// Cancels a session and deletes its data.
-    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), StoreError> {
-        let s = self.session(repo, id).await?;
-        let _guard = s.lock().await;
-        self.uploads.map().remove(id);
-        let dir = self.layout.upload_dir(id);
-        tokio::fs::remove_dir_all(&dir)
-            .await
-            .map_err(StoreError::io(&dir))
-    }
-}
-
 /// Appends the body to the file and the hasher; returns the bytes appended.
 async fn append<S, E>(
     path: &Path,
@@ -295,7 +132,7 @@ where
         .open(path)
         .await
         .map_err(StoreError::io(path))?;
-    let n = crate::blobs::pump(body, &mut f, path, hasher, declared_len).await?;
+    let n = pump(body, &mut f, path, hasher, declared_len).await?;
     if let Some(d) = declared_len
         && d != n
     {
@@ -305,4 +142,283 @@ where
         });
     }
     Ok(n)
+}
+
+impl Store {
+    /// Starts an upload session in `repo`.
+    pub async fn start_upload(
+        self: &Arc<Self>,
+        repo: &RepoName,
+    ) -> Result<UploadStatus, StoreError> {
+        let live = self.uploads.map().len();
+        if live >= self.options.max_uploads {
+            return Err(StoreError::TooManyUploads(live));
+        }
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let dir = self.layout.upload_dir(&id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(StoreError::io(&dir))?;
+        let repo_file = dir.join("repo");
+        tokio::fs::write(&repo_file, repo.as_str())
+            .await
+            .map_err(StoreError::io(&repo_file))?;
+        let data = dir.join("data");
+        tokio::fs::File::create(&data)
+            .await
+            .map_err(StoreError::io(&data))?;
+        let session = Session {
+            repo: repo.clone(),
+            offset: 0,
+            hasher: Some(Algorithm::Sha256.hasher()),
+            closed: false,
+        };
+        self.uploads
+            .map()
+            .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
+        Ok(UploadStatus { id, offset: 0 })
+    }
+
+    /// Finds a session, loading it from disk if the process restarted since it began.
+    async fn session(&self, id: &str) -> Result<SessionRef, StoreError> {
+        if !canonical(id) {
+            return Err(unknown(id));
+        }
+        if let Some(s) = self.uploads.map().get(id).cloned() {
+            return Ok(s);
+        }
+        let dir = self.layout.upload_dir(id);
+        let owner = tokio::fs::read_to_string(dir.join("repo"))
+            .await
+            .map_err(|_| unknown(id))?;
+        let owner = RepoName::new(owner.trim()).map_err(|_| unknown(id))?;
+        let len = tokio::fs::metadata(dir.join("data"))
+            .await
+            .map_err(|_| unknown(id))?
+            .len();
+        let s = Arc::new(tokio::sync::Mutex::new(Session {
+            repo: owner,
+            offset: len,
+            hasher: None,
+            closed: false,
+        }));
+        Ok(self.uploads.map().entry(id.to_owned()).or_insert(s).clone())
+    }
+
+    /// Current state of a session.
+    pub async fn upload_status(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<UploadStatus, StoreError> {
+        let s = self.session(id).await?;
+        let s = s.lock().await;
+        if s.closed || &s.repo != repo {
+            return Err(unknown(id));
+        }
+        Ok(UploadStatus {
+            id: id.to_owned(),
+            offset: s.offset,
+        })
+    }
+
+    /// Appends a chunk. `start` (from Content-Range) must equal the current offset; `declared_len`
+    /// (Content-Length) is checked when given. A chunk is applied whole or not at all.
+    pub async fn append_upload<S, E>(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        declared_len: Option<u64>,
+        body: S,
+    ) -> Result<UploadStatus, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+        E: Into<std::io::Error> + Send + 'static,
+    {
+        let session = self.session(id).await?;
+        let (store, repo, id) = (self.clone(), repo.clone(), id.to_owned());
+        tokio::spawn(async move {
+            let mut s = session.lock_owned().await;
+            if s.closed || s.repo != repo {
+                return Err(unknown(&id));
+            }
+            if let Some(start) = start
+                && start != s.offset
+            {
+                return Err(StoreError::OutOfOrder { offset: s.offset, got: start });
+            }
+            let path = store.layout.upload_dir(&id).join("data");
+            if s.hasher.is_none() {
+                let rebuilt = match hash_file(&path, Algorithm::Sha256, Some(s.offset)).await {
+                    Ok(h) => h,
+                    Err(_) if !path.exists() => return Err(unknown(&id)),
+                    Err(e) => return Err(e),
+                };
+                s.hasher = Some(rebuilt);
+            }
+            let before = (s.offset, s.hasher.clone());
+            let Some(hasher) = s.hasher.as_mut() else {
+                return Err(StoreError::Task("upload hash state missing".into()));
+            };
+            match append(&path, hasher, declared_len, body).await {
+                Ok(n) => {
+                    s.offset += n;
+                    Ok(UploadStatus { id, offset: s.offset })
+                }
+                Err(e) => {
+                    // Undo the partial chunk so that offset and hash stay those of the data; if
+                    // that is impossible, the session cannot be trusted any more.
+                    let undone = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(before.0));
+                    match undone {
+                        Ok(()) => (s.offset, s.hasher) = before,
+                        Err(undo) => {
+                            tracing::error!(upload = %id, error = %undo, "cannot roll back a failed chunk; closing the session");
+                            s.closed = true;
+                            store.uploads.map().remove(&id);
+                            let _ = std::fs::remove_dir_all(store.layout.upload_dir(&id));
+                        }
+                    }
+                    if matches!(e, StoreError::Io { .. }) && !path.exists() {
+                        return Err(unknown(&id));
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(StoreError::join)?
+    }
+
+    /// Completes an upload: appends an optional last chunk, then verifies `digest`, places the data
+    /// under `blobs/` and links it into `repo`. An out-of-order last chunk (416) leaves the session
+    /// open; any later failure (digest mismatch included) removes it.
+    pub async fn finish_upload<S, E>(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        declared_len: Option<u64>,
+        body: S,
+    ) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+        E: Into<std::io::Error> + Send + 'static,
+    {
+        self.append_upload(repo, id, start, declared_len, body)
+            .await?;
+        let session = self.session(id).await?;
+        let (store, repo, id, digest) = (self.clone(), repo.clone(), id.to_owned(), digest.clone());
+        tokio::spawn(async move {
+            let mut s = session.lock_owned().await;
+            if s.closed || s.repo != repo {
+                return Err(unknown(&id));
+            }
+            s.closed = true;
+            // Detach the data from the session before looking at it: from here on no request can
+            // reach these bytes.
+            let dir = store.layout.upload_dir(&id);
+            let detached = TempFile::new(store.layout.tmp_file());
+            let moved = std::fs::rename(dir.join("data"), detached.path());
+            let _ = std::fs::remove_dir_all(&dir);
+            store.uploads.map().remove(&id);
+            moved.map_err(|_| unknown(&id))?;
+            let len = std::fs::metadata(detached.path())
+                .map_err(StoreError::io(detached.path()))?
+                .len();
+            if len != s.offset {
+                return Err(StoreError::Task(format!(
+                    "upload {id} holds {len} bytes, expected {}",
+                    s.offset
+                )));
+            }
+            let actual = match (digest.algorithm(), s.hasher.take()) {
+                (Algorithm::Sha256, Some(h)) => h.finish(),
+                (alg, _) => hash_file(detached.path(), alg, None).await?.finish(),
+            };
+            if actual != digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: digest,
+                    actual,
+                });
+            }
+            let f =
+                std::fs::File::open(detached.path()).map_err(StoreError::io(detached.path()))?;
+            f.sync_all().map_err(StoreError::io(detached.path()))?;
+            drop(f);
+            store.commit_file(detached, &digest).await?;
+            store.link_blob(&repo, &digest).await?;
+            Ok(len)
+        })
+        .await
+        .map_err(StoreError::join)?
+    }
+
+    /// Cancels a session and deletes its data.
+    pub async fn cancel_upload(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let session = self.session(id).await?;
+        let (store, repo, id) = (self.clone(), repo.clone(), id.to_owned());
+        tokio::spawn(async move {
+            let mut s = session.lock_owned().await;
+            if s.closed || s.repo != repo {
+                return Err(unknown(&id));
+            }
+            s.closed = true;
+            store.uploads.map().remove(&id);
+            let dir = store.layout.upload_dir(&id);
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(StoreError::io(&dir)(e)),
+            }
+        })
+        .await
+        .map_err(StoreError::join)?
+    }
+
+    /// Removes upload sessions idle for longer than the TTL and temp files older than a day.
+    /// `serve` runs this periodically; sessions in use at that moment are left alone.
+    pub async fn sweep(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for id in expired_on_disk(&self.layout, self.options.upload_ttl) {
+            let session = self.uploads.map().get(&id).cloned();
+            match session {
+                Some(s) => {
+                    let Ok(mut s) = s.try_lock_owned() else {
+                        continue;
+                    };
+                    s.closed = true;
+                    self.uploads.map().remove(&id);
+                }
+                None if !canonical(&id) => {}
+                None => {}
+            }
+            let _ = tokio::fs::remove_dir_all(self.layout.upload_dir(&id)).await;
+            tracing::info!(upload = %id, "removed expired upload session");
+            removed += 1;
+        }
+        let day = Duration::from_secs(24 * 3600);
+        if let Ok(rd) = std::fs::read_dir(self.layout.tmp()) {
+            let now = SystemTime::now();
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > day);
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
 }

@@ -182,7 +182,8 @@ async fn mirrored(
                 "{m} is not supported for {}, a mirrored registry: its namespace is read-only",
                 up.name
             ),
-        )),
+        )
+        .header(header::ALLOW, "GET, HEAD")),
     }
 }
 
@@ -192,9 +193,9 @@ async fn local(app: Arc<App>, route: Route, req: Request) -> ApiResult {
         (Route::Base, &Method::GET | &Method::HEAD) => {
             Ok(json_response(StatusCode::OK, b"{}".to_vec()))
         }
-        (Route::Catalog, &Method::GET) => listing::catalog(&app, &req),
-        (Route::TagsList { repo }, &Method::GET) => listing::tags(&app, repo, &req),
-        (Route::Referrers { repo, digest }, &Method::GET) => {
+        (Route::Catalog, &Method::GET | &Method::HEAD) => listing::catalog(&app, &req),
+        (Route::TagsList { repo }, &Method::GET | &Method::HEAD) => listing::tags(&app, repo, &req),
+        (Route::Referrers { repo, digest }, &Method::GET | &Method::HEAD) => {
             referrers::get(&app, repo, digest, &req)
         }
         (Route::Manifest { repo, reference }, &Method::GET | &Method::HEAD) => {
@@ -219,7 +220,21 @@ async fn local(app: Arc<App>, route: Route, req: Request) -> ApiResult {
         _ => Err(ApiError::new(
             ErrorCode::Unsupported,
             format!("{m} is not supported on the {} endpoint", route.endpoint()),
-        )),
+        )
+        .header(header::ALLOW, allowed(&route))),
+    }
+}
+
+/// The methods an endpoint answers, for `Allow` on a 405.
+fn allowed(route: &Route) -> &'static str {
+    match route {
+        Route::Base | Route::Catalog | Route::TagsList { .. } | Route::Referrers { .. } => {
+            "GET, HEAD"
+        }
+        Route::Manifest { .. } => "GET, HEAD, PUT, DELETE",
+        Route::Blob { .. } => "GET, HEAD, DELETE",
+        Route::UploadStart { .. } => "POST",
+        Route::Upload { .. } => "GET, PATCH, PUT, DELETE",
     }
 }
 

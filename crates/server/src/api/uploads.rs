@@ -23,16 +23,17 @@ fn content_range(headers: &HeaderMap) -> Result<Option<ContentRange>, ApiError> 
         None => Ok(None),
         Some(v) => ContentRange::parse(v.to_str().unwrap_or(""))
             .map(Some)
-            .map_err(|e| {
-                ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())
-                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
-            }),
+            .map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())),
     }
 }
 
-/// Content-Length must agree with a Content-Range's span when both are given.
+/// Content-Length must agree with a Content-Range's span when both are given; a Content-Range
+/// alone (a chunked body) bounds the chunk by its span.
 fn declared_len(headers: &HeaderMap, range: Option<ContentRange>) -> Result<Option<u64>, ApiError> {
-    let len = content_length(headers)?;
+    let Some(len) = content_length(headers)? else {
+        return Ok(range.map(|r| r.len()));
+    };
+    let len = Some(len);
     if let (Some(r), Some(n)) = (range, len)
         && r.len() != n
     {

@@ -120,7 +120,7 @@ pub(crate) async fn get_manifest(
 
 /// Brings the cached copy of `reference` up to date with the upstream.
 async fn refresh_manifest(
-    store: &Store,
+    store: &Arc<Store>,
     up: &Upstream,
     repo: &RepoName,
     key: &RepoName,

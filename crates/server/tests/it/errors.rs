@@ -236,3 +236,79 @@ async fn refused_unread_body_closes_the_connection_explicitly() {
     let r = reg.send(reqwest::Method::GET, "/v2/").await;
     assert!(r.headers().get("connection").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_details_follow_rfc_9110() {
+    let reg = Registry::start().await;
+    let r = reg
+        .send(reqwest::Method::POST, "/v2/a/manifests/latest")
+        .await;
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD, PUT, DELETE");
+    let r = reg
+        .send(reqwest::Method::POST, "/v2/a/blobs/uploads/")
+        .await;
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let a = addr(&reg);
+    let head = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&a).unwrap();
+        write!(
+            s,
+            "GET {loc} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.to_lowercase()
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+    assert!(
+        !head.contains("content-length"),
+        "a 204 must not carry Content-Length: {head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_header_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ferry_store::Store::open(tmp.path(), Default::default())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = listener.local_addr().unwrap().to_string();
+    let app = std::sync::Arc::new(ferry_server::App {
+        store,
+        options: Default::default(),
+        mirror: None,
+    });
+    let options = ferry_server::ServeOptions {
+        header_read_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ferry_server::serve(
+        listener,
+        ferry_server::router(app),
+        options,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&a).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 64];
+        // Send nothing: the server must hang up on its own (read returns 0 or an error), not wait forever.
+        !matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed,
+        "an idle connection was kept for 20 s despite a 1 s header timeout"
+    );
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
+}

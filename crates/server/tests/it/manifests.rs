@@ -344,3 +344,22 @@ pub fn artifact(
     }
     Blob::new(MediaType::OCI_MANIFEST, serde_json::to_vec(&m).unwrap())
 }
+
+#[tokio::test]
+async fn a_damaged_manifest_is_never_served() {
+    let reg = Registry::start().await;
+    let img = image(9, 1, 10, "amd64");
+    reg.push_image("dmg", "v1", &img).await;
+    let d = &img.manifest.digest;
+    let path = reg
+        .dir
+        .join("data/blobs/sha256")
+        .join(&d.hex()[..2])
+        .join(d.hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let r = reg.send(Method::GET, "/v2/dmg/manifests/v1").await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(error_code(r).await, "INTERNAL_ERROR");
+}

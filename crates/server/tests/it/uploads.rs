@@ -343,3 +343,61 @@ async fn cross_repository_mount() {
         .await;
     assert_eq!(error_code(r).await, "NAME_INVALID");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_a_patch_against_completion_never_stores_wrong_bytes() {
+    let reg = Registry::start().await;
+    let blob = Rng::new(20).bytes(2 * 1024 * 1024);
+    let d = Digest::sha256(&blob);
+    for round in 0..10 {
+        let repo = format!("race{round}");
+        let loc = start_session(&reg, &repo).await;
+        assert_eq!(
+            patch(&reg, &loc, None, &blob).await.status(),
+            StatusCode::ACCEPTED
+        );
+        let put = reg.req(Method::PUT, &format!("{loc}?digest={d}")).send();
+        let junk = patch(
+            &reg,
+            &loc,
+            None,
+            b"junk appended while the upload completes",
+        );
+        let (put, junk) = tokio::join!(put, junk);
+        let put = put.unwrap();
+        // Either order is fine, as long as the outcome is consistent and nothing is a 5xx.
+        assert!(
+            put.status() == StatusCode::CREATED || put.status() == StatusCode::BAD_REQUEST,
+            "{}",
+            put.status()
+        );
+        assert!(!junk.status().is_server_error(), "{}", junk.status());
+        let got = reg
+            .send(Method::GET, &format!("/v2/{repo}/blobs/{d}"))
+            .await;
+        if got.status() == StatusCode::OK {
+            assert_eq!(
+                Digest::sha256(&got.bytes().await.unwrap()),
+                d,
+                "round {round}: stored bytes do not hash to their name"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn upload_ids_are_only_ferrys_own() {
+    let reg = Registry::start().await;
+    let loc = start_session(&reg, "ids").await;
+    let upper = {
+        let (base, id) = loc.rsplit_once('/').unwrap();
+        format!("{base}/{}", id.to_uppercase())
+    };
+    let r = reg.send(Method::GET, &upper).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(
+        reg.send(Method::GET, &loc).await.status(),
+        StatusCode::NO_CONTENT
+    );
+}

@@ -13,7 +13,7 @@ fn repo(s: &str) -> RepoName {
     RepoName::new(s).unwrap()
 }
 
-async fn put(store: &Store, r: &str, bytes: &[u8]) -> Digest {
+async fn put(store: &std::sync::Arc<Store>, r: &str, bytes: &[u8]) -> Digest {
     let d = Digest::sha256(bytes);
     store
         .put_blob(&repo(r), &d, Some(bytes.len() as u64), body(bytes))
@@ -181,4 +181,121 @@ async fn index_rebuilds_from_files_alone() {
         .unwrap();
     assert_eq!(got.bytes.as_ref(), &img.manifest.bytes[..]);
     assert_eq!(got.head.digest, img.manifest.digest);
+}
+
+#[tokio::test]
+async fn a_dropped_request_still_applies_its_chunk_consistently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let r = repo("c");
+    let s = store.start_upload(&r).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    tx.send(Ok(Bytes::from_static(b"first half ")))
+        .await
+        .unwrap();
+    // The client goes away while its chunk is still arriving: the caller's future is dropped.
+    let call = store.append_upload(&r, &s.id, Some(0), None, Box::pin(body));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), call)
+            .await
+            .is_err()
+    );
+    tx.send(Ok(Bytes::from_static(b"second half")))
+        .await
+        .unwrap();
+    drop(tx);
+    // The chunk is applied whole once its body ends, and offset, hash and data agree.
+    let whole = b"first half second half";
+    let done = store
+        .finish_upload(&r, &s.id, &Digest::sha256(whole), None, None, body_of(b""))
+        .await
+        .unwrap();
+    assert_eq!(done, whole.len() as u64);
+    let got = store.open_blob(&r, &Digest::sha256(whole)).unwrap();
+    assert_eq!(got.len, whole.len() as u64);
+}
+
+fn body_of(
+    bytes: &'static [u8],
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Unpin + Send + 'static {
+    futures_util::stream::iter(vec![Ok(Bytes::from_static(bytes))])
+}
+
+#[tokio::test]
+async fn fsck_reports_dangling_links_and_tags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(3, 1, 100, "amd64");
+    {
+        let store = Store::open(tmp.path(), StoreOptions::default())
+            .await
+            .unwrap();
+        for b in img.blobs() {
+            put(&store, "d", &b.bytes).await;
+        }
+        let m = Manifest::parse(img.manifest.bytes.clone(), None).unwrap();
+        store
+            .put_manifest(&repo("d"), &m, &[Tag::new("t").unwrap()], true)
+            .await
+            .unwrap();
+    }
+    let d = &img.manifest.digest;
+    std::fs::remove_file(
+        tmp.path()
+            .join("blobs/sha256")
+            .join(&d.hex()[..2])
+            .join(d.hex()),
+    )
+    .unwrap();
+    let store = Store::open_with(tmp.path(), StoreOptions::default(), LockMode::Shared)
+        .await
+        .unwrap();
+    let r = store.fsck(false).await.unwrap();
+    assert!(!r.is_clean());
+    assert!(
+        r.dangling.iter().any(|p| p.contains("has no content")),
+        "{:?}",
+        r.dangling
+    );
+    assert!(
+        r.dangling.iter().any(|p| p.contains("d:t points at")),
+        "{:?}",
+        r.dangling
+    );
+}
+
+#[tokio::test]
+async fn tools_refuse_a_directory_that_is_not_a_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("typo");
+    for mode in [LockMode::Shared, LockMode::ExistingExclusive] {
+        let err = Store::open_with(&missing, StoreOptions::default(), mode)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotAStore(_)), "{err}");
+    }
+    assert!(
+        !missing.exists(),
+        "inspecting a mistyped path must not create it"
+    );
+}
+
+#[tokio::test]
+async fn a_stray_file_in_the_data_directory_does_not_stop_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(
+        Store::open(tmp.path(), StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    std::fs::write(tmp.path().join("repos/README"), b"notes").unwrap();
+    std::fs::create_dir_all(tmp.path().join("repos/x/_tags")).unwrap();
+    std::fs::write(tmp.path().join("repos/x/_tags/t"), [0xff, 0xfe]).unwrap();
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    assert!(store.repositories(None, None).is_empty());
 }
