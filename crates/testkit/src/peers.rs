@@ -221,17 +221,36 @@ impl DockerRegistry {
         DockerRegistry::start_with("")
     }
 
+    /// Starts one with its access log on (in [`Process::log`]), to count the requests it served.
+    pub fn start_logged() -> Option<DockerRegistry> {
+        DockerRegistry::start_config(false, "")
+    }
+
+    /// Requests in the access log whose request line starts with `method path-prefix`.
+    pub fn count_requests(&self, method: &str, path_prefix: &str) -> usize {
+        let needle = format!("\"{method} {path_prefix}");
+        self.process
+            .log()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
     /// Starts one in proxy mode in front of `upstream` (e.g. `http://127.0.0.1:5000`).
     pub fn start_proxy(upstream: &str) -> Option<DockerRegistry> {
         DockerRegistry::start_with(&format!("proxy:\n  remoteurl: {upstream}\n"))
     }
 
     fn start_with(extra_yaml: &str) -> Option<DockerRegistry> {
+        DockerRegistry::start_config(true, extra_yaml)
+    }
+
+    fn start_config(quiet: bool, extra_yaml: &str) -> Option<DockerRegistry> {
         let bin = require("docker-registry")?;
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{extra_yaml}",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {quiet}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{extra_yaml}",
             dir.path().join("data").display()
         );
         let cfg = dir.path().join("config.yml");

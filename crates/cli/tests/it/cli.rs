@@ -222,9 +222,17 @@ async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
 async fn json_logs_carry_one_span_per_request_and_oversized_headers_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let ferry = Ferry::start(ferry_bin(), &data, &["--log-format", "json", "--log-level", "debug"]);
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &data,
+        &["--log-format", "json", "--log-level", "debug"],
+    );
     let c = client();
-    let r = c.get(format!("{}/v2/some/repo/tags/list", ferry.url())).send().await.unwrap();
+    let r = c
+        .get(format!("{}/v2/some/repo/tags/list", ferry.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     // A request head larger than the limit is refused by the HTTP layer, and the server lives on.
     let r = c
@@ -233,17 +241,28 @@ async fn json_logs_carry_one_span_per_request_and_oversized_headers_are_refused(
         .send()
         .await;
     assert!(r.map(|r| r.status().as_u16() == 431).unwrap_or(true));
-    assert_eq!(c.get(format!("{}/v2/", ferry.url())).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{}/v2/", ferry.url()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let mut process = ferry.process;
     process.terminate(Duration::from_secs(30));
     let log = process.log();
     let lines: Vec<serde_json::Value> = log
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
         .collect();
     let done = lines
         .iter()
-        .find(|l| l["fields"]["message"] == "done" && l["span"]["path"] == "/v2/some/repo/tags/list")
+        .find(|l| {
+            l["fields"]["message"] == "done" && l["span"]["path"] == "/v2/some/repo/tags/list"
+        })
         .unwrap_or_else(|| panic!("no request span in:\n{log}"));
     assert_eq!(done["fields"]["status"], 404);
     assert_eq!(done["span"]["method"], "GET");

@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod mirror;
 mod peers;
 
 use std::path::Path;

@@ -1,0 +1,310 @@
+//! The pull-through mirror with real parts: Distribution as the upstream, containerd and skopeo as
+//! clients.
+
+use std::time::Duration;
+
+use ferry_oci::{Digest, MediaType};
+use ferry_testkit::image::{Image, image, write_layout};
+use ferry_testkit::peers::{Containerd, DockerRegistry, Ferry, Skopeo};
+
+use crate::{client, ferry_bin};
+
+/// An upstream Distribution holding `img` as `repo:v1`, seeded with skopeo.
+fn seeded_upstream(
+    skopeo: &Skopeo,
+    tmp: &std::path::Path,
+    img: &Image,
+    repo: &str,
+    logged: bool,
+) -> Option<DockerRegistry> {
+    let upstream = if logged {
+        DockerRegistry::start_logged()?
+    } else {
+        DockerRegistry::start()?
+    };
+    let layout = tmp.join(format!("layout-{repo}").replace('/', "-"));
+    write_layout(
+        &layout,
+        &img.blobs().collect::<Vec<_>>(),
+        &[("v1", &img.manifest)],
+    )
+    .unwrap();
+    skopeo.copy(
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/{repo}:v1", upstream.host()),
+        &[],
+    );
+    Some(upstream)
+}
+
+fn write_config(tmp: &std::path::Path, body: &str) -> std::path::PathBuf {
+    let p = tmp.join("ferry.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_pulls_through_ferry_then_from_cache_when_the_upstream_is_gone() {
+    let (Some(skopeo), Some(containerd)) = (Skopeo::new(), Containerd::start()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(31, 3, 200_000, "amd64");
+    let Some(mut upstream) = seeded_upstream(&skopeo, tmp.path(), &img, "team/app", false) else {
+        return;
+    };
+    // tag_ttl 0: every pull revalidates, so the second pull meets the dead upstream and must be
+    // served stale from the cache.
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "[[upstream]]\nurl = \"http://{}\"\ntag_ttl_secs = 0\n",
+            upstream.host()
+        ),
+    );
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+
+    // containerd's mirror configuration: requests for the upstream go to ferry with ?ns=<upstream>.
+    let hosts = containerd.hosts_dir().join(upstream.host());
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"http://127.0.0.1:9\"\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            ferry.url()
+        ),
+    )
+    .unwrap();
+    let reference = format!("{}/team/app:v1", upstream.host());
+    let hosts_dir = containerd.hosts_dir();
+    let pull = |ns: &str| {
+        containerd.ctr(&[
+            "-n",
+            ns,
+            "images",
+            "pull",
+            "--hosts-dir",
+            hosts_dir.to_str().unwrap(),
+            &reference,
+        ])
+    };
+    let out = pull("first");
+    assert!(
+        out.status.success(),
+        "pull through ferry: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = containerd.ctr(&["-n", "first", "images", "check"]);
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("complete (4/4)"),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    upstream.process.kill9();
+    let out = pull("second");
+    assert!(
+        out.status.success(),
+        "pull from cache with the upstream down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for b in img.blobs() {
+        let got = containerd.ctr(&["-n", "second", "content", "get", b.digest.as_str()]);
+        assert_eq!(Digest::sha256(&got.stdout), b.digest);
+    }
+    // What ferry cached shows in its catalog under the upstream's name.
+    let cat: serde_json::Value = client()
+        .get(format!("{}/v2/_catalog", ferry.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cached = format!("{}/team/app", upstream.host().replace(':', "__"));
+    assert_eq!(cat["repositories"], serde_json::json!([cached]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_routing_form_reaches_the_upstream() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(32, 2, 50_000, "amd64");
+    let Some(upstream) = seeded_upstream(&skopeo, tmp.path(), &img, "lib/app", false) else {
+        return;
+    };
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "default_upstream = \"upstream.test\"\n[[upstream]]\nname = \"upstream.test\"\nurl = \"http://{}\"\n",
+            upstream.host()
+        ),
+    );
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let c = client();
+    let base = ferry.url();
+    let get_manifest = |url: String, header: Option<(&'static str, &'static str)>| {
+        let mut r = c.get(url).header("accept", MediaType::ACCEPT_ALL);
+        if let Some((k, v)) = header {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    let forms = [
+        (
+            format!("{base}/v2/lib/app/manifests/v1"),
+            Some(("x-registry", "upstream.test")),
+        ),
+        (
+            format!("{base}/v2/lib/app/manifests/v1?ns=upstream.test"),
+            None,
+        ),
+        (
+            format!("{base}/v2/upstream.test/lib/app/manifests/v1"),
+            None,
+        ),
+        (format!("{base}/v2/lib/app/manifests/v1"), None),
+    ];
+    for (url, header) in forms {
+        let r = get_manifest(url.clone(), header).await.unwrap();
+        assert_eq!(r.status(), 200, "{url} {header:?}");
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            &img.manifest.bytes[..],
+            "{url}"
+        );
+    }
+    // skopeo through the in-path and default forms, checking every blob.
+    for path in ["upstream.test/lib/app:v1", "lib/app:v1"] {
+        let out = tmp
+            .path()
+            .join(format!("out-{}", path.replace(['/', ':', '.'], "-")));
+        skopeo.copy(
+            &format!("docker://{}/{path}", ferry.host()),
+            &format!("oci:{}:v1", out.display()),
+            &[],
+        );
+        for b in img.blobs() {
+            let got = std::fs::read(out.join("blobs/sha256").join(b.digest.hex())).unwrap();
+            assert_eq!(Digest::sha256(&got), b.digest);
+        }
+    }
+    // Names that route nowhere are clear errors; the mirrored namespace is read-only.
+    let r = get_manifest(
+        format!("{base}/v2/lib/app/manifests/v1?ns=nowhere.test"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("not a configured upstream")
+    );
+    let r = c
+        .post(format!("{base}/v2/upstream.test/lib/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let r = get_manifest(format!("{base}/v2/lib/app/manifests/nope"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("MANIFEST_UNKNOWN"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_herd_of_100_clients_fetches_each_blob_upstream_once() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(33, 5, 2 * 1024 * 1024, "amd64");
+    let Some(upstream) = seeded_upstream(&skopeo, tmp.path(), &img, "herd/app", true) else {
+        return;
+    };
+    let before = upstream.count_requests("GET", "/v2/herd/app/blobs/");
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &["--upstream", &format!("http://{}", upstream.host())],
+    );
+    let base = ferry.url();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let (base, img) = (base.clone(), img.clone());
+        clients.push(tokio::spawn(async move {
+            let c = client();
+            let m = c
+                .get(format!("{base}/v2/herd/app/manifests/v1"))
+                .header("accept", MediaType::ACCEPT_ALL)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(m.status(), 200);
+            assert_eq!(m.bytes().await.unwrap().as_ref(), &img.manifest.bytes[..]);
+            for b in img.blobs() {
+                let r = c
+                    .get(format!("{base}/v2/herd/app/blobs/{}", b.digest))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), b.digest);
+            }
+        }));
+    }
+    for c in clients {
+        tokio::time::timeout(Duration::from_secs(120), c)
+            .await
+            .expect("client timed out")
+            .unwrap();
+    }
+    for b in img.blobs() {
+        let n = upstream.count_requests("GET", &format!("/v2/herd/app/blobs/{}", b.digest));
+        assert_eq!(n, 1, "blob {} fetched upstream {n} times", b.digest);
+    }
+    let total = upstream.count_requests("GET", "/v2/herd/app/blobs/") - before;
+    assert_eq!(total, img.blobs().count());
+    assert!(upstream.count_requests("GET", "/v2/herd/app/manifests/") <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_serves_the_cache_and_refuses_misses_at_once() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(34, 1, 10_000, "amd64");
+    let Some(upstream) = seeded_upstream(&skopeo, tmp.path(), &img, "off/app", false) else {
+        return;
+    };
+    let data = tmp.path().join("data");
+    let up = format!("http://{}", upstream.host());
+    let ferry = Ferry::start(ferry_bin(), &data, &["--upstream", &up]);
+    let c = client();
+    let url = format!("{}/v2/off/app/manifests/v1", ferry.url());
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    drop(ferry);
+    let ferry = Ferry::start(ferry_bin(), &data, &["--upstream", &up, "--offline"]);
+    let r = c
+        .get(format!("{}/v2/off/app/manifests/v1", ferry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(format!("{}/v2/off/app/manifests/other", ferry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("offline"));
+}
