@@ -9,5 +9,6 @@
 //!
 //! Architecture invariant: nothing here talks to any address but loopback.
 
+pub mod faults;
 pub mod image;
 pub mod peers;

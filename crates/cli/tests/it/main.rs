@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod faults;
 mod mirror;
 mod peers;
 
