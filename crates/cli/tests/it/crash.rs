@@ -148,3 +148,120 @@ async fn kill_9_during_200_concurrent_uploads_leaves_no_corrupt_blob() {
         "temp files survived a restart"
     );
 }
+
+/// `kill -9` with 50 pull-throughs in flight (some held mid-transfer by a stalling upstream): the
+/// store stays clean, completed blobs are served from the cache after a restart, and interrupted
+/// ones are fetched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_50_pull_throughs_leaves_a_clean_cache() {
+    use ferry_testkit::faults::{Fault, FaultProxy, Target};
+    use ferry_testkit::image::{image, write_layout};
+    use ferry_testkit::peers::{DockerRegistry, Skopeo};
+
+    let Some(skopeo) = Skopeo::new() else { return };
+    let Some(upstream) = DockerRegistry::start_logged() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(51, 25, 256 * 1024, "amd64");
+    let layout = tmp.path().join("layout");
+    write_layout(
+        &layout,
+        &img.blobs().collect::<Vec<_>>(),
+        &[("v1", &img.manifest)],
+    )
+    .unwrap();
+    skopeo.copy(
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{}/k/app:v1", upstream.host()),
+        &[],
+    );
+    let proxy = FaultProxy::start(&upstream.host());
+    // Ten of the fills will hang mid-transfer, so the kill certainly lands inside them.
+    proxy.inject(Target::Blob, Fault::Stall, 10);
+    let data = tmp.path().join("data");
+    let up = format!("http://{}", proxy.host());
+    let mut ferry = Ferry::start(ferry_bin(), &data, &["--upstream", &up]);
+    let base = ferry.url();
+    let layers: Vec<_> = img.layers.clone();
+    let done: Arc<Mutex<Vec<Digest>>> = Arc::default();
+    let enough = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let layer = layers[i % layers.len()].clone();
+        let (base, done, enough) = (base.clone(), done.clone(), enough.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client()
+                .get(format!("{base}/v2/k/app/blobs/{}", layer.digest))
+                .send()
+                .await;
+            if let Ok(r) = r
+                && r.status() == 200
+                && let Ok(b) = r.bytes().await
+            {
+                assert_eq!(
+                    Digest::sha256(&b),
+                    layer.digest,
+                    "a complete response with wrong bytes"
+                );
+                let mut d = done.lock().unwrap();
+                d.push(layer.digest.clone());
+                if d.len() == 10 {
+                    enough.notify_one();
+                }
+            }
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(60), enough.notified())
+        .await
+        .expect("no pull completed");
+    ferry.process.kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let completed: std::collections::BTreeSet<Digest> =
+        done.lock().unwrap().iter().cloned().collect();
+    assert!(
+        completed.len() < layers.len(),
+        "every fill finished before the kill; the test proved nothing"
+    );
+
+    let out = std::process::Command::new(ferry_bin())
+        .args(["fsck", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck after kill -9:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    proxy.clear();
+    let ferry = Ferry::start(ferry_bin(), &data, &["--upstream", &up]);
+    for layer in &layers {
+        let before = upstream.count_requests("GET", &format!("/v2/k/app/blobs/{}", layer.digest));
+        let r = client()
+            .get(format!("{}/v2/k/app/blobs/{}", ferry.url(), layer.digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), layer.digest);
+        let after = upstream.count_requests("GET", &format!("/v2/k/app/blobs/{}", layer.digest));
+        if completed.contains(&layer.digest) {
+            assert_eq!(
+                after, before,
+                "{} was complete before the crash but was fetched again",
+                layer.digest
+            );
+        } else {
+            assert_eq!(
+                after,
+                before + 1,
+                "{} was interrupted and must be fetched again",
+                layer.digest
+            );
+        }
+    }
+}
