@@ -1,5 +1,6 @@
 //! The `ferry` binary: clap definitions and thin glue over the library crates.
 
+mod client_config;
 mod config;
 
 use std::net::SocketAddr;
@@ -55,6 +56,16 @@ enum Command {
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write containerd hosts.toml files that send pulls through a ferry mirror.
+    #[command(
+        after_help = "Examples:\n  ferry containerd-config --mirror http://127.0.0.1:8080 --registries docker.io,quay.io --dir /etc/containerd/certs.d\n  ferry containerd-config --mirror http://ferry.local:8080 --registries docker.io --dir ./certs.d --dry-run\n\ncontainerd must point at the directory: config_path = \"/etc/containerd/certs.d\" in its CRI registry\nsection, or `ctr images pull --hosts-dir /etc/containerd/certs.d …`."
+    )]
+    ContainerdConfig(ContainerdConfigArgs),
+    /// Print the Docker daemon.json settings that use a ferry mirror for Docker Hub.
+    #[command(
+        after_help = "Example:\n  ferry docker-config --mirror http://127.0.0.1:8080 > /etc/docker/daemon.json"
+    )]
+    DockerConfig(DockerConfigArgs),
     /// Print the version.
     #[command(after_help = "Example:\n  ferry version")]
     Version,
@@ -67,6 +78,29 @@ enum ConfigCommand {
         after_help = "Examples:\n  ferry config print\n  ferry config print --config ferry.toml --listen 0.0.0.0:5000 > effective.toml"
     )]
     Print(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ContainerdConfigArgs {
+    /// The ferry mirror, e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    mirror: String,
+    /// Registries to send through the mirror, comma separated (`_default` covers all others).
+    #[arg(long, value_delimiter = ',', required = true)]
+    registries: Vec<String>,
+    /// containerd's hosts directory.
+    #[arg(long, default_value = "/etc/containerd/certs.d")]
+    dir: PathBuf,
+    /// Print the files instead of writing them.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+struct DockerConfigArgs {
+    /// The ferry mirror, e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    mirror: String,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +257,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c.log_level = l.clone();
             }
             print!("{}", c.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ContainerdConfig(args) => {
+            client_config::containerd(&args.mirror, &args.registries, &args.dir, args.dry_run)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DockerConfig(args) => {
+            println!("{}", client_config::docker(&args.mirror)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {

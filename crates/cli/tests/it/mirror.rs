@@ -68,15 +68,37 @@ async fn containerd_pulls_through_ferry_then_from_cache_when_the_upstream_is_gon
         &["--config", config.to_str().unwrap()],
     );
 
-    // containerd's mirror configuration: requests for the upstream go to ferry with ?ns=<upstream>.
-    let hosts = containerd.hosts_dir().join(upstream.host());
-    std::fs::create_dir_all(&hosts).unwrap();
+    // containerd's mirror configuration, written by ferry itself: requests for the upstream go to
+    // ferry with ?ns=<upstream>.
+    let out = std::process::Command::new(ferry_bin())
+        .args([
+            "containerd-config",
+            "--mirror",
+            &ferry.url(),
+            "--registries",
+            &upstream.host(),
+            "--dir",
+        ])
+        .arg(containerd.hosts_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The generated fallback is the registry itself over https; keep the test on loopback by
+    // pointing it at a closed port instead.
+    let hosts_file = containerd
+        .hosts_dir()
+        .join(upstream.host())
+        .join("hosts.toml");
+    let generated = std::fs::read_to_string(&hosts_file).unwrap();
+    let fallback = format!("server = \"https://{}\"", upstream.host());
+    assert!(generated.contains(&fallback), "{generated}");
     std::fs::write(
-        hosts.join("hosts.toml"),
-        format!(
-            "server = \"http://127.0.0.1:9\"\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            ferry.url()
-        ),
+        &hosts_file,
+        generated.replace(&fallback, "server = \"http://127.0.0.1:9\""),
     )
     .unwrap();
     let reference = format!("{}/team/app:v1", upstream.host());
