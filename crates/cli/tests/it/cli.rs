@@ -149,6 +149,8 @@ fn every_command_has_help_with_an_example() {
         &["gc"],
         &["config", "print"],
         &["version"],
+        &["containerd-config"],
+        &["docker-config"],
         &[],
     ] {
         let mut args = cmd.to_vec();
