@@ -30,6 +30,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `ferry_server=debug,info`.
     pub log_level: String,
+    /// Where to serve `/metrics` (OpenMetrics), e.g. `127.0.0.1:2112`; off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The upstream used when a request names none (needed only with several upstreams).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_upstream: Option<String>,
@@ -259,6 +262,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
+            metrics_listen: None,
             default_upstream: None,
             offline: false,
             serve_stale: true,

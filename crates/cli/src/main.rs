@@ -140,6 +140,9 @@ struct ServeArgs {
     /// Never contact upstreams; serve only what is cached.
     #[arg(long)]
     offline: bool,
+    /// Serve Prometheus/OpenMetrics series at http://ADDR/metrics.
+    #[arg(long = "metrics", value_name = "ADDR", env = "FERRY_METRICS")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +202,9 @@ impl ServeArgs {
         }
         if self.offline {
             c.offline = true;
+        }
+        if let Some(m) = self.metrics_listen {
+            c.metrics_listen = Some(m);
         }
         c.validate()?;
         Ok(c)
@@ -343,14 +349,49 @@ async fn serve(mut c: Config) -> anyhow::Result<()> {
         store: store.clone(),
         options: c.registry_options(),
         mirror: mirror.map(Arc::new),
+        metrics: Arc::default(),
+    });
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let metrics_server = match c.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            tracing::info!(listen = %l.local_addr()?, "metrics at /metrics");
+            let opts = ferry_server::ServeOptions {
+                max_connections: 64,
+                ..c.serve_options()
+            };
+            Some(tokio::spawn(ferry_server::serve(
+                l,
+                ferry_server::metrics::router(app.clone()),
+                opts,
+                stopped(),
+            )))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
     });
     ferry_server::serve(
         listener,
         ferry_server::router(app),
         c.serve_options(),
-        shutdown_signal(),
+        stopped(),
     )
     .await?;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     sweeper.abort();
     if let Err(e) = store.clean_tmp().await {
         // Requests still running past the grace period may hold temp files; the next start wipes them.

@@ -17,6 +17,7 @@
 mod api;
 mod error;
 mod listen;
+pub mod metrics;
 pub mod mirror;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use ferry_store::Store;
 
 pub use error::ApiError;
 pub use listen::{ServeOptions, serve};
+pub use metrics::Metrics;
 pub use mirror::{Mirror, MirrorOptions, Upstream};
 
 /// Behaviour switches of the registry API.
@@ -61,6 +63,8 @@ pub struct App {
     pub options: RegistryOptions,
     /// The pull-through mirror, when upstreams are configured.
     pub mirror: Option<Arc<Mirror>>,
+    /// What is counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Builds the service: `/v2/...`, `/healthz`, `/readyz`.

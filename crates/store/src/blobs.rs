@@ -232,19 +232,27 @@ impl Store {
         digest: &Digest,
     ) -> Result<(), StoreError> {
         let dest = self.layout.blob(digest);
-        tokio::task::spawn_blocking(move || {
+        let (added, len) = tokio::task::spawn_blocking(move || {
             let parent = dest.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
-            match std::fs::hard_link(verified.path(), &dest) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            let len = std::fs::metadata(verified.path())
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let added = match std::fs::hard_link(verified.path(), &dest) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(StoreError::io(&dest)(e)),
-            }
+            };
             drop(verified);
-            fsync_dir(parent)
+            fsync_dir(parent)?;
+            Ok::<_, StoreError>((added, len))
         })
         .await
-        .map_err(StoreError::join)?
+        .map_err(StoreError::join)??;
+        if added {
+            self.count_blob(len, true);
+        }
+        Ok(())
     }
 
     /// Starts a streaming ingest of the blob `digest` (see [`Ingest`]).

@@ -47,6 +47,19 @@ use ferry_oci::RepoName;
 use index::Index;
 use layout::Layout;
 
+/// What the store holds, for monitoring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreStats {
+    /// Blob files (manifests included).
+    pub blobs: u64,
+    /// Their bytes.
+    pub blob_bytes: u64,
+    /// Repositories with content.
+    pub repositories: u64,
+    /// Upload sessions open in this process.
+    pub uploads: u64,
+}
+
 /// Tunables of the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -81,6 +94,9 @@ pub struct Store {
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// What the index rebuild found wrong at open (dangling links and tags), for `fsck`.
     problems: Vec<String>,
+    /// Blob files and their bytes, counted at open and kept up to date by commits and gc.
+    blob_count: std::sync::atomic::AtomicU64,
+    blob_bytes: std::sync::atomic::AtomicU64,
     // Held for the store's lifetime so that offline tools (gc) cannot run underneath a server.
     _lock: Option<std::fs::File>,
 }
@@ -119,7 +135,7 @@ impl Store {
         let layout = Layout::new(root.into());
         let l = layout.clone();
         let ttl = options.upload_ttl;
-        let (lock_file, index, problems) = tokio::task::spawn_blocking(move || {
+        let (lock_file, index, problems, count, bytes) = tokio::task::spawn_blocking(move || {
             if lock == LockMode::Exclusive {
                 l.create_dirs()?;
             } else if !l.blobs().is_dir() {
@@ -135,7 +151,8 @@ impl Store {
                 uploads::expire_on_disk(&l, ttl)?;
             }
             let (index, problems) = Index::rebuild(&l)?;
-            Ok::<_, StoreError>((lock_file, index, problems))
+            let (count, bytes) = maint::count_blobs(&l);
+            Ok::<_, StoreError>((lock_file, index, problems, count, bytes))
         })
         .await
         .map_err(StoreError::join)??;
@@ -146,6 +163,8 @@ impl Store {
             options,
             stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
             problems,
+            blob_count: count.into(),
+            blob_bytes: bytes.into(),
             _lock: lock_file,
         }))
     }
@@ -158,6 +177,32 @@ impl Store {
     /// The options the store was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    /// Counts for monitoring.
+    pub fn stats(&self) -> StoreStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        StoreStats {
+            blobs: self.blob_count.load(Relaxed),
+            blob_bytes: self.blob_bytes.load(Relaxed),
+            repositories: self.read_index().repos.len() as u64,
+            uploads: self.uploads.len() as u64,
+        }
+    }
+
+    pub(crate) fn count_blob(&self, bytes: u64, added: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if added {
+            self.blob_count.fetch_add(1, Relaxed);
+            self.blob_bytes.fetch_add(bytes, Relaxed);
+        } else {
+            let _ = self
+                .blob_count
+                .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(1)));
+            let _ = self
+                .blob_bytes
+                .fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(bytes)));
+        }
     }
 
     /// Removes temp files of ingests that never finished (called on graceful shutdown).

@@ -107,6 +107,16 @@ fn blob_files(layout: &Layout) -> Result<BlobScan, StoreError> {
     Ok(BlobScan { found, stray })
 }
 
+/// Blob files and their total size (for the monitoring counters).
+pub(crate) fn count_blobs(layout: &Layout) -> (u64, u64) {
+    match blob_files(layout) {
+        Ok(scan) => scan.found.iter().fold((0, 0), |(n, b), (_, p)| {
+            (n + 1, b + fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        }),
+        Err(_) => (0, 0),
+    }
+}
+
 fn hash_file(path: &Path, d: &Digest) -> Result<(Digest, u64), StoreError> {
     let mut f = fs::File::open(path).map_err(StoreError::io(path))?;
     let mut h = d.algorithm().hasher();
@@ -227,9 +237,14 @@ impl Store {
         }
         self.unlink_everywhere(&report.digests).await?;
         let (layout, gone) = (self.layout.clone(), std::mem::take(&mut report.digests));
+        let store = self.clone();
         report.digests = tokio::task::spawn_blocking(move || {
             for d in &gone {
-                remove_if_exists(&layout.blob(d))?;
+                let path = layout.blob(d);
+                let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                if remove_if_exists(&path)? {
+                    store.count_blob(len, false);
+                }
             }
             Ok::<_, StoreError>(gone)
         })

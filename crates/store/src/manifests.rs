@@ -125,9 +125,11 @@ impl Store {
             let layout = store.layout.clone();
             let bytes = Bytes::copy_from_slice(manifest.bytes());
             let (repo2, digest2, tags2) = (repo.clone(), digest.clone(), tags.clone());
-            tokio::task::spawn_blocking(move || {
+            let added = bytes.len() as u64;
+            let created = tokio::task::spawn_blocking(move || {
                 let blob = layout.blob(&digest2);
-                if !blob.exists() {
+                let created = !blob.exists();
+                if created {
                     write_atomic(&layout, &blob, &bytes)?;
                 }
                 write_atomic(
@@ -138,10 +140,13 @@ impl Store {
                 for t in &tags2 {
                     write_atomic(&layout, &layout.tag(&repo2, t), digest2.as_str().as_bytes())?;
                 }
-                Ok::<_, StoreError>(())
+                Ok::<_, StoreError>(created)
             })
             .await
             .map_err(StoreError::join)??;
+            if created {
+                store.count_blob(added, true);
+            }
             let mut idx = store.write_index();
             idx.insert_manifest(&repo, &digest, ManifestEntry::of(&manifest, media_type));
             let r = idx.repos.entry(repo.clone()).or_default();

@@ -49,6 +49,10 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRef>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }

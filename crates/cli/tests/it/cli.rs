@@ -269,3 +269,97 @@ async fn json_logs_carry_one_span_per_request_and_oversized_headers_are_refused(
     assert_eq!(done["fields"]["status"], 404);
     assert_eq!(done["span"]["method"], "GET");
 }
+
+/// The shipped Prometheus configuration is valid, and the Grafana dashboard queries only series
+/// ferry exports.
+#[test]
+fn monitoring_configuration_matches_the_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if let Some(promtool) = ferry_testkit::peers::require("promtool") {
+        let out = Command::new(promtool)
+            .args(["check", "config"])
+            .arg(root.join("deploy/prometheus/prometheus.yml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dash: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("deploy/grafana/ferry-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    // What ferry really exports: the names in a live scrape (counters and histograms get their
+    // standard suffixes).
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &["--metrics", &format!("127.0.0.1:{port}")],
+    );
+    let mut scrape = String::new();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    std::io::Read::read_to_string(&mut s, &mut scrape).unwrap();
+    let mut exported = Vec::new();
+    for line in scrape.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line.split_whitespace().skip(2);
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        match kind {
+            "counter" => exported.push(format!("{name}_total")),
+            "histogram" => {
+                exported.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}")))
+            }
+            _ => exported.push(name.to_owned()),
+        }
+    }
+    // Labelled families appear once used (the mirror tests scrape those live); the rest must be here.
+    let labelled = [
+        "ferry_http_requests_total",
+        "ferry_http_request_duration_seconds_bucket",
+        "ferry_pulls_total",
+        "ferry_upstream_fetched_bytes_total",
+        "ferry_coalesced_requests_total",
+        "ferry_upstream_errors_total",
+        "ferry_stale_served_total",
+    ];
+    for plain in [
+        "ferry_served_bytes_total",
+        "ferry_fills_in_flight",
+        "ferry_cache_bytes",
+        "ferry_cache_blobs",
+        "ferry_repositories",
+        "ferry_uploads_open",
+        "ferry_evictions_total",
+    ] {
+        assert!(
+            exported.iter().any(|e| e == plain),
+            "{plain} missing from a live scrape:\n{scrape}"
+        );
+    }
+    exported.extend(labelled.map(str::to_owned));
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("ferry_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for n in names {
+                assert!(
+                    exported.iter().any(|e| e == n),
+                    "dashboard queries {n}, which ferry does not export: {exported:?}"
+                );
+            }
+        }
+    }
+}

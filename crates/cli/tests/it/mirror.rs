@@ -330,3 +330,84 @@ async fn offline_serves_the_cache_and_refuses_misses_at_once() {
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("offline"));
 }
+
+/// The value of the first series whose line starts with `prefix` (name plus labels).
+fn series(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_cached_and_upstream_pulls() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(35, 2, 100_000, "amd64");
+    let Some(upstream) = seeded_upstream(&skopeo, tmp.path(), &img, "m/app", false) else {
+        return;
+    };
+    let metrics_port = ferry_testkit::peers::free_port();
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &[
+            "--upstream",
+            &format!("http://{}", upstream.host()),
+            "--metrics",
+            &format!("127.0.0.1:{metrics_port}"),
+        ],
+    );
+    let c = client();
+    for _ in 0..2 {
+        for b in img.blobs() {
+            let r = c
+                .get(format!("{}/v2/m/app/blobs/{}", ferry.url(), b.digest))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), b.digest);
+        }
+    }
+    let r = c
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text().await.unwrap();
+    let ns = upstream.host();
+    let upstream_pulls = series(
+        &text,
+        &format!("ferry_pulls_total{{namespace=\"{ns}\",kind=\"blob\",source=\"upstream\"}}"),
+    );
+    let cached_pulls = series(
+        &text,
+        &format!("ferry_pulls_total{{namespace=\"{ns}\",kind=\"blob\",source=\"cached\"}}"),
+    );
+    assert_eq!(upstream_pulls, Some(3.0), "{text}");
+    assert_eq!(cached_pulls, Some(3.0), "{text}");
+    let fetched = series(
+        &text,
+        &format!("ferry_upstream_fetched_bytes_total{{upstream=\"{ns}\"}}"),
+    )
+    .unwrap();
+    let sizes: usize = img.blobs().map(|b| b.bytes.len()).sum();
+    assert_eq!(fetched as usize, sizes);
+    assert_eq!(
+        series(
+            &text,
+            "ferry_http_requests_total{endpoint=\"blob\",method=\"GET\",status=\"200\"}"
+        ),
+        Some(6.0)
+    );
+    assert!(series(&text, "ferry_cache_blobs").unwrap() >= 3.0);
+    assert!(text.contains("ferry_http_request_duration_seconds_bucket"));
+    assert!(text.trim_end().ends_with("# EOF"));
+}

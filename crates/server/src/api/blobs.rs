@@ -57,6 +57,9 @@ pub(crate) async fn get(
                     .header(header::CONTENT_RANGE, &format!("bytes */{total}")));
             }
         };
+    if !head {
+        app.metrics.bytes_served.inc_by(len);
+    }
     let body = if head {
         Body::empty()
     } else {

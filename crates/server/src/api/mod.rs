@@ -21,6 +21,7 @@ use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tracing::Instrument;
 
+use crate::metrics::{EndpointLabels, RequestLabels};
 use crate::mirror::{Mirror, Target, Upstream};
 use crate::{ApiError, App};
 
@@ -34,6 +35,8 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
     let method = req.method().clone();
     let span = tracing::debug_span!("request", %method, path = %req.uri().path());
     let (req, body_read) = track_body(req);
+    let endpoint = endpoint_of(req.uri().path());
+    let metrics = app.metrics.clone();
     let mut res = async {
         let res = route(app, req)
             .await
@@ -49,6 +52,18 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
     .await;
     res.headers_mut()
         .insert("docker-distribution-api-version", API_VERSION);
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint,
+            method: method.as_str().to_owned(),
+            status: res.status().as_u16(),
+        })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&EndpointLabels { endpoint })
+        .observe(started.elapsed().as_secs_f64());
     if body_read.is_some_and(|read| !read.load(Ordering::Relaxed)) {
         // hyper drops a connection whose request body was left unread (e.g. a chunk refused with
         // 416 before it was received); saying so stops keep-alive clients from reusing it.
@@ -56,6 +71,27 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     res
+}
+
+/// The endpoint of a path, for metrics labels, without parsing it fully.
+fn endpoint_of(path: &str) -> &'static str {
+    if path.contains("/blobs/uploads") {
+        "upload"
+    } else if path.contains("/blobs/") {
+        "blob"
+    } else if path.contains("/manifests/") {
+        "manifest"
+    } else if path.ends_with("/tags/list") {
+        "tags"
+    } else if path.contains("/referrers/") {
+        "referrers"
+    } else if path == "/v2/_catalog" {
+        "catalog"
+    } else if path == "/v2/" || path == "/v2" {
+        "base"
+    } else {
+        "other"
+    }
 }
 
 /// Wraps a non-empty request body so that the dispatcher learns whether a handler read it to the end.
@@ -199,6 +235,9 @@ async fn local(app: Arc<App>, route: Route, req: Request) -> ApiResult {
             referrers::get(&app, repo, digest, &req)
         }
         (Route::Manifest { repo, reference }, &Method::GET | &Method::HEAD) => {
+            if m == Method::GET {
+                app.metrics.pull("local", "manifest", "cached");
+            }
             manifests::get(&app, repo, reference, m == Method::HEAD).await
         }
         (Route::Manifest { repo, reference }, &Method::PUT) => {
@@ -208,6 +247,9 @@ async fn local(app: Arc<App>, route: Route, req: Request) -> ApiResult {
             manifests::delete(&app, repo, reference).await
         }
         (Route::Blob { repo, digest }, &Method::GET | &Method::HEAD) => {
+            if m == Method::GET {
+                app.metrics.pull("local", "blob", "cached");
+            }
             let range = req.headers().get(header::RANGE).cloned();
             blobs::get(&app, repo, digest, m == Method::HEAD, range).await
         }

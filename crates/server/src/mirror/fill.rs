@@ -20,6 +20,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 
 use super::{FetchError, Upstream};
+use crate::metrics::{Metrics, UpstreamLabels};
 
 /// How often an interrupted upstream transfer is resumed before the fill gives up.
 const MAX_RESUMES: u32 = 3;
@@ -70,6 +71,7 @@ impl Fills {
     pub fn join_or_start(
         self: &Arc<Self>,
         store: &Arc<Store>,
+        metrics: &Arc<Metrics>,
         upstream: &Arc<Upstream>,
         repo: &RepoName,
         key: &RepoName,
@@ -85,10 +87,12 @@ impl Fills {
         let (tx, rx) = watch::channel(FillState::Starting);
         let fill = Arc::new(Fill { state: rx });
         map.insert(digest.clone(), fill.clone());
+        metrics.fills_in_flight.inc();
         let guard = Guard {
             fills: self.clone(),
             digest: digest.clone(),
             tx,
+            metrics: metrics.clone(),
         };
         tokio::spawn(run(
             guard,
@@ -108,6 +112,7 @@ struct Guard {
     fills: Arc<Fills>,
     digest: Digest,
     tx: watch::Sender<FillState>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Guard {
@@ -122,6 +127,7 @@ impl Drop for Guard {
             )));
         }
         self.fills.map().remove(&self.digest);
+        self.metrics.fills_in_flight.dec();
     }
 }
 
@@ -187,6 +193,13 @@ async fn fetch(
                     ));
                 }
                 ingest.write(&chunk).await.map_err(FetchError::store)?;
+                guard
+                    .metrics
+                    .bytes_fetched
+                    .get_or_create(&UpstreamLabels {
+                        upstream: upstream.name.clone(),
+                    })
+                    .inc_by(chunk.len() as u64);
                 let written = ingest.written();
                 guard.tx.send_modify(|s| {
                     if let FillState::Receiving { written: w, .. } = s {

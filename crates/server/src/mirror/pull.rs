@@ -11,6 +11,7 @@ use http::{HeaderValue, StatusCode, header};
 use super::fill::{FillState, follow};
 use super::{FetchError, Mirror, Upstream};
 use crate::api::{self, ApiResult};
+use crate::metrics::{EndpointLabels, UpstreamErrorLabels, UpstreamLabels};
 use crate::{ApiError, App};
 
 /// How long an upstream 404 is remembered, so a storm of requests for a missing tag costs one
@@ -68,6 +69,9 @@ pub(crate) async fn get_manifest(
         }
     };
     if fresh || (mirror.options.offline && cached.is_some()) {
+        if !head {
+            app.metrics.pull(&up.name, "manifest", "cached");
+        }
         return api::manifests::get(app, &key, reference, head).await;
     }
     let miss = |why: &str| {
@@ -91,7 +95,7 @@ pub(crate) async fn get_manifest(
         reference.clone(),
         mirror.options.max_manifest_bytes,
     );
-    let (outcome, _) = mirror
+    let (outcome, led) = mirror
         .manifests
         .run(
             flight_key.clone(),
@@ -99,13 +103,41 @@ pub(crate) async fn get_manifest(
             || FetchError::internal("manifest fetch ended unexpectedly"),
         )
         .await;
+    if !led {
+        app.metrics
+            .coalesced
+            .get_or_create(&EndpointLabels {
+                endpoint: "manifest",
+            })
+            .inc();
+    }
+    if let Err(e) = &outcome {
+        app.metrics
+            .upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                upstream: up.name.clone(),
+                status: e.status,
+            })
+            .inc();
+    }
     match outcome {
-        Ok(()) => api::manifests::get(app, &key, reference, head).await,
+        Ok(()) => {
+            if !head {
+                app.metrics.pull(&up.name, "manifest", "upstream");
+            }
+            api::manifests::get(app, &key, reference, head).await
+        }
         Err(e) if e.status == 404 => {
             mirror.remember_missing(flight_key);
             Err(e.into_api())
         }
         Err(e) if cached.is_some() && mirror.options.serve_stale => {
+            app.metrics
+                .stale_served
+                .get_or_create(&UpstreamLabels {
+                    upstream: up.name.clone(),
+                })
+                .inc();
             tracing::warn!(upstream = %up.name, repo = %upstream_repo, %reference, error = %e.message, "upstream failed; serving the cached manifest stale");
             let mut res = api::manifests::get(app, &key, reference, head).await?;
             res.headers_mut().insert(
@@ -199,10 +231,16 @@ pub(crate) async fn get_blob(
     let upstream_repo = up.upstream_repo(repo)?;
     let key = up.store_repo(&upstream_repo)?;
     if app.store.has_blob(&key, digest) {
+        if !head {
+            app.metrics.pull(&up.name, "blob", "cached");
+        }
         return api::blobs::get(app, &key, digest, head, range).await;
     }
     if app.store.has_content_now(digest) {
         app.store.link_blob(&key, digest).await?;
+        if !head {
+            app.metrics.pull(&up.name, "blob", "cached");
+        }
         return api::blobs::get(app, &key, digest, head, range).await;
     }
     if mirror.options.offline {
@@ -211,14 +249,24 @@ pub(crate) async fn get_blob(
             format!("{digest} is not cached and ferry is offline"),
         ));
     }
-    let Some((fill, _)) = mirror
-        .fills
-        .join_or_start(&app.store, up, &upstream_repo, &key, digest)
+    let Some((fill, led)) =
+        mirror
+            .fills
+            .join_or_start(&app.store, &app.metrics, up, &upstream_repo, &key, digest)
     else {
         // Finished between our look at the store and now.
         app.store.link_blob(&key, digest).await?;
         return api::blobs::get(app, &key, digest, head, range).await;
     };
+    if !led {
+        app.metrics
+            .coalesced
+            .get_or_create(&EndpointLabels { endpoint: "blob" })
+            .inc();
+    }
+    if !head {
+        app.metrics.pull(&up.name, "blob", "upstream");
+    }
     let mut rx = fill.state.clone();
     let waited = rx
         .wait_for(|s| !matches!(s, FillState::Starting))
@@ -226,7 +274,16 @@ pub(crate) async fn get_blob(
         .map(|s| s.clone());
     let state = waited.unwrap_or_else(|_| rx.borrow().clone());
     let total = match state {
-        FillState::Failed(e) => return Err(e.into_api()),
+        FillState::Failed(e) => {
+            app.metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    upstream: up.name.clone(),
+                    status: e.status,
+                })
+                .inc();
+            return Err(e.into_api());
+        }
         FillState::Done { .. } | FillState::Receiving { total: None, .. } => {
             // Complete already, or an upstream that did not say the size: serve from the store.
             let done = rx
@@ -265,6 +322,7 @@ pub(crate) async fn get_blob(
     let body = if head {
         Body::empty()
     } else {
+        app.metrics.bytes_served.inc_by(len);
         Body::from_stream(follow(fill, start, len))
     };
     Ok(api::blobs::blob_response(

@@ -282,6 +282,7 @@ async fn a_silent_connection_is_closed_after_the_header_timeout() {
         store,
         options: Default::default(),
         mirror: None,
+        metrics: Default::default(),
     });
     let options = ferry_server::ServeOptions {
         header_read_timeout: std::time::Duration::from_secs(1),

@@ -53,6 +53,7 @@ impl Registry {
             store: store.clone(),
             options,
             mirror: None,
+            metrics: Default::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

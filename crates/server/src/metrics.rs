@@ -1,0 +1,212 @@
+//! Server metrics in OpenMetrics form (`GET /metrics` on the metrics listener).
+//!
+//! Hot-path cost is a label lookup and an atomic add per request; gauges that describe the store
+//! are read from it when scraped.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub endpoint: &'static str,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PullLabels {
+    /// The upstream registry (`local` for ferry's own repositories).
+    pub namespace: String,
+    /// `manifest` or `blob`.
+    pub kind: &'static str,
+    /// `cached` or `upstream`.
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct UpstreamErrorLabels {
+    pub upstream: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct UpstreamLabels {
+    pub upstream: String,
+}
+
+/// Every series ferry exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    pub(crate) pulls: Family<PullLabels, Counter>,
+    pub(crate) bytes_served: Counter,
+    pub(crate) bytes_fetched: Family<UpstreamLabels, Counter>,
+    pub(crate) coalesced: Family<EndpointLabels, Counter>,
+    pub(crate) upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub(crate) stale_served: Family<UpstreamLabels, Counter>,
+    pub(crate) fills_in_flight: Gauge,
+    cache_blobs: Gauge,
+    cache_bytes: Gauge,
+    cache_repositories: Gauge,
+    uploads_open: Gauge,
+    /// Blobs removed to keep the cache within its byte budget.
+    pub evictions: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~26 s: from a cached small blob to a large pull-through.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("ferry");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            pulls: Family::default(),
+            bytes_served: Counter::default(),
+            bytes_fetched: Family::default(),
+            coalesced: Family::default(),
+            upstream_errors: Family::default(),
+            stale_served: Family::default(),
+            fills_in_flight: Gauge::default(),
+            cache_blobs: Gauge::default(),
+            cache_bytes: Gauge::default(),
+            cache_repositories: Gauge::default(),
+            uploads_open: Gauge::default(),
+            evictions: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "Requests by endpoint, method and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to the response head, by endpoint",
+            m.latency.clone(),
+        );
+        registry.register(
+            "pulls",
+            "Manifest and blob pulls by namespace and by whether the cache had them",
+            m.pulls.clone(),
+        );
+        registry.register(
+            "served_bytes",
+            "Blob bytes sent to clients",
+            m.bytes_served.clone(),
+        );
+        registry.register(
+            "upstream_fetched_bytes",
+            "Blob bytes fetched from upstreams",
+            m.bytes_fetched.clone(),
+        );
+        registry.register(
+            "coalesced_requests",
+            "Requests that joined a fetch already in flight instead of starting one",
+            m.coalesced.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failed upstream fetches by upstream and status ferry answered",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "stale_served",
+            "Cached manifests served because the upstream failed",
+            m.stale_served.clone(),
+        );
+        registry.register(
+            "fills_in_flight",
+            "Blob fetches from upstreams in progress",
+            m.fills_in_flight.clone(),
+        );
+        registry.register("cache_blobs", "Blobs in the store", m.cache_blobs.clone());
+        registry.register(
+            "cache_bytes",
+            "Bytes of blobs in the store",
+            m.cache_bytes.clone(),
+        );
+        registry.register(
+            "repositories",
+            "Repositories in the store",
+            m.cache_repositories.clone(),
+        );
+        registry.register(
+            "uploads_open",
+            "Upload sessions open",
+            m.uploads_open.clone(),
+        );
+        registry.register(
+            "evictions",
+            "Blobs evicted to stay within the byte budget",
+            m.evictions.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Counts a pull (a GET of a manifest or blob).
+    pub(crate) fn pull(&self, namespace: &str, kind: &'static str, source: &'static str) {
+        self.pulls
+            .get_or_create(&PullLabels {
+                namespace: namespace.to_owned(),
+                kind,
+                source,
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text, with the store gauges read now.
+    pub fn render(&self, store: &ferry_store::Store) -> String {
+        let s = store.stats();
+        self.cache_blobs.set(s.blobs as i64);
+        self.cache_bytes.set(s.blob_bytes as i64);
+        self.cache_repositories.set(s.repositories as i64);
+        self.uploads_open.set(s.uploads as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` for `app` (its own listener, so that scrapes never compete with pulls for
+/// connection slots and the admin surface stays off the data port).
+pub fn router(app: Arc<crate::App>) -> axum::Router {
+    axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let app = app.clone();
+        async move {
+            use axum::response::IntoResponse;
+            if req.uri().path() != "/metrics" {
+                return (http::StatusCode::NOT_FOUND, "metrics are at /metrics\n").into_response();
+            }
+            let body = app.metrics.render(&app.store);
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                body,
+            )
+                .into_response()
+        }
+    })
+}
