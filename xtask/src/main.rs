@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- <cargo test args>]\n       cargo xtask bench serve [--quick]"
+                "usage: cargo xtask test [-- <cargo test args>]\n       cargo xtask bench serve|mirror [--quick]"
             );
             return ExitCode::from(2);
         }
@@ -78,7 +78,7 @@ fn test(extra: &[String]) -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
-        Some("serve") => {
+        Some(name @ ("serve" | "mirror")) => {
             run(
                 "cargo build --release",
                 cargo().args([
@@ -93,14 +93,16 @@ fn bench(args: &[String]) -> Result<(), String> {
             )?;
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             run(
-                "ferry-bench serve",
+                &format!("ferry-bench {name}"),
                 Command::new(root.join("target/release/ferry-bench"))
-                    .arg("serve")
+                    .arg(name)
                     .arg("--ferry")
                     .arg(root.join("target/release/ferry"))
                     .args(&args[1..]),
             )
         }
-        other => Err(format!("unknown benchmark {other:?}; available: serve")),
+        other => Err(format!(
+            "unknown benchmark {other:?}; available: serve, mirror"
+        )),
     }
 }

@@ -8,19 +8,22 @@
 //!
 //! Everything runs on 127.0.0.1 and stops by itself; nothing is timed inside a test.
 
+mod common;
+mod mirror;
 mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> &'static str {
-    "usage: ferry-bench serve --ferry PATH [--quick] [--images N] [--stored N] [--pullers N]\n                     [--seconds S] [--repeats R] [--big-mib M] [--out DIR]\n\nexample: cargo xtask bench serve --quick"
+    "usage: ferry-bench serve --ferry PATH [--quick] [--images N] [--stored N] [--pullers N]\n                     [--seconds S] [--repeats R] [--big-mib M] [--out DIR]\n       ferry-bench mirror --ferry PATH [--quick] [--images N] [--pullers 1,4,10]\n                     [--seconds S] [--repeats R] [--out DIR]\n\nexamples: cargo xtask bench serve --quick\n          cargo xtask bench mirror --quick"
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve::Options::parse(&args[1..]).and_then(serve::run),
+        Some("mirror") => mirror::Options::parse(&args[1..]).and_then(mirror::run),
         _ => {
             eprintln!("{}", usage());
             return ExitCode::from(2);

@@ -1,13 +1,12 @@
 //! The `serve` benchmark.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail, ensure};
-use ferry_oci::{Digest, MediaType};
 use ferry_testkit::image::{Image, Rng, image};
 use ferry_testkit::peers::{DockerRegistry, Ferry, Nginx, find, rss};
-use futures_util::{StreamExt, TryStreamExt};
+
+use crate::common::*;
 
 /// Benchmark parameters.
 #[derive(Debug, Clone)]
@@ -69,304 +68,6 @@ impl Options {
         );
         Ok(o)
     }
-}
-
-fn repo(i: usize) -> String {
-    format!("bench/img-{i:04}")
-}
-
-async fn push_blob(
-    c: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    d: &Digest,
-    body: reqwest::Body,
-) -> anyhow::Result<()> {
-    let r = c
-        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await?;
-    ensure!(
-        r.status() == 202,
-        "upload start at {base} answered {}",
-        r.status()
-    );
-    let loc = r
-        .headers()
-        .get("location")
-        .context("no Location")?
-        .to_str()?
-        .to_owned();
-    let url = if loc.starts_with("http") {
-        loc
-    } else {
-        format!("{base}{loc}")
-    };
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(format!("{url}{sep}digest={d}"))
-        .body(body)
-        .send()
-        .await?;
-    ensure!(
-        r.status() == 201,
-        "blob upload to {base} answered {}",
-        r.status()
-    );
-    Ok(())
-}
-
-/// Pushes one image with POST + PUT uploads (the form every registry supports).
-async fn push_image(
-    c: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    img: &Image,
-) -> anyhow::Result<()> {
-    for b in img.blobs() {
-        push_blob(
-            c,
-            base,
-            repo,
-            &b.digest,
-            reqwest::Body::from(b.bytes.clone()),
-        )
-        .await?;
-    }
-    let r = c
-        .put(format!("{base}/v2/{repo}/manifests/v1"))
-        .header("content-type", MediaType::OCI_MANIFEST)
-        .body(img.manifest.bytes.clone())
-        .send()
-        .await?;
-    ensure!(
-        r.status() == 201,
-        "manifest push to {base} answered {}",
-        r.status()
-    );
-    Ok(())
-}
-
-async fn push_all(c: &reqwest::Client, base: &str, images: &[Image]) -> anyhow::Result<()> {
-    futures_util::stream::iter(images.iter().enumerate())
-        .map(|(i, img)| {
-            let r = repo(i);
-            async move { push_image(c, base, &r, img).await }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
-}
-
-/// The request mix of one cached pull: manifest by tag, config, layers.
-fn pull_paths(i: usize, img: &Image) -> Vec<String> {
-    let r = repo(i);
-    let mut p = vec![format!("/v2/{r}/manifests/v1")];
-    p.extend(img.blobs().map(|b| format!("/v2/{r}/blobs/{}", b.digest)));
-    p
-}
-
-/// Lays the same content out as static files for nginx.
-fn write_static_tree(root: &Path, images: &[Image]) -> anyhow::Result<()> {
-    for (i, img) in images.iter().enumerate() {
-        let r = root.join("v2").join(repo(i));
-        std::fs::create_dir_all(r.join("manifests"))?;
-        std::fs::create_dir_all(r.join("blobs"))?;
-        std::fs::write(r.join("manifests/v1"), &img.manifest.bytes)?;
-        for b in img.blobs() {
-            std::fs::write(r.join("blobs").join(b.digest.as_str()), &b.bytes)?;
-        }
-    }
-    Ok(())
-}
-
-/// Every path answers 200 with the right bytes, so the timed runs measure correct serving.
-async fn verify(c: &reqwest::Client, base: &str, images: &[Image]) -> anyhow::Result<()> {
-    futures_util::stream::iter(images.iter().enumerate())
-        .map(|(i, img)| async move {
-            let r = repo(i);
-            let m = c
-                .get(format!("{base}/v2/{r}/manifests/v1"))
-                .header("accept", MediaType::ACCEPT_ALL)
-                .send()
-                .await?;
-            ensure!(m.status() == 200, "{base} {r} manifest: {}", m.status());
-            ensure!(
-                m.bytes().await?.as_ref() == img.manifest.bytes.as_slice(),
-                "{base} {r}: manifest bytes differ"
-            );
-            for b in img.blobs() {
-                let got = c
-                    .get(format!("{base}/v2/{r}/blobs/{}", b.digest))
-                    .send()
-                    .await?
-                    .bytes()
-                    .await?;
-                ensure!(
-                    Digest::sha256(&got) == b.digest,
-                    "{base} {r}: blob {} differs",
-                    b.digest
-                );
-            }
-            Ok(())
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
-}
-
-/// One wrk run's result.
-#[derive(Debug, Clone)]
-struct WrkRun {
-    rps: f64,
-    bytes_per_s: f64,
-    errors: u64,
-    p50_us: u64,
-    p99_us: u64,
-    json: serde_json::Value,
-}
-
-fn wrk(
-    script: &Path,
-    paths: &Path,
-    url: &str,
-    connections: usize,
-    seconds: u64,
-    out: &Path,
-) -> anyhow::Result<WrkRun> {
-    let json_path = out.with_extension("json");
-    let status = Command::new(find("wrk").context("wrk is not installed (apt-get install wrk)")?)
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--timeout",
-            "30s",
-        ])
-        .arg("-H")
-        .arg(format!("Accept: {}", MediaType::ACCEPT_ALL))
-        .arg("-s")
-        .arg(script)
-        .arg(url)
-        .arg("--")
-        .arg(paths)
-        .env("WRK_JSON", &json_path)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("running wrk")?;
-    ensure!(status.success(), "wrk failed against {url}");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path)?)?;
-    let e = &json["errors"];
-    let errors = ["connect", "read", "write", "status", "timeout"]
-        .iter()
-        .map(|k| e[k].as_u64().unwrap_or(0))
-        .sum();
-    Ok(WrkRun {
-        rps: json["rps"].as_f64().unwrap_or(0.0),
-        bytes_per_s: json["bytes_per_s"].as_f64().unwrap_or(0.0),
-        errors,
-        p50_us: json["latency_us"]["p50"].as_u64().unwrap_or(0),
-        p99_us: json["latency_us"]["p99"].as_u64().unwrap_or(0),
-        json,
-    })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Runs wrk `repeats` times and keeps every run; the median is what gets reported.
-fn series(
-    o: &Options,
-    name: &str,
-    script: &Path,
-    paths: &Path,
-    url: &str,
-    connections: usize,
-    work: &Path,
-) -> anyhow::Result<Vec<WrkRun>> {
-    // A short warm-up so that page cache, connection setup and lazy initialisation are not timed.
-    wrk(
-        script,
-        paths,
-        url,
-        connections,
-        1,
-        &work.join(format!("{name}-warmup")),
-    )?;
-    let mut runs = Vec::new();
-    for r in 0..o.repeats {
-        let run = wrk(
-            script,
-            paths,
-            url,
-            connections,
-            o.seconds,
-            &work.join(format!("{name}-{r}")),
-        )?;
-        eprintln!(
-            "  {name} run {}: {:.0} req/s, {:.1} MB/s, {} errors",
-            r + 1,
-            run.rps,
-            run.bytes_per_s / 1e6,
-            run.errors
-        );
-        runs.push(run);
-    }
-    Ok(runs)
-}
-
-fn summary(runs: &[WrkRun]) -> serde_json::Value {
-    serde_json::json!({
-        "median_rps": median(runs.iter().map(|r| r.rps).collect()),
-        "median_bytes_per_s": median(runs.iter().map(|r| r.bytes_per_s).collect()),
-        "median_p50_us": median(runs.iter().map(|r| r.p50_us as f64).collect()),
-        "median_p99_us": median(runs.iter().map(|r| r.p99_us as f64).collect()),
-        "errors": runs.iter().map(|r| r.errors).sum::<u64>(),
-        "runs": runs.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
-    })
-}
-
-fn machine() -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
-        })
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap_or(0);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    serde_json::json!({"cpu": cpu, "cores": cores, "mem_gib": mem / 1024 / 1024})
-}
-
-fn now_utc() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 pub fn run(o: Options) -> anyhow::Result<()> {
@@ -472,7 +173,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         o.images, o.pullers, o.repeats, o.seconds
     );
     let small_nginx = series(
-        &o,
+        o.seconds,
+        o.repeats,
         "small-nginx",
         &script,
         &small_paths,
@@ -481,7 +183,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         w,
     )?;
     let small_ferry = series(
-        &o,
+        o.seconds,
+        o.repeats,
         "small-ferry",
         &script,
         &small_paths,
@@ -490,7 +193,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         w,
     )?;
     let small_dist = series(
-        &o,
+        o.seconds,
+        o.repeats,
         "small-distribution",
         &script,
         &small_paths,
@@ -499,8 +203,26 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         w,
     )?;
     eprintln!("large blob ({} MiB), 1 connection", o.big_mib);
-    let big_nginx = series(&o, "big-nginx", &script, &big_paths, &nginx_base, 1, w)?;
-    let big_ferry = series(&o, "big-ferry", &script, &big_paths, &ferry.url(), 1, w)?;
+    let big_nginx = series(
+        o.seconds,
+        o.repeats,
+        "big-nginx",
+        &script,
+        &big_paths,
+        &nginx_base,
+        1,
+        w,
+    )?;
+    let big_ferry = series(
+        o.seconds,
+        o.repeats,
+        "big-ferry",
+        &script,
+        &big_paths,
+        &ferry.url(),
+        1,
+        w,
+    )?;
     let (_, ferry_peak) = rss(ferry.process.pid()).context("reading ferry's RSS")?;
     let dist_rss = rss(distribution.process.pid()).map(|r| r.1).unwrap_or(0);
 

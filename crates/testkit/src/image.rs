@@ -10,9 +10,13 @@ use ferry_oci::{Digest, MediaType};
 pub struct Rng(u64);
 
 impl Rng {
-    /// A generator for `seed` (any value, zero included).
+    /// A generator for `seed` (any value, zero included); distinct seeds give distinct streams.
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+        // splitmix64 of the seed: a bijection, so no two seeds share a state, and never zero.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
     }
 
     /// Next 64 random bits.

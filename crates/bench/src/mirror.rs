@@ -1,0 +1,371 @@
+//! The `mirror` benchmark: ferry as a pull-through cache versus the Distribution proxy, in front of
+//! the same Distribution upstream, with nginx serving the same bytes as the cached-serving limit.
+//!
+//! Cold passes pull every image once through a fresh cache with 1, 4 and 10 pullers (a Rust client
+//! doing what containerd does: manifest by tag, then config and layers, digests checked) and count
+//! the upstream's requests per image; the same client pulling the upstream directly is the
+//! baseline. Cached passes drive each server with wrk over the same request mix.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+use ferry_oci::{Digest, MediaType};
+use ferry_testkit::image::{Image, image};
+use ferry_testkit::peers::{DockerRegistry, Ferry, Nginx, find, rss};
+use futures_util::StreamExt;
+
+use crate::common::*;
+
+/// Benchmark parameters.
+#[derive(Debug, Clone)]
+pub struct Options {
+    ferry: PathBuf,
+    images: usize,
+    pullers: Vec<usize>,
+    seconds: u64,
+    repeats: usize,
+    out: PathBuf,
+    quick: bool,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> anyhow::Result<Options> {
+        let mut o = Options {
+            ferry: PathBuf::new(),
+            images: 1500,
+            pullers: vec![1, 4, 10],
+            seconds: 10,
+            repeats: 3,
+            out: crate::default_out(),
+            quick: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = || it.next().with_context(|| format!("{a} needs a value"));
+            match a.as_str() {
+                "--ferry" => o.ferry = PathBuf::from(val()?),
+                "--images" => o.images = val()?.parse()?,
+                "--pullers" => {
+                    o.pullers = val()?
+                        .split(',')
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()?
+                }
+                "--seconds" => o.seconds = val()?.parse()?,
+                "--repeats" => o.repeats = val()?.parse()?,
+                "--out" => o.out = PathBuf::from(val()?),
+                "--quick" => {
+                    o.quick = true;
+                    o.images = 200;
+                    o.seconds = 3;
+                    o.repeats = 1;
+                }
+                other => bail!("unknown option {other:?}\n{}", crate::usage()),
+            }
+        }
+        ensure!(
+            o.ferry.is_file(),
+            "--ferry must name the ferry binary (cargo xtask bench mirror builds it)"
+        );
+        ensure!(
+            o.images > 0
+                && o.repeats > 0
+                && !o.pullers.is_empty()
+                && o.pullers.iter().all(|p| *p > 0),
+            "--images, --repeats and every --pullers value must be at least 1"
+        );
+        Ok(o)
+    }
+}
+
+/// Pulls one image as containerd would and checks every digest.
+async fn pull_image(c: &reqwest::Client, base: &str, i: usize, img: &Image) -> anyhow::Result<()> {
+    let r = repo(i);
+    let m = c
+        .get(format!("{base}/v2/{r}/manifests/v1"))
+        .header("accept", MediaType::ACCEPT_ALL)
+        .send()
+        .await?;
+    ensure!(m.status() == 200, "{base} {r}: manifest {}", m.status());
+    ensure!(
+        m.bytes().await?.as_ref() == img.manifest.bytes.as_slice(),
+        "{base} {r}: manifest bytes differ"
+    );
+    for b in img.blobs() {
+        let got = c
+            .get(format!("{base}/v2/{r}/blobs/{}", b.digest))
+            .send()
+            .await?;
+        ensure!(got.status() == 200, "{base} {r}: blob {}", got.status());
+        ensure!(
+            Digest::sha256(&got.bytes().await?) == b.digest,
+            "{base} {r}: blob {} differs",
+            b.digest
+        );
+    }
+    Ok(())
+}
+
+/// Pulls every image once with `pullers` concurrent pullers; returns images/s and the failures.
+async fn pull_all(base: &str, images: &[Image], pullers: usize) -> (f64, usize) {
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(pullers * 2)
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let errors = futures_util::stream::iter(images.iter().enumerate())
+        .map(|(i, img)| {
+            let c = &c;
+            async move {
+                match pull_image(c, base, i, img).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("    pull failed: {e:#}");
+                        1
+                    }
+                }
+            }
+        })
+        .buffer_unordered(pullers)
+        .fold(0usize, |a, e| async move { a + e })
+        .await;
+    (
+        images.len() as f64 / started.elapsed().as_secs_f64(),
+        errors,
+    )
+}
+
+fn upstream_requests(upstream: &DockerRegistry) -> usize {
+    upstream.count_requests("GET", "/v2/bench/") + upstream.count_requests("HEAD", "/v2/bench/")
+}
+
+pub fn run(o: Options) -> anyhow::Result<()> {
+    for tool in ["docker-registry", "nginx", "wrk"] {
+        ensure!(
+            find(tool).is_some(),
+            "{tool} is not installed: apt-get install docker-registry nginx wrk"
+        );
+    }
+    std::fs::create_dir_all(&o.out)?;
+    let work = tempfile::Builder::new()
+        .prefix("ferry-bench-mirror")
+        .tempdir()?;
+    let w = work.path();
+    let rt = tokio::runtime::Runtime::new()?;
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(32)
+        .build()?;
+
+    eprintln!(
+        "generating {} images (config + 5 layers of ~1.6 KB)…",
+        o.images
+    );
+    let images: Vec<Image> = (0..o.images)
+        .map(|i| image(i as u64, 5, 1500, "amd64"))
+        .collect();
+    let upstream = DockerRegistry::start_logged().context("docker-registry")?;
+    let up_base = format!("http://{}", upstream.host());
+    eprintln!("seeding the upstream…");
+    rt.block_on(push_all(&c, &up_base, &images))?;
+    let www = w.join("www");
+    write_static_tree(&www, &images)?;
+    let nginx = Nginx::start(&www).context("nginx")?;
+    let nginx_base = format!("http://127.0.0.1:{}", nginx.port);
+
+    let mut cold = serde_json::Map::new();
+    let mut last_ferry_data = None;
+    let mut last_proxy = None;
+    for &p in &o.pullers {
+        eprintln!("cold pull-through, {p} pullers…");
+        let (direct, direct_err) = rt.block_on(pull_all(&up_base, &images, p));
+        let data = w.join(format!("ferry-{p}"));
+        let ferry = Ferry::start(
+            &o.ferry,
+            &data,
+            &["--log-level", "warn", "--upstream", &up_base],
+        );
+        let before = upstream_requests(&upstream);
+        let (ferry_rate, ferry_err) = rt.block_on(pull_all(&ferry.url(), &images, p));
+        let ferry_upstream = upstream_requests(&upstream) - before;
+        let (_, ferry_peak) = rss(ferry.process.pid()).unwrap_or((0, 0));
+        drop(ferry);
+        let proxy = DockerRegistry::start_proxy(&up_base).context("docker-registry proxy")?;
+        let proxy_base = format!("http://{}", proxy.host());
+        let before = upstream_requests(&upstream);
+        let (proxy_rate, proxy_err) = rt.block_on(pull_all(&proxy_base, &images, p));
+        let proxy_upstream = upstream_requests(&upstream) - before;
+        eprintln!(
+            "  direct {direct:.0} img/s, ferry {ferry_rate:.0} img/s ({:.1} upstream req/img), Distribution proxy {proxy_rate:.0} img/s ({:.1} upstream req/img)",
+            ferry_upstream as f64 / images.len() as f64,
+            proxy_upstream as f64 / images.len() as f64
+        );
+        cold.insert(
+            p.to_string(),
+            serde_json::json!({
+                "direct_images_per_sec": direct, "direct_errors": direct_err,
+                "ferry_images_per_sec": ferry_rate, "ferry_errors": ferry_err,
+                "ferry_upstream_requests_per_image": ferry_upstream as f64 / images.len() as f64,
+                "ferry_peak_rss_bytes": ferry_peak,
+                "proxy_images_per_sec": proxy_rate, "proxy_errors": proxy_err,
+                "proxy_upstream_requests_per_image": proxy_upstream as f64 / images.len() as f64,
+            }),
+        );
+        last_ferry_data = Some(data);
+        last_proxy = Some(proxy);
+    }
+    let proxy = last_proxy.context("no cold pass ran")?;
+    let proxy_base = format!("http://{}", proxy.host());
+
+    // Cached: a fresh ferry process over the warm cache (index rebuilt from disk).
+    let ferry = Ferry::start(
+        &o.ferry,
+        &last_ferry_data.context("no cold pass ran")?,
+        &["--log-level", "warn", "--upstream", &up_base],
+    );
+    rt.block_on(async {
+        c.get(format!("{}/v2/", ferry.url()))
+            .send()
+            .await
+            .map(|_| ())
+    })?;
+    let (idle_rss, _) = rss(ferry.process.pid()).context("ferry RSS")?;
+    let mut cached_upstream = 0;
+    let script = w.join("wrk.lua");
+    std::fs::write(&script, include_str!("wrk.lua"))?;
+    let paths = w.join("paths.txt");
+    let lines: Vec<String> = images
+        .iter()
+        .enumerate()
+        .flat_map(|(i, img)| pull_paths(i, img))
+        .collect();
+    std::fs::write(&paths, lines.join("\n") + "\n")?;
+    let mut cached = serde_json::Map::new();
+    for &p in &o.pullers {
+        eprintln!("cached serving, {p} connections…");
+        let n = series(
+            o.seconds,
+            o.repeats,
+            &format!("nginx-{p}"),
+            &script,
+            &paths,
+            &nginx_base,
+            p,
+            w,
+        )?;
+        let before = upstream_requests(&upstream);
+        let f = series(
+            o.seconds,
+            o.repeats,
+            &format!("ferry-{p}"),
+            &script,
+            &paths,
+            &ferry.url(),
+            p,
+            w,
+        )?;
+        cached_upstream += upstream_requests(&upstream) - before;
+        let d = series(
+            o.seconds,
+            o.repeats,
+            &format!("proxy-{p}"),
+            &script,
+            &paths,
+            &proxy_base,
+            p,
+            w,
+        )?;
+        cached.insert(
+            p.to_string(),
+            serde_json::json!({"nginx": summary(&n), "ferry": summary(&f), "proxy": summary(&d)}),
+        );
+    }
+    let (_, ferry_peak) = rss(ferry.process.pid()).context("ferry RSS")?;
+    let result = serde_json::json!({
+        "benchmark": "mirror",
+        "date": now_utc(),
+        "machine": machine(),
+        "parameters": {"images": o.images, "pullers": o.pullers, "seconds_per_run": o.seconds, "repeats": o.repeats, "quick": o.quick,
+            "image": "config + 5 gzip layers of ~1.6 KB", "cold_driver": "Rust client, manifest by tag then config and layers, digests checked", "cached_driver": "wrk -t1"},
+        "cold": cold,
+        "cached": cached,
+        "cached_upstream_requests": cached_upstream,
+        "memory": {"ferry_idle_rss_bytes": idle_rss, "ferry_peak_rss_bytes": ferry_peak},
+    });
+    let table = render(&result);
+    println!("{table}");
+    let stamp = result["date"].as_str().unwrap_or("").replace(':', "");
+    std::fs::write(
+        o.out.join(format!("mirror-{stamp}.json")),
+        serde_json::to_vec_pretty(&result)?,
+    )?;
+    std::fs::write(
+        o.out.join("mirror-latest.json"),
+        serde_json::to_vec_pretty(&result)?,
+    )?;
+    std::fs::write(o.out.join("mirror-latest.md"), &table)?;
+    eprintln!(
+        "wrote {}",
+        o.out.join(format!("mirror-{stamp}.json")).display()
+    );
+    drop((ferry, proxy, nginx, upstream));
+    Ok(())
+}
+
+fn render(r: &serde_json::Value) -> String {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let mut s = format!(
+        "mirror benchmark, {} — {} ({} cores), {} images (config + 5 layers of ~1.6 KB)\n\n",
+        r["date"].as_str().unwrap_or(""),
+        r["machine"]["cpu"].as_str().unwrap_or(""),
+        r["machine"]["cores"],
+        r["parameters"]["images"]
+    );
+    s.push_str("Pull-through (cold cache), images/s:\n\n| pullers | direct from upstream | ferry | Distribution proxy | ferry ÷ direct | ferry ÷ proxy | upstream req/img ferry | upstream req/img proxy |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    if let Some(cold) = r["cold"].as_object() {
+        let mut keys: Vec<&String> = cold.keys().collect();
+        keys.sort_by_key(|k| k.parse::<usize>().unwrap_or(0));
+        for k in keys {
+            let v = &cold[k];
+            let (d, fe, p) = (
+                f(&v["direct_images_per_sec"]),
+                f(&v["ferry_images_per_sec"]),
+                f(&v["proxy_images_per_sec"]),
+            );
+            s.push_str(&format!(
+                "| {k} | {d:.0} | {fe:.0} | {p:.0} | {:.2}× | {:.1}× | {:.2} | {:.2} |\n",
+                if d > 0.0 { fe / d } else { 0.0 },
+                if p > 0.0 { fe / p } else { 0.0 },
+                f(&v["ferry_upstream_requests_per_image"]),
+                f(&v["proxy_upstream_requests_per_image"])
+            ));
+        }
+    }
+    s.push_str(&format!("\nCached, requests/s (wrk -t1, median of {} × {}s):\n\n| connections | nginx | ferry | Distribution proxy | ferry ÷ nginx | ferry ÷ proxy |\n|---:|---:|---:|---:|---:|---:|\n", r["parameters"]["repeats"], r["parameters"]["seconds_per_run"]));
+    if let Some(cached) = r["cached"].as_object() {
+        let mut keys: Vec<&String> = cached.keys().collect();
+        keys.sort_by_key(|k| k.parse::<usize>().unwrap_or(0));
+        for k in keys {
+            let v = &cached[k];
+            let (n, fe, p) = (
+                f(&v["nginx"]["median_rps"]),
+                f(&v["ferry"]["median_rps"]),
+                f(&v["proxy"]["median_rps"]),
+            );
+            s.push_str(&format!(
+                "| {k} | {n:.0} | {fe:.0} | {p:.0} | {:.2}× | {:.1}× |\n",
+                if n > 0.0 { fe / n } else { 0.0 },
+                if p > 0.0 { fe / p } else { 0.0 }
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "\nUpstream requests while ferry served the cached passes: {}. ferry RSS: idle with every image cached {:.1} MiB, peak under load {:.1} MiB.\n",
+        r["cached_upstream_requests"],
+        f(&r["memory"]["ferry_idle_rss_bytes"]) / 1048576.0,
+        f(&r["memory"]["ferry_peak_rss_bytes"]) / 1048576.0
+    ));
+    s
+}
