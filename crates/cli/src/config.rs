@@ -44,9 +44,52 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Resource bounds.
     pub limits: LimitsConfig,
+    /// The pull-through cache's budget.
+    pub cache: CacheConfig,
     /// Upstream registries to mirror (`[[upstream]]` tables).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<UpstreamConfig>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Store size above which least recently pulled cached images are evicted, e.g. `"50GiB"`;
+    /// unset means no limit. Images pushed to ferry itself are never evicted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<String>,
+    /// `repository:tag` patterns (`*` wildcard) of cached images never evicted, e.g.
+    /// `["docker.io/library/*"]`.
+    pub pinned: Vec<String>,
+    /// Seconds between housekeeping rounds (pull statistics written, budget enforced).
+    pub maintenance_interval_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig {
+            max_size: None,
+            pinned: Vec::new(),
+            maintenance_interval_secs: 60,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The budget in server terms.
+    pub fn budget(&self) -> anyhow::Result<ferry_server::mirror::budget::CacheBudget> {
+        let max_bytes = match &self.max_size {
+            Some(s) => {
+                crate::units::parse_size(s).map_err(|e| anyhow::anyhow!("cache.max_size: {e}"))?
+            }
+            None => 0,
+        };
+        Ok(ferry_server::mirror::budget::CacheBudget {
+            max_bytes,
+            pinned: self.pinned.clone(),
+        })
+    }
 }
 
 /// One `[[upstream]]`.
@@ -268,6 +311,7 @@ impl Default for Config {
             serve_stale: true,
             registry: RegistryConfig::default(),
             limits: LimitsConfig::default(),
+            cache: CacheConfig::default(),
             upstream: Vec::new(),
         }
     }

@@ -2,6 +2,7 @@
 
 mod client_config;
 mod config;
+mod units;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,16 @@ enum Command {
         after_help = "Examples:\n  ferry fsck --data-dir /var/lib/ferry\n  ferry fsck --data-dir /var/lib/ferry --quarantine --json\n\nExits 0 when the store is clean, 1 when something is wrong."
     )]
     Fsck(FsckArgs),
+    /// List stored images: repository, tag, digest, size, when stored, last pulled, pull count.
+    #[command(
+        after_help = "Examples:\n  ferry list --data-dir /var/lib/ferry\n  ferry list --data-dir /var/lib/ferry --pattern '^docker.io/library/' --json"
+    )]
+    List(ListArgs),
+    /// Delete images by age or name, then the blobs nothing references any more (server stopped).
+    #[command(
+        after_help = "Examples:\n  ferry prune --data-dir /var/lib/ferry --accessed-before 30d --dry-run\n  ferry prune --data-dir /var/lib/ferry --created-before 90d --pattern '^docker.io/'\n\nAGE is a number and a unit: s, m, h, d or w. Images never pulled count from when they were stored."
+    )]
+    Prune(PruneArgs),
     /// Remove blobs that no manifest references (run while the server is stopped).
     #[command(
         after_help = "Examples:\n  ferry gc --data-dir /var/lib/ferry --dry-run\n  ferry gc --data-dir /var/lib/ferry"
@@ -153,6 +164,39 @@ struct FsckArgs {
     #[arg(long)]
     quarantine: bool,
     /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Only images whose `repository:tag` matches this regular expression.
+    #[arg(long)]
+    pattern: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PruneArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Images last pulled (or, never pulled, stored) longer ago than AGE.
+    #[arg(long, value_name = "AGE")]
+    accessed_before: Option<String>,
+    /// Images stored longer ago than AGE.
+    #[arg(long, value_name = "AGE")]
+    created_before: Option<String>,
+    /// Images whose `repository:tag` matches this regular expression.
+    #[arg(long)]
+    pattern: Option<String>,
+    /// Only report what would be deleted.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON.
     #[arg(long)]
     json: bool,
 }
@@ -284,6 +328,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             logs(&c)?;
             runtime()?.block_on(fsck(c, args.quarantine, args.json))
         }
+        Command::List(args) => {
+            let c = args.data.config()?;
+            logs(&c)?;
+            runtime()?.block_on(list(c, args))
+        }
+        Command::Prune(args) => {
+            let c = args.data.config()?;
+            logs(&c)?;
+            runtime()?.block_on(prune(c, args))
+        }
         Command::Gc(args) => {
             let c = args.data.config()?;
             logs(&c)?;
@@ -330,27 +384,42 @@ async fn serve(mut c: Config) -> anyhow::Result<()> {
         let names: Vec<&str> = m.upstream_names().collect();
         tracing::info!(upstreams = %names.join(","), offline = c.offline, "mirroring");
     }
-    // Expired upload sessions and abandoned temp files go away while the server runs, not only at
-    // the next start.
-    let sweeper = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = store.sweep().await {
-                    tracing::warn!(error = %e, "sweeping expired uploads failed");
-                }
-            }
-        })
-    };
+    let budget = c.cache.budget()?;
+    let interval = std::time::Duration::from_secs(c.cache.maintenance_interval_secs);
     let app = Arc::new(ferry_server::App {
         store: store.clone(),
         options: c.registry_options(),
         mirror: mirror.map(Arc::new),
         metrics: Arc::default(),
     });
+    // Housekeeping while the server runs: pull statistics are written every minute, the cache is
+    // kept within its budget, and expired uploads and abandoned temp files go every ten minutes.
+    let sweeper = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            let sweep_every = (600 / interval.as_secs().max(1)).max(1);
+            for round in 1u64.. {
+                tick.tick().await;
+                if let Err(e) = app.store.flush_access().await {
+                    tracing::warn!(error = %e, "writing pull statistics failed");
+                }
+                if let Some(m) = &app.mirror
+                    && let Err(e) =
+                        ferry_server::mirror::budget::evict(&app.store, m, &app.metrics, &budget)
+                            .await
+                {
+                    tracing::warn!(error = %e, "cache eviction failed");
+                }
+                if round % sweep_every == 0
+                    && let Err(e) = app.store.sweep().await
+                {
+                    tracing::warn!(error = %e, "sweeping expired uploads failed");
+                }
+            }
+        })
+    };
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -393,6 +462,9 @@ async fn serve(mut c: Config) -> anyhow::Result<()> {
         let _ = m.await;
     }
     sweeper.abort();
+    if let Err(e) = store.flush_access().await {
+        tracing::warn!(error = %e, "writing pull statistics failed");
+    }
     if let Err(e) = store.clean_tmp().await {
         // Requests still running past the grace period may hold temp files; the next start wipes them.
         tracing::warn!(error = %e, "could not remove every temp file at shutdown");
@@ -476,6 +548,199 @@ async fn fsck(c: Config, quarantine: bool, json: bool) -> anyhow::Result<ExitCod
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `repository:tag`, or `repository@digest` for an untagged manifest.
+fn image_name(i: &ferry_store::ImageInfo) -> String {
+    match &i.tag {
+        Some(t) => format!("{}:{t}", i.repository),
+        None => format!("{}@{}", i.repository, i.digest),
+    }
+}
+
+fn pattern(p: &Option<String>) -> anyhow::Result<Option<regex_lite::Regex>> {
+    p.as_deref()
+        .map(|p| {
+            regex_lite::Regex::new(p)
+                .with_context(|| format!("--pattern {p:?} is not a valid regular expression"))
+        })
+        .transpose()
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn ago(now: u64, t: Option<u64>) -> String {
+    match t {
+        None => "never".to_owned(),
+        Some(t) => {
+            let s = now.saturating_sub(t);
+            match s {
+                0..=119 => format!("{s}s ago"),
+                120..=7199 => format!("{}m ago", s / 60),
+                7200..=172_799 => format!("{}h ago", s / 3600),
+                _ => format!("{}d ago", s / 86_400),
+            }
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn list(c: Config, args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let re = pattern(&args.pattern)?;
+    let store = open_store(&c, ferry_store::LockMode::Shared).await?;
+    let images: Vec<_> = store
+        .images()
+        .await?
+        .into_iter()
+        .filter(|i| re.as_ref().is_none_or(|r| r.is_match(&image_name(i))))
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = now_secs();
+    let rows: Vec<[String; 6]> = images
+        .iter()
+        .map(|i| {
+            [
+                image_name(i),
+                i.digest.to_string().chars().take(19).collect(),
+                human(i.size),
+                ago(now, Some(i.created)),
+                ago(now, i.last_pulled),
+                i.pull_count.to_string(),
+            ]
+        })
+        .collect();
+    let head = ["IMAGE", "DIGEST", "SIZE", "STORED", "LAST PULLED", "PULLS"];
+    let mut widths = head.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(&head.map(str::to_owned)));
+    for r in &rows {
+        println!("{}", line(r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.accessed_before.is_some() || args.created_before.is_some() || args.pattern.is_some(),
+        "say what to prune: --accessed-before AGE, --created-before AGE and/or --pattern RE"
+    );
+    let now = now_secs();
+    let age = |a: &Option<String>, flag: &str| -> anyhow::Result<Option<u64>> {
+        a.as_deref()
+            .map(|a| {
+                units::parse_age(a)
+                    .map(|s| now.saturating_sub(s))
+                    .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+            })
+            .transpose()
+    };
+    let rule = ferry_policy::PruneRule {
+        accessed_before: age(&args.accessed_before, "--accessed-before")?,
+        created_before: age(&args.created_before, "--created-before")?,
+    };
+    let re = pattern(&args.pattern)?;
+    let mode = if args.dry_run {
+        ferry_store::LockMode::Shared
+    } else {
+        ferry_store::LockMode::ExistingExclusive
+    };
+    let store = open_store(&c, mode).await?;
+    let images = store.images().await?;
+    let selected = |i: &ferry_store::ImageInfo| {
+        rule.matches(i.created, i.last_pulled)
+            && re.as_ref().is_none_or(|r| r.is_match(&image_name(i)))
+    };
+    let chosen: Vec<&ferry_store::ImageInfo> = images.iter().filter(|i| selected(i)).collect();
+    let mut report = serde_json::json!({"dry_run": args.dry_run, "images": chosen.iter().map(|i| image_name(i)).collect::<Vec<_>>()});
+    if !args.dry_run {
+        for i in &chosen {
+            let repo = ferry_oci::RepoName::new(&i.repository)?;
+            // A manifest goes when every image naming it is chosen; otherwise only the chosen tags.
+            let whole = images
+                .iter()
+                .filter(|o| o.repository == i.repository && o.digest == i.digest)
+                .all(selected);
+            let r = match (&i.tag, whole) {
+                (_, true) => store.delete_manifest(&repo, &i.digest).await,
+                (Some(t), false) => store.delete_tag(&repo, &ferry_oci::Tag::new(t)?).await,
+                (None, false) => Ok(()),
+            };
+            match r {
+                Ok(())
+                | Err(
+                    ferry_store::StoreError::ManifestUnknown(_)
+                    | ferry_store::StoreError::NameUnknown(_),
+                ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let g = store.gc(false).await?;
+        store.flush_access().await?;
+        report["blobs_removed"] = g.removed.into();
+        report["bytes_freed"] = g.bytes_freed.into();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if args.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        for i in &chosen {
+            println!("{verb} {}", image_name(i));
+        }
+        if args.dry_run {
+            println!(
+                "{} images selected (dry run: nothing changed)",
+                chosen.len()
+            );
+        } else {
+            println!(
+                "{} images deleted; {} blobs ({}) freed",
+                chosen.len(),
+                report["blobs_removed"],
+                human(report["bytes_freed"].as_u64().unwrap_or(0))
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn gc(c: Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {

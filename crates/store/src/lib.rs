@@ -29,6 +29,7 @@
 mod blobs;
 mod error;
 mod index;
+mod inventory;
 mod layout;
 mod maint;
 mod manifests;
@@ -39,6 +40,7 @@ use std::sync::{Arc, RwLock};
 
 pub use blobs::{BlobContent, BlobFile, Ingest, SMALL_BLOB};
 pub use error::{Fault, StoreError};
+pub use inventory::{Access, ImageInfo};
 pub use maint::{FsckReport, GcReport};
 pub use manifests::{ManifestHead, StoredManifest};
 pub use uploads::UploadStatus;
@@ -94,6 +96,8 @@ pub struct Store {
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// What the index rebuild found wrong at open (dangling links and tags), for `fsck`.
     problems: Vec<String>,
+    /// Pull statistics, flushed in batches.
+    access: inventory::AccessLog,
     /// Blob files and their bytes, counted at open and kept up to date by commits and gc.
     blob_count: std::sync::atomic::AtomicU64,
     blob_bytes: std::sync::atomic::AtomicU64,
@@ -156,6 +160,7 @@ impl Store {
         })
         .await
         .map_err(StoreError::join)??;
+        let access = inventory::AccessLog::load(&layout);
         Ok(Arc::new(Store {
             layout,
             index: RwLock::new(index),
@@ -163,6 +168,7 @@ impl Store {
             options,
             stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
             problems,
+            access,
             blob_count: count.into(),
             blob_bytes: bytes.into(),
             _lock: lock_file,

@@ -194,12 +194,40 @@ impl Store {
     /// themselves, their config, layers and index children). Repository links go first, content
     /// second, so a crash in between never leaves a link to missing content.
     pub async fn gc(self: &Arc<Self>, dry_run: bool) -> Result<GcReport, StoreError> {
-        let manifests: Vec<Digest> = {
+        self.collect_garbage(dry_run, None).await
+    }
+
+    /// [`Store::gc`] limited to blobs whose every repository link lies under one of `prefixes`
+    /// (first path component): what a running mirror may evict, never a pushed image's blobs.
+    pub async fn gc_under(self: &Arc<Self>, prefixes: &[String]) -> Result<GcReport, StoreError> {
+        self.collect_garbage(false, Some(prefixes)).await
+    }
+
+    async fn collect_garbage(
+        self: &Arc<Self>,
+        dry_run: bool,
+        scope: Option<&[String]>,
+    ) -> Result<GcReport, StoreError> {
+        let (manifests, protected): (Vec<Digest>, HashSet<Digest>) = {
             let idx = self.read_index();
-            idx.repos
+            let manifests = idx
+                .repos
                 .values()
                 .flat_map(|r| r.manifests.keys().cloned())
-                .collect()
+                .collect();
+            let in_scope = |repo: &RepoName| {
+                scope.is_none_or(|p| {
+                    p.iter()
+                        .any(|p| repo.components().next() == Some(p.as_str()))
+                })
+            };
+            let protected = idx
+                .repos
+                .iter()
+                .filter(|(repo, _)| !in_scope(repo))
+                .flat_map(|(_, r)| r.blobs.iter().cloned())
+                .collect();
+            (manifests, protected)
         };
         let layout = self.layout.clone();
         let mut report = tokio::task::spawn_blocking(move || {
@@ -220,7 +248,7 @@ impl Store {
                 ..GcReport::default()
             };
             for (d, path) in files {
-                if marked.contains(&d) {
+                if marked.contains(&d) || protected.contains(&d) {
                     report.kept += 1;
                 } else {
                     report.removed += 1;

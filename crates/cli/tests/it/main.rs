@@ -3,6 +3,7 @@
 mod cli;
 mod crash;
 mod faults;
+mod inventory;
 mod mirror;
 mod peers;
 

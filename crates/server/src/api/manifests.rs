@@ -20,6 +20,7 @@ pub(crate) async fn get(
         (app.store.resolve_manifest(repo, reference)?, Body::empty())
     } else {
         let m = app.store.get_manifest(repo, reference).await?;
+        app.store.record_pull(repo, &m.head.digest);
         (m.head, Body::from(m.bytes))
     };
     let len = m.size.to_string();

@@ -7,6 +7,7 @@
 //! stored under `<registry>/<repository>` (`:` in the registry spelled `__`), so it shows up in the
 //! catalog that way and is deduplicated with everything else in the store.
 
+pub mod budget;
 mod fill;
 pub(crate) mod flight;
 mod pull;
@@ -205,6 +206,11 @@ impl Mirror {
             manifests: flight::Coalescer::default(),
             negative: std::sync::Mutex::default(),
         })
+    }
+
+    /// Store prefixes under which upstreams' content is cached.
+    pub fn prefixes(&self) -> impl Iterator<Item = &str> {
+        self.upstreams.values().map(|u| u.prefix.as_str())
     }
 
     /// Names of the configured upstreams.

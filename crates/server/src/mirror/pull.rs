@@ -230,7 +230,7 @@ pub(crate) async fn get_blob(
 ) -> ApiResult {
     let upstream_repo = up.upstream_repo(repo)?;
     let key = up.store_repo(&upstream_repo)?;
-    if app.store.has_blob(&key, digest) {
+    if app.store.has_blob(&key, digest) && app.store.has_content_now(digest) {
         if !head {
             app.metrics.pull(&up.name, "blob", "cached");
         }

@@ -1,0 +1,251 @@
+//! Inventory, pruning and the cache budget.
+
+use std::time::Duration;
+
+use ferry_oci::{Digest, MediaType};
+use ferry_testkit::image::{Image, image, write_layout};
+use ferry_testkit::peers::{DockerRegistry, Ferry, Skopeo, wait_until};
+
+use crate::{client, ferry_bin};
+
+async fn push(base: &str, repo: &str, tag: &str, img: &Image) {
+    let c = client();
+    for b in img.blobs() {
+        let r = c
+            .post(format!(
+                "{base}/v2/{repo}/blobs/uploads/?digest={}",
+                b.digest
+            ))
+            .body(b.bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", MediaType::OCI_MANIFEST)
+        .body(img.manifest.bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+fn ferry_json(args: &[&str], data: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new(ferry_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_pulls_and_prune_removes_what_it_selects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let ferry = Ferry::start(ferry_bin(), &data, &[]);
+    let (keep, old, other) = (
+        image(61, 2, 50_000, "amd64"),
+        image(62, 2, 50_000, "amd64"),
+        image(63, 1, 50_000, "amd64"),
+    );
+    push(&ferry.url(), "team/keep", "v1", &keep).await;
+    push(&ferry.url(), "team/old", "v1", &old).await;
+    push(&ferry.url(), "team/old", "v2", &other).await;
+    for _ in 0..3 {
+        let r = client()
+            .get(format!("{}/v2/team/keep/manifests/v1", ferry.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Pull statistics reach disk at shutdown (and every minute while running).
+    let mut p = ferry.process;
+    assert!(p.terminate(Duration::from_secs(30)).unwrap().success());
+
+    let list = ferry_json(&["list"], &data);
+    let find = |name: &str, tag: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["repository"] == name && i["tag"] == tag)
+            .cloned()
+            .unwrap()
+    };
+    let k = find("team/keep", "v1");
+    assert_eq!(k["pull_count"], 3);
+    assert!(k["last_pulled"].is_u64());
+    let want_size: usize =
+        keep.manifest.bytes.len() + keep.blobs().map(|b| b.bytes.len()).sum::<usize>();
+    assert_eq!(k["size"], want_size);
+    assert_eq!(find("team/old", "v2")["pull_count"], 0);
+
+    let dry = ferry_json(&["prune", "--pattern", "^team/old:", "--dry-run"], &data);
+    assert_eq!(
+        dry["images"],
+        serde_json::json!(["team/old:v1", "team/old:v2"])
+    );
+    let before = ferry_json(&["list"], &data);
+    assert_eq!(
+        before.as_array().unwrap().len(),
+        3,
+        "a dry run changed something"
+    );
+
+    let done = ferry_json(&["prune", "--pattern", "^team/old:"], &data);
+    let removed = done["blobs_removed"].as_u64().unwrap();
+    assert_eq!(
+        removed as usize,
+        old.blobs().count() + other.blobs().count() + 2,
+        "{done}"
+    );
+    let after = ferry_json(&["list"], &data);
+    assert_eq!(after.as_array().unwrap().len(), 1);
+    let out = std::process::Command::new(ferry_bin())
+        .args(["fsck", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // What was kept is intact.
+    let ferry = Ferry::start(ferry_bin(), &data, &[]);
+    for b in keep.blobs() {
+        let r = client()
+            .get(format!("{}/v2/team/keep/blobs/{}", ferry.url(), b.digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), b.digest);
+    }
+    // Asking for nothing is an error, not "prune everything".
+    let out = std::process::Command::new(ferry_bin())
+        .args(["prune", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("say what to prune"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_budget_evicts_least_recently_pulled_unpinned_images_only() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let Some(upstream) = DockerRegistry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs: Vec<Image> = (0..3).map(|i| image(70 + i, 2, 300_000, "amd64")).collect();
+    for (i, img) in imgs.iter().enumerate() {
+        let layout = tmp.path().join(format!("layout{i}"));
+        write_layout(
+            &layout,
+            &img.blobs().collect::<Vec<_>>(),
+            &[("v1", &img.manifest)],
+        )
+        .unwrap();
+        skopeo.copy(
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{}/c/img{i}:v1", upstream.host()),
+            &[],
+        );
+    }
+    let prefix = upstream.host().replace(':', "__");
+    // Four images of ~600 KB each (three cached, one pushed): a budget of 1900 KiB needs exactly one
+    // of them to go, and only the unpinned, least recently pulled cached one may.
+    let config = tmp.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache]\nmax_size = \"1900KiB\"\npinned = [\"{prefix}/c/img0:*\"]\nmaintenance_interval_secs = 1\n[[upstream]]\nurl = \"http://{}\"\n",
+            upstream.host()
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let ferry = Ferry::start(ferry_bin(), &data, &["--config", config.to_str().unwrap()]);
+    let local = image(79, 2, 300_000, "amd64");
+    push(&ferry.url(), "mine/app", "v1", &local).await;
+    let c = client();
+    let pull = |i: usize| {
+        let (c, base, img) = (&c, ferry.url(), &imgs[i]);
+        async move {
+            let m = c
+                .get(format!("{base}/v2/c/img{i}/manifests/v1"))
+                .header("accept", MediaType::ACCEPT_ALL)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(m.status(), 200);
+            for b in img.blobs() {
+                let r = c
+                    .get(format!("{base}/v2/c/img{i}/blobs/{}", b.digest))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), b.digest);
+            }
+        }
+    };
+    // img0 (pinned) and img1 are pulled before img2; img1 is the least recently pulled unpinned.
+    pull(0).await;
+    pull(1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // last-pull times have one-second resolution
+    pull(2).await;
+    let cached = |name: &str| {
+        data.join("repos")
+            .join(&prefix)
+            .join(name)
+            .join("_manifests")
+            .exists()
+            && std::fs::read_dir(
+                data.join("repos")
+                    .join(&prefix)
+                    .join(name)
+                    .join("_manifests/sha256"),
+            )
+            .is_ok_and(|mut d| d.next().is_some())
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || !cached("c/img1")),
+        "img1 was not evicted"
+    );
+    assert!(cached("c/img0"), "the pinned image was evicted");
+    assert!(
+        cached("c/img2"),
+        "the most recently pulled image was evicted"
+    );
+    for b in local.blobs() {
+        let r = c
+            .get(format!("{}/v2/mine/app/blobs/{}", ferry.url(), b.digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "a pushed image lost a blob to eviction");
+    }
+    // Evicted content comes back on the next pull.
+    pull(1).await;
+    let out = std::process::Command::new(ferry_bin())
+        .args(["fsck", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
