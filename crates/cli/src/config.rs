@@ -30,6 +30,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `ferry_server=debug,info`.
     pub log_level: String,
+    /// File holding the admin API's bearer token (the API is off without one; `FERRY_ADMIN_TOKEN`
+    /// works too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
     /// Where to serve `/metrics` (OpenMetrics), e.g. `127.0.0.1:2112`; off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
@@ -80,9 +84,8 @@ impl CacheConfig {
     /// The budget in server terms.
     pub fn budget(&self) -> anyhow::Result<ferry_server::mirror::budget::CacheBudget> {
         let max_bytes = match &self.max_size {
-            Some(s) => {
-                crate::units::parse_size(s).map_err(|e| anyhow::anyhow!("cache.max_size: {e}"))?
-            }
+            Some(s) => ferry_policy::units::parse_size(s)
+                .map_err(|e| anyhow::anyhow!("cache.max_size: {e}"))?,
             None => 0,
         };
         Ok(ferry_server::mirror::budget::CacheBudget {
@@ -305,6 +308,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
+            admin_token_file: None,
             metrics_listen: None,
             default_upstream: None,
             offline: false,
@@ -402,6 +406,28 @@ impl Config {
         }
     }
 
+    /// The admin token: from `admin_token_file`, else `FERRY_ADMIN_TOKEN`; refused if short.
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        let token = match &self.admin_token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read admin_token_file {}", p.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("FERRY_ADMIN_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_owned()),
+        };
+        if let Some(t) = &token {
+            anyhow::ensure!(
+                t.len() >= 16,
+                "the admin token must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+            );
+        }
+        Ok(token)
+    }
+
     /// Registry API switches.
     pub fn registry_options(&self) -> ferry_server::RegistryOptions {
         ferry_server::RegistryOptions {
@@ -409,6 +435,7 @@ impl Config {
             check_manifest_references: self.registry.check_manifest_references,
             auto_mount: self.registry.auto_mount,
             body_idle_timeout: Duration::from_secs(self.limits.body_idle_timeout_secs),
+            admin_token: None,
         }
     }
 

@@ -2,7 +2,6 @@
 
 mod client_config;
 mod config;
-mod units;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use config::{Config, LogFormat};
+use ferry_server::prune::image_name;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -386,9 +386,16 @@ async fn serve(mut c: Config) -> anyhow::Result<()> {
     }
     let budget = c.cache.budget()?;
     let interval = std::time::Duration::from_secs(c.cache.maintenance_interval_secs);
+    let options = ferry_server::RegistryOptions {
+        admin_token: c.admin_token()?,
+        ..c.registry_options()
+    };
+    if options.admin_token.is_some() {
+        tracing::info!("admin API enabled under /admin/");
+    }
     let app = Arc::new(ferry_server::App {
         store: store.clone(),
-        options: c.registry_options(),
+        options,
         mirror: mirror.map(Arc::new),
         metrics: Arc::default(),
     });
@@ -550,14 +557,6 @@ async fn fsck(c: Config, quarantine: bool, json: bool) -> anyhow::Result<ExitCod
     })
 }
 
-/// `repository:tag`, or `repository@digest` for an untagged manifest.
-fn image_name(i: &ferry_store::ImageInfo) -> String {
-    match &i.tag {
-        Some(t) => format!("{}:{t}", i.repository),
-        None => format!("{}@{}", i.repository, i.digest),
-    }
-}
-
 fn pattern(p: &Option<String>) -> anyhow::Result<Option<regex_lite::Regex>> {
     p.as_deref()
         .map(|p| {
@@ -664,7 +663,7 @@ async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let age = |a: &Option<String>, flag: &str| -> anyhow::Result<Option<u64>> {
         a.as_deref()
             .map(|a| {
-                units::parse_age(a)
+                ferry_policy::units::parse_age(a)
                     .map(|s| now.saturating_sub(s))
                     .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
             })
@@ -674,7 +673,11 @@ async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         accessed_before: age(&args.accessed_before, "--accessed-before")?,
         created_before: age(&args.created_before, "--created-before")?,
     };
-    let re = pattern(&args.pattern)?;
+    let selection = ferry_server::prune::Selection {
+        rule,
+        pattern: pattern(&args.pattern)?,
+        repository: None,
+    };
     let mode = if args.dry_run {
         ferry_store::LockMode::Shared
     } else {
@@ -682,34 +685,11 @@ async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     };
     let store = open_store(&c, mode).await?;
     let images = store.images().await?;
-    let selected = |i: &ferry_store::ImageInfo| {
-        rule.matches(i.created, i.last_pulled)
-            && re.as_ref().is_none_or(|r| r.is_match(&image_name(i)))
-    };
-    let chosen: Vec<&ferry_store::ImageInfo> = images.iter().filter(|i| selected(i)).collect();
+    let chosen: Vec<&ferry_store::ImageInfo> =
+        images.iter().filter(|i| selection.matches(i)).collect();
     let mut report = serde_json::json!({"dry_run": args.dry_run, "images": chosen.iter().map(|i| image_name(i)).collect::<Vec<_>>()});
     if !args.dry_run {
-        for i in &chosen {
-            let repo = ferry_oci::RepoName::new(&i.repository)?;
-            // A manifest goes when every image naming it is chosen; otherwise only the chosen tags.
-            let whole = images
-                .iter()
-                .filter(|o| o.repository == i.repository && o.digest == i.digest)
-                .all(selected);
-            let r = match (&i.tag, whole) {
-                (_, true) => store.delete_manifest(&repo, &i.digest).await,
-                (Some(t), false) => store.delete_tag(&repo, &ferry_oci::Tag::new(t)?).await,
-                (None, false) => Ok(()),
-            };
-            match r {
-                Ok(())
-                | Err(
-                    ferry_store::StoreError::ManifestUnknown(_)
-                    | ferry_store::StoreError::NameUnknown(_),
-                ) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        ferry_server::prune::prune(&store, &images, &selection).await?;
         let g = store.gc(false).await?;
         store.flush_access().await?;
         report["blobs_removed"] = g.removed.into();

@@ -6,6 +6,8 @@
 //! Architecture invariant: pure and deterministic — no I/O, no clock (times are passed in as
 //! seconds), ties broken by key, so the same input always gives the same answer.
 
+pub mod units;
+
 /// One evictable unit (an image: a manifest and what only it references).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item<K> {

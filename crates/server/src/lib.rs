@@ -14,11 +14,13 @@
 //! - A 500 means a bug or a broken disk; everything the client can cause is a 4xx.
 //! - Every connection, header read and idle body is bounded ([`ServeOptions`]).
 
+mod admin;
 mod api;
 mod error;
 mod listen;
 pub mod metrics;
 pub mod mirror;
+pub mod prune;
 
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub struct RegistryOptions {
     pub auto_mount: bool,
     /// Abort an upload whose body sends nothing for this long.
     pub body_idle_timeout: std::time::Duration,
+    /// Bearer token of the admin API; `None` turns the API off.
+    pub admin_token: Option<String>,
 }
 
 impl Default for RegistryOptions {
@@ -50,6 +54,7 @@ impl Default for RegistryOptions {
             check_manifest_references: true,
             auto_mount: true,
             body_idle_timeout: std::time::Duration::from_secs(60),
+            admin_token: None,
         }
     }
 }

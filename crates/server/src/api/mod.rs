@@ -145,6 +145,16 @@ async fn route(app: Arc<App>, req: Request) -> ApiResult {
         "/readyz" => return Ok((StatusCode::OK, "ready\n").into_response()),
         _ => {}
     }
+    if path.starts_with("/admin") {
+        let req_path = path.to_owned();
+        if let Some(r) = crate::admin::handle(&app, req).await {
+            return r;
+        }
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no such endpoint: {req_path}"),
+        ));
+    }
     if let Some(mirror) = app.mirror.clone() {
         let write = !matches!(*req.method(), Method::GET | Method::HEAD);
         let ns = Query::of(&req).get("ns").map(str::to_owned);

@@ -1,6 +1,7 @@
 //! Registry API tests: a real ferry server on 127.0.0.1:0 in this process, driven over HTTP.
 //! One binary for the crate (modules below) so linking stays cheap.
 
+mod admin;
 mod blobs;
 mod errors;
 mod listing;
