@@ -2,6 +2,7 @@
 
 mod client_config;
 mod config;
+mod preload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
 
 use config::{Config, LogFormat};
 use ferry_server::prune::image_name;
@@ -49,6 +51,11 @@ enum Command {
         after_help = "Examples:\n  ferry fsck --data-dir /var/lib/ferry\n  ferry fsck --data-dir /var/lib/ferry --quarantine --json\n\nExits 0 when the store is clean, 1 when something is wrong."
     )]
     Fsck(FsckArgs),
+    /// Pull images through a running ferry mirror so that its cache holds them.
+    #[command(
+        after_help = "Examples:\n  ferry preload --mirror http://127.0.0.1:8080 docker.io/library/alpine:3.20 quay.io/org/app:v1\n  ferry preload --mirror http://127.0.0.1:8080 --platform linux/amd64 images.txt\n\nA file lists one reference per line (# starts a comment). Each reference's registry must be one of\nthe mirror's upstreams."
+    )]
+    Preload(PreloadArgs),
     /// List stored images: repository, tag, digest, size, when stored, last pulled, pull count.
     #[command(
         after_help = "Examples:\n  ferry list --data-dir /var/lib/ferry\n  ferry list --data-dir /var/lib/ferry --pattern '^docker.io/library/' --json"
@@ -151,6 +158,9 @@ struct ServeArgs {
     /// Never contact upstreams; serve only what is cached.
     #[arg(long)]
     offline: bool,
+    /// Pull the references listed in FILE through this server once it listens (repeatable).
+    #[arg(long, value_name = "FILE")]
+    preload: Vec<PathBuf>,
     /// Serve Prometheus/OpenMetrics series at http://ADDR/metrics.
     #[arg(long = "metrics", value_name = "ADDR", env = "FERRY_METRICS")]
     metrics_listen: Option<SocketAddr>,
@@ -166,6 +176,25 @@ struct FsckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PreloadArgs {
+    /// The ferry to warm.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    mirror: String,
+    /// Only these platforms of multi-platform images (repeatable; default all).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Vec<preload::PlatformFilter>,
+    /// Blobs fetched at once per image.
+    #[arg(short = 'j', long, default_value_t = 4)]
+    jobs: usize,
+    /// Images fetched at once.
+    #[arg(short = 'J', long, default_value_t = 2)]
+    images: usize,
+    /// References, or files listing them.
+    #[arg(required = true, value_name = "REFERENCE|FILE")]
+    items: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -320,13 +349,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let c = args.config()?;
             logs(&c)?;
-            runtime()?.block_on(serve(c))?;
+            let preload = args
+                .preload
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>();
+            let refs = preload::references(&preload)?;
+            runtime()?.block_on(serve(c, refs))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Fsck(args) => {
             let c = args.data.config()?;
             logs(&c)?;
             runtime()?.block_on(fsck(c, args.quarantine, args.json))
+        }
+        Command::Preload(args) => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            )?;
+            let refs = preload::references(&args.items)?;
+            let ok = runtime()?.block_on(run_preload(
+                &args.mirror,
+                refs,
+                &args.platform,
+                args.jobs,
+                args.images,
+                true,
+            ));
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::List(args) => {
             let c = args.data.config()?;
@@ -371,7 +426,58 @@ fn fit_connections_to_fd_limit(c: &mut Config) {
     }
 }
 
-async fn serve(mut c: Config) -> anyhow::Result<()> {
+/// Preloads `refs` through the mirror at `mirror`, `images` at a time; reports each; false if any failed.
+async fn run_preload(
+    mirror: &str,
+    refs: Vec<ferry_oci::Reference>,
+    platforms: &[preload::PlatformFilter],
+    jobs: usize,
+    images: usize,
+    print: bool,
+) -> bool {
+    let Ok(c) = reqwest::Client::builder().no_proxy().build() else {
+        return false;
+    };
+    let mirror = mirror.trim_end_matches('/');
+    let results: Vec<(String, anyhow::Result<preload::Preloaded>)> =
+        futures_util::stream::iter(refs)
+            .map(|r| {
+                let c = &c;
+                async move {
+                    (
+                        r.to_string(),
+                        preload::preload(c, mirror, &r, platforms, jobs).await,
+                    )
+                }
+            })
+            .buffer_unordered(images.max(1))
+            .collect()
+            .await;
+    let mut ok = true;
+    for (name, r) in results {
+        match r {
+            Ok(p) => {
+                if print {
+                    println!(
+                        "preloaded {name}: {} manifests, {} blobs ({} bytes)",
+                        p.manifests, p.blobs, p.bytes
+                    );
+                }
+                tracing::info!(image = %name, manifests = p.manifests, blobs = p.blobs, bytes = p.bytes, "preloaded");
+            }
+            Err(e) => {
+                ok = false;
+                if print {
+                    eprintln!("error: preloading {name}: {e:#}");
+                }
+                tracing::warn!(image = %name, error = %format!("{e:#}"), "preload failed");
+            }
+        }
+    }
+    ok
+}
+
+async fn serve(mut c: Config, preload_refs: Vec<ferry_oci::Reference>) -> anyhow::Result<()> {
     fit_connections_to_fd_limit(&mut c);
     let mirror = c.mirror()?;
     let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
@@ -379,6 +485,16 @@ async fn serve(mut c: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (is another server using the port? try --listen 127.0.0.1:<port>)", c.listen))?;
     let addr = listener.local_addr()?;
+    if !preload_refs.is_empty() {
+        // The listener is bound, so these requests wait in its queue until serving starts.
+        let me = format!("http://{addr}");
+        tokio::spawn(async move {
+            let n = preload_refs.len();
+            if run_preload(&me, preload_refs, &[], 4, 2, false).await {
+                tracing::info!(images = n, "preload finished");
+            }
+        });
+    }
     tracing::info!(listen = %addr, data_dir = %c.data_dir.display(), "ferry serving the OCI distribution API");
     if let Some(m) = &mirror {
         let names: Vec<&str> = m.upstream_names().collect();

@@ -151,6 +151,9 @@ fn every_command_has_help_with_an_example() {
         &["version"],
         &["containerd-config"],
         &["docker-config"],
+        &["preload"],
+        &["list"],
+        &["prune"],
         &[],
     ] {
         let mut args = cmd.to_vec();

@@ -411,3 +411,139 @@ async fn metrics_count_cached_and_upstream_pulls() {
     assert!(text.contains("ferry_http_request_duration_seconds_bucket"));
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preload_warms_the_cache_for_chosen_platforms() {
+    use ferry_testkit::image::index;
+    let Some(skopeo) = Skopeo::new() else { return };
+    let Some(mut upstream) = DockerRegistry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd, arm) = (image(91, 2, 50_000, "amd64"), image(92, 2, 50_000, "arm64"));
+    let idx = index(&[(&amd, "amd64"), (&arm, "arm64")]);
+    let layout = tmp.path().join("layout");
+    let blobs: Vec<_> = amd
+        .blobs()
+        .chain(arm.blobs())
+        .chain([&amd.manifest, &arm.manifest])
+        .collect();
+    write_layout(&layout, &blobs, &[("multi", &idx)]).unwrap();
+    skopeo.copy(
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{}/p/multi:v1", upstream.host()),
+        &["--all"],
+    );
+    let single = image(93, 1, 50_000, "amd64");
+    let layout2 = tmp.path().join("layout2");
+    write_layout(
+        &layout2,
+        &single.blobs().collect::<Vec<_>>(),
+        &[("v1", &single.manifest)],
+    )
+    .unwrap();
+    skopeo.copy(
+        &format!("oci:{}:v1", layout2.display()),
+        &format!("docker://{}/p/single:v1", upstream.host()),
+        &[],
+    );
+
+    let up = format!("http://{}", upstream.host());
+    let list = tmp.path().join("images.txt");
+    std::fs::write(
+        &list,
+        format!("# warm these\n{}/p/multi:v1\n", upstream.host()),
+    )
+    .unwrap();
+    let serve_list = tmp.path().join("serve-images.txt");
+    std::fs::write(&serve_list, format!("{}/p/single:v1\n", upstream.host())).unwrap();
+    let metrics_port = ferry_testkit::peers::free_port();
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &[
+            "--upstream",
+            &up,
+            "--preload",
+            serve_list.to_str().unwrap(),
+            "--metrics",
+            &format!("127.0.0.1:{metrics_port}"),
+        ],
+    );
+    let out = std::process::Command::new(ferry_bin())
+        .args([
+            "preload",
+            "--mirror",
+            &ferry.url(),
+            "--platform",
+            "linux/arm64",
+        ])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 manifests, 3 blobs"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // serve --preload finishes on its own: wait for its blob pulls to show in the metrics.
+    let ns = upstream.host();
+    let want =
+        format!("ferry_pulls_total{{namespace=\"{ns}\",kind=\"blob\",source=\"upstream\"}} ");
+    let scrape = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut s, &mut t).unwrap();
+        t
+    };
+    assert!(
+        ferry_testkit::peers::wait_until(Duration::from_secs(30), || scrape()
+            .lines()
+            .any(|l| l.starts_with(&want) && l.ends_with(" 5"))),
+        "serve --preload did not fetch the single image's blobs:\n{}",
+        scrape()
+    );
+
+    upstream.process.kill9();
+    let c = client();
+    let base = ferry.url();
+    let get = |path: String| {
+        let (c, base) = (&c, &base);
+        async move {
+            c.get(format!("{base}{path}"))
+                .header("accept", MediaType::ACCEPT_ALL)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for b in arm.blobs().chain(single.blobs()) {
+        let repo = if single.blobs().any(|s| s.digest == b.digest) {
+            "p/single"
+        } else {
+            "p/multi"
+        };
+        let r = get(format!("/v2/{repo}/blobs/{}", b.digest)).await;
+        assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), b.digest);
+    }
+    assert_eq!(
+        get(format!("/v2/p/multi/manifests/{}", arm.manifest.digest))
+            .await
+            .status(),
+        200
+    );
+    // The platform that was not asked for was not fetched.
+    let r = get(format!("/v2/p/multi/blobs/{}", amd.layers[0].digest)).await;
+    assert_ne!(r.status(), 200);
+}

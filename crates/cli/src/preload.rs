@@ -1,0 +1,211 @@
+//! Warming a mirror: pull references through a running ferry so that its cache holds them (the
+//! same path a client takes, coalescing and digest checks included).
+
+use anyhow::{Context, bail, ensure};
+use ferry_oci::{Digest, Manifest, MediaType, Reference};
+use futures_util::StreamExt;
+
+/// `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformFilter {
+    os: String,
+    arch: String,
+    variant: Option<String>,
+}
+
+impl std::str::FromStr for PlatformFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PlatformFilter, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Ok(PlatformFilter {
+                os: (*os).into(),
+                arch: (*arch).into(),
+                variant: None,
+            }),
+            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(PlatformFilter {
+                os: (*os).into(),
+                arch: (*arch).into(),
+                variant: Some((*v).into()),
+            }),
+            _ => Err(format!(
+                "invalid platform {s:?}: use os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm64/v8"
+            )),
+        }
+    }
+}
+
+impl PlatformFilter {
+    fn matches(&self, p: &ferry_oci::Platform) -> bool {
+        p.os == self.os
+            && p.architecture == self.arch
+            && (self.variant.is_none() || p.variant == self.variant)
+    }
+}
+
+/// Outcome of preloading one reference.
+#[derive(Debug, Default)]
+pub struct Preloaded {
+    /// Manifests fetched (an index and its chosen children count separately).
+    pub manifests: usize,
+    /// Blobs fetched.
+    pub blobs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// References from files (one per line, `#` comments) and arguments.
+pub fn references(items: &[String]) -> anyhow::Result<Vec<Reference>> {
+    let mut out = Vec::new();
+    for item in items {
+        let lines: Vec<String> = if std::path::Path::new(item).is_file() {
+            std::fs::read_to_string(item)
+                .with_context(|| format!("cannot read {item}"))?
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        } else {
+            vec![item.clone()]
+        };
+        for l in lines {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            out.push(
+                Reference::parse_normalized(l)
+                    .with_context(|| format!("{item}: {l:?} is not an image reference"))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+async fn get_manifest(
+    c: &reqwest::Client,
+    mirror: &str,
+    ns: &str,
+    repo: &str,
+    reference: &str,
+) -> anyhow::Result<Manifest> {
+    let r = c
+        .get(format!("{mirror}/v2/{repo}/manifests/{reference}"))
+        .query(&[("ns", ns)])
+        .header("accept", MediaType::ACCEPT_ALL)
+        .send()
+        .await?;
+    let status = r.status();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = r.bytes().await?;
+    if !status.is_success() {
+        bail!(
+            "{ns}/{repo}:{reference}: {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let algorithm = reference
+        .parse::<Digest>()
+        .map_or(ferry_oci::Algorithm::Sha256, |d| d.algorithm());
+    Ok(Manifest::parse_as(
+        bytes.to_vec(),
+        ct.as_deref(),
+        algorithm,
+    )?)
+}
+
+/// Pulls one reference (and, for an index, the children of the chosen platforms; all when none
+/// are given) through the mirror at `mirror`, `jobs` blobs at a time.
+pub async fn preload(
+    c: &reqwest::Client,
+    mirror: &str,
+    r: &Reference,
+    platforms: &[PlatformFilter],
+    jobs: usize,
+) -> anyhow::Result<Preloaded> {
+    let ns = r.registry.as_deref().unwrap_or(ferry_oci::DOCKER_HUB);
+    let repo = r.repo.as_str();
+    let top = get_manifest(c, mirror, ns, repo, &r.manifest_ref().to_string()).await?;
+    let mut images = Vec::new();
+    let mut out = Preloaded {
+        manifests: 1,
+        ..Preloaded::default()
+    };
+    if top.media_type().is_index() {
+        for child in &top.manifests {
+            let wanted = platforms.is_empty()
+                || child
+                    .platform
+                    .as_ref()
+                    .is_some_and(|p| platforms.iter().any(|f| f.matches(p)));
+            if wanted {
+                images.push(get_manifest(c, mirror, ns, repo, child.digest.as_str()).await?);
+                out.manifests += 1;
+            }
+        }
+        ensure!(
+            !images.is_empty() || top.manifests.is_empty(),
+            "{r}: no child manifest matches the requested platforms"
+        );
+    } else {
+        images.push(top);
+    }
+    let blobs: Vec<Digest> = images
+        .iter()
+        .flat_map(|m| m.blob_references().map(|d| d.digest.clone()))
+        .collect();
+    let results: Vec<anyhow::Result<u64>> = futures_util::stream::iter(blobs)
+        .map(|d| async move {
+            let r = c
+                .get(format!("{mirror}/v2/{repo}/blobs/{d}"))
+                .query(&[("ns", ns)])
+                .send()
+                .await?;
+            ensure!(r.status().is_success(), "blob {d}: {}", r.status());
+            // Read it through: ferry caches while it streams; the bytes themselves are not needed.
+            let mut body = r.bytes_stream();
+            let mut n = 0u64;
+            while let Some(chunk) = body.next().await {
+                n += chunk?.len() as u64;
+            }
+            Ok(n)
+        })
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await;
+    for r in results {
+        out.bytes += r?;
+        out.blobs += 1;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn platforms() {
+        let p: PlatformFilter = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(p.variant.as_deref(), Some("v8"));
+        for bad in ["", "linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
+            assert!(bad.parse::<PlatformFilter>().is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn platform_parse_never_panics(s in "\\\\PC{0,40}") {
+            let _ = s.parse::<PlatformFilter>();
+        }
+    }
+}
