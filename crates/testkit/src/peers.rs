@@ -317,6 +317,25 @@ impl Skopeo {
         self.run(&args)
     }
 
+    /// Pushes `img` to `destination` (`host/repo:tag`) by way of an OCI layout written under `work`.
+    pub fn push_image(&self, img: &crate::image::Image, work: &Path, destination: &str) {
+        let layout = work.join(format!(
+            "layout-{}",
+            destination.replace(['/', ':', '.'], "-")
+        ));
+        crate::image::write_layout(
+            &layout,
+            &img.blobs().collect::<Vec<_>>(),
+            &[("v1", &img.manifest)],
+        )
+        .expect("write OCI layout");
+        self.copy(
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{destination}"),
+            &[],
+        );
+    }
+
     /// The raw manifest bytes of `reference` (`docker://…`).
     pub fn raw(&self, reference: &str) -> Vec<u8> {
         let out = Command::new(&self.bin)

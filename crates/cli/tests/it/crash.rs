@@ -155,7 +155,7 @@ async fn kill_9_during_200_concurrent_uploads_leaves_no_corrupt_blob() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_50_pull_throughs_leaves_a_clean_cache() {
     use ferry_testkit::faults::{Fault, FaultProxy, Target};
-    use ferry_testkit::image::{image, write_layout};
+    use ferry_testkit::image::image;
     use ferry_testkit::peers::{DockerRegistry, Skopeo};
 
     let Some(skopeo) = Skopeo::new() else { return };
@@ -164,18 +164,7 @@ async fn kill_9_during_50_pull_throughs_leaves_a_clean_cache() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let img = image(51, 25, 256 * 1024, "amd64");
-    let layout = tmp.path().join("layout");
-    write_layout(
-        &layout,
-        &img.blobs().collect::<Vec<_>>(),
-        &[("v1", &img.manifest)],
-    )
-    .unwrap();
-    skopeo.copy(
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{}/k/app:v1", upstream.host()),
-        &[],
-    );
+    skopeo.push_image(&img, tmp.path(), &format!("{}/k/app:v1", upstream.host()));
     let proxy = FaultProxy::start(&upstream.host());
     // Ten of the fills will hang mid-transfer, so the kill certainly lands inside them.
     proxy.inject(Target::Blob, Fault::Stall, 10);
@@ -239,6 +228,7 @@ async fn kill_9_during_50_pull_throughs_leaves_a_clean_cache() {
 
     proxy.clear();
     let ferry = Ferry::start(ferry_bin(), &data, &["--upstream", &up]);
+    let mut refetched = 0;
     for layer in &layers {
         let before = upstream.count_requests("GET", &format!("/v2/k/app/blobs/{}", layer.digest));
         let r = client()
@@ -256,12 +246,17 @@ async fn kill_9_during_50_pull_throughs_leaves_a_clean_cache() {
                 layer.digest
             );
         } else {
-            assert_eq!(
-                after,
-                before + 1,
-                "{} was interrupted and must be fetched again",
-                layer.digest
+            // Not acknowledged to any client: its fill may still have committed just before the
+            // kill (then it is served from the cache) or not (then it is fetched once more).
+            assert!(
+                after <= before + 1,
+                "{} fetched {} times after the restart",
+                layer.digest,
+                after - before
             );
+            refetched += after - before;
         }
     }
+    // The stalled fills can never have committed, so some blobs must have been fetched again.
+    assert!(refetched > 0, "nothing interrupted was fetched again");
 }

@@ -4,7 +4,7 @@
 
 use ferry_oci::{Digest, MediaType};
 use ferry_testkit::faults::{Fault, FaultProxy, Target};
-use ferry_testkit::image::{image, write_layout};
+use ferry_testkit::image::image;
 use ferry_testkit::peers::{DockerRegistry, Ferry, Skopeo};
 
 use crate::{client, ferry_bin};
@@ -76,18 +76,7 @@ async fn upstream_faults_never_reach_clients_as_wrong_bytes() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let img = image(41, 1, 1024 * 1024, "amd64");
-    let layout = tmp.path().join("layout");
-    write_layout(
-        &layout,
-        &img.blobs().collect::<Vec<_>>(),
-        &[("v1", &img.manifest)],
-    )
-    .unwrap();
-    skopeo.copy(
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{}/f/app:v1", upstream.host()),
-        &[],
-    );
+    skopeo.push_image(&img, tmp.path(), &format!("{}/f/app:v1", upstream.host()));
     let proxy = FaultProxy::start(&upstream.host());
     let layer = &img.layers[0];
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ferry_oci::{Digest, MediaType};
-use ferry_testkit::image::{Image, image, write_layout};
+use ferry_testkit::image::{Image, image};
 use ferry_testkit::peers::{DockerRegistry, Ferry, Skopeo, wait_until};
 
 use crate::{client, ferry_bin};
@@ -150,18 +150,7 @@ async fn the_cache_budget_evicts_least_recently_pulled_unpinned_images_only() {
     let tmp = tempfile::tempdir().unwrap();
     let imgs: Vec<Image> = (0..3).map(|i| image(70 + i, 2, 300_000, "amd64")).collect();
     for (i, img) in imgs.iter().enumerate() {
-        let layout = tmp.path().join(format!("layout{i}"));
-        write_layout(
-            &layout,
-            &img.blobs().collect::<Vec<_>>(),
-            &[("v1", &img.manifest)],
-        )
-        .unwrap();
-        skopeo.copy(
-            &format!("oci:{}:v1", layout.display()),
-            &format!("docker://{}/c/img{i}:v1", upstream.host()),
-            &[],
-        );
+        skopeo.push_image(img, tmp.path(), &format!("{}/c/img{i}:v1", upstream.host()));
     }
     let prefix = upstream.host().replace(':', "__");
     // Four images of ~600 KB each (three cached, one pushed): a budget of 1900 KiB needs exactly one

@@ -22,18 +22,7 @@ fn seeded_upstream(
     } else {
         DockerRegistry::start()?
     };
-    let layout = tmp.join(format!("layout-{repo}").replace('/', "-"));
-    write_layout(
-        &layout,
-        &img.blobs().collect::<Vec<_>>(),
-        &[("v1", &img.manifest)],
-    )
-    .unwrap();
-    skopeo.copy(
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{}/{repo}:v1", upstream.host()),
-        &[],
-    );
+    skopeo.push_image(img, tmp, &format!("{}/{repo}:v1", upstream.host()));
     Some(upstream)
 }
 
@@ -435,17 +424,10 @@ async fn preload_warms_the_cache_for_chosen_platforms() {
         &["--all"],
     );
     let single = image(93, 1, 50_000, "amd64");
-    let layout2 = tmp.path().join("layout2");
-    write_layout(
-        &layout2,
-        &single.blobs().collect::<Vec<_>>(),
-        &[("v1", &single.manifest)],
-    )
-    .unwrap();
-    skopeo.copy(
-        &format!("oci:{}:v1", layout2.display()),
-        &format!("docker://{}/p/single:v1", upstream.host()),
-        &[],
+    skopeo.push_image(
+        &single,
+        tmp.path(),
+        &format!("{}/p/single:v1", upstream.host()),
     );
 
     let up = format!("http://{}", upstream.host());

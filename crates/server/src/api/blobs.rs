@@ -27,10 +27,7 @@ pub(crate) async fn get(
     range: Option<http::HeaderValue>,
 ) -> ApiResult {
     // A malformed range is answered after the blob is found, so that the 416 can carry its length.
-    let range = match range {
-        None => Ok(None),
-        Some(v) => ByteRange::parse_header(v.to_str().unwrap_or("")),
-    };
+    let range = parse_range(range);
     if head && matches!(range, Ok(None)) {
         let len = app.store.blob_len(repo, digest)?;
         return Ok(blob_response(
@@ -42,21 +39,7 @@ pub(crate) async fn get(
         ));
     }
     let blob = app.store.open_blob(repo, digest)?;
-    let total = blob.len;
-    let (status, start, len, content_range) =
-        match range.and_then(|r| r.map(|r| r.resolve(total)).transpose()) {
-            Ok(None) => (StatusCode::OK, 0, total, None),
-            Ok(Some(r)) => (
-                StatusCode::PARTIAL_CONTENT,
-                r.start,
-                r.len(),
-                Some(r.content_range(total)),
-            ),
-            Err(e) => {
-                return Err(ApiError::new(ErrorCode::RangeInvalid, e.to_string())
-                    .header(header::CONTENT_RANGE, &format!("bytes */{total}")));
-            }
-        };
+    let (status, start, len, content_range) = plan_read(range, blob.len)?;
     if !head {
         app.metrics.bytes_served.inc_by(len);
     }
@@ -89,6 +72,35 @@ pub(crate) async fn get(
         content_range.as_deref(),
         body,
     ))
+}
+
+/// How to answer a read of `total` bytes given its parsed `Range`: status, first byte, length and
+/// `Content-Range`; a malformed or unsatisfiable range is a 416 carrying the length.
+pub(crate) fn plan_read(
+    range: Result<Option<ByteRange>, ferry_oci::RangeError>,
+    total: u64,
+) -> Result<(StatusCode, u64, u64, Option<String>), ApiError> {
+    match range.and_then(|r| r.map(|r| r.resolve(total)).transpose()) {
+        Ok(None) => Ok((StatusCode::OK, 0, total, None)),
+        Ok(Some(r)) => Ok((
+            StatusCode::PARTIAL_CONTENT,
+            r.start,
+            r.len(),
+            Some(r.content_range(total)),
+        )),
+        Err(e) => Err(ApiError::new(ErrorCode::RangeInvalid, e.to_string())
+            .header(header::CONTENT_RANGE, &format!("bytes */{total}"))),
+    }
+}
+
+/// Parses a `Range` header value.
+pub(crate) fn parse_range(
+    v: Option<http::HeaderValue>,
+) -> Result<Option<ByteRange>, ferry_oci::RangeError> {
+    match v {
+        None => Ok(None),
+        Some(v) => ByteRange::parse_header(v.to_str().unwrap_or("")),
+    }
 }
 
 pub(crate) fn blob_response(

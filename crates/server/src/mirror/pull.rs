@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use ferry_oci::{Algorithm, ByteRange, Digest, ErrorCode, Manifest, ManifestRef, RepoName};
+use ferry_oci::{Algorithm, Digest, ErrorCode, Manifest, ManifestRef, RepoName};
 use ferry_store::Store;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, header};
 
 use super::fill::{FillState, follow};
 use super::{FetchError, Mirror, Upstream};
@@ -301,24 +301,8 @@ pub(crate) async fn get_blob(
             return Err(FetchError::internal("blob fill did not start").into_api());
         }
     };
-    let range = match range {
-        None => Ok(None),
-        Some(v) => ByteRange::parse_header(v.to_str().unwrap_or("")),
-    };
     let (status, start, len, content_range) =
-        match range.and_then(|r| r.map(|r| r.resolve(total)).transpose()) {
-            Ok(None) => (StatusCode::OK, 0, total, None),
-            Ok(Some(r)) => (
-                StatusCode::PARTIAL_CONTENT,
-                r.start,
-                r.len(),
-                Some(r.content_range(total)),
-            ),
-            Err(e) => {
-                return Err(ApiError::new(ErrorCode::RangeInvalid, e.to_string())
-                    .header(header::CONTENT_RANGE, &format!("bytes */{total}")));
-            }
-        };
+        api::blobs::plan_read(api::blobs::parse_range(range), total)?;
     let body = if head {
         Body::empty()
     } else {
