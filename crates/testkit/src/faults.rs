@@ -50,7 +50,7 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Proxies 127.0.0.1:<free port> to `upstream` (`host:port`).
+    /// Proxies `127.0.0.1:<free port>` to `upstream` (`host:port`).
     pub fn start(upstream: &str) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
