@@ -73,7 +73,22 @@ fn test(extra: &[String]) -> Result<(), String> {
     if std::env::var_os("PROPTEST_CASES").is_none() {
         t.env("PROPTEST_CASES", "10000");
     }
-    run("cargo test", &mut t)
+    run("cargo test", &mut t)?;
+    // The README's run command is `cargo run --release -- serve`: plain `cargo run` must mean the
+    // ferry binary (checked in the debug profile, which the tests have just built).
+    eprintln!("==> cargo run -- version");
+    let out = cargo()
+        .args(["run", "--quiet", "--", "version"])
+        .output()
+        .map_err(|e| format!("cargo run: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.starts_with("ferry ") {
+        return Err(format!(
+            "`cargo run -- version` did not run ferry: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
