@@ -120,43 +120,49 @@ pub fn write_static_tree(root: &Path, images: &[Image]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pulls one image as containerd would and checks every digest.
+pub async fn pull_image(
+    c: &reqwest::Client,
+    base: &str,
+    i: usize,
+    img: &Image,
+) -> anyhow::Result<()> {
+    let r = repo(i);
+    let m = c
+        .get(format!("{base}/v2/{r}/manifests/v1"))
+        .header("accept", MediaType::ACCEPT_ALL)
+        .send()
+        .await?;
+    ensure!(m.status() == 200, "{base} {r}: manifest {}", m.status());
+    ensure!(
+        m.bytes().await?.as_ref() == img.manifest.bytes.as_slice(),
+        "{base} {r}: manifest bytes differ"
+    );
+    for b in img.blobs() {
+        let got = c
+            .get(format!("{base}/v2/{r}/blobs/{}", b.digest))
+            .send()
+            .await?;
+        ensure!(got.status() == 200, "{base} {r}: blob {}", got.status());
+        ensure!(
+            Digest::sha256(&got.bytes().await?) == b.digest,
+            "{base} {r}: blob {} differs",
+            b.digest
+        );
+    }
+    Ok(())
+}
+
 /// Every path answers 200 with the right bytes, so the timed runs measure correct serving.
 pub async fn verify(c: &reqwest::Client, base: &str, images: &[Image]) -> anyhow::Result<()> {
     futures_util::stream::iter(images.iter().enumerate())
-        .map(|(i, img)| async move {
-            let r = repo(i);
-            let m = c
-                .get(format!("{base}/v2/{r}/manifests/v1"))
-                .header("accept", MediaType::ACCEPT_ALL)
-                .send()
-                .await?;
-            ensure!(m.status() == 200, "{base} {r} manifest: {}", m.status());
-            ensure!(
-                m.bytes().await?.as_ref() == img.manifest.bytes.as_slice(),
-                "{base} {r}: manifest bytes differ"
-            );
-            for b in img.blobs() {
-                let got = c
-                    .get(format!("{base}/v2/{r}/blobs/{}", b.digest))
-                    .send()
-                    .await?
-                    .bytes()
-                    .await?;
-                ensure!(
-                    Digest::sha256(&got) == b.digest,
-                    "{base} {r}: blob {} differs",
-                    b.digest
-                );
-            }
-            Ok(())
-        })
+        .map(|(i, img)| pull_image(c, base, i, img))
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
 }
 
-/// One wrk run's result.
 #[derive(Debug, Clone)]
 pub struct WrkRun {
     pub rps: f64,

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
-use ferry_oci::{Digest, MediaType};
 use ferry_testkit::image::{Image, image};
 use ferry_testkit::peers::{DockerRegistry, Ferry, Nginx, find, rss};
 use futures_util::StreamExt;
@@ -77,34 +76,6 @@ impl Options {
         );
         Ok(o)
     }
-}
-
-/// Pulls one image as containerd would and checks every digest.
-async fn pull_image(c: &reqwest::Client, base: &str, i: usize, img: &Image) -> anyhow::Result<()> {
-    let r = repo(i);
-    let m = c
-        .get(format!("{base}/v2/{r}/manifests/v1"))
-        .header("accept", MediaType::ACCEPT_ALL)
-        .send()
-        .await?;
-    ensure!(m.status() == 200, "{base} {r}: manifest {}", m.status());
-    ensure!(
-        m.bytes().await?.as_ref() == img.manifest.bytes.as_slice(),
-        "{base} {r}: manifest bytes differ"
-    );
-    for b in img.blobs() {
-        let got = c
-            .get(format!("{base}/v2/{r}/blobs/{}", b.digest))
-            .send()
-            .await?;
-        ensure!(got.status() == 200, "{base} {r}: blob {}", got.status());
-        ensure!(
-            Digest::sha256(&got.bytes().await?) == b.digest,
-            "{base} {r}: blob {} differs",
-            b.digest
-        );
-    }
-    Ok(())
 }
 
 /// Pulls every image once with `pullers` concurrent pullers; returns images/s and the failures.
