@@ -471,6 +471,13 @@ impl Nginx {
     }
 }
 
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGKILL would orphan the workers; SIGTERM makes the master stop them first.
+        self.process.terminate(Duration::from_secs(10));
+    }
+}
+
 /// Resident set size of a process in bytes (`VmRSS`), and its peak (`VmHWM`), from /proc.
 pub fn rss(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
