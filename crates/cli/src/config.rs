@@ -144,6 +144,21 @@ pub struct UpstreamConfig {
     /// Longest silence while receiving a blob, in seconds.
     #[serde(default = "default_request_timeout")]
     pub read_timeout_secs: u64,
+    /// Slowest average blob transfer tolerated after `min_transfer_grace_secs`, e.g. `"16KiB"`
+    /// (per second; `"0"` turns the check off). A slower fill is abandoned with a clean error so a
+    /// trickling upstream cannot hold clients forever.
+    #[serde(default = "default_min_transfer_rate")]
+    pub min_transfer_rate: String,
+    /// Seconds a blob transfer may take to get going before `min_transfer_rate` applies.
+    #[serde(default = "default_min_transfer_grace")]
+    pub min_transfer_grace_secs: u64,
+}
+
+fn default_min_transfer_rate() -> String {
+    "16KiB".to_owned()
+}
+fn default_min_transfer_grace() -> u64 {
+    30
 }
 
 fn default_tag_ttl() -> u64 {
@@ -175,6 +190,8 @@ impl UpstreamConfig {
             connect_timeout_secs: default_connect_timeout(),
             request_timeout_secs: default_request_timeout(),
             read_timeout_secs: default_request_timeout(),
+            min_transfer_rate: default_min_transfer_rate(),
+            min_transfer_grace_secs: default_min_transfer_grace(),
         }
     }
 
@@ -259,13 +276,20 @@ impl UpstreamConfig {
             ..RegistryOptions::default()
         })
         .map_err(|e| anyhow::anyhow!("upstream {name}: {e}"))?;
-        ferry_server::Upstream::new(
+        let bytes_per_sec = ferry_policy::units::parse_size(&self.min_transfer_rate)
+            .map_err(|e| anyhow::anyhow!("upstream {name}: min_transfer_rate: {e}"))?;
+        let mut upstream = ferry_server::Upstream::new(
             &name,
             client,
             Duration::from_secs(self.tag_ttl_secs),
             self.always_revalidate.clone(),
         )
-        .map_err(|e| anyhow::anyhow!(e))
+        .map_err(|e| anyhow::anyhow!(e))?;
+        upstream.min_transfer = ferry_server::TransferFloor {
+            bytes_per_sec,
+            grace: Duration::from_secs(self.min_transfer_grace_secs),
+        };
+        Ok(upstream)
     }
 }
 

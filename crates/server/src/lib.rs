@@ -30,7 +30,7 @@ use ferry_store::Store;
 pub use error::ApiError;
 pub use listen::{ServeOptions, serve};
 pub use metrics::Metrics;
-pub use mirror::{Mirror, MirrorOptions, Upstream};
+pub use mirror::{Mirror, MirrorOptions, TransferFloor, Upstream};
 
 /// Behaviour switches of the registry API.
 #[derive(Debug, Clone)]

@@ -187,3 +187,48 @@ async fn upstream_faults_never_reach_clients_as_wrong_bytes() {
         assert_clean(&data);
     }
 }
+
+/// An upstream that trickles a blob at 1 byte/s is abandoned once the configured transfer floor
+/// applies: the client gets a clean failure instead of waiting on it, nothing partial is kept, and the
+/// next pull (fault gone) succeeds. Without the floor the trickle would end after 30 s, the fill would
+/// resume with Range and the client would get the complete blob, so `Complete` fails this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_upstream_is_abandoned_at_the_transfer_floor() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let Some(upstream) = DockerRegistry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(43, 1, 512 * 1024, "amd64");
+    skopeo.push_image(&img, tmp.path(), &format!("{}/s/app:v1", upstream.host()));
+    let proxy = FaultProxy::start(&upstream.host());
+    let config = tmp.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[upstream]]\nurl = \"http://{}\"\nmin_transfer_rate = \"64KiB\"\nmin_transfer_grace_secs = 2\n",
+            proxy.host()
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let ferry = Ferry::start(ferry_bin(), &data, &["--config", config.to_str().unwrap()]);
+    proxy.inject(Target::Blob, Fault::Stall, 1);
+    let layer = &img.layers[0];
+    let url = format!("{}/v2/s/app/blobs/{}", ferry.url(), layer.digest);
+    match get(&url).await {
+        Outcome::Broken => {}
+        Outcome::Refused { status, body, .. } => {
+            assert_eq!(status, 504, "a stalled upstream is a timeout: {body}");
+            assert!(body.contains("\"errors\""), "{body}");
+        }
+        Outcome::Complete(_) => panic!("the trickling transfer was not abandoned"),
+    }
+    assert_clean(&data);
+    proxy.clear();
+    match get(&url).await {
+        Outcome::Complete(b) => assert_eq!(b, layer.bytes, "retry after the stall"),
+        other => panic!("retry after the stall gave {other:?}"),
+    }
+    assert_clean(&data);
+}

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_client::ClientError;
@@ -26,10 +26,6 @@ use crate::metrics::{Metrics, UpstreamLabels};
 const MAX_RESUMES: u32 = 3;
 /// Largest read a follower does at once.
 const FOLLOW_CHUNK: u64 = 256 * 1024;
-/// A fill slower than this (after a grace period) is abandoned: a stalled upstream must not hold
-/// clients forever.
-const MIN_RATE_BYTES_PER_SEC: u64 = 16 * 1024;
-const RATE_GRACE: Duration = Duration::from_secs(30);
 
 /// Where a fill stands.
 #[derive(Debug, Clone)]
@@ -206,8 +202,7 @@ async fn fetch(
                         *w = written;
                     }
                 });
-                let secs = started.elapsed();
-                if secs > RATE_GRACE && written < MIN_RATE_BYTES_PER_SEC * secs.as_secs() {
+                if upstream.min_transfer.too_slow(written, started.elapsed()) {
                     return Err(FetchError::timeout(
                         "upstream transfer is too slow; abandoned",
                     ));

@@ -38,6 +38,37 @@ pub struct Upstream {
     pub tag_ttl: Duration,
     /// Tags matching these patterns (`*` wildcard) are revalidated on every pull.
     pub always_revalidate: Vec<String>,
+    /// The slowest blob transfer tolerated; a slower fill is abandoned so a stalled upstream cannot
+    /// hold clients forever.
+    pub min_transfer: TransferFloor,
+}
+
+/// The slowest acceptable upstream blob transfer: after `grace`, a fill whose average rate is below
+/// `bytes_per_sec` is abandoned (its clients get a clean error, nothing is stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferFloor {
+    /// Minimum average rate once the grace period is over; 0 turns the check off.
+    pub bytes_per_sec: u64,
+    /// Time a transfer may take to get going before the rate is checked.
+    pub grace: Duration,
+}
+
+impl Default for TransferFloor {
+    fn default() -> TransferFloor {
+        TransferFloor {
+            bytes_per_sec: 16 * 1024,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl TransferFloor {
+    /// Whether a transfer that has written `written` bytes after `elapsed` is too slow.
+    pub fn too_slow(&self, written: u64, elapsed: Duration) -> bool {
+        self.bytes_per_sec > 0
+            && elapsed > self.grace
+            && (written as u128) < self.bytes_per_sec as u128 * elapsed.as_millis() / 1000
+    }
 }
 
 impl Upstream {
@@ -59,6 +90,7 @@ impl Upstream {
             client,
             tag_ttl,
             always_revalidate,
+            min_transfer: TransferFloor::default(),
         })
     }
 
