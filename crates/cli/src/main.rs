@@ -1,5 +1,6 @@
 //! The `ferry` binary: clap definitions and thin glue over the library crates.
 
+mod archive;
 mod client_config;
 mod config;
 mod preload;
@@ -51,9 +52,10 @@ enum Command {
         after_help = "Examples:\n  ferry fsck --data-dir /var/lib/ferry\n  ferry fsck --data-dir /var/lib/ferry --quarantine --json\n\nExits 0 when the store is clean, 1 when something is wrong."
     )]
     Fsck(FsckArgs),
-    /// Pull images through a running ferry mirror so that its cache holds them.
+    /// Fill a ferry mirror's cache: pull references through a running mirror, or import image
+    /// archives (docker save, OCI layout, oci-archive; gzip too) straight into its data directory.
     #[command(
-        after_help = "Examples:\n  ferry preload --mirror http://127.0.0.1:8080 docker.io/library/alpine:3.20 quay.io/org/app:v1\n  ferry preload --mirror http://127.0.0.1:8080 --platform linux/amd64 images.txt\n\nA file lists one reference per line (# starts a comment). Each reference's registry must be one of\nthe mirror's upstreams."
+        after_help = "Examples:\n  ferry preload --mirror http://127.0.0.1:8080 docker.io/library/alpine:3.20 quay.io/org/app:v1\n  ferry preload --mirror http://127.0.0.1:8080 --platform linux/amd64 images.txt\n  ferry preload --data-dir /var/lib/ferry --upstream https://registry-1.docker.io alpine.tar.gz\n  ferry preload --data-dir /var/lib/ferry --config /etc/ferry/ferry.toml --name quay.io/org/app:v1 app-oci.tar\n\nA file lists one reference per line (# starts a comment). Each reference's registry must be one of\nthe mirror's upstreams. Archives are imported with the server stopped (or give them to\n`ferry serve --preload`); their images are cached under the names they were saved with (docker\nsave's RepoTags, OCI io.containerd.image.name / org.opencontainers.image.ref.name annotations) or\n--name, and each name's registry must be a configured upstream."
     )]
     Preload(PreloadArgs),
     /// List stored images: repository, tag, digest, size, when stored, last pulled, pull count.
@@ -158,7 +160,8 @@ struct ServeArgs {
     /// Never contact upstreams; serve only what is cached.
     #[arg(long)]
     offline: bool,
-    /// Pull the references listed in FILE through this server once it listens (repeatable).
+    /// Pull the references listed in FILE through this server once it listens, or import FILE if it
+    /// is an image archive (docker save, OCI layout, oci-archive; before listening) (repeatable).
     #[arg(long, value_name = "FILE")]
     preload: Vec<PathBuf>,
     /// Serve Prometheus/OpenMetrics series at http://ADDR/metrics.
@@ -192,8 +195,18 @@ struct PreloadArgs {
     /// Images fetched at once.
     #[arg(short = 'J', long, default_value_t = 2)]
     images: usize,
-    /// References, or files listing them.
-    #[arg(required = true, value_name = "REFERENCE|FILE")]
+    /// Data directory and configuration, for importing archives.
+    #[command(flatten)]
+    data: DataArgs,
+    /// An upstream the imported archives' images belong to (repeatable; or `[[upstream]]` in
+    /// --config).
+    #[arg(long = "upstream", value_name = "URL")]
+    upstreams: Vec<String>,
+    /// Cache an archive's only image under this reference instead of the name saved in it.
+    #[arg(long, value_name = "REFERENCE")]
+    name: Option<String>,
+    /// References, files listing them, or image archives.
+    #[arg(required = true, value_name = "REFERENCE|FILE|ARCHIVE")]
     items: Vec<String>,
 }
 
@@ -349,13 +362,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let c = args.config()?;
             logs(&c)?;
-            let preload = args
+            let (archives, lists): (Vec<PathBuf>, Vec<PathBuf>) = args
                 .preload
                 .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>();
-            let refs = preload::references(&preload)?;
-            runtime()?.block_on(serve(c, refs))?;
+                .cloned()
+                .partition(|p| archive::is_archive(p));
+            let lists: Vec<String> = lists.iter().map(|p| p.display().to_string()).collect();
+            let refs = preload::references(&lists)?;
+            runtime()?.block_on(serve(c, refs, archives))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Fsck(args) => {
@@ -368,15 +382,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli.log_format.unwrap_or(LogFormat::Text),
                 cli.log_level.as_deref().unwrap_or("warn"),
             )?;
-            let refs = preload::references(&args.items)?;
-            let ok = runtime()?.block_on(run_preload(
-                &args.mirror,
-                refs,
-                &args.platform,
-                args.jobs,
-                args.images,
-                true,
-            ));
+            let (archives, lists): (Vec<&String>, Vec<&String>) = args
+                .items
+                .iter()
+                .partition(|i| archive::is_archive(std::path::Path::new(i)));
+            let refs = preload::references(&lists.into_iter().cloned().collect::<Vec<_>>())?;
+            let name = args
+                .name
+                .as_deref()
+                .map(|n| {
+                    ferry_oci::Reference::parse_normalized(n)
+                        .with_context(|| format!("--name {n:?} is not an image reference"))
+                })
+                .transpose()?;
+            let rt = runtime()?;
+            let mut ok = true;
+            if !archives.is_empty() {
+                anyhow::ensure!(
+                    args.data.data_dir.is_some() || args.data.config.is_some(),
+                    "archives are imported straight into a data directory: give --data-dir (with the server stopped), or pass them to `ferry serve --preload`"
+                );
+                let mut c = args.data.config()?;
+                for url in &args.upstreams {
+                    c.upstream.push(config::UpstreamConfig::from_url(url));
+                }
+                let paths: Vec<PathBuf> = archives.into_iter().map(PathBuf::from).collect();
+                ok &= rt.block_on(async {
+                    let mirror = c.mirror()?.context(
+                        "imported images are cached for an upstream: give --upstream URL (the registry their names point at) or a --config with [[upstream]] tables",
+                    )?;
+                    let store = open_store(&c, ferry_store::LockMode::Exclusive)
+                        .await
+                        .context("stop the server first, or pass the archives to `ferry serve --preload`")?;
+                    let ok = import_archives(&store, &mirror, &paths, &args.platform, name.as_ref(), args.jobs, true).await;
+                    store.flush_access().await?;
+                    anyhow::Ok(ok)
+                })?;
+            } else if name.is_some() {
+                anyhow::bail!("--name renames an archive's image; none of the items is an archive");
+            }
+            if !refs.is_empty() {
+                ok &= rt.block_on(run_preload(
+                    &args.mirror,
+                    refs,
+                    &args.platform,
+                    args.jobs,
+                    args.images,
+                    true,
+                ));
+            }
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -477,10 +531,68 @@ async fn run_preload(
     ok
 }
 
-async fn serve(mut c: Config, preload_refs: Vec<ferry_oci::Reference>) -> anyhow::Result<()> {
+/// Imports image archives into the cache; reports each; false if any failed.
+async fn import_archives(
+    store: &Arc<ferry_store::Store>,
+    mirror: &ferry_server::Mirror,
+    paths: &[PathBuf],
+    platforms: &[preload::PlatformFilter],
+    name: Option<&ferry_oci::Reference>,
+    jobs: usize,
+    print: bool,
+) -> bool {
+    let mut ok = true;
+    for path in paths {
+        let opened = {
+            let (path, platforms) = (path.clone(), platforms.to_vec());
+            tokio::task::spawn_blocking(move || archive::Archive::open(&path, &platforms)).await
+        };
+        let result = match opened {
+            Ok(Ok(a)) => preload::import(store, mirror, Arc::new(a), name, jobs).await,
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("reading the archive failed: {e}")),
+        };
+        let shown = path.display();
+        match result {
+            Ok(p) => {
+                if print {
+                    println!(
+                        "imported {shown}: {} manifests, {} blobs ({} bytes new)",
+                        p.manifests, p.blobs, p.bytes
+                    );
+                }
+                tracing::info!(archive = %shown, manifests = p.manifests, blobs = p.blobs, bytes = p.bytes, "imported");
+            }
+            Err(e) => {
+                ok = false;
+                if print {
+                    eprintln!("error: importing {shown}: {e:#}");
+                }
+                tracing::warn!(archive = %shown, error = %format!("{e:#}"), "import failed");
+            }
+        }
+    }
+    ok
+}
+
+async fn serve(
+    mut c: Config,
+    preload_refs: Vec<ferry_oci::Reference>,
+    archives: Vec<PathBuf>,
+) -> anyhow::Result<()> {
     fit_connections_to_fd_limit(&mut c);
     let mirror = c.mirror()?;
     let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
+    if !archives.is_empty() {
+        // Imported before listening, so an air-gapped node never answers for images it is about
+        // to have.
+        let m = mirror.as_ref().context(
+            "--preload with an image archive needs the upstream its images belong to (--upstream or [[upstream]])",
+        )?;
+        if import_archives(&store, m, &archives, &[], None, 4, false).await {
+            tracing::info!(archives = archives.len(), "archives imported");
+        }
+    }
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another server using the port? try --listen 127.0.0.1:<port>)", c.listen))?;

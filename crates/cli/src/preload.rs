@@ -2,7 +2,7 @@
 //! same path a client takes, coalescing and digest checks included).
 
 use anyhow::{Context, bail, ensure};
-use ferry_oci::{Digest, Manifest, MediaType, Reference};
+use ferry_oci::{Digest, Manifest, MediaType, Reference, Tag};
 use futures_util::StreamExt;
 
 /// `os/arch[/variant]`.
@@ -41,7 +41,8 @@ impl std::str::FromStr for PlatformFilter {
 }
 
 impl PlatformFilter {
-    fn matches(&self, p: &ferry_oci::Platform) -> bool {
+    /// Whether `p` is this platform (any variant when none was given).
+    pub fn matches(&self, p: &ferry_oci::Platform) -> bool {
         p.os == self.os
             && p.architecture == self.arch
             && (self.variant.is_none() || p.variant == self.variant)
@@ -184,6 +185,101 @@ pub async fn preload(
     for r in results {
         out.bytes += r?;
         out.blobs += 1;
+    }
+    Ok(out)
+}
+
+/// Copies every image of `archive` into the cache in `store`, where pulls through `mirror` find it:
+/// blobs digest-checked by the store, `jobs` at a time, then manifests, then tags. `name` renames
+/// the archive's only image.
+pub async fn import(
+    store: &std::sync::Arc<ferry_store::Store>,
+    mirror: &ferry_server::Mirror,
+    archive: std::sync::Arc<crate::archive::Archive>,
+    name: Option<&Reference>,
+    jobs: usize,
+) -> anyhow::Result<Preloaded> {
+    use tokio::io::AsyncReadExt;
+    ensure!(
+        name.is_none() || archive.images.len() == 1,
+        "--name renames an archive's only image, but {} holds {}",
+        archive.path.display(),
+        archive.images.len()
+    );
+    let mut out = Preloaded::default();
+    for image in &archive.images {
+        let reference = match (name, &image.name, &image.tag_only) {
+            (Some(n), _, _) => n.clone(),
+            (None, Some(n), _) => n.clone(),
+            (None, None, tag) => bail!(
+                "{}: image {} has no repository name{}; give one with --name REGISTRY/REPO:TAG",
+                archive.path.display(),
+                image.label(),
+                tag.as_ref()
+                    .map_or(String::new(), |t| format!(" (only the tag {t})")),
+            ),
+        };
+        if let Some(d) = &reference.digest {
+            ensure!(
+                d == image.top.digest(),
+                "{reference}: the archive's manifest is {}",
+                image.top.digest()
+            );
+        }
+        let registry = reference
+            .registry
+            .as_deref()
+            .unwrap_or(ferry_oci::DOCKER_HUB);
+        let key = mirror
+            .cache_repo(registry, &reference.repo)
+            .map_err(|e| anyhow::anyhow!("{reference}: {e}"))?;
+        let results: Vec<anyhow::Result<u64>> = futures_util::stream::iter(&image.blobs)
+            .map(|b| {
+                let (archive, key, reference) = (archive.clone(), key.clone(), &reference);
+                async move {
+                    if store.has_content_now(&b.digest) {
+                        store.link_blob(&key, &b.digest).await?;
+                        return Ok(0);
+                    }
+                    let reader = archive.open_blob(b)?;
+                    let limit = reader.limit();
+                    let file = tokio::fs::File::from_std(reader.into_inner()).take(limit);
+                    store
+                        .put_blob(
+                            &key,
+                            &b.digest,
+                            Some(b.size),
+                            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+                        )
+                        .await
+                        .with_context(|| format!("{reference}: blob {}", b.digest))
+                }
+            })
+            .buffer_unordered(jobs.max(1))
+            .collect()
+            .await;
+        for r in results {
+            out.bytes += r?;
+            out.blobs += 1;
+        }
+        let is_index = image.top.media_type().is_index();
+        for child in &image.children {
+            store.put_manifest(&key, child, &[], true).await?;
+            out.manifests += 1;
+        }
+        let tags: Vec<Tag> = reference
+            .tag
+            .iter()
+            .chain(&image.tag_only)
+            .take(1)
+            .cloned()
+            .collect();
+        // An index may list platforms left out of the archive or the import.
+        store
+            .put_manifest(&key, &image.top, &tags, !is_index)
+            .await?;
+        out.manifests += 1;
+        tracing::debug!(image = %reference, repo = %key, "imported");
     }
     Ok(out)
 }

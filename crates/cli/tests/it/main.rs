@@ -1,5 +1,6 @@
 //! End-to-end tests of the `ferry` binary with real clients and registries on 127.0.0.1.
 
+mod archives;
 mod cli;
 mod crash;
 mod faults;

@@ -250,6 +250,17 @@ impl Mirror {
         self.upstreams.keys().map(String::as_str)
     }
 
+    /// The store repository caching `repo` of upstream `registry` (as a pull through the mirror
+    /// would store it), for seeding the cache from image archives.
+    pub fn cache_repo(&self, registry: &str, repo: &RepoName) -> Result<RepoName, String> {
+        let up = self
+            .lookup(registry)
+            .ok_or_else(|| self.unknown(registry, "the image").error.message)?;
+        up.upstream_repo(repo)
+            .and_then(|r| up.store_repo(&r))
+            .map_err(|e| e.error.message)
+    }
+
     fn lookup(&self, name: &str) -> Option<Arc<Upstream>> {
         self.upstreams.get(&normalize_registry(name)).cloned()
     }

@@ -1,0 +1,229 @@
+//! Seeding the cache from image archives written by real tools (skopeo's `oci-archive` and
+//! `docker-archive`, an OCI layout directory), gzip-compressed too: an offline ferry then serves
+//! them to skopeo under the names the archives give, with the same bytes.
+
+use std::path::Path;
+use std::process::Command;
+
+use ferry_testkit::image::{image, index, write_layout};
+use ferry_testkit::peers::{Ferry, Skopeo};
+
+use crate::ferry_bin;
+
+/// An upstream name that nothing answers on: the imported images must come from the cache.
+const UPSTREAM: &str = "127.0.0.1:9";
+
+fn ferry(args: &[&str]) -> std::process::Output {
+    Command::new(ferry_bin()).args(args).output().unwrap()
+}
+
+fn gzip(from: &Path, to: &Path) {
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(to).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::copy(&mut std::fs::File::open(from).unwrap(), &mut gz).unwrap();
+    gz.finish().unwrap();
+}
+
+/// The manifest of `reference` as skopeo pulls it from `ferry` (the only upstream is the default;
+/// `host:port` cannot be an in-path namespace in a docker reference).
+fn pulled_manifest(skopeo: &Skopeo, ferry: &Ferry, reference: &str) -> serde_json::Value {
+    let raw = skopeo.raw(&format!("docker://{}/{reference}", ferry.host()));
+    serde_json::from_slice(&raw).unwrap()
+}
+
+#[test]
+fn archives_from_skopeo_seed_an_offline_cache() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(61, 2, 64 * 1024, "amd64");
+    let layout = tmp.path().join("layout");
+    write_layout(
+        &layout,
+        &img.blobs().collect::<Vec<_>>(),
+        &[("v1", &img.manifest)],
+    )
+    .unwrap();
+    let src = format!("oci:{}:v1", layout.display());
+    let oci_tar = tmp.path().join("app-oci.tar");
+    skopeo.copy(&src, &format!("oci-archive:{}:v1", oci_tar.display()), &[]);
+    let docker_tar = tmp.path().join("app-docker.tar");
+    skopeo.copy(
+        &src,
+        &format!(
+            "docker-archive:{}:{UPSTREAM}/d/app:v2",
+            docker_tar.display()
+        ),
+        &[],
+    );
+    let docker_gz = tmp.path().join("app-docker.tar.gz");
+    gzip(&docker_tar, &docker_gz);
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let up = format!("http://{UPSTREAM}");
+
+    // skopeo names the image only by its tag in an oci-archive: ferry asks for a repository.
+    let out = ferry(&[
+        "preload",
+        "--data-dir",
+        d,
+        "--upstream",
+        &up,
+        oci_tar.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--name") && err.contains("tag v1"), "{err}");
+    // A name whose registry is not an upstream is refused, and says which are.
+    let out = ferry(&[
+        "preload",
+        "--data-dir",
+        d,
+        "--upstream",
+        &up,
+        "--name",
+        "quay.io/o/app:v1",
+        oci_tar.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quay.io") && err.contains(UPSTREAM), "{err}");
+
+    let name = format!("{UPSTREAM}/o/app:v1");
+    let out = ferry(&[
+        "preload",
+        "--data-dir",
+        d,
+        "--upstream",
+        &up,
+        "--name",
+        &name,
+        oci_tar.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("1 manifests, 3 blobs"), "{said}");
+    // The OCI layout directory, renamed; its blobs are in the store already.
+    let out = ferry(&[
+        "preload",
+        "--data-dir",
+        d,
+        "--upstream",
+        &up,
+        "--name",
+        &format!("{UPSTREAM}/l/app:v1"),
+        layout.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(0 bytes new)"));
+
+    // The gzip docker-save archive through `serve --preload`, with the name saved in it.
+    let server = Ferry::start(
+        ferry_bin(),
+        &data,
+        &[
+            "--offline",
+            "--upstream",
+            &up,
+            "--preload",
+            docker_gz.to_str().unwrap(),
+        ],
+    );
+    let m = pulled_manifest(&skopeo, &server, "o/app:v1");
+    assert_eq!(
+        skopeo.raw(&format!("docker://{}/o/app:v1", server.host())),
+        img.manifest.bytes,
+        "the OCI archive's manifest is served byte for byte"
+    );
+    assert_eq!(m["config"]["digest"], img.config.digest.as_str());
+    let l = pulled_manifest(&skopeo, &server, "l/app:v1");
+    assert_eq!(l, m);
+    // docker save keeps the config and layer bytes but not the registry manifest: ferry writes one.
+    let dm = pulled_manifest(&skopeo, &server, "d/app:v2");
+    assert_eq!(dm["config"]["digest"], img.config.digest.as_str());
+    assert_eq!(dm["layers"].as_array().unwrap().len(), img.layers.len());
+    // And skopeo copies the whole image out of the offline cache (every blob digest-checked).
+    let out_dir = tmp.path().join("pulled");
+    skopeo.copy(
+        &format!("docker://{}/d/app:v2", server.host()),
+        &format!("oci:{}:v2", out_dir.display()),
+        &[],
+    );
+    let fsck = ferry(&["fsck", "--data-dir", d]);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_platform_filter_keeps_the_chosen_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let amd = image(62, 1, 4096, "amd64");
+    let arm = image(63, 1, 4096, "arm64");
+    let idx = index(&[(&amd, "amd64"), (&arm, "arm64")]);
+    let layout = tmp.path().join("layout");
+    let blobs: Vec<_> = amd
+        .blobs()
+        .chain(arm.blobs())
+        .chain([&amd.manifest, &arm.manifest])
+        .collect();
+    write_layout(&layout, &blobs, &[(&format!("{UPSTREAM}/m/app:v1"), &idx)]).unwrap();
+    let data = tmp.path().join("data");
+    let out = ferry(&[
+        "preload",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--upstream",
+        &format!("http://{UPSTREAM}"),
+        "--platform",
+        "linux/arm64",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("2 manifests, 2 blobs"),
+        "index + arm64 child: {said}"
+    );
+    let up = format!("http://{UPSTREAM}");
+    let server = Ferry::start(ferry_bin(), &data, &["--offline", "--upstream", &up]);
+    let status = |path: String| {
+        let url = format!("{}/v2/{UPSTREAM}/m/app/{path}", server.url());
+        async move {
+            crate::client()
+                .get(url)
+                .header("accept", ferry_oci::MediaType::ACCEPT_ALL)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status("manifests/v1".into()).await, 200);
+    assert_eq!(
+        status(format!("manifests/{}", arm.manifest.digest)).await,
+        200
+    );
+    assert_eq!(status(format!("blobs/{}", arm.layers[0].digest)).await, 200);
+    assert_eq!(
+        status(format!("manifests/{}", amd.manifest.digest)).await,
+        404
+    );
+    assert_eq!(status(format!("blobs/{}", amd.layers[0].digest)).await, 404);
+}
