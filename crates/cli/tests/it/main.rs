@@ -4,6 +4,7 @@ mod archives;
 mod cli;
 mod crash;
 mod faults;
+mod helm;
 mod inventory;
 mod mirror;
 mod peers;
