@@ -18,4 +18,4 @@ mod registry;
 pub use auth::Challenge;
 pub use credentials::{Credentials, DockerConfig};
 pub use error::{ClientError, ErrorKind};
-pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions};
+pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions, TagPage};

@@ -66,6 +66,15 @@ pub struct ManifestResponse {
     pub digest: Option<Digest>,
 }
 
+/// One page of an upstream's tag list.
+#[derive(Debug, Clone)]
+pub struct TagPage {
+    /// The tags, in the registry's order.
+    pub tags: Vec<String>,
+    /// Whether the registry announced a next page.
+    pub more: bool,
+}
+
 /// What a manifest HEAD says.
 #[derive(Debug, Clone)]
 pub struct ManifestHead {
@@ -206,6 +215,57 @@ impl Registry {
             bytes: Bytes::from(buf),
             media_type,
             digest,
+        })
+    }
+
+    /// `GET /v2/<repo>/tags/list`, one page (`n` tags after `last`); the body is bounded by `max`
+    /// bytes. Returns the tags and whether the registry says more follow (a `Link` header).
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+        max: usize,
+    ) -> Result<TagPage, ClientError> {
+        let mut url =
+            reqwest::Url::parse(&format!("{}/v2/{repo}/tags/list", self.options.endpoint))
+                .map_err(|e| ClientError::new(ErrorKind::Request, e.to_string()))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(n) = n {
+                q.append_pair("n", &n.to_string());
+            }
+            if let Some(l) = last {
+                q.append_pair("last", l);
+            }
+        }
+        let url = url.to_string().trim_end_matches('?').to_owned();
+        let r = self.send(Method::GET, &url, repo, None, true).await?;
+        check(&r, "tags list")?;
+        let more = r.headers().contains_key(header::LINK);
+        let mut body = r.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ClientError::from_reqwest(&e, "reading tags list"))?;
+            if buf.len() + chunk.len() > max {
+                return Err(ClientError::new(
+                    ErrorKind::Protocol,
+                    format!("upstream tag list larger than {max} bytes"),
+                ));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let b: Body = serde_json::from_slice(&buf).map_err(|e| {
+            ClientError::new(ErrorKind::Protocol, format!("upstream tag list: {e}"))
+        })?;
+        Ok(TagPage {
+            tags: b.tags.unwrap_or_default(),
+            more,
         })
     }
 

@@ -529,3 +529,78 @@ async fn preload_warms_the_cache_for_chosen_platforms() {
     let r = get(format!("/v2/p/multi/blobs/{}", amd.layers[0].digest)).await;
     assert_ne!(r.status(), 200);
 }
+
+/// A mirrored repository's tag list is the upstream's, page for page, even for tags never pulled;
+/// with the upstream gone it falls back to the tags cached so far, marked stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_lists_come_from_the_upstream_then_from_the_cache() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(35, 1, 10_000, "amd64");
+    let Some(mut upstream) = seeded_upstream(&skopeo, tmp.path(), &img, "t/app", false) else {
+        return;
+    };
+    for tag in ["v2", "v3"] {
+        skopeo.copy(
+            &format!("docker://{}/t/app:v1", upstream.host()),
+            &format!("docker://{}/t/app:{tag}", upstream.host()),
+            &[],
+        );
+    }
+    let data = tmp.path().join("data");
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &data,
+        &["--upstream", &format!("http://{}", upstream.host())],
+    );
+    let c = client();
+    let list = |query: &'static str| {
+        let c = c.clone();
+        let url = format!("{}/v2/t/app/tags/list{query}", ferry.url());
+        async move { c.get(url).send().await.unwrap() }
+    };
+    let tags = |r: reqwest::Response| async move {
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["name"], "t/app");
+        v["tags"].clone()
+    };
+    let r = list("").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("warning").is_none());
+    assert_eq!(tags(r).await, serde_json::json!(["v1", "v2", "v3"]));
+    let r = list("?n=2").await;
+    let link = r
+        .headers()
+        .get("link")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(link, "</v2/t/app/tags/list?n=2&last=v2>; rel=\"next\"");
+    assert_eq!(tags(r).await, serde_json::json!(["v1", "v2"]));
+    let r = list("?n=2&last=v2").await;
+    assert!(r.headers().get("link").is_none());
+    assert_eq!(tags(r).await, serde_json::json!(["v3"]));
+    let r = c
+        .get(format!("{}/v2/t/nothing/tags/list", ferry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("NAME_UNKNOWN"), "{body}");
+
+    // Pull v2 through, then lose the upstream: the cached tags are listed, marked stale.
+    let r = c
+        .get(format!("{}/v2/t/app/manifests/v2", ferry.url()))
+        .header("accept", MediaType::ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    upstream.process.terminate(Duration::from_secs(5));
+    let r = list("").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("warning").is_some());
+    assert_eq!(tags(r).await, serde_json::json!(["v2"]));
+}

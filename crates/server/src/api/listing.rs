@@ -48,9 +48,31 @@ pub(super) fn tags(app: &App, repo: &RepoName, req: &Request) -> ApiResult {
     tags_of(app, repo, repo, req)
 }
 
+/// One page of tags relayed from an upstream, with a `Link` to the next when the upstream has one
+/// (or the page is full).
+pub(crate) fn tag_page(
+    repo: &RepoName,
+    tags: Vec<String>,
+    n: Option<usize>,
+    more: bool,
+) -> ApiResult {
+    let body = serde_json::to_vec(&serde_json::json!({ "name": repo.as_str(), "tags": tags }))
+        .unwrap_or_default();
+    let base = format!("/v2/{repo}/tags/list");
+    let res = json_response(StatusCode::OK, body);
+    Ok(match (more, n, tags.last()) {
+        (true, _, Some(_)) => with_next_link(res, &base, &tags, Some(n.unwrap_or(tags.len()))),
+        _ => with_next_link(res, &base, &tags, n),
+    })
+}
+
 /// Tags stored under `key`, reported as those of `repo` (they differ for mirrored repositories).
 pub(crate) fn tags_of(app: &App, key: &RepoName, repo: &RepoName, req: &Request) -> ApiResult {
-    let q = Query::of(req);
+    tags_by_query(app, key, repo, &Query::of(req))
+}
+
+/// [`tags_of`] for a query already taken from its request.
+pub(crate) fn tags_by_query(app: &App, key: &RepoName, repo: &RepoName, q: &Query) -> ApiResult {
     let n = q.n()?;
     let tags = app.store.tags(key, q.get("last"), n)?;
     let body = serde_json::to_vec(&serde_json::json!({ "name": repo.as_str(), "tags": tags }))

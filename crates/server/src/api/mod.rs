@@ -218,7 +218,11 @@ async fn mirrored(
             let range = req.headers().get(header::RANGE).cloned();
             crate::mirror::get_blob(app, mirror, up, repo, digest, m == Method::HEAD, range).await
         }
-        (Route::TagsList { repo }, &Method::GET) => crate::mirror::get_tags(app, up, repo, &req),
+        (Route::TagsList { repo }, &Method::GET) => {
+            // The query, not the request, crosses the upstream call (a body is not `Sync`).
+            let q = Query::of(&req);
+            crate::mirror::get_tags(app, mirror, up, repo, q).await
+        }
         (Route::Referrers { repo, digest }, &Method::GET) => {
             crate::mirror::get_referrers(app, up, repo, digest, &req)
         }

@@ -318,15 +318,71 @@ pub(crate) async fn get_blob(
     ))
 }
 
-/// Tags of a mirrored repository: those pulled through so far.
-pub(crate) fn get_tags(
+/// Largest upstream tag-list page ferry relays (a page of Docker Hub's biggest repositories is far
+/// smaller).
+const MAX_TAG_LIST_BYTES: usize = 8 << 20;
+
+/// Tags of a mirrored repository: the upstream's list, page for page (`n`, `last`); when the
+/// upstream fails (or ferry is offline), the tags pulled through so far, marked stale.
+pub(crate) async fn get_tags(
     app: &App,
+    mirror: &Mirror,
     up: &Arc<Upstream>,
     repo: &RepoName,
-    req: &axum::extract::Request,
+    q: api::Query,
 ) -> ApiResult {
-    let key = up.store_repo(&up.upstream_repo(repo)?)?;
-    api::listing::tags_of(app, &key, repo, req)
+    let upstream_repo = up.upstream_repo(repo)?;
+    let key = up.store_repo(&upstream_repo)?;
+    let cached = || api::listing::tags_by_query(app, &key, repo, &q);
+    if mirror.options.offline {
+        return cached();
+    }
+    let n = q.n()?;
+    let last = q.get("last").map(str::to_owned);
+    let page = up
+        .client
+        .list_tags(&upstream_repo, n, last.as_deref(), MAX_TAG_LIST_BYTES)
+        .await;
+    match page {
+        Ok(page) => {
+            // Only names that are tags: the list is relayed, not trusted. Some registries
+            // (Distribution before 3.0) ignore `n` and `last` on tag lists: the page is cut here
+            // (the OCI spec orders tags lexically).
+            let mut tags: Vec<String> = page
+                .tags
+                .into_iter()
+                .filter(|t| ferry_oci::Tag::new(t).is_ok())
+                .filter(|t| last.as_deref().is_none_or(|l| t.as_str() > l))
+                .collect();
+            let mut more = page.more;
+            if let Some(n) = n
+                && tags.len() > n
+            {
+                tags.truncate(n);
+                more = true;
+            }
+            api::listing::tag_page(repo, tags, n, more)
+        }
+        Err(e) => {
+            let e = FetchError::from_client(&e, false);
+            if e.status == 404 {
+                return Err(ApiError::new(
+                    ErrorCode::NameUnknown,
+                    format!("{}/{upstream_repo} has no tags upstream", up.name),
+                ));
+            }
+            if !mirror.options.serve_stale || !app.store.has_repository(key.as_str()) {
+                return Err(e.into_api());
+            }
+            tracing::warn!(upstream = %up.name, repo = %upstream_repo, error = %e.message, "upstream failed; listing the cached tags");
+            let mut res = cached()?;
+            res.headers_mut().insert(
+                header::WARNING,
+                HeaderValue::from_static("110 - \"Response is Stale\""),
+            );
+            Ok(res)
+        }
+    }
 }
 
 /// Referrers of a mirrored subject: those pulled through so far.
