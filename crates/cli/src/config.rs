@@ -66,8 +66,60 @@ pub struct CacheConfig {
     /// `repository:tag` patterns (`*` wildcard) of cached images never evicted, e.g.
     /// `["docker.io/library/*"]`.
     pub pinned: Vec<String>,
-    /// Seconds between housekeeping rounds (pull statistics written, budget enforced).
+    /// Seconds between housekeeping rounds (pull statistics written, prune rules and budget
+    /// enforced).
     pub maintenance_interval_secs: u64,
+    /// Standing prune rules (`[[cache.prune]]`), applied to cached images every round.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prune: Vec<PruneConfig>,
+}
+
+/// One `[[cache.prune]]` rule: cached images meeting all its criteria are removed (pinned ones
+/// never), as `ferry prune` would.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneConfig {
+    /// Not pulled for this long, e.g. `"30d"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accessed_before: Option<String>,
+    /// Stored this long ago, e.g. `"90d"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_before: Option<String>,
+    /// Regular expression `repository:tag` must match (repository as cached, e.g.
+    /// `^docker.io/library/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+}
+
+impl PruneConfig {
+    fn rule(&self, n: usize) -> anyhow::Result<ferry_server::mirror::budget::ExpiryRule> {
+        let age = |v: &Option<String>, key: &str| -> anyhow::Result<Option<Duration>> {
+            v.as_deref()
+                .map(|s| {
+                    ferry_policy::units::parse_age(s)
+                        .map(Duration::from_secs)
+                        .map_err(|e| anyhow::anyhow!("cache.prune[{n}].{key}: {e}"))
+                })
+                .transpose()
+        };
+        let rule = ferry_server::mirror::budget::ExpiryRule {
+            accessed_before: age(&self.accessed_before, "accessed_before")?,
+            created_before: age(&self.created_before, "created_before")?,
+            pattern: self
+                .pattern
+                .as_deref()
+                .map(|p| {
+                    regex_lite::Regex::new(p)
+                        .map_err(|e| anyhow::anyhow!("cache.prune[{n}].pattern: {e}"))
+                })
+                .transpose()?,
+        };
+        anyhow::ensure!(
+            rule.accessed_before.is_some() || rule.created_before.is_some(),
+            "cache.prune[{n}] needs accessed_before or created_before (a pattern alone would empty the cache every round)"
+        );
+        Ok(rule)
+    }
 }
 
 impl Default for CacheConfig {
@@ -76,6 +128,7 @@ impl Default for CacheConfig {
             max_size: None,
             pinned: Vec::new(),
             maintenance_interval_secs: 60,
+            prune: Vec::new(),
         }
     }
 }
@@ -91,6 +144,12 @@ impl CacheConfig {
         Ok(ferry_server::mirror::budget::CacheBudget {
             max_bytes,
             pinned: self.pinned.clone(),
+            expiry: self
+                .prune
+                .iter()
+                .enumerate()
+                .map(|(n, p)| p.rule(n))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 }
@@ -413,6 +472,12 @@ impl Config {
             self.limits.header_read_timeout_secs > 0 && self.limits.body_idle_timeout_secs > 0,
             "timeouts must be at least 1 second"
         );
+        anyhow::ensure!(
+            self.cache.maintenance_interval_secs > 0,
+            "cache.maintenance_interval_secs must be at least 1"
+        );
+        // Budget and prune rules are checked here, so a bad value stops `ferry serve` at start.
+        self.cache.budget()?;
         Ok(())
     }
 

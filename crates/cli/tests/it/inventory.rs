@@ -238,3 +238,105 @@ async fn the_cache_budget_evicts_least_recently_pulled_unpinned_images_only() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `[[cache.prune]]` rules run in the background: cached images they select go, pinned, unselected
+/// and pushed images stay, and a rule without an age is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standing_prune_rules_remove_what_they_select_in_the_background() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let Some(upstream) = DockerRegistry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let imgs: Vec<Image> = (0..3).map(|i| image(90 + i, 1, 50_000, "amd64")).collect();
+    for (i, img) in imgs.iter().enumerate() {
+        skopeo.push_image(img, tmp.path(), &format!("{}/r/img{i}:v1", upstream.host()));
+    }
+    let prefix = upstream.host().replace(':', "__");
+    let write = |body: &str| {
+        let config = tmp.path().join("ferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{body}\n[[upstream]]\nurl = \"http://{}\"\n",
+                upstream.host()
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let bad = write("[[cache.prune]]\npattern = \"img\"\n");
+    let out = std::process::Command::new(ferry_bin())
+        .args(["serve", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs accessed_before or created_before"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // img0 is pinned, img2 does not match the rule's pattern: only img1 may go.
+    let config = write(&format!(
+        "[cache]\npinned = [\"{prefix}/r/img0:*\"]\nmaintenance_interval_secs = 1\n[[cache.prune]]\naccessed_before = \"1s\"\npattern = \"/r/img[01]:\"\n"
+    ));
+    let data = tmp.path().join("data");
+    let ferry = Ferry::start(ferry_bin(), &data, &["--config", config.to_str().unwrap()]);
+    let local = image(99, 1, 50_000, "amd64");
+    push(&ferry.url(), "mine/app", "v1", &local).await;
+    let c = client();
+    for i in 0..3 {
+        let m = c
+            .get(format!("{}/v2/r/img{i}/manifests/v1", ferry.url()))
+            .header("accept", MediaType::ACCEPT_ALL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(m.status(), 200);
+        for b in imgs[i].blobs() {
+            let r = c
+                .get(format!("{}/v2/r/img{i}/blobs/{}", ferry.url(), b.digest))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), b.digest);
+        }
+    }
+    let cached = |name: &str| {
+        std::fs::read_dir(data.join("repos").join(name).join("_manifests/sha256"))
+            .is_ok_and(|mut d| d.next().is_some())
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || !cached(&format!(
+            "{prefix}/r/img1"
+        ))),
+        "img1 was not pruned"
+    );
+    assert!(
+        cached(&format!("{prefix}/r/img0")),
+        "a pinned image was pruned"
+    );
+    assert!(
+        cached(&format!("{prefix}/r/img2")),
+        "an unselected image was pruned"
+    );
+    assert!(cached("mine/app"), "a pushed image was pruned");
+    // Its blobs went with it (img1's layer is in no other image).
+    let layer = &imgs[1].layers[0].digest;
+    let file = data
+        .join("blobs/sha256")
+        .join(&layer.hex()[..2])
+        .join(layer.hex());
+    assert!(!file.exists(), "the pruned image's layer is still stored");
+    let out = std::process::Command::new(ferry_bin())
+        .args(["fsck", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

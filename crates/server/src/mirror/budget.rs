@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use ferry_oci::{Digest, RepoName};
 use ferry_policy::{Item, lru_victims};
-use ferry_store::{Store, StoreError};
+use ferry_store::{ImageInfo, Store, StoreError};
 
 use super::{Mirror, glob_match};
 use crate::Metrics;
+use crate::prune::Selection;
 
 /// The cache's limits.
 #[derive(Debug, Clone, Default)]
@@ -18,6 +19,33 @@ pub struct CacheBudget {
     /// `repository:tag` patterns (`*` wildcard, repository as cached, e.g. `docker.io/library/*`)
     /// never evicted.
     pub pinned: Vec<String>,
+    /// Standing prune rules: cached images any of them selects are removed every round.
+    pub expiry: Vec<ExpiryRule>,
+}
+
+/// A standing prune rule (`[[cache.prune]]`): all of its criteria must hold.
+#[derive(Debug, Clone, Default)]
+pub struct ExpiryRule {
+    /// Not pulled for this long (never-pulled images count from when they were stored).
+    pub accessed_before: Option<std::time::Duration>,
+    /// Stored this long ago.
+    pub created_before: Option<std::time::Duration>,
+    /// `repository:tag` (repository as cached, e.g. `docker.io/library/alpine:3.20`) must match.
+    pub pattern: Option<regex_lite::Regex>,
+}
+
+impl ExpiryRule {
+    fn selection(&self, now: u64) -> Selection {
+        let before = |d: Option<std::time::Duration>| d.map(|d| now.saturating_sub(d.as_secs()));
+        Selection {
+            rule: ferry_policy::PruneRule {
+                accessed_before: before(self.accessed_before),
+                created_before: before(self.created_before),
+            },
+            pattern: self.pattern.clone(),
+            repository: None,
+        }
+    }
 }
 
 /// What one eviction round did.
@@ -31,29 +59,80 @@ pub struct Eviction {
     pub bytes: u64,
 }
 
-/// Evicts cached images until the store fits `budget` (or only pinned ones are left).
+/// Removes the cached images the budget's standing prune rules select (pinned ones never), then
+/// evicts least recently pulled cached images until the store fits the budget (or only pinned ones
+/// are left).
 pub async fn evict(
     store: &Arc<Store>,
     mirror: &Mirror,
     metrics: &Metrics,
     budget: &CacheBudget,
 ) -> Result<Eviction, StoreError> {
-    let used = store.stats().blob_bytes;
-    if budget.max_bytes == 0 || used <= budget.max_bytes {
-        return Ok(Eviction::default());
-    }
     let prefixes: Vec<String> = mirror.prefixes().map(str::to_owned).collect();
     let cached = |repo: &str| {
         prefixes
             .iter()
             .any(|p| repo.split('/').next() == Some(p.as_str()))
     };
+    let is_pinned = |i: &ImageInfo| {
+        let name = format!("{}:{}", i.repository, i.tag.as_deref().unwrap_or(""));
+        budget.pinned.iter().any(|p| glob_match(p, &name))
+    };
+    let mut expired = Eviction::default();
+    if !budget.expiry.is_empty() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let selections: Vec<Selection> = budget.expiry.iter().map(|r| r.selection(now)).collect();
+        let images = store.images().await?;
+        let selected = |i: &ImageInfo| {
+            cached(&i.repository) && !is_pinned(i) && selections.iter().any(|s| s.matches(i))
+        };
+        for i in images.iter().filter(|i| selected(i)) {
+            let Ok(repo) = RepoName::new(&i.repository) else {
+                continue;
+            };
+            // The manifest goes when every name it has is selected; otherwise only this tag.
+            let whole = images
+                .iter()
+                .filter(|o| o.repository == i.repository && o.digest == i.digest)
+                .all(selected);
+            let r = match (&i.tag, whole) {
+                (_, true) => store.delete_manifest(&repo, &i.digest).await,
+                (Some(t), false) => match ferry_oci::Tag::new(t) {
+                    Ok(t) => store.delete_tag(&repo, &t).await,
+                    Err(_) => Ok(()),
+                },
+                (None, false) => Ok(()),
+            };
+            match r {
+                Ok(()) => expired.images += 1,
+                Err(StoreError::ManifestUnknown(_) | StoreError::NameUnknown(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if expired.images > 0 {
+            let r = store.gc_under(&prefixes).await?;
+            expired.blobs = r.removed;
+            expired.bytes = r.bytes_freed;
+            metrics.evictions.inc_by(r.removed);
+            tracing::info!(
+                images = expired.images,
+                blobs = expired.blobs,
+                bytes = expired.bytes,
+                "removed cached images selected by the [[cache.prune]] rules"
+            );
+        }
+    }
+    let used = store.stats().blob_bytes;
+    if budget.max_bytes == 0 || used <= budget.max_bytes {
+        return Ok(expired);
+    }
     let images = store.images().await?;
     // One item per manifest: pinned if any of its tags is.
     let mut items: Vec<Item<(String, Digest)>> = Vec::new();
     for img in images.iter().filter(|i| cached(&i.repository)) {
-        let name = format!("{}:{}", img.repository, img.tag.as_deref().unwrap_or(""));
-        let pinned = budget.pinned.iter().any(|p| glob_match(p, &name));
+        let pinned = is_pinned(img);
         let key = (img.repository.clone(), img.digest.clone());
         match items.iter_mut().find(|i| i.key == key) {
             Some(i) => i.pinned |= pinned,
@@ -66,7 +145,8 @@ pub async fn evict(
         }
     }
     let victims = lru_victims(&items, used, budget.max_bytes);
-    let mut out = Eviction::default();
+    let mut out = expired;
+    let before = out.images;
     for (repo, digest) in &victims {
         let Ok(repo) = RepoName::new(repo) else {
             continue;
@@ -77,15 +157,15 @@ pub async fn evict(
             Err(e) => return Err(e),
         }
     }
-    if out.images > 0 {
+    if out.images > before {
         let r = store.gc_under(&prefixes).await?;
-        out.blobs = r.removed;
-        out.bytes = r.bytes_freed;
+        out.blobs += r.removed;
+        out.bytes += r.bytes_freed;
         metrics.evictions.inc_by(r.removed);
         tracing::info!(
-            images = out.images,
-            blobs = out.blobs,
-            bytes = out.bytes,
+            images = out.images - before,
+            blobs = r.removed,
+            bytes = r.bytes_freed,
             budget = budget.max_bytes,
             "evicted cached images to stay within the budget"
         );
