@@ -286,7 +286,7 @@ async fn standing_prune_rules_remove_what_they_select_in_the_background() {
     let local = image(99, 1, 50_000, "amd64");
     push(&ferry.url(), "mine/app", "v1", &local).await;
     let c = client();
-    for i in 0..3 {
+    for (i, img) in imgs.iter().enumerate() {
         let m = c
             .get(format!("{}/v2/r/img{i}/manifests/v1", ferry.url()))
             .header("accept", MediaType::ACCEPT_ALL)
@@ -294,7 +294,7 @@ async fn standing_prune_rules_remove_what_they_select_in_the_background() {
             .await
             .unwrap();
         assert_eq!(m.status(), 200);
-        for b in imgs[i].blobs() {
+        for b in img.blobs() {
             let r = c
                 .get(format!("{}/v2/r/img{i}/blobs/{}", ferry.url(), b.digest))
                 .send()
