@@ -211,6 +211,10 @@ pub struct UpstreamConfig {
     /// Seconds a blob transfer may take to get going before `min_transfer_rate` applies.
     #[serde(default = "default_min_transfer_grace")]
     pub min_transfer_grace_secs: u64,
+    /// Fetch an image's blobs as soon as its manifest is fetched, before clients ask for them
+    /// (at most 8 prefetches in flight across images).
+    #[serde(default)]
+    pub prefetch_blobs_on_manifest: bool,
 }
 
 fn default_min_transfer_rate() -> String {
@@ -251,6 +255,7 @@ impl UpstreamConfig {
             read_timeout_secs: default_request_timeout(),
             min_transfer_rate: default_min_transfer_rate(),
             min_transfer_grace_secs: default_min_transfer_grace(),
+            prefetch_blobs_on_manifest: false,
         }
     }
 
@@ -348,6 +353,7 @@ impl UpstreamConfig {
             bytes_per_sec,
             grace: Duration::from_secs(self.min_transfer_grace_secs),
         };
+        upstream.prefetch_blobs = self.prefetch_blobs_on_manifest;
         Ok(upstream)
     }
 }

@@ -604,3 +604,65 @@ async fn tag_lists_come_from_the_upstream_then_from_the_cache() {
     assert!(r.headers().get("warning").is_some());
     assert_eq!(tags(r).await, serde_json::json!(["v2"]));
 }
+
+/// With `prefetch_blobs_on_manifest`, fetching a manifest starts fetching its blobs: they reach the
+/// cache without any client asking, each fetched upstream once, and later pulls are cache hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_fetches_an_images_blobs_once_with_its_manifest() {
+    let Some(skopeo) = Skopeo::new() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(36, 12, 100_000, "amd64");
+    let Some(upstream) = seeded_upstream(&skopeo, tmp.path(), &img, "pf/app", true) else {
+        return;
+    };
+    let config = write_config(
+        tmp.path(),
+        &format!(
+            "[[upstream]]\nurl = \"http://{}\"\nprefetch_blobs_on_manifest = true\n",
+            upstream.host()
+        ),
+    );
+    let data = tmp.path().join("data");
+    let ferry = Ferry::start(ferry_bin(), &data, &["--config", config.to_str().unwrap()]);
+    let c = client();
+    let blob_gets = || upstream.count_requests("GET", "/v2/pf/app/blobs/");
+    let before = blob_gets();
+    let r = c
+        .get(format!("{}/v2/pf/app/manifests/v1", ferry.url()))
+        .header("accept", MediaType::ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let blobs: Vec<_> = img.blobs().collect();
+    let stored = |d: &Digest| {
+        data.join("blobs/sha256")
+            .join(&d.hex()[..2])
+            .join(d.hex())
+            .exists()
+    };
+    assert!(
+        ferry_testkit::peers::wait_until(Duration::from_secs(30), || blobs
+            .iter()
+            .all(|b| stored(&b.digest))),
+        "the blobs were not prefetched"
+    );
+    assert_eq!(
+        blob_gets() - before,
+        blobs.len(),
+        "one upstream GET per blob"
+    );
+    for b in &blobs {
+        let r = c
+            .get(format!("{}/v2/pf/app/blobs/{}", ferry.url(), b.digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), b.digest);
+    }
+    assert_eq!(
+        blob_gets() - before,
+        blobs.len(),
+        "pulls after the prefetch are cache hits"
+    );
+}

@@ -41,6 +41,8 @@ pub struct Upstream {
     /// The slowest blob transfer tolerated; a slower fill is abandoned so a stalled upstream cannot
     /// hold clients forever.
     pub min_transfer: TransferFloor,
+    /// Start fetching an image's blobs as soon as its manifest is fetched, before clients ask.
+    pub prefetch_blobs: bool,
 }
 
 /// The slowest acceptable upstream blob transfer: after `grace`, a fill whose average rate is below
@@ -91,6 +93,7 @@ impl Upstream {
             tag_ttl,
             always_revalidate,
             min_transfer: TransferFloor::default(),
+            prefetch_blobs: false,
         })
     }
 
@@ -192,7 +195,13 @@ pub struct Mirror {
     pub(crate) manifests: flight::Coalescer<String, FetchError>,
     /// Recent upstream 404s (see `pull.rs`).
     pub(crate) negative: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Bounds blob prefetches in flight across all images (client-driven fills are not bounded by
+    /// it: a client waiting must never queue behind speculation).
+    pub(crate) prefetch: Arc<tokio::sync::Semaphore>,
 }
+
+/// Blob prefetches in flight at most, across all images.
+const MAX_PREFETCHES: usize = 8;
 
 /// Where a request goes.
 #[derive(Debug)]
@@ -237,6 +246,7 @@ impl Mirror {
             fills: Arc::default(),
             manifests: flight::Coalescer::default(),
             negative: std::sync::Mutex::default(),
+            prefetch: Arc::new(tokio::sync::Semaphore::new(MAX_PREFETCHES)),
         })
     }
 

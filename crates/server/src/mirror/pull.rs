@@ -122,6 +122,9 @@ pub(crate) async fn get_manifest(
     }
     match outcome {
         Ok(()) => {
+            if led && up.prefetch_blobs {
+                prefetch_blobs(app, mirror, up, &upstream_repo, &key, reference);
+            }
             if !head {
                 app.metrics.pull(&up.name, "manifest", "upstream");
             }
@@ -148,6 +151,69 @@ pub(crate) async fn get_manifest(
         }
         Err(e) => Err(e.into_api()),
     }
+}
+
+/// Starts fills for the blobs of the image manifest just fetched (`prefetch_blobs_on_manifest`), in
+/// the background and bounded by the mirror's prefetch permits; clients asking for a blob meanwhile
+/// join its fill as usual. Index children are not followed: a client asks for its platform's
+/// manifest next, which prefetches that image's blobs.
+fn prefetch_blobs(
+    app: &App,
+    mirror: &Mirror,
+    up: &Arc<Upstream>,
+    upstream_repo: &RepoName,
+    key: &RepoName,
+    reference: &ManifestRef,
+) {
+    let (store, metrics, fills, permits) = (
+        app.store.clone(),
+        app.metrics.clone(),
+        mirror.fills.clone(),
+        mirror.prefetch.clone(),
+    );
+    let (up, upstream_repo, key, reference) = (
+        up.clone(),
+        upstream_repo.clone(),
+        key.clone(),
+        reference.clone(),
+    );
+    tokio::spawn(async move {
+        let Ok(m) = store.get_manifest(&key, &reference).await else {
+            return;
+        };
+        let Ok(m) = Manifest::parse_as(
+            m.bytes.to_vec(),
+            Some(&m.head.media_type),
+            m.head.digest.algorithm(),
+        ) else {
+            return;
+        };
+        if m.media_type().is_index() {
+            return;
+        }
+        for d in m.blob_references() {
+            if store.has_content_now(&d.digest) {
+                continue;
+            }
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let Some((fill, _)) =
+                fills.join_or_start(&store, &metrics, &up, &upstream_repo, &key, &d.digest)
+            else {
+                continue;
+            };
+            // The permit is held until the fill ends, so at most MAX_PREFETCHES run at once.
+            let mut state = fill.state.clone();
+            tokio::spawn(async move {
+                let _ = state
+                    .wait_for(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_)))
+                    .await;
+                drop(permit);
+            });
+        }
+        tracing::debug!(upstream = %up.name, repo = %upstream_repo, %reference, "blob prefetch started");
+    });
 }
 
 /// Brings the cached copy of `reference` up to date with the upstream.
