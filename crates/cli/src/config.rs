@@ -552,6 +552,7 @@ impl Config {
             offline: self.offline,
             serve_stale: self.serve_stale,
             max_manifest_bytes: self.limits.max_manifest_bytes,
+            pinned: self.cache.pinned.clone(),
         };
         ferry_server::Mirror::new(upstreams, self.default_upstream.as_deref(), options)
             .map(Some)

@@ -905,6 +905,7 @@ async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         rule,
         pattern: pattern(&args.pattern)?,
         repository: None,
+        pinned: c.cache.pinned.clone(),
     };
     let mode = if args.dry_run {
         ferry_store::LockMode::Shared

@@ -60,6 +60,7 @@ fn selection(q: &Query) -> Result<Selection, ApiError> {
         },
         pattern,
         repository,
+        pinned: Vec::new(),
     })
 }
 
@@ -101,7 +102,10 @@ async fn serve(app: &Arc<App>, path: &str, req: Request) -> ApiResult {
     };
     match (req.method(), path) {
         (&Method::GET, "/images") => {
-            let sel = selection(&q)?;
+            let mut sel = selection(&q)?;
+            if let Some(m) = &app.mirror {
+                sel.pinned = m.options.pinned.clone();
+            }
             let images: Vec<_> = app
                 .store
                 .images()
@@ -112,7 +116,10 @@ async fn serve(app: &Arc<App>, path: &str, req: Request) -> ApiResult {
             Ok(json(serde_json::to_value(images).unwrap_or_default()))
         }
         (&Method::POST, "/prune") => {
-            let sel = selection(&q)?;
+            let mut sel = selection(&q)?;
+            if let Some(m) = &app.mirror {
+                sel.pinned = m.options.pinned.clone();
+            }
             if sel.rule == PruneRule::default() && sel.pattern.is_none() && sel.repository.is_none()
             {
                 return Err(bad(

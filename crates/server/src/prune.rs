@@ -15,6 +15,14 @@ pub struct Selection {
     pub pattern: Option<regex_lite::Regex>,
     /// Only images of this repository.
     pub repository: Option<RepoName>,
+    /// `repository:tag` patterns (`*` wildcard) of images never selected: the cache's pinned images.
+    pub pinned: Vec<String>,
+}
+
+/// Whether `repository:tag` of `i` matches one of the `pinned` patterns (`*` wildcard).
+pub fn is_pinned(pinned: &[String], i: &ImageInfo) -> bool {
+    let name = format!("{}:{}", i.repository, i.tag.as_deref().unwrap_or(""));
+    pinned.iter().any(|p| crate::mirror::glob_match(p, &name))
 }
 
 /// `repository:tag`, or `repository@digest` for an untagged manifest.
@@ -26,9 +34,15 @@ pub fn image_name(i: &ImageInfo) -> String {
 }
 
 impl Selection {
+    /// Whether `i` is protected by a pinned pattern.
+    pub fn is_pinned(&self, i: &ImageInfo) -> bool {
+        is_pinned(&self.pinned, i)
+    }
+
     /// Whether `i` is selected.
     pub fn matches(&self, i: &ImageInfo) -> bool {
-        self.rule.matches(i.created, i.last_pulled)
+        !self.is_pinned(i)
+            && self.rule.matches(i.created, i.last_pulled)
             && self
                 .pattern
                 .as_ref()

@@ -270,15 +270,13 @@ impl Store {
         })
     }
 
-    /// Makes an existing blob part of `repo`. Callers make sure the content is in the store.
+    /// Makes an existing blob part of `repo`, and marks its content as just used so a concurrent
+    /// online collection keeps it. `BlobUnknown` if the content is gone (collected meanwhile).
     pub async fn link_blob(
         self: &Arc<Self>,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<(), StoreError> {
-        if self.has_blob(repo, digest) {
-            return Ok(());
-        }
         let (repo, digest) = (repo.clone(), digest.clone());
         self.locked(&repo.clone(), move |store| async move {
             store.link_unlocked(&repo, &digest).await
@@ -292,11 +290,18 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<(), StoreError> {
-        if self.has_blob(repo, digest) {
-            return Ok(());
-        }
+        let content = self.layout.blob(digest);
+        let linked = self.has_blob(repo, digest);
         let link = self.layout.blob_link(repo, digest);
+        let d = digest.clone();
         tokio::task::spawn_blocking(move || {
+            crate::layout::mark_used(&content).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::BlobUnknown(d),
+                _ => StoreError::io(&content)(e),
+            })?;
+            if linked {
+                return Ok(());
+            }
             let parent = link.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
             std::fs::File::create(&link).map_err(StoreError::io(&link))?;

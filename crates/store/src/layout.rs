@@ -156,6 +156,13 @@ pub(crate) fn write_atomic(layout: &Layout, path: &Path, bytes: &[u8]) -> Result
     res
 }
 
+/// Marks content as just used: changing its mode to itself sets its ctime, which an online
+/// collection running beside writers reads as "keep" (see `collect_garbage`).
+pub(crate) fn mark_used(path: &Path) -> std::io::Result<()> {
+    let perms = fs::metadata(path)?.permissions();
+    fs::set_permissions(path, perms)
+}
+
 /// Removes a file; absent is fine. Returns whether it existed.
 pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, StoreError> {
     match fs::remove_file(path) {

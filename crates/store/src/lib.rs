@@ -101,6 +101,9 @@ pub struct Store {
     /// Blob files and their bytes, counted at open and kept up to date by commits and gc.
     blob_count: std::sync::atomic::AtomicU64,
     blob_bytes: std::sync::atomic::AtomicU64,
+    /// An online collection kept unreferenced content because it was used moments before; the
+    /// next maintenance round should collect again.
+    gc_deferred: std::sync::atomic::AtomicBool,
     // Held for the store's lifetime so that offline tools (gc) cannot run underneath a server.
     _lock: Option<std::fs::File>,
 }
@@ -167,6 +170,7 @@ impl Store {
             uploads: uploads::Sessions::default(),
             options,
             stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
+            gc_deferred: std::sync::atomic::AtomicBool::new(false),
             problems,
             access,
             blob_count: count.into(),

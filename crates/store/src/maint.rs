@@ -62,6 +62,9 @@ pub struct GcReport {
     pub removed: u64,
     /// Bytes freed (or that would be).
     pub bytes_freed: u64,
+    /// Unreferenced blobs kept because they were written or used moments before (online
+    /// collection only); a later collection takes them.
+    pub deferred: u64,
     /// Whether nothing was changed.
     pub dry_run: bool,
     /// The removed digests.
@@ -200,7 +203,15 @@ impl Store {
     /// [`Store::gc`] limited to blobs whose every repository link lies under one of `prefixes`
     /// (first path component): what a running mirror may evict, never a pushed image's blobs.
     pub async fn gc_under(self: &Arc<Self>, prefixes: &[String]) -> Result<GcReport, StoreError> {
-        self.collect_garbage(false, Some(prefixes)).await
+        let r = self.collect_garbage(false, Some(prefixes)).await?;
+        self.gc_deferred
+            .store(r.deferred > 0, std::sync::atomic::Ordering::Relaxed);
+        Ok(r)
+    }
+
+    /// Whether the last online collection left recently used garbage for a later one.
+    pub fn gc_deferred(&self) -> bool {
+        self.gc_deferred.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn collect_garbage(
@@ -208,6 +219,15 @@ impl Store {
         dry_run: bool,
         scope: Option<&[String]>,
     ) -> Result<GcReport, StoreError> {
+        // Online (scoped) collection runs beside writers: a blob or manifest committed after the
+        // index snapshot below is referenced by nothing in it yet. Commits hard-link the file, which
+        // sets its ctime, so files whose ctime is not safely older than the snapshot are kept.
+        let young_after = scope.map(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+                - 2
+        });
         let (manifests, protected): (Vec<Digest>, HashSet<Digest>) = {
             let idx = self.read_index();
             let manifests = idx
@@ -248,8 +268,14 @@ impl Store {
                 ..GcReport::default()
             };
             for (d, path) in files {
+                let young = young_after.is_some_and(|t| {
+                    use std::os::unix::fs::MetadataExt;
+                    fs::symlink_metadata(&path).map_or(true, |m| m.ctime() >= t)
+                });
                 if marked.contains(&d) || protected.contains(&d) {
                     report.kept += 1;
+                } else if young {
+                    report.deferred += 1;
                 } else {
                     report.removed += 1;
                     report.bytes_freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -262,6 +288,62 @@ impl Store {
         .map_err(StoreError::join)??;
         if dry_run || report.digests.is_empty() {
             return Ok(report);
+        }
+        // Online, removal holds every repository lock, so no link or manifest write interleaves;
+        // what was written or used since the snapshot (a manifest now in the index, content whose
+        // ctime moved) is kept.
+        let _all = match scope {
+            Some(_) => {
+                let mut guards = Vec::with_capacity(self.stripes.len());
+                for s in &self.stripes {
+                    guards.push(s.clone().lock_owned().await);
+                }
+                Some(guards)
+            }
+            None => None,
+        };
+        if young_after.is_some() {
+            let candidates = std::mem::take(&mut report.digests);
+            let (layout, idx_manifests): (_, HashSet<Digest>) = {
+                let idx = self.read_index();
+                (
+                    self.layout.clone(),
+                    idx.repos
+                        .values()
+                        .flat_map(|r| r.manifests.keys().cloned())
+                        .collect(),
+                )
+            };
+            let (kept, still) = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::MetadataExt;
+                let mut kept = Vec::new();
+                let mut still = Vec::new();
+                for d in candidates {
+                    let meta = fs::symlink_metadata(layout.blob(&d));
+                    let young = meta
+                        .as_ref()
+                        .is_ok_and(|m| young_after.is_some_and(|t| m.ctime() >= t));
+                    if young || idx_manifests.contains(&d) {
+                        kept.push((young, meta.map_or(0, |m| m.len())));
+                    } else {
+                        still.push(d);
+                    }
+                }
+                (kept, still)
+            })
+            .await
+            .map_err(StoreError::join)?;
+            let young = kept.iter().filter(|(y, _)| *y).count() as u64;
+            report.deferred += young;
+            report.kept += kept.len() as u64 - young;
+            report.removed -= kept.len() as u64;
+            report.bytes_freed = report
+                .bytes_freed
+                .saturating_sub(kept.iter().map(|(_, n)| n).sum());
+            report.digests = still;
+            if report.digests.is_empty() {
+                return Ok(report);
+            }
         }
         self.unlink_everywhere(&report.digests).await?;
         let (layout, gone) = (self.layout.clone(), std::mem::take(&mut report.digests));

@@ -128,7 +128,8 @@ impl Store {
             let added = bytes.len() as u64;
             let created = tokio::task::spawn_blocking(move || {
                 let blob = layout.blob(&digest2);
-                let created = !blob.exists();
+                // Existing content is marked used, so an online collection does not take it.
+                let created = crate::layout::mark_used(&blob).is_err();
                 if created {
                     write_atomic(&layout, &blob, &bytes)?;
                 }

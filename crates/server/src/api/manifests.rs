@@ -23,18 +23,50 @@ pub(crate) async fn get(
         app.store.record_pull(repo, &m.head.digest);
         (m.head, Body::from(m.bytes))
     };
-    let len = m.size.to_string();
-    let etag = format!("\"{}\"", m.digest);
-    Ok(response(
+    Ok(manifest_response(&m.digest, &m.media_type, m.size, body))
+}
+
+/// Answers with `manifest` itself (just fetched for `repo`, in hand), not a read of the store: a
+/// mirror's answer must not depend on the copy surviving a concurrent prune.
+pub(crate) fn serve_fetched(
+    app: &App,
+    repo: &RepoName,
+    manifest: &ferry_oci::Manifest,
+    head: bool,
+) -> ApiResult {
+    let len = manifest.bytes().len() as u64;
+    let body = if head {
+        Body::empty()
+    } else {
+        app.store.record_pull(repo, manifest.digest());
+        Body::from(Bytes::copy_from_slice(manifest.bytes()))
+    };
+    Ok(manifest_response(
+        manifest.digest(),
+        manifest.media_type().as_str(),
+        len,
+        body,
+    ))
+}
+
+fn manifest_response(
+    digest: &ferry_oci::Digest,
+    media_type: &str,
+    len: u64,
+    body: Body,
+) -> axum::response::Response {
+    let len = len.to_string();
+    let etag = format!("\"{digest}\"");
+    response(
         StatusCode::OK,
         &[
-            ("content-type", &m.media_type),
+            ("content-type", media_type),
             ("content-length", &len),
-            ("docker-content-digest", m.digest.as_str()),
+            ("docker-content-digest", digest.as_str()),
             ("etag", &etag),
         ],
         body,
-    ))
+    )
 }
 
 /// Reads at most `max` bytes of body; more is a 413.

@@ -7,7 +7,7 @@ use ferry_oci::{Digest, RepoName};
 use ferry_policy::{Item, lru_victims};
 use ferry_store::{ImageInfo, Store, StoreError};
 
-use super::{Mirror, glob_match};
+use super::Mirror;
 use crate::Metrics;
 use crate::prune::Selection;
 
@@ -44,6 +44,7 @@ impl ExpiryRule {
             },
             pattern: self.pattern.clone(),
             repository: None,
+            pinned: Vec::new(),
         }
     }
 }
@@ -74,10 +75,7 @@ pub async fn evict(
             .iter()
             .any(|p| repo.split('/').next() == Some(p.as_str()))
     };
-    let is_pinned = |i: &ImageInfo| {
-        let name = format!("{}:{}", i.repository, i.tag.as_deref().unwrap_or(""));
-        budget.pinned.iter().any(|p| glob_match(p, &name))
-    };
+    let is_pinned = |i: &ImageInfo| crate::prune::is_pinned(&budget.pinned, i);
     let mut expired = Eviction::default();
     if !budget.expiry.is_empty() {
         let now = std::time::SystemTime::now()
@@ -111,7 +109,7 @@ pub async fn evict(
                 Err(e) => return Err(e),
             }
         }
-        if expired.images > 0 {
+        if expired.images > 0 || store.gc_deferred() {
             let r = store.gc_under(&prefixes).await?;
             expired.blobs = r.removed;
             expired.bytes = r.bytes_freed;
@@ -126,6 +124,13 @@ pub async fn evict(
     }
     let used = store.stats().blob_bytes;
     if budget.max_bytes == 0 || used <= budget.max_bytes {
+        if budget.expiry.is_empty() && store.gc_deferred() {
+            // Content a previous round had to leave (used moments before) goes now.
+            let r = store.gc_under(&prefixes).await?;
+            expired.blobs += r.removed;
+            expired.bytes += r.bytes_freed;
+            metrics.evictions.inc_by(r.removed);
+        }
         return Ok(expired);
     }
     let images = store.images().await?;

@@ -13,21 +13,23 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
 /// A run's outcome, awaitable by any number of waiters.
-type SharedRun<E> = Shared<BoxFuture<'static, Result<(), E>>>;
+type SharedRun<T, E> = Shared<BoxFuture<'static, Result<T, E>>>;
 
-/// Single-flight runner for fetches whose result lands in the store (so only success or failure
-/// needs sharing).
-pub(crate) struct Coalescer<K, E> {
-    inflight: Mutex<HashMap<K, SharedRun<E>>>,
+/// Single-flight runner: every waiter gets a clone of the leader's outcome (`T` is cheap to clone,
+/// e.g. an `Arc` or a `Bytes`-backed value).
+pub(crate) struct Coalescer<K, T, E> {
+    inflight: Mutex<HashMap<K, SharedRun<T, E>>>,
 }
 
-impl<K, E> std::fmt::Debug for Coalescer<K, E> {
+impl<K, T, E> std::fmt::Debug for Coalescer<K, T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Coalescer")
     }
 }
 
-impl<K: Eq + Hash + Clone, E: Clone + Send + Sync + 'static> Default for Coalescer<K, E> {
+impl<K: Eq + Hash + Clone, T: Clone + Send + Sync + 'static, E: Clone + Send + Sync + 'static>
+    Default for Coalescer<K, T, E>
+{
     fn default() -> Self {
         Coalescer {
             inflight: Mutex::new(HashMap::new()),
@@ -35,7 +37,9 @@ impl<K: Eq + Hash + Clone, E: Clone + Send + Sync + 'static> Default for Coalesc
     }
 }
 
-impl<K: Eq + Hash + Clone, E: Clone + Send + Sync + 'static> Coalescer<K, E> {
+impl<K: Eq + Hash + Clone, T: Clone + Send + Sync + 'static, E: Clone + Send + Sync + 'static>
+    Coalescer<K, T, E>
+{
     /// Runs `work` for `key` unless a run for it is already in flight, in which case this waits for
     /// that one. Returns the run's outcome and whether this call led it. `panicked` is the error
     /// waiters get if the leader's task dies.
@@ -44,9 +48,9 @@ impl<K: Eq + Hash + Clone, E: Clone + Send + Sync + 'static> Coalescer<K, E> {
         key: K,
         work: impl FnOnce() -> F,
         panicked: impl FnOnce() -> E,
-    ) -> (Result<(), E>, bool)
+    ) -> (Result<T, E>, bool)
     where
-        F: Future<Output = Result<(), E>> + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
     {
         let (fut, leader) = {
             let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,7 +93,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_run_per_key_and_clean_handover_after_a_panic() {
-        let c: Arc<Coalescer<&str, String>> = Arc::default();
+        let c: Arc<Coalescer<&str, (), String>> = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let (release_tx, release_rx) = tokio::sync::watch::channel(false);
         let calls = (0..20).map(|_| {

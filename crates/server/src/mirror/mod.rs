@@ -173,6 +173,8 @@ pub struct MirrorOptions {
     pub serve_stale: bool,
     /// Largest manifest accepted from an upstream.
     pub max_manifest_bytes: usize,
+    /// `repository:tag` patterns (`*` wildcard, repository as cached) that pruning never removes.
+    pub pinned: Vec<String>,
 }
 
 impl Default for MirrorOptions {
@@ -181,6 +183,7 @@ impl Default for MirrorOptions {
             offline: false,
             serve_stale: true,
             max_manifest_bytes: 4 * 1024 * 1024,
+            pinned: Vec::new(),
         }
     }
 }
@@ -192,7 +195,7 @@ pub struct Mirror {
     default: Option<Arc<Upstream>>,
     pub(crate) options: MirrorOptions,
     pub(crate) fills: Arc<fill::Fills>,
-    pub(crate) manifests: flight::Coalescer<String, FetchError>,
+    pub(crate) manifests: flight::Coalescer<String, Arc<ferry_oci::Manifest>, FetchError>,
     /// Recent upstream 404s (see `pull.rs`).
     pub(crate) negative: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Bounds blob prefetches in flight across all images (client-driven fills are not bounded by

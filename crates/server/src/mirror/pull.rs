@@ -56,7 +56,7 @@ pub(crate) async fn get_manifest(
 ) -> ApiResult {
     let upstream_repo = up.upstream_repo(repo)?;
     let key = up.store_repo(&upstream_repo)?;
-    let cached = app.store.resolve_manifest(&key, reference).ok();
+    let mut cached = app.store.resolve_manifest(&key, reference).ok();
     let fresh = match (reference, &cached) {
         (_, None) => false,
         (ManifestRef::Digest(_), Some(_)) => true,
@@ -69,10 +69,19 @@ pub(crate) async fn get_manifest(
         }
     };
     if fresh || (mirror.options.offline && cached.is_some()) {
-        if !head {
-            app.metrics.pull(&up.name, "manifest", "cached");
+        match api::manifests::get(app, &key, reference, head).await {
+            // Evicted or pruned between finding it and reading it: fetch it again below.
+            Err(e) if e.error.code == ErrorCode::ManifestUnknown && !mirror.options.offline => {
+                tracing::debug!(%repo, %reference, "cached manifest removed while being read; fetching again");
+                cached = None;
+            }
+            r => {
+                if !head && r.is_ok() {
+                    app.metrics.pull(&up.name, "manifest", "cached");
+                }
+                return r;
+            }
         }
-        return api::manifests::get(app, &key, reference, head).await;
     }
     let miss = |why: &str| {
         ApiError::new(
@@ -121,14 +130,14 @@ pub(crate) async fn get_manifest(
             .inc();
     }
     match outcome {
-        Ok(()) => {
+        Ok(m) => {
             if led && up.prefetch_blobs {
-                prefetch_blobs(app, mirror, up, &upstream_repo, &key, reference);
+                prefetch_blobs(app, mirror, up, &upstream_repo, &key, &m);
             }
             if !head {
                 app.metrics.pull(&up.name, "manifest", "upstream");
             }
-            api::manifests::get(app, &key, reference, head).await
+            api::manifests::serve_fetched(app, &key, &m, head)
         }
         Err(e) if e.status == 404 => {
             mirror.remember_missing(flight_key);
@@ -142,7 +151,10 @@ pub(crate) async fn get_manifest(
                 })
                 .inc();
             tracing::warn!(upstream = %up.name, repo = %upstream_repo, %reference, error = %e.message, "upstream failed; serving the cached manifest stale");
-            let mut res = api::manifests::get(app, &key, reference, head).await?;
+            // The cached copy may have been pruned meanwhile: then the upstream's failure stands.
+            let Ok(mut res) = api::manifests::get(app, &key, reference, head).await else {
+                return Err(e.into_api());
+            };
             res.headers_mut().insert(
                 header::WARNING,
                 HeaderValue::from_static("110 - \"Response is Stale\""),
@@ -163,34 +175,19 @@ fn prefetch_blobs(
     up: &Arc<Upstream>,
     upstream_repo: &RepoName,
     key: &RepoName,
-    reference: &ManifestRef,
+    m: &Arc<Manifest>,
 ) {
+    if m.media_type().is_index() {
+        return;
+    }
     let (store, metrics, fills, permits) = (
         app.store.clone(),
         app.metrics.clone(),
         mirror.fills.clone(),
         mirror.prefetch.clone(),
     );
-    let (up, upstream_repo, key, reference) = (
-        up.clone(),
-        upstream_repo.clone(),
-        key.clone(),
-        reference.clone(),
-    );
+    let (up, upstream_repo, key, m) = (up.clone(), upstream_repo.clone(), key.clone(), m.clone());
     tokio::spawn(async move {
-        let Ok(m) = store.get_manifest(&key, &reference).await else {
-            return;
-        };
-        let Ok(m) = Manifest::parse_as(
-            m.bytes.to_vec(),
-            Some(&m.head.media_type),
-            m.head.digest.algorithm(),
-        ) else {
-            return;
-        };
-        if m.media_type().is_index() {
-            return;
-        }
         for d in m.blob_references() {
             if store.has_content_now(&d.digest) {
                 continue;
@@ -212,11 +209,11 @@ fn prefetch_blobs(
                 drop(permit);
             });
         }
-        tracing::debug!(upstream = %up.name, repo = %upstream_repo, %reference, "blob prefetch started");
+        tracing::debug!(upstream = %up.name, repo = %upstream_repo, manifest = %m.digest(), "blob prefetch started");
     });
 }
 
-/// Brings the cached copy of `reference` up to date with the upstream.
+/// Brings the cached copy of `reference` up to date with the upstream; the manifest as it now is.
 async fn refresh_manifest(
     store: &Arc<Store>,
     up: &Upstream,
@@ -224,7 +221,7 @@ async fn refresh_manifest(
     key: &RepoName,
     reference: &ManifestRef,
     max: usize,
-) -> Result<(), FetchError> {
+) -> Result<Arc<Manifest>, FetchError> {
     let client_err = |e: ferry_client::ClientError| FetchError::from_client(&e, false);
     match reference {
         ManifestRef::Digest(d) => {
@@ -244,7 +241,8 @@ async fn refresh_manifest(
             store
                 .put_manifest(key, &m, &[], false)
                 .await
-                .map_err(FetchError::store)
+                .map_err(FetchError::store)?;
+            Ok(Arc::new(m))
         }
         ManifestRef::Tag(t) => {
             if let Ok(cached) = store.resolve_manifest(key, reference) {
@@ -254,9 +252,18 @@ async fn refresh_manifest(
                     .head_manifest(repo, t.as_str())
                     .await
                     .map_err(client_err)?;
-                if head.digest.as_ref() == Some(&cached.digest) {
-                    return store.touch_tag(key, t).map_err(FetchError::store);
+                if head.digest.as_ref() == Some(&cached.digest)
+                    && let Ok(stored) = store.get_manifest(key, reference).await
+                    && let Ok(m) = Manifest::parse_as(
+                        stored.bytes.to_vec(),
+                        Some(&stored.head.media_type),
+                        stored.head.digest.algorithm(),
+                    )
+                    && store.touch_tag(key, t).is_ok()
+                {
+                    return Ok(Arc::new(m));
                 }
+                // Moved upstream, or the cached copy went meanwhile: fetch it.
             }
             let r = up
                 .client
@@ -280,7 +287,8 @@ async fn refresh_manifest(
             store
                 .put_manifest(key, &m, std::slice::from_ref(t), false)
                 .await
-                .map_err(FetchError::store)
+                .map_err(FetchError::store)?;
+            Ok(Arc::new(m))
         }
     }
 }
@@ -296,18 +304,23 @@ pub(crate) async fn get_blob(
 ) -> ApiResult {
     let upstream_repo = up.upstream_repo(repo)?;
     let key = up.store_repo(&upstream_repo)?;
-    if app.store.has_blob(&key, digest) && app.store.has_content_now(digest) {
-        if !head {
-            app.metrics.pull(&up.name, "blob", "cached");
-        }
-        return api::blobs::get(app, &key, digest, head, range).await;
-    }
     if app.store.has_content_now(digest) {
-        app.store.link_blob(&key, digest).await?;
-        if !head {
-            app.metrics.pull(&up.name, "blob", "cached");
+        let linked =
+            app.store.has_blob(&key, digest) || app.store.link_blob(&key, digest).await.is_ok();
+        if linked {
+            match api::blobs::get(app, &key, digest, head, range.clone()).await {
+                // Evicted or pruned between the check and the open: fetch it again below.
+                Err(e) if e.error.code == ErrorCode::BlobUnknown => {
+                    tracing::debug!(%digest, "cached blob removed while being opened; refetching");
+                }
+                r => {
+                    if !head && r.is_ok() {
+                        app.metrics.pull(&up.name, "blob", "cached");
+                    }
+                    return r;
+                }
+            }
         }
-        return api::blobs::get(app, &key, digest, head, range).await;
     }
     if mirror.options.offline {
         return Err(ApiError::new(
