@@ -418,11 +418,10 @@ impl Ingest {
         Ok(())
     }
 
-    /// Checks that the bytes written hash to the digest, so that readers may be given all of them
-    /// before the (slower) commit makes them durable. No more writes are accepted afterwards.
-    pub fn verify(&mut self) -> Result<(), StoreError> {
-        let Some(hasher) = self.hasher.take() else {
-            return Err(StoreError::Task("verify twice or after commit".into()));
+    /// Verifies the digest, fsyncs, moves the file under `blobs/` and links it into `repo`.
+    pub async fn commit(mut self, store: &Arc<Store>, repo: &RepoName) -> Result<u64, StoreError> {
+        let (Some(file), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
+            return Err(StoreError::Task("commit twice".into()));
         };
         let actual = hasher.finish();
         if actual != self.digest {
@@ -431,18 +430,6 @@ impl Ingest {
                 actual,
             });
         }
-        Ok(())
-    }
-
-    /// Verifies the digest (unless [`Ingest::verify`] did), fsyncs, moves the file under `blobs/`
-    /// and links it into `repo`.
-    pub async fn commit(mut self, store: &Arc<Store>, repo: &RepoName) -> Result<u64, StoreError> {
-        if self.hasher.is_some() {
-            self.verify()?;
-        }
-        let Some(file) = self.file.take() else {
-            return Err(StoreError::Task("commit twice".into()));
-        };
         file.sync_all().await.map_err(StoreError::io(&self.path))?;
         drop(file);
         // From here the TempFile guard owns the temp path.

@@ -37,8 +37,6 @@ pub(crate) enum FillState {
         path: Arc<PathBuf>,
         total: Option<u64>,
         written: u64,
-        /// The digest checked out: every written byte may be released.
-        verified: bool,
     },
     /// Verified and in the store at `path`.
     Done { path: Arc<PathBuf> },
@@ -177,7 +175,6 @@ async fn fetch(
         path: path.clone(),
         total,
         written: 0,
-        verified: false,
     });
     let mut stream: Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send + Unpin> =
         Box::new(first.into_stream());
@@ -239,22 +236,6 @@ async fn fetch(
             stream = Box::new(r.into_stream());
         }
     }
-    // Verified bytes are correct bytes: followers may have the last one now, while the commit
-    // makes them durable (a failed commit only means the next pull fetches again).
-    match ingest.verify() {
-        Ok(()) => {}
-        Err(StoreError::DigestMismatch { actual, .. }) => {
-            return Err(FetchError::upstream_protocol(&format!(
-                "upstream sent bytes hashing to {actual}, not {digest}; nothing was stored"
-            )));
-        }
-        Err(e) => return Err(FetchError::store(e)),
-    }
-    guard.tx.send_modify(|s| {
-        if let FillState::Receiving { verified, .. } = s {
-            *verified = true;
-        }
-    });
     match ingest.commit(store, key).await {
         Ok(n) => Ok(n),
         Err(StoreError::DigestMismatch { actual, .. }) => Err(FetchError::upstream_protocol(
@@ -296,18 +277,8 @@ pub(crate) fn follow(
             let (path, available, done) = match state {
                 FillState::Failed(e) => return fail(c, e.message),
                 FillState::Starting => (None, 0, false),
-                FillState::Receiving {
-                    path,
-                    written,
-                    verified,
-                    ..
-                } => {
-                    let releasable = if verified {
-                        written
-                    } else {
-                        written.saturating_sub(1)
-                    };
-                    (Some(path), releasable, false)
+                FillState::Receiving { path, written, .. } => {
+                    (Some(path), written.saturating_sub(1), false)
                 }
                 FillState::Done { path, .. } => (Some(path), c.end, true),
             };
