@@ -3,6 +3,7 @@
 mod archive;
 mod client_config;
 mod config;
+mod load;
 mod preload;
 
 use std::net::SocketAddr;
@@ -86,6 +87,9 @@ enum Command {
         after_help = "Example:\n  ferry docker-config --mirror http://127.0.0.1:8080 > /etc/docker/daemon.json"
     )]
     DockerConfig(DockerConfigArgs),
+    /// The load lab: generate images, drive a registry with scaling pullers, report.
+    #[command(subcommand)]
+    Load(load::LoadCommand),
     /// Print the version.
     #[command(after_help = "Example:\n  ferry version")]
     Version,
@@ -339,6 +343,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Version => {
             println!("ferry {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Load(load::LoadCommand::Gen(args)) => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            )?;
+            runtime()?.block_on(load::generate(args.clone()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Load(load::LoadCommand::Run(args)) => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            )?;
+            let ok = runtime()?.block_on(load::run((**args).clone()))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Config(ConfigCommand::Print(args)) => {
             let mut c = args.config()?;

@@ -66,6 +66,17 @@ pub struct ManifestResponse {
     pub digest: Option<Digest>,
 }
 
+/// One request as [`Registry::send_with`] sends it.
+struct Request<'a> {
+    method: Method,
+    url: &'a str,
+    repo: &'a RepoName,
+    range: Option<&'a str>,
+    whole: bool,
+    push: bool,
+    body: Option<(&'static str, Bytes)>,
+}
+
 /// One page of an upstream's tag list.
 #[derive(Debug, Clone)]
 pub struct TagPage {
@@ -218,6 +229,105 @@ impl Registry {
         })
     }
 
+    /// Whether `repo` has the blob `digest` (`HEAD`, with a push-scoped token: used before a push).
+    pub async fn blob_exists(&self, repo: &RepoName, digest: &Digest) -> Result<bool, ClientError> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.options.endpoint);
+        let r = self
+            .send_with(Request {
+                method: Method::HEAD,
+                url: &url,
+                repo,
+                range: None,
+                whole: true,
+                push: true,
+                body: None,
+            })
+            .await?;
+        match r.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => check(&r, "blob HEAD").map(|()| false),
+        }
+    }
+
+    /// Uploads a blob held in memory: `POST` to open an upload, then one `PUT` with the bytes and
+    /// the digest (the form every registry supports).
+    pub async fn push_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        bytes: Bytes,
+    ) -> Result<(), ClientError> {
+        let url = format!("{}/v2/{repo}/blobs/uploads/", self.options.endpoint);
+        let r = self
+            .send_with(Request {
+                method: Method::POST,
+                url: &url,
+                repo,
+                range: None,
+                whole: true,
+                push: true,
+                body: None,
+            })
+            .await?;
+        check(&r, "upload POST")?;
+        let location = r
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ClientError::new(ErrorKind::Protocol, "upload POST without Location"))?;
+        let mut put = self.resolve(location)?;
+        put.query_pairs_mut().append_pair("digest", digest.as_str());
+        let r = self
+            .send_with(Request {
+                method: Method::PUT,
+                url: put.as_str(),
+                repo,
+                range: None,
+                whole: false,
+                push: true,
+                body: Some(("application/octet-stream", bytes)),
+            })
+            .await?;
+        check(&r, "upload PUT")
+    }
+
+    /// `PUT /v2/<repo>/manifests/<reference>`; the digest the registry reports, if any.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+        media_type: &'static str,
+        bytes: Bytes,
+    ) -> Result<Option<Digest>, ClientError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.options.endpoint);
+        let r = self
+            .send_with(Request {
+                method: Method::PUT,
+                url: &url,
+                repo,
+                range: None,
+                whole: true,
+                push: true,
+                body: Some((media_type, bytes)),
+            })
+            .await?;
+        check(&r, "manifest PUT")?;
+        Ok(digest_header(&r))
+    }
+
+    /// A `Location` header (absolute, or relative to the endpoint) as a URL.
+    fn resolve(&self, location: &str) -> Result<reqwest::Url, ClientError> {
+        let base = reqwest::Url::parse(&format!("{}/", self.options.endpoint))
+            .map_err(|e| ClientError::new(ErrorKind::Request, e.to_string()))?;
+        base.join(location).map_err(|e| {
+            ClientError::new(
+                ErrorKind::Protocol,
+                format!("unusable upload Location {location:?}: {e}"),
+            )
+        })
+    }
+
     /// `GET /v2/<repo>/tags/list`, one page (`n` tags after `last`); the body is bounded by `max`
     /// bytes. Returns the tags and whether the registry says more follow (a `Link` header).
     pub async fn list_tags(
@@ -320,7 +430,35 @@ impl Registry {
         range: Option<&str>,
         whole: bool,
     ) -> Result<reqwest::Response, ClientError> {
-        let scope = format!("repository:{repo}:pull");
+        self.send_with(Request {
+            method,
+            url,
+            repo,
+            range,
+            whole,
+            push: false,
+            body: None,
+        })
+        .await
+    }
+
+    /// [`Registry::send`] for any request: `push` asks for a push-scoped token, `body` (cheap to
+    /// clone, resent on retries) is the content with its type.
+    async fn send_with(&self, rq: Request<'_>) -> Result<reqwest::Response, ClientError> {
+        let Request {
+            method,
+            url,
+            repo,
+            range,
+            whole,
+            push,
+            body,
+        } = rq;
+        let scope = if push {
+            format!("repository:{repo}:pull,push")
+        } else {
+            format!("repository:{repo}:pull")
+        };
         let mut attempt = 0;
         let mut authed_retry = false;
         loop {
@@ -334,6 +472,11 @@ impl Registry {
             }
             if let Some(r) = range {
                 req = req.header(header::RANGE, r);
+            }
+            if let Some((content_type, bytes)) = &body {
+                req = req
+                    .header(header::CONTENT_TYPE, *content_type)
+                    .body(bytes.clone());
             }
             req = self.authorize(req, &scope);
             let last = attempt >= self.options.attempts.max(1);

@@ -6,6 +6,7 @@ mod crash;
 mod faults;
 mod helm;
 mod inventory;
+mod load;
 mod mirror;
 mod peers;
 
