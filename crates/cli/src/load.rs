@@ -22,6 +22,40 @@ pub enum LoadCommand {
         after_help = "Examples:\n  ferry load run --target http://127.0.0.1:8080 --registry-url http://127.0.0.1:5000 --ns 127.0.0.1:5000 \\\n      --patterns -0001,-0002,-0003 --iteration-seconds 60 --tally-seconds 15 --out results.json\n  ferry load run --target http://127.0.0.1:5000 --images images.txt --max-pullers 8 --duration 30 --out r.json\n  ferry load run --target http://127.0.0.1:8080 --images images.txt --rate 200 --duration 60 --out open.json\n\nEach pull is what containerd does: HEAD the tag, GET the manifest (and the platform's manifest of\nan index), GET config and layers (--layer-concurrency at once), every digest checked. Only plain\nHTTP targets (loopback load tests)."
     )]
     Run(Box<RunArgs>),
+    /// Chart and tabulate results of `ferry load run`: the pull rate over time with the puller count,
+    /// several runs overlaid.
+    #[command(
+        after_help = "Examples:\n  ferry load report results.json --out chart.svg\n  ferry load report ferry.json distribution.json --out compare.png --title \"cached pulls\""
+    )]
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Results files written by `ferry load run --out`.
+    #[arg(required = true, value_name = "RESULTS.json")]
+    results: Vec<PathBuf>,
+    /// The chart: `.svg` or `.png` (1200×600).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Chart title.
+    #[arg(long, default_value = "image pulls per second")]
+    title: String,
+}
+
+/// `ferry load report`.
+pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
+    let runs = args
+        .results
+        .iter()
+        .map(|p| ferry_report::read(p).map_err(|e| anyhow::anyhow!(e)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    print!("{}", ferry_report::table(&runs));
+    if let Some(out) = &args.out {
+        ferry_report::chart(&runs, &args.title, out).map_err(|e| anyhow::anyhow!(e))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Args)]

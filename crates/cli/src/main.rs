@@ -352,6 +352,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(load::generate(args.clone()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Load(load::LoadCommand::Report(args)) => {
+            load::report(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Load(load::LoadCommand::Run(args)) => {
             init_logs(
                 cli.log_format.unwrap_or(LogFormat::Text),

@@ -701,8 +701,12 @@ async fn closed_loop(
             let stop = Arc::new(AtomicBool::new(false));
             let stop2 = stop.clone();
             let list = lists.get(k).cloned().unwrap_or_default();
-            let (o2, c2, done, count) =
-                (o.clone(), counters.clone(), finished.clone(), done_count.clone());
+            let (o2, c2, done, count) = (
+                o.clone(),
+                counters.clone(),
+                finished.clone(),
+                done_count.clone(),
+            );
             let handle = tokio::spawn(async move {
                 let lat = puller(o2, c2, list, stop2).await;
                 count.fetch_add(1, Ordering::SeqCst);

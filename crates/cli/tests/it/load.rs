@@ -248,6 +248,22 @@ fn load_run_pulls_tallies_prunes_and_counts_errors() {
     let csv = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(csv.lines().count(), tallies.len() + 1);
     assert!(csv.starts_with("t,pullers,images,"));
+    // The report: a table on stdout, charts as SVG and PNG.
+    for chart in ["chart.svg", "chart.png"] {
+        let path = tmp.path().join(chart);
+        let table = ferry(&[
+            "load",
+            "report",
+            out.to_str().unwrap(),
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        assert!(
+            table.contains(&format!("| {url} | {} |", s["images"])),
+            "{table}"
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() > 5_000, "{chart}");
+    }
 
     // Through a ferry mirror, pruning after every pass: each pass pulls through again.
     let token = tmp.path().join("token");
