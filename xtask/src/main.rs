@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- <cargo test args>]\n       cargo xtask bench serve|mirror [--quick]"
+                "usage: cargo xtask test [-- <cargo test args>]\n       cargo xtask bench serve|mirror|load [--quick]"
             );
             return ExitCode::from(2);
         }
@@ -93,7 +93,7 @@ fn test(extra: &[String]) -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
-        Some(name @ ("serve" | "mirror")) => {
+        Some(name @ ("serve" | "mirror" | "load")) => {
             run(
                 "cargo build --release",
                 cargo().args([
@@ -117,7 +117,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             )
         }
         other => Err(format!(
-            "unknown benchmark {other:?}; available: serve, mirror"
+            "unknown benchmark {other:?}; available: serve, mirror, load"
         )),
     }
 }

@@ -9,6 +9,7 @@
 //! Everything runs on 127.0.0.1 and stops by itself; nothing is timed inside a test.
 
 mod common;
+mod load;
 mod mirror;
 mod serve;
 
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> &'static str {
-    "usage: ferry-bench serve --ferry PATH [--quick] [--images N] [--stored N] [--pullers N]\n                     [--seconds S] [--repeats R] [--big-mib M] [--out DIR]\n       ferry-bench mirror --ferry PATH [--quick] [--images N] [--pullers 1,4,10]\n                     [--seconds S] [--repeats R] [--out DIR]\n\nexamples: cargo xtask bench serve --quick\n          cargo xtask bench mirror --quick"
+    "usage: ferry-bench serve --ferry PATH [--quick] [--images N] [--stored N] [--pullers N]\n                     [--seconds S] [--repeats R] [--big-mib M] [--out DIR]\n       ferry-bench mirror --ferry PATH [--quick] [--images N] [--pullers 1,4,10]\n                     [--seconds S] [--repeats R] [--out DIR]\n       ferry-bench load --ferry PATH [--quick] [--images N] [--batches B]\n                     [--iteration-seconds S] [--tally-seconds T] [--out DIR]\n\nexamples: cargo xtask bench serve --quick\n          cargo xtask bench mirror --quick\n          cargo xtask bench load --quick"
 }
 
 fn main() -> ExitCode {
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve::Options::parse(&args[1..]).and_then(serve::run),
         Some("mirror") => mirror::Options::parse(&args[1..]).and_then(mirror::run),
+        Some("load") => load::Options::parse(&args[1..]).and_then(load::run),
         _ => {
             eprintln!("{}", usage());
             return ExitCode::from(2);

@@ -293,13 +293,16 @@ async fn pull(
     lat.record("manifest_head", t.elapsed());
     count(1, 0);
     ok(head.status)?;
-    let digest: Digest = head
+    let digest: Option<Digest> = head
         .headers
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or(Failure::Protocol)?;
-    let mut manifest = get_manifest(http, o, &a, repo, &digest, lat, counters).await?;
+        .and_then(|v| v.parse().ok());
+    // Without a digest header (static file servers), containerd GETs the tag instead.
+    let mut manifest = match &digest {
+        Some(d) => get_manifest(http, o, &a, repo, d.as_str(), Some(d), lat, counters).await?,
+        None => get_manifest(http, o, &a, repo, tag, None, lat, counters).await?,
+    };
     if manifest.media_type().is_index() {
         let (os, arch) = &o.platform;
         let child = manifest
@@ -313,7 +316,17 @@ async fn pull(
             .ok_or(Failure::Protocol)?
             .digest
             .clone();
-        manifest = get_manifest(http, o, &a, repo, &child, lat, counters).await?;
+        manifest = get_manifest(
+            http,
+            o,
+            &a,
+            repo,
+            child.as_str(),
+            Some(&child),
+            lat,
+            counters,
+        )
+        .await?;
     }
     let blobs: Vec<Digest> = manifest
         .blob_references()
@@ -358,12 +371,15 @@ async fn pull(
     Ok(())
 }
 
+/// `GET` a manifest by `reference`; checked against `digest` when one is known.
+#[allow(clippy::too_many_arguments)]
 async fn get_manifest(
     http: &Http,
     o: &RunOptions,
     a: &Addresser<'_>,
     repo: &str,
-    digest: &Digest,
+    reference: &str,
+    digest: Option<&Digest>,
     lat: &mut Latencies,
     counters: &Counters,
 ) -> Result<Manifest, Failure> {
@@ -371,7 +387,7 @@ async fn get_manifest(
     let ans = http
         .exchange(
             Method::GET,
-            &a.path(repo, &format!("manifests/{digest}")),
+            &a.path(repo, &format!("manifests/{reference}")),
             &a.headers(Some(MediaType::ACCEPT_ALL)),
             BodyUse::Keep(MAX_MANIFEST),
         )
@@ -382,16 +398,21 @@ async fn get_manifest(
     if !ans.status.is_success() {
         return Err(Failure::Status(ans.status.as_u16()));
     }
-    if o.verify && Digest::of(digest.algorithm(), &ans.body) != *digest {
+    if let Some(d) = digest
+        && o.verify
+        && Digest::of(d.algorithm(), &ans.body) != *d
+    {
         return Err(Failure::Digest);
     }
+    // A static server's `application/octet-stream` says nothing: the body's mediaType decides.
     let ct = ans
         .headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
+        .filter(|v| v.contains("manifest") || v.contains("image.index"))
         .map(str::to_owned);
-    Manifest::parse_as(ans.body.to_vec(), ct.as_deref(), digest.algorithm())
-        .map_err(|_| Failure::Protocol)
+    let algorithm = digest.map_or(ferry_oci::Algorithm::Sha256, Digest::algorithm);
+    Manifest::parse_as(ans.body.to_vec(), ct.as_deref(), algorithm).map_err(|_| Failure::Protocol)
 }
 
 async fn prune(p: &Prune, images: &[&String]) {
