@@ -130,6 +130,10 @@ pub struct RunArgs {
     /// Seconds before a request is given up.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Write each pulled image here as a docker-save tar (compare with imgpull, whose client time
+    /// includes writing one); blobs are held in memory up to 256 MiB each.
+    #[arg(long, value_name = "DIR")]
+    tar_dir: Option<PathBuf>,
     /// Name of this run in charts (default: the target).
     #[arg(long)]
     label: Option<String>,
@@ -337,7 +341,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         prune,
         timeout: seconds(args.timeout, "--timeout")?,
         live: true,
+        tar_dir: args.tar_dir.clone(),
     };
+    if let Some(d) = &args.tar_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
     eprintln!(
         "pulling {} images from {target}: {} for {:.0}s",
         options.images.len(),

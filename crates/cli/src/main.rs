@@ -326,7 +326,10 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Store work runs on blocking threads; bounding them bounds the memory (each thread may hold
+    // a malloc arena) under bursts such as many concurrent prunes.
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(64)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -25,6 +25,8 @@ use crate::schedule::{Schedule, partition};
 
 /// Largest manifest the driver reads.
 const MAX_MANIFEST: usize = 4 << 20;
+/// Largest blob held in memory to write `--tar-dir` archives.
+const MAX_KEPT_BLOB: usize = 256 << 20;
 
 /// How requests name the upstream when the target is a mirror.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,6 +86,8 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Print a row per tally.
     pub live: bool,
+    /// Write each pulled image here as a docker-save tar (as imgpull does).
+    pub tar_dir: Option<std::path::PathBuf>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -332,41 +336,85 @@ async fn pull(
         .blob_references()
         .map(|d| d.digest.clone())
         .collect();
-    let results: Vec<(Result<(), Failure>, Duration)> = futures_util::stream::iter(blobs)
-        .map(|d| {
-            let a = &a;
-            async move {
-                let t = Instant::now();
-                let use_ = if o.verify {
-                    BodyUse::Hash(d.algorithm())
-                } else {
-                    BodyUse::Drain
-                };
-                let r = http
-                    .exchange(
-                        Method::GET,
-                        &a.path(repo, &format!("blobs/{d}")),
-                        &a.headers(None),
-                        use_,
-                    )
-                    .await
-                    .and_then(|ans| {
-                        count(1, ans.len);
-                        ok(ans.status)?;
-                        match ans.digest {
-                            Some(got) if got != d => Err(Failure::Digest),
-                            _ => Ok(()),
-                        }
-                    });
-                (r, t.elapsed())
-            }
-        })
-        .buffer_unordered(o.layer_concurrency.max(1))
-        .collect()
-        .await;
-    for (r, d) in results {
+    let keep = o.tar_dir.is_some();
+    let results: Vec<(Digest, Result<bytes::Bytes, Failure>, Duration)> =
+        futures_util::stream::iter(blobs)
+            .map(|d| {
+                let a = &a;
+                async move {
+                    let t = Instant::now();
+                    let use_ = if keep {
+                        BodyUse::Keep(MAX_KEPT_BLOB)
+                    } else if o.verify {
+                        BodyUse::Hash(d.algorithm())
+                    } else {
+                        BodyUse::Drain
+                    };
+                    let r = http
+                        .exchange(
+                            Method::GET,
+                            &a.path(repo, &format!("blobs/{d}")),
+                            &a.headers(None),
+                            use_,
+                        )
+                        .await
+                        .and_then(|ans| {
+                            count(1, ans.len);
+                            ok(ans.status)?;
+                            let got = match ans.digest {
+                                Some(g) => Some(g),
+                                None if keep && o.verify => {
+                                    Some(Digest::of(d.algorithm(), &ans.body))
+                                }
+                                None => None,
+                            };
+                            match got {
+                                Some(got) if got != d => Err(Failure::Digest),
+                                _ => Ok(ans.body),
+                            }
+                        });
+                    (d, r, t.elapsed())
+                }
+            })
+            .buffer_unordered(o.layer_concurrency.max(1))
+            .collect()
+            .await;
+    let mut bodies = std::collections::HashMap::new();
+    for (digest, r, d) in results {
         lat.record("blob", d);
-        r?;
+        bodies.insert(digest, r?);
+    }
+    if let Some(dir) = &o.tar_dir {
+        // Like imgpull: the pulled image as a docker-save tar, written before the pull counts.
+        let blob = |d: &Digest| -> Result<crate::image::Blob, Failure> {
+            let bytes = bodies.get(d).ok_or(Failure::Protocol)?;
+            Ok(crate::image::Blob {
+                media_type: String::new(),
+                digest: d.clone(),
+                bytes: bytes.to_vec(),
+            })
+        };
+        let img = crate::generate::GeneratedImage {
+            repo: repo.to_owned(),
+            tag: tag.to_owned(),
+            batch: 0,
+            top: crate::image::Blob::new(manifest.media_type().as_str(), manifest.bytes().to_vec()),
+            children: Vec::new(),
+            blobs: manifest
+                .blob_references()
+                .map(|d| blob(&d.digest))
+                .collect::<Result<_, _>>()?,
+        };
+        let path = dir.join(format!("{repo}_{tag}.tar").replace('/', "_"));
+        let name = format!("{}/{repo}:{tag}", o.target);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+            crate::generate::write_archive(&mut w, &img, &name)?;
+            std::io::Write::flush(&mut w)
+        })
+        .await
+        .map_err(|_| Failure::Protocol)?
+        .map_err(|_| Failure::Io)?;
     }
     Ok(())
 }
@@ -455,8 +503,10 @@ async fn admin_prune(url: &str, token: &str, images: &[&String]) -> Result<(), F
         .collect();
     repos.sort_unstable();
     repos.dedup();
-    for repo in repos {
-        let pattern = format!("/{}:", regex_escape(repo));
+    // A few requests per pass, not one per repository: each prune also collects garbage.
+    for chunk in repos.chunks(64) {
+        let alternatives: Vec<String> = chunk.iter().map(|r| regex_escape(r)).collect();
+        let pattern = format!("/({}):", alternatives.join("|"));
         let q: String = form_urlencoded(&pattern);
         let ans = http
             .exchange(
@@ -565,7 +615,8 @@ pub async fn list_images(addr: &str) -> Result<Vec<String>, String> {
 pub async fn run(o: RunOptions, label: String) -> Results {
     let o = Arc::new(o);
     let counters = Arc::new(Counters::default());
-    let started = Instant::now();
+    // Tokio's clock, so that schedules run (and are tested) in paused time too.
+    let started = tokio::time::Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -626,7 +677,7 @@ async fn tally_loop(
     o: Arc<RunOptions>,
     counters: Arc<Counters>,
     pullers: Arc<AtomicU64>,
-    started: Instant,
+    started: tokio::time::Instant,
     rows: Arc<std::sync::Mutex<Vec<Tally>>>,
 ) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + o.tally, o.tally);
@@ -686,13 +737,13 @@ async fn closed_loop(
     counters: &Arc<Counters>,
     lists: &[Vec<String>],
     live: &Arc<AtomicU64>,
-    started: Instant,
+    started: tokio::time::Instant,
 ) -> Latencies {
     let mut workers: Vec<(Arc<AtomicBool>, tokio::task::JoinHandle<Latencies>)> = Vec::new();
     let finished = Arc::new(tokio::sync::Notify::new());
     let done_count = Arc::new(AtomicU64::new(0));
     for (at, n) in o.schedule.changes() {
-        let until = tokio::time::Instant::from_std(started + at);
+        let until = started + at;
         // With --passes, the run ends early once every puller has done its passes.
         loop {
             let all_done = o.passes.is_some()
@@ -805,7 +856,7 @@ async fn open_loop(
     counters: &Arc<Counters>,
     lists: &[Vec<String>],
     rate: f64,
-    started: Instant,
+    started: tokio::time::Instant,
 ) -> Latencies {
     let all: Vec<String> = lists.iter().flatten().cloned().collect();
     let permits = Arc::new(tokio::sync::Semaphore::new(o.schedule.max_pullers().max(1)));
@@ -819,7 +870,7 @@ async fn open_loop(
         if intended >= end || all.is_empty() {
             break;
         }
-        tokio::time::sleep_until(tokio::time::Instant::from_std(started + intended)).await;
+        tokio::time::sleep_until(started + intended).await;
         let image = all[k % all.len()].clone();
         let (o, counters, permits, tx) = (o.clone(), counters.clone(), permits.clone(), tx.clone());
         let intended_at = started + intended;

@@ -32,6 +32,43 @@ async fn push(base: &str, repo: &str, tag: &str, img: &Image) {
     assert_eq!(r.status(), 201);
 }
 
+/// `ferry fsck` finds nothing wrong in `data`.
+fn assert_fsck_clean(data: &std::path::Path) {
+    let out = std::process::Command::new(ferry_bin())
+        .args(["fsck", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Pulls `img` as `repo:v1` through the mirror at `base`, checking every digest.
+async fn pull_verified(c: &reqwest::Client, base: &str, repo: String, img: &Image) {
+    let m = c
+        .get(format!("{base}/v2/{repo}/manifests/v1"))
+        .header("accept", MediaType::ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 200, "{repo}");
+    for b in img.blobs() {
+        let r = c
+            .get(format!("{base}/v2/{repo}/blobs/{}", b.digest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            Digest::sha256(&r.bytes().await.unwrap()),
+            b.digest,
+            "{repo}"
+        );
+    }
+}
+
 fn ferry_json(args: &[&str], data: &std::path::Path) -> serde_json::Value {
     let out = std::process::Command::new(ferry_bin())
         .args(args)
@@ -111,16 +148,7 @@ async fn list_shows_pulls_and_prune_removes_what_it_selects() {
     );
     let after = ferry_json(&["list"], &data);
     assert_eq!(after.as_array().unwrap().len(), 1);
-    let out = std::process::Command::new(ferry_bin())
-        .args(["fsck", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_fsck_clean(&data);
     // What was kept is intact.
     let ferry = Ferry::start(ferry_bin(), &data, &[]);
     for b in keep.blobs() {
@@ -169,26 +197,8 @@ async fn the_cache_budget_evicts_least_recently_pulled_unpinned_images_only() {
     let local = image(79, 2, 300_000, "amd64");
     push(&ferry.url(), "mine/app", "v1", &local).await;
     let c = client();
-    let pull = |i: usize| {
-        let (c, base, img) = (&c, ferry.url(), &imgs[i]);
-        async move {
-            let m = c
-                .get(format!("{base}/v2/c/img{i}/manifests/v1"))
-                .header("accept", MediaType::ACCEPT_ALL)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(m.status(), 200);
-            for b in img.blobs() {
-                let r = c
-                    .get(format!("{base}/v2/c/img{i}/blobs/{}", b.digest))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), b.digest);
-            }
-        }
-    };
+    let base = ferry.url();
+    let pull = |i: usize| pull_verified(&c, &base, format!("c/img{i}"), &imgs[i]);
     // img0 (pinned) and img1 are pulled before img2; img1 is the least recently pulled unpinned.
     pull(0).await;
     pull(1).await;
@@ -227,16 +237,7 @@ async fn the_cache_budget_evicts_least_recently_pulled_unpinned_images_only() {
     }
     // Evicted content comes back on the next pull.
     pull(1).await;
-    let out = std::process::Command::new(ferry_bin())
-        .args(["fsck", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_fsck_clean(&data);
 }
 
 /// `[[cache.prune]]` rules run in the background: cached images they select go, pinned, unselected
@@ -287,21 +288,7 @@ async fn standing_prune_rules_remove_what_they_select_in_the_background() {
     push(&ferry.url(), "mine/app", "v1", &local).await;
     let c = client();
     for (i, img) in imgs.iter().enumerate() {
-        let m = c
-            .get(format!("{}/v2/r/img{i}/manifests/v1", ferry.url()))
-            .header("accept", MediaType::ACCEPT_ALL)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(m.status(), 200);
-        for b in img.blobs() {
-            let r = c
-                .get(format!("{}/v2/r/img{i}/blobs/{}", ferry.url(), b.digest))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(Digest::sha256(&r.bytes().await.unwrap()), b.digest);
-        }
+        pull_verified(&c, &ferry.url(), format!("r/img{i}"), img).await;
     }
     let cached = |name: &str| {
         std::fs::read_dir(data.join("repos").join(name).join("_manifests/sha256"))
@@ -333,16 +320,7 @@ async fn standing_prune_rules_remove_what_they_select_in_the_background() {
         wait_until(Duration::from_secs(30), || !file.exists()),
         "the pruned image's layer is still stored"
     );
-    let out = std::process::Command::new(ferry_bin())
-        .args(["fsck", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_fsck_clean(&data);
 }
 
 /// Eviction (a budget far below the working set, every second) and admin prunes run while eight
@@ -477,14 +455,5 @@ async fn eviction_and_prune_under_concurrent_pulls_never_break_a_pull_or_a_pinne
             .join(b.digest.hex());
         assert!(file.exists(), "the pinned image lost {}", b.digest);
     }
-    let out = std::process::Command::new(ferry_bin())
-        .args(["fsck", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_fsck_clean(&data);
 }

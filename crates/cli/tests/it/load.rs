@@ -323,6 +323,43 @@ fn load_run_pulls_tallies_prunes_and_counts_errors() {
     );
     drop(mirror);
 
+    // --tar-dir writes each pulled image as a docker-save tar that skopeo reads.
+    let tars = tmp.path().join("pulled-tars");
+    let out = tmp.path().join("tars.json");
+    ferry(&[
+        "load",
+        "run",
+        "--target",
+        &url,
+        "--images",
+        list.to_str().unwrap(),
+        "--max-pullers",
+        "1",
+        "--duration",
+        "20",
+        "--passes",
+        "1",
+        "--tar-dir",
+        tars.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(results(&out)["summary"]["images"], 8);
+    let first = std::fs::read_dir(&tars)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(std::fs::read_dir(&tars).unwrap().count(), 8);
+    if let Some(skopeo) = ferry_testkit::peers::Skopeo::new() {
+        skopeo.copy(
+            &format!("docker-archive:{}", first.display()),
+            &format!("oci:{}:x", tmp.path().join("from-tar").display()),
+            &[],
+        );
+    }
+
     // Missing images are failures by kind; the run goes on and pulls the others.
     let mixed = tmp.path().join("mixed.txt");
     let good = std::fs::read_to_string(&list).unwrap();

@@ -148,6 +148,7 @@ fn options(target: String, images: &Fake, schedule: Schedule) -> RunOptions {
         prune: None,
         timeout: Duration::from_secs(10),
         live: false,
+        tar_dir: None,
     }
 }
 
@@ -264,4 +265,45 @@ async fn the_ramp_shows_in_the_tallies() {
             .sum::<u64>()
     };
     assert!(rates_at(1) > 0 && rates_at(2) > 0);
+}
+
+/// The controller follows the ramp to the instant (paused time: no server, every puller's list is
+/// empty, so only the schedule acts): sampled mid-step, the tallies read 1, 2, 3, 2, 1 pullers.
+#[tokio::test(start_paused = true)]
+async fn the_schedule_is_exact_in_paused_time() {
+    let o = RunOptions {
+        target: "127.0.0.1:9".into(),
+        addressing: Addressing::Plain,
+        images: vec!["a-0001:v1".into()],
+        patterns: vec!["-9999".into()],
+        schedule: Schedule::Ramp {
+            max: 3,
+            step: Duration::from_secs(10),
+        },
+        tally: Duration::from_secs(5),
+        layer_concurrency: 3,
+        verify: true,
+        platform: ("linux".into(), "amd64".into()),
+        passes: None,
+        rate: None,
+        prune: None,
+        timeout: Duration::from_secs(10),
+        live: false,
+        tar_dir: None,
+    };
+    let start = tokio::time::Instant::now();
+    let r = run(o, "paused".into()).await;
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(50),
+        "the ramp's length"
+    );
+    let mid_step: Vec<(u64, usize)> = r
+        .tallies
+        .iter()
+        .map(|t| (t.t.round() as u64, t.pullers))
+        .filter(|(t, _)| t % 10 == 5)
+        .collect();
+    assert_eq!(mid_step, vec![(5, 1), (15, 2), (25, 3), (35, 2), (45, 1)]);
+    assert_eq!(r.summary.images, 0);
 }
