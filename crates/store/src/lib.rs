@@ -104,6 +104,9 @@ pub struct Store {
     /// An online collection kept unreferenced content because it was used moments before; the
     /// next maintenance round should collect again.
     gc_deferred: std::sync::atomic::AtomicBool,
+    /// One online collection at a time: each walks every manifest and blob file, and several at
+    /// once (concurrent prunes) only multiply the memory and I/O for the same result.
+    gc_running: tokio::sync::Mutex<()>,
     // Held for the store's lifetime so that offline tools (gc) cannot run underneath a server.
     _lock: Option<std::fs::File>,
 }
@@ -171,6 +174,7 @@ impl Store {
             options,
             stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
             gc_deferred: std::sync::atomic::AtomicBool::new(false),
+            gc_running: tokio::sync::Mutex::new(()),
             problems,
             access,
             blob_count: count.into(),

@@ -203,6 +203,7 @@ impl Store {
     /// [`Store::gc`] limited to blobs whose every repository link lies under one of `prefixes`
     /// (first path component): what a running mirror may evict, never a pushed image's blobs.
     pub async fn gc_under(self: &Arc<Self>, prefixes: &[String]) -> Result<GcReport, StoreError> {
+        let _one = self.gc_running.lock().await;
         let r = self.collect_garbage(false, Some(prefixes)).await?;
         self.gc_deferred
             .store(r.deferred > 0, std::sync::atomic::Ordering::Relaxed);
