@@ -129,7 +129,17 @@ impl Files {
     fn open_file(&self, name: &str) -> anyhow::Result<(std::fs::File, u64)> {
         match self {
             Files::Dir(d) => {
-                let f = std::fs::File::open(d.join(name))
+                // A layout's symlinks must not lead out of it (e.g. to /etc/shadow as a "layer").
+                let path = d
+                    .join(name)
+                    .canonicalize()
+                    .with_context(|| format!("{name} is missing from the archive"))?;
+                let root = d.canonicalize()?;
+                ensure!(
+                    path.starts_with(&root),
+                    "{name} points outside the archive directory"
+                );
+                let f = std::fs::File::open(&path)
                     .with_context(|| format!("{name} is missing from the archive"))?;
                 let size = f.metadata()?.len();
                 Ok((f, size))

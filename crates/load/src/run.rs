@@ -506,7 +506,8 @@ async fn admin_prune(url: &str, token: &str, images: &[&String]) -> Result<(), F
     // A few requests per pass, not one per repository: each prune also collects garbage.
     for chunk in repos.chunks(64) {
         let alternatives: Vec<String> = chunk.iter().map(|r| regex_escape(r)).collect();
-        let pattern = format!("/({}):", alternatives.join("|"));
+        // Cached repositories are `<upstream prefix>/<repo>`: anchor on exactly one component.
+        let pattern = format!("^[^/]+/({}):", alternatives.join("|"));
         let q: String = form_urlencoded(&pattern);
         let ans = http
             .exchange(
@@ -863,6 +864,14 @@ async fn open_loop(
     let interval = Duration::from_secs_f64(1.0 / rate.max(1e-6));
     let end = o.schedule.total();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Latencies>();
+    // Merged as they come, so memory stays at about one set of histograms per running pull.
+    let collector = tokio::spawn(async move {
+        let mut all = Latencies::new();
+        while let Some(l) = rx.recv().await {
+            all.merge(l);
+        }
+        all
+    });
     let mut k = 0usize;
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -895,9 +904,5 @@ async fn open_loop(
     }
     drop(tx);
     while tasks.join_next().await.is_some() {}
-    let mut all_lat = Latencies::new();
-    while let Some(l) = rx.recv().await {
-        all_lat.merge(l);
-    }
-    all_lat
+    collector.await.unwrap_or_else(|_| Latencies::new())
 }

@@ -102,10 +102,7 @@ async fn serve(app: &Arc<App>, path: &str, req: Request) -> ApiResult {
     };
     match (req.method(), path) {
         (&Method::GET, "/images") => {
-            let mut sel = selection(&q)?;
-            if let Some(m) = &app.mirror {
-                sel.pinned = m.options.pinned.clone();
-            }
+            let sel = selection(&q)?;
             let images: Vec<_> = app
                 .store
                 .images()

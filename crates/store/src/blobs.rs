@@ -295,10 +295,12 @@ impl Store {
         let link = self.layout.blob_link(repo, digest);
         let d = digest.clone();
         tokio::task::spawn_blocking(move || {
-            crate::layout::mark_used(&content).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => StoreError::BlobUnknown(d),
-                _ => StoreError::io(&content)(e),
-            })?;
+            // Only a missing file matters; a file we may not chmod (another owner) is still there.
+            if let Err(e) = crate::layout::mark_used(&content)
+                && e.kind() == std::io::ErrorKind::NotFound
+            {
+                return Err(StoreError::BlobUnknown(d));
+            }
             if linked {
                 return Ok(());
             }
@@ -328,8 +330,12 @@ impl Store {
         if !self.has_blob(from, digest) || !self.has_content(digest).await {
             return Ok(false);
         }
-        self.link_blob(to, digest).await?;
-        Ok(true)
+        match self.link_blob(to, digest).await {
+            Ok(()) => Ok(true),
+            // Collected since the check: the client uploads it instead.
+            Err(StoreError::BlobUnknown(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Links content that exists anywhere in the store into `repo` (automatic mount).

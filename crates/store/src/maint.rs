@@ -202,12 +202,20 @@ impl Store {
 
     /// [`Store::gc`] limited to blobs whose every repository link lies under one of `prefixes`
     /// (first path component): what a running mirror may evict, never a pushed image's blobs.
+    /// It runs as its own task: a caller that stops waiting (a client gone from the admin API)
+    /// cannot stop it between its checks and its removals.
     pub async fn gc_under(self: &Arc<Self>, prefixes: &[String]) -> Result<GcReport, StoreError> {
-        let _one = self.gc_running.lock().await;
-        let r = self.collect_garbage(false, Some(prefixes)).await?;
-        self.gc_deferred
-            .store(r.deferred > 0, std::sync::atomic::Ordering::Relaxed);
-        Ok(r)
+        let (store, prefixes) = (self.clone(), prefixes.to_vec());
+        tokio::spawn(async move {
+            let _one = store.gc_running.lock().await;
+            let r = store.collect_garbage(false, Some(&prefixes)).await?;
+            store
+                .gc_deferred
+                .store(r.deferred > 0, std::sync::atomic::Ordering::Relaxed);
+            Ok(r)
+        })
+        .await
+        .map_err(StoreError::join)?
     }
 
     /// Whether the last online collection left recently used garbage for a later one.

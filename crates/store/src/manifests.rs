@@ -129,7 +129,10 @@ impl Store {
             let created = tokio::task::spawn_blocking(move || {
                 let blob = layout.blob(&digest2);
                 // Existing content is marked used, so an online collection does not take it.
-                let created = crate::layout::mark_used(&blob).is_err();
+                let created = matches!(
+                    crate::layout::mark_used(&blob),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound
+                );
                 if created {
                     write_atomic(&layout, &blob, &bytes)?;
                 }

@@ -60,10 +60,22 @@ pub(crate) fn tag_page(
         .unwrap_or_default();
     let base = format!("/v2/{repo}/tags/list");
     let res = json_response(StatusCode::OK, body);
-    Ok(match (more, n, tags.last()) {
-        (true, _, Some(_)) => with_next_link(res, &base, &tags, Some(n.unwrap_or(tags.len()))),
-        _ => with_next_link(res, &base, &tags, n),
-    })
+    // The upstream may cap a page below `n`: its word that more follow is what counts.
+    match (more, tags.last()) {
+        (true, Some(last)) => {
+            let mut res = res;
+            let link = format!(
+                "<{base}?n={}&last={}>; rel=\"next\"",
+                n.unwrap_or(tags.len()),
+                utf8_percent_encode(last, NON_ALPHANUMERIC)
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&link) {
+                res.headers_mut().insert(http::header::LINK, v);
+            }
+            Ok(res)
+        }
+        _ => Ok(with_next_link(res, &base, &tags, n)),
+    }
 }
 
 /// Tags stored under `key`, reported as those of `repo` (they differ for mirrored repositories).

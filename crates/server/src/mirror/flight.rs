@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
@@ -15,10 +16,34 @@ use futures_util::future::{BoxFuture, Shared};
 /// A run's outcome, awaitable by any number of waiters.
 type SharedRun<T, E> = Shared<BoxFuture<'static, Result<T, E>>>;
 
+/// Runs in flight by key, each with its generation.
+type Inflight<K, T, E> = Arc<Mutex<HashMap<K, (u64, SharedRun<T, E>)>>>;
+
 /// Single-flight runner: every waiter gets a clone of the leader's outcome (`T` is cheap to clone,
 /// e.g. an `Arc` or a `Bytes`-backed value).
 pub(crate) struct Coalescer<K, T, E> {
-    inflight: Mutex<HashMap<K, SharedRun<T, E>>>,
+    inflight: Inflight<K, T, E>,
+    next: AtomicU64,
+}
+
+/// Removes a finished run's entry (if it is still that run's) however the run ends, so that a run
+/// nobody waited for does not answer later requests with a stale outcome.
+struct Forget<K: Eq + Hash, T, E> {
+    inflight: Inflight<K, T, E>,
+    key: K,
+    generation: u64,
+}
+
+impl<K: Eq + Hash, T, E> Drop for Forget<K, T, E> {
+    fn drop(&mut self) {
+        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|(g, _)| *g == self.generation)
+        {
+            map.remove(&self.key);
+        }
+    }
 }
 
 impl<K, T, E> std::fmt::Debug for Coalescer<K, T, E> {
@@ -27,18 +52,25 @@ impl<K, T, E> std::fmt::Debug for Coalescer<K, T, E> {
     }
 }
 
-impl<K: Eq + Hash + Clone, T: Clone + Send + Sync + 'static, E: Clone + Send + Sync + 'static>
-    Default for Coalescer<K, T, E>
+impl<
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+> Default for Coalescer<K, T, E>
 {
     fn default() -> Self {
         Coalescer {
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Arc::default(),
+            next: AtomicU64::new(0),
         }
     }
 }
 
-impl<K: Eq + Hash + Clone, T: Clone + Send + Sync + 'static, E: Clone + Send + Sync + 'static>
-    Coalescer<K, T, E>
+impl<
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+> Coalescer<K, T, E>
 {
     /// Runs `work` for `key` unless a run for it is already in flight, in which case this waits for
     /// that one. Returns the run's outcome and whether this call led it. `panicked` is the error
@@ -55,23 +87,31 @@ impl<K: Eq + Hash + Clone, T: Clone + Send + Sync + 'static, E: Clone + Send + S
         let (fut, leader) = {
             let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&key) {
-                Some(f) => (f.clone(), false),
+                Some((_, f)) => (f.clone(), false),
                 None => {
-                    let handle = tokio::spawn(work());
+                    let generation = self.next.fetch_add(1, Ordering::Relaxed);
+                    let forget = Forget {
+                        inflight: self.inflight.clone(),
+                        key: key.clone(),
+                        generation,
+                    };
+                    let w = work();
+                    // The entry goes when the run ends (the map lock held here orders that after
+                    // the insert below), whether or not anyone is still waiting.
+                    let handle = tokio::spawn(async move {
+                        let _forget = forget;
+                        w.await
+                    });
                     let err = panicked();
                     let shared = async move { handle.await.unwrap_or(Err(err)) }
                         .boxed()
                         .shared();
-                    map.insert(key.clone(), shared.clone());
+                    map.insert(key.clone(), (generation, shared.clone()));
                     (shared, true)
                 }
             }
         };
-        let out = fut.clone().await;
-        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&key).is_some_and(|f| f.ptr_eq(&fut)) {
-            map.remove(&key);
-        }
+        let out = fut.await;
         (out, leader)
     }
 
