@@ -540,26 +540,39 @@ async fn run_preload(
             .await;
     let mut ok = true;
     for (name, r) in results {
-        match r {
-            Ok(p) => {
-                if print {
-                    println!(
-                        "preloaded {name}: {} manifests, {} blobs ({} bytes)",
-                        p.manifests, p.blobs, p.bytes
-                    );
-                }
-                tracing::info!(image = %name, manifests = p.manifests, blobs = p.blobs, bytes = p.bytes, "preloaded");
-            }
-            Err(e) => {
-                ok = false;
-                if print {
-                    eprintln!("error: preloading {name}: {e:#}");
-                }
-                tracing::warn!(image = %name, error = %format!("{e:#}"), "preload failed");
-            }
-        }
+        ok &= report_preload("preloaded", &name, "bytes", &r, print);
     }
     ok
+}
+
+/// Says how preloading or importing `what` went (stdout/stderr when `print`, and the log); whether
+/// it worked.
+fn report_preload(
+    done: &str,
+    what: &str,
+    bytes: &str,
+    r: &anyhow::Result<preload::Preloaded>,
+    print: bool,
+) -> bool {
+    match r {
+        Ok(p) => {
+            if print {
+                println!(
+                    "{done} {what}: {} manifests, {} blobs ({} {bytes})",
+                    p.manifests, p.blobs, p.bytes
+                );
+            }
+            tracing::info!(item = %what, manifests = p.manifests, blobs = p.blobs, bytes = p.bytes, "{done}");
+            true
+        }
+        Err(e) => {
+            if print {
+                eprintln!("error: {what} was not {done}: {e:#}");
+            }
+            tracing::warn!(item = %what, error = %format!("{e:#}"), "{done}: failed");
+            false
+        }
+    }
 }
 
 /// Imports image archives into the cache; reports each; false if any failed.
@@ -583,25 +596,13 @@ async fn import_archives(
             Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow::anyhow!("reading the archive failed: {e}")),
         };
-        let shown = path.display();
-        match result {
-            Ok(p) => {
-                if print {
-                    println!(
-                        "imported {shown}: {} manifests, {} blobs ({} bytes new)",
-                        p.manifests, p.blobs, p.bytes
-                    );
-                }
-                tracing::info!(archive = %shown, manifests = p.manifests, blobs = p.blobs, bytes = p.bytes, "imported");
-            }
-            Err(e) => {
-                ok = false;
-                if print {
-                    eprintln!("error: importing {shown}: {e:#}");
-                }
-                tracing::warn!(archive = %shown, error = %format!("{e:#}"), "import failed");
-            }
-        }
+        ok &= report_preload(
+            "imported",
+            &path.display().to_string(),
+            "bytes new",
+            &result,
+            print,
+        );
     }
     ok
 }
