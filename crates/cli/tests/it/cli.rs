@@ -403,3 +403,18 @@ fn systemd_unit_is_valid() {
         .collect();
     assert!(own.is_empty(), "systemd-analyze verify:\n{msg}");
 }
+
+/// `ferry serve` runs with two malloc arenas unless told otherwise (it re-executes itself with
+/// `MALLOC_ARENA_MAX=2`; see `limit_malloc_arenas`), keeping its PID so supervisors are not confused.
+#[test]
+fn serve_limits_malloc_arenas_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ferry = ferry_testkit::peers::Ferry::start(ferry_bin(), &tmp.path().join("data"), &[]);
+    let environ = std::fs::read(format!("/proc/{}/environ", ferry.process.pid())).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|kv| kv == b"MALLOC_ARENA_MAX=2"),
+        "the serving process (same PID as spawned) has MALLOC_ARENA_MAX=2"
+    );
+}
