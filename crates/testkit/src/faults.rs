@@ -3,7 +3,7 @@
 //! queued per kind of request and each is used once, so "the next pull succeeds when the fault is
 //! gone" is just an empty queue.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +38,9 @@ pub enum Target {
 struct Faults {
     blob: VecDeque<Fault>,
     manifest: VecDeque<Fault>,
+    /// Requests received, by `METHOD path` (the only record that cannot include another proxy's
+    /// late arrivals, unlike an upstream's access log).
+    seen: HashMap<String, usize>,
 }
 
 /// The proxy; stops accepting when dropped.
@@ -89,7 +92,18 @@ impl FaultProxy {
 
     /// Forgets every queued fault.
     pub fn clear(&self) {
-        *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = Faults::default();
+        let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        f.blob.clear();
+        f.manifest.clear();
+    }
+
+    /// How many `method` requests for exactly `path` this proxy has received.
+    pub fn requests(&self, method: &str, path: &str) -> usize {
+        let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        f.seen
+            .get(&format!("{method} {path}"))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -125,6 +139,7 @@ fn handle(mut client: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std:
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let fault = {
         let mut f = faults.lock().unwrap_or_else(|e| e.into_inner());
+        *f.seen.entry(format!("{method} {path}")).or_default() += 1;
         if method == "GET" && path.contains("/blobs/") && !path.contains("/uploads") {
             f.blob.pop_front()
         } else if (method == "GET" || method == "HEAD") && path.contains("/manifests/") {
