@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
 use crate::layout::{fsync_dir, remove_if_exists};
-use crate::{Store, StoreError};
+use crate::{Durability, Store, StoreError};
 
 /// Blobs up to this size are read whole, on the calling thread. They come from the page cache in
 /// microseconds, while each trip through tokio's blocking pool (open, stat, read) costs more than
@@ -87,6 +87,31 @@ impl Drop for TempFile {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Links an fsynced, verified temp file into `blobs/` under `dest` (content already there stays:
+/// it hashed to the same name when it was written), removes the temp name and, for
+/// [`Durability::Full`], fsyncs the directory; whether the content is new, and its length. Blocking.
+fn place_blob(
+    verified: TempFile,
+    dest: &Path,
+    durability: Durability,
+) -> Result<(bool, u64), StoreError> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
+    let len = std::fs::metadata(verified.path())
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let added = match std::fs::hard_link(verified.path(), dest) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(StoreError::io(dest)(e)),
+    };
+    drop(verified);
+    if durability == Durability::Full {
+        fsync_dir(parent)?;
+    }
+    Ok((added, len))
 }
 
 /// Writes `body` to a fresh temp file while hashing it with `hasher`, and fsyncs it; returns the
@@ -232,38 +257,22 @@ impl Store {
         digest: &Digest,
     ) -> Result<(), StoreError> {
         let dest = self.layout.blob(digest);
-        let (added, len) = tokio::task::spawn_blocking(move || {
-            let parent = dest.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
-            let len = std::fs::metadata(verified.path())
-                .map(|m| m.len())
-                .unwrap_or(0);
-            let added = match std::fs::hard_link(verified.path(), &dest) {
-                Ok(()) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-                Err(e) => return Err(StoreError::io(&dest)(e)),
-            };
-            drop(verified);
-            fsync_dir(parent)?;
-            Ok::<_, StoreError>((added, len))
-        })
-        .await
-        .map_err(StoreError::join)??;
+        let (added, len) =
+            tokio::task::spawn_blocking(move || place_blob(verified, &dest, Durability::Full))
+                .await
+                .map_err(StoreError::join)??;
         if added {
             self.count_blob(len, true);
         }
         Ok(())
     }
 
-    /// Starts a streaming ingest of the blob `digest` (see [`Ingest`]).
+    /// Starts a streaming ingest of the blob `digest` (see [`Ingest`]). The temp file is created
+    /// with the first chunk, in the same trip to the blocking pool.
     pub async fn begin_ingest(&self, digest: &Digest) -> Result<Ingest, StoreError> {
-        let path = self.layout.tmp_file();
-        let file = tokio::fs::File::create(&path)
-            .await
-            .map_err(StoreError::io(&path))?;
         Ok(Ingest {
-            path,
-            file: Some(file),
+            path: self.layout.tmp_file(),
+            file: None,
             hasher: Some(digest.algorithm().hasher()),
             digest: digest.clone(),
             written: 0,
@@ -277,9 +286,28 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<(), StoreError> {
+        self.link_blob_as(repo, digest, Durability::Full).await
+    }
+
+    /// [`Store::link_blob`] for a cache's repository: the link is not fsynced (see
+    /// [`Durability::Cache`]).
+    pub async fn link_cached_blob(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        self.link_blob_as(repo, digest, Durability::Cache).await
+    }
+
+    async fn link_blob_as(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digest: &Digest,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.locked(&repo.clone(), move |store| async move {
-            store.link_unlocked(&repo, &digest).await
+            store.link_unlocked(&repo, &digest, durability).await
         })
         .await
     }
@@ -289,6 +317,7 @@ impl Store {
         &self,
         repo: &RepoName,
         digest: &Digest,
+        durability: Durability,
     ) -> Result<(), StoreError> {
         let content = self.layout.blob(digest);
         let linked = self.has_blob(repo, digest);
@@ -307,7 +336,10 @@ impl Store {
             let parent = link.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
             std::fs::File::create(&link).map_err(StoreError::io(&link))?;
-            fsync_dir(parent)
+            match durability {
+                Durability::Full => fsync_dir(parent),
+                Durability::Cache => Ok(()),
+            }
         })
         .await
         .map_err(StoreError::join)??;
@@ -388,10 +420,12 @@ impl Store {
 /// A blob being written from a stream the store does not own (a pull-through fill): bytes are
 /// appended and hashed as they arrive; other readers may open [`Ingest::path`] and read what has
 /// been written so far. Nothing becomes visible under `blobs/` until [`Ingest::commit`] verifies
-/// the digest; dropping an unfinished ingest removes its temp file.
+/// the digest; dropping an unfinished ingest removes its temp file. The content is fsynced before it
+/// becomes visible; the link into the repository is a cache's ([`Durability::Cache`]).
 #[derive(Debug)]
 pub struct Ingest {
     path: PathBuf,
+    /// `None` until the first chunk (or after commit).
     file: Option<tokio::fs::File>,
     hasher: Option<Hasher>,
     digest: Digest,
@@ -411,22 +445,40 @@ impl Ingest {
 
     /// Appends a chunk.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        let (Some(file), Some(hasher)) = (self.file.as_mut(), self.hasher.as_mut()) else {
+        let Some(hasher) = self.hasher.as_mut() else {
             return Err(StoreError::Task("write after commit".into()));
         };
+        match self.file.as_mut() {
+            Some(file) => {
+                file.write_all(chunk)
+                    .await
+                    .map_err(StoreError::io(&self.path))?;
+                // Flush so that readers following the file see the bytes at once.
+                file.flush().await.map_err(StoreError::io(&self.path))?;
+            }
+            None => {
+                // Create and write in one trip: most cached blobs are a single chunk.
+                let (path, bytes) = (self.path.clone(), Bytes::copy_from_slice(chunk));
+                let file = tokio::task::spawn_blocking(move || {
+                    let mut f = std::fs::File::create(&path)?;
+                    std::io::Write::write_all(&mut f, &bytes)?;
+                    Ok::<_, std::io::Error>(f)
+                })
+                .await
+                .map_err(StoreError::join)?
+                .map_err(StoreError::io(&self.path))?;
+                self.file = Some(tokio::fs::File::from_std(file));
+            }
+        }
         hasher.update(chunk);
-        file.write_all(chunk)
-            .await
-            .map_err(StoreError::io(&self.path))?;
-        // Flush so that readers following the file see the bytes at once.
-        file.flush().await.map_err(StoreError::io(&self.path))?;
         self.written += chunk.len() as u64;
         Ok(())
     }
 
-    /// Verifies the digest, fsyncs, moves the file under `blobs/` and links it into `repo`.
+    /// Verifies the digest; then, in one trip to the blocking pool, fsyncs the file, moves it
+    /// under `blobs/` and links it into `repo` (names as [`Durability::Cache`]).
     pub async fn commit(mut self, store: &Arc<Store>, repo: &RepoName) -> Result<u64, StoreError> {
-        let (Some(file), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
+        let Some(hasher) = self.hasher.take() else {
             return Err(StoreError::Task("commit twice".into()));
         };
         let actual = hasher.finish();
@@ -436,12 +488,54 @@ impl Ingest {
                 actual,
             });
         }
-        file.sync_all().await.map_err(StoreError::io(&self.path))?;
-        drop(file);
+        let file = match self.file.take() {
+            Some(f) => Some(f.into_std().await),
+            None => None,
+        };
         // From here the TempFile guard owns the temp path.
         let tmp = TempFile::new(std::mem::take(&mut self.path));
-        store.commit_file(tmp, &self.digest).await?;
-        store.link_blob(repo, &self.digest).await?;
+        let dest = store.layout.blob(&self.digest);
+        let link = store.layout.blob_link(repo, &self.digest);
+        let (added, len) = tokio::task::spawn_blocking(move || {
+            let file = match file {
+                Some(f) => f,
+                // An empty blob: nothing was written, so nothing was created.
+                None => std::fs::File::create(tmp.path()).map_err(StoreError::io(tmp.path()))?,
+            };
+            file.sync_all().map_err(StoreError::io(tmp.path()))?;
+            drop(file);
+            let placed = place_blob(tmp, &dest, Durability::Cache)?;
+            if placed.0 {
+                // New content has a fresh ctime (the link), which an online collection reads as
+                // "keep", so the repository link can be written here rather than under its lock.
+                let parent = link.parent().unwrap_or(Path::new("."));
+                std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
+                std::fs::File::create(&link).map_err(StoreError::io(&link))?;
+            }
+            Ok::<_, StoreError>(placed)
+        })
+        .await
+        .map_err(StoreError::join)??;
+        if added {
+            store.count_blob(len, true);
+            let (repo, digest) = (repo.clone(), self.digest.clone());
+            store
+                .locked(&repo.clone(), move |store| async move {
+                    store
+                        .write_index()
+                        .repos
+                        .entry(repo)
+                        .or_default()
+                        .blobs
+                        .insert(digest);
+                    Ok(())
+                })
+                .await?;
+        } else {
+            // Content that was there already may be an orphan a collection is about to take:
+            // mark and link it under the lock.
+            store.link_cached_blob(repo, &self.digest).await?;
+        }
         Ok(self.written)
     }
 }

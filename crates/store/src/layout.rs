@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ferry_oci::{Algorithm, Digest, RepoName, Tag};
 
-use crate::StoreError;
+use crate::{Durability, StoreError};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -140,15 +140,54 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Writes `bytes` to `path` atomically: temp file in `tmp`, fsync, rename, fsync dir.
 pub(crate) fn write_atomic(layout: &Layout, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_replacing(layout, path, bytes, Durability::Full)
+}
+
+/// Writes content to `path` (under `blobs/`): the bytes are fsynced before the rename whatever the
+/// durability, so no power loss leaves a file whose bytes do not match its name; with
+/// [`Durability::Full`] the rename is fsynced too.
+pub(crate) fn write_content(
+    layout: &Layout,
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<(), StoreError> {
+    write_file(layout, path, bytes, true, durability == Durability::Full)
+}
+
+/// Writes `bytes` to `path` by a rename from `tmp`, so readers see the old or the new file; with
+/// [`Durability::Full`] the file and the rename are fsynced first.
+pub(crate) fn write_replacing(
+    layout: &Layout,
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<(), StoreError> {
+    let full = durability == Durability::Full;
+    write_file(layout, path, bytes, full, full)
+}
+
+fn write_file(
+    layout: &Layout,
+    path: &Path,
+    bytes: &[u8],
+    sync_file: bool,
+    sync_dir: bool,
+) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(layout.root());
     fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
     let tmp = layout.tmp_file();
     let res = (|| {
         let mut f = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
         std::io::Write::write_all(&mut f, bytes).map_err(StoreError::io(&tmp))?;
-        f.sync_all().map_err(StoreError::io(&tmp))?;
+        if sync_file {
+            f.sync_all().map_err(StoreError::io(&tmp))?;
+        }
         fs::rename(&tmp, path).map_err(StoreError::io(path))?;
-        fsync_dir(parent)
+        if sync_dir {
+            fsync_dir(parent)?;
+        }
+        Ok(())
     })();
     if res.is_err() {
         let _ = fs::remove_file(&tmp);

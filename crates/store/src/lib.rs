@@ -21,6 +21,9 @@
 //! - A file under `blobs/` exists only if its bytes hash to its name: content is written to a temp
 //!   file on the same filesystem while being hashed, checked, fsynced, renamed, and the directory is
 //!   fsynced. A mismatch or a crash leaves nothing under `blobs/`.
+//! - Links and tags of pushed repositories are fsynced before the write is acknowledged; those of a
+//!   cache's repositories are not ([`Durability::Cache`]): a power loss may forget the newest, which
+//!   the mirror relinks or fetches again, and the index skips what it cannot read.
 //! - The files are the truth; the index is a cache of them and can be deleted (it lives only in
 //!   memory) and rebuilt ([`Store::open`]).
 //! - This crate knows nothing of HTTP: bodies arrive as streams of bytes and errors are
@@ -48,6 +51,18 @@ pub use uploads::UploadStatus;
 use ferry_oci::RepoName;
 use index::Index;
 use layout::Layout;
+
+/// How much of a write must be on disk before the store reports it done. Content under `blobs/` is
+/// always fsynced (no crash may leave a corrupt blob); the choice is about the names pointing at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Links and tags fsynced too: a registry's acknowledgement of a push is a promise.
+    Full,
+    /// Links and tags written atomically (temp file and rename) but not fsynced: a pull-through
+    /// cache can relink content it has or fetch again what a power loss made it forget, and saves
+    /// the flushes on every miss.
+    Cache,
+}
 
 /// What the store holds, for monitoring.
 #[derive(Debug, Clone, Copy, Default)]

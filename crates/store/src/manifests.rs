@@ -8,8 +8,8 @@ use crate::index::ManifestEntry;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::layout::{fsync_dir, remove_if_exists, write_atomic};
-use crate::{Store, StoreError};
+use crate::layout::{fsync_dir, remove_if_exists, write_content, write_replacing};
+use crate::{Durability, Store, StoreError};
 
 /// What a HEAD needs: no bytes read.
 #[derive(Debug, Clone)]
@@ -99,6 +99,31 @@ impl Store {
         tags: &[Tag],
         check_refs: bool,
     ) -> Result<(), StoreError> {
+        self.store_manifest(repo, manifest, tags, check_refs, Durability::Full)
+            .await
+    }
+
+    /// [`Store::put_manifest`] for a cache's repository: the manifest's bytes are fsynced, its link
+    /// and tags are not (see [`Durability::Cache`]); references are not checked (a mirror fetches
+    /// blobs as clients ask).
+    pub async fn cache_manifest(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        manifest: &Manifest,
+        tags: &[Tag],
+    ) -> Result<(), StoreError> {
+        self.store_manifest(repo, manifest, tags, false, Durability::Cache)
+            .await
+    }
+
+    async fn store_manifest(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        manifest: &Manifest,
+        tags: &[Tag],
+        check_refs: bool,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         if manifest.bytes().len() > self.options.max_manifest_bytes {
             return Err(StoreError::TooLarge(self.options.max_manifest_bytes));
         }
@@ -134,15 +159,22 @@ impl Store {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound
                 );
                 if created {
-                    write_atomic(&layout, &blob, &bytes)?;
+                    // The bytes are always fsynced; only a cache may lose the name.
+                    write_content(&layout, &blob, &bytes, durability)?;
                 }
-                write_atomic(
+                write_replacing(
                     &layout,
                     &layout.manifest_link(&repo2, &digest2),
                     media_type.as_bytes(),
+                    durability,
                 )?;
                 for t in &tags2 {
-                    write_atomic(&layout, &layout.tag(&repo2, t), digest2.as_str().as_bytes())?;
+                    write_replacing(
+                        &layout,
+                        &layout.tag(&repo2, t),
+                        digest2.as_str().as_bytes(),
+                        durability,
+                    )?;
                 }
                 Ok::<_, StoreError>(created)
             })

@@ -239,7 +239,7 @@ async fn refresh_manifest(
                 )));
             }
             store
-                .put_manifest(key, &m, &[], false)
+                .cache_manifest(key, &m, &[])
                 .await
                 .map_err(FetchError::store)?;
             Ok(Arc::new(m))
@@ -285,7 +285,7 @@ async fn refresh_manifest(
                 )));
             }
             store
-                .put_manifest(key, &m, std::slice::from_ref(t), false)
+                .cache_manifest(key, &m, std::slice::from_ref(t))
                 .await
                 .map_err(FetchError::store)?;
             Ok(Arc::new(m))
@@ -305,8 +305,8 @@ pub(crate) async fn get_blob(
     let upstream_repo = up.upstream_repo(repo)?;
     let key = up.store_repo(&upstream_repo)?;
     if app.store.has_content_now(digest) {
-        let linked =
-            app.store.has_blob(&key, digest) || app.store.link_blob(&key, digest).await.is_ok();
+        let linked = app.store.has_blob(&key, digest)
+            || app.store.link_cached_blob(&key, digest).await.is_ok();
         if linked {
             match api::blobs::get(app, &key, digest, head, range.clone()).await {
                 // Evicted or pruned between the check and the open: fetch it again below.
@@ -334,7 +334,7 @@ pub(crate) async fn get_blob(
             .join_or_start(&app.store, &app.metrics, up, &upstream_repo, &key, digest)
     else {
         // Finished between our look at the store and now.
-        app.store.link_blob(&key, digest).await?;
+        app.store.link_cached_blob(&key, digest).await?;
         return api::blobs::get(app, &key, digest, head, range).await;
     };
     if !led {
@@ -372,7 +372,7 @@ pub(crate) async fn get_blob(
             if let Ok(FillState::Failed(e)) = done {
                 return Err(e.into_api());
             }
-            app.store.link_blob(&key, digest).await?;
+            app.store.link_cached_blob(&key, digest).await?;
             return api::blobs::get(app, &key, digest, head, range).await;
         }
         FillState::Receiving { total: Some(t), .. } => t,

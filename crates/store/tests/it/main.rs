@@ -299,3 +299,113 @@ async fn a_stray_file_in_the_data_directory_does_not_stop_start_up() {
         .unwrap();
     assert!(store.repositories(None, None).is_empty());
 }
+
+#[tokio::test]
+async fn an_ingest_becomes_visible_only_verified_and_linked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let d = Digest::sha256(&bytes);
+    let mut ingest = store.begin_ingest(&d).await.unwrap();
+    for chunk in bytes.chunks(70_000) {
+        ingest.write(chunk).await.unwrap();
+        assert!(!store.has_content_now(&d), "visible before it was verified");
+    }
+    assert_eq!(ingest.written(), bytes.len() as u64);
+    let followed = std::fs::read(ingest.path()).unwrap();
+    assert_eq!(followed, bytes, "followers read what was written so far");
+    ingest.commit(&store, &repo("m/app")).await.unwrap();
+    assert!(store.has_blob(&repo("m/app"), &d));
+    assert_eq!(std::fs::read(store.blob_path(&d)).unwrap(), bytes);
+
+    // Wrong bytes never become content, and leave no temp file behind.
+    let claimed = Digest::sha256(b"what the upstream promised");
+    let mut bad = store.begin_ingest(&claimed).await.unwrap();
+    bad.write(b"what it sent").await.unwrap();
+    let temp = bad.path().to_owned();
+    assert!(matches!(
+        bad.commit(&store, &repo("m/app")).await,
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert!(!store.has_content_now(&claimed));
+    assert!(!temp.exists(), "temp file left after a mismatch");
+
+    // An empty blob has no chunks at all.
+    let empty = Digest::sha256(b"");
+    let ingest = store.begin_ingest(&empty).await.unwrap();
+    ingest.commit(&store, &repo("m/app")).await.unwrap();
+    assert!(store.has_blob(&repo("m/app"), &empty));
+
+    // Links written without fsync are still files the next start reads.
+    drop(store);
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    assert!(store.has_blob(&repo("m/app"), &d));
+    assert!(store.has_blob(&repo("m/app"), &empty));
+}
+
+/// What a power loss may do to a cache's unsynced names (an empty tag, an empty manifest link, a
+/// vanished blob link): the store still opens, skips them, keeps the content, and the mirror's next
+/// write of the same names restores them without new content.
+#[tokio::test]
+async fn a_cache_that_lost_its_newest_names_opens_and_relinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(4, 1, 100, "amd64");
+    let key = repo("mirror.test/o/app");
+    let m = Manifest::parse(img.manifest.bytes.clone(), None).unwrap();
+    let tag = Tag::new("v1").unwrap();
+    {
+        let store = Store::open(tmp.path(), StoreOptions::default())
+            .await
+            .unwrap();
+        for b in img.blobs() {
+            let mut ingest = store.begin_ingest(&b.digest).await.unwrap();
+            ingest.write(&b.bytes).await.unwrap();
+            ingest.commit(&store, &key).await.unwrap();
+        }
+        store
+            .cache_manifest(&key, &m, std::slice::from_ref(&tag))
+            .await
+            .unwrap();
+        assert_eq!(store.tags(&key, None, None).unwrap(), ["v1"]);
+    }
+    let repo_dir = tmp.path().join("repos/mirror.test/o/app");
+    let hex = img.manifest.digest.hex();
+    std::fs::write(repo_dir.join("_tags/v1"), b"").unwrap();
+    std::fs::write(repo_dir.join("_manifests/sha256").join(hex), b"").unwrap();
+    let layer = &img.layers[0].digest;
+    std::fs::remove_file(repo_dir.join("_blobs/sha256").join(layer.hex())).unwrap();
+
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    assert!(store.tags(&key, None, None).unwrap_or_default().is_empty());
+    assert!(
+        store
+            .resolve_manifest(&key, &"v1".parse().unwrap())
+            .is_err()
+    );
+    assert!(!store.has_blob(&key, layer));
+    assert!(store.has_content_now(layer), "content lost with its name");
+    let blobs_before = store.stats().blobs;
+
+    store.link_cached_blob(&key, layer).await.unwrap();
+    store
+        .cache_manifest(&key, &m, std::slice::from_ref(&tag))
+        .await
+        .unwrap();
+    assert!(store.has_blob(&key, layer));
+    let got = store
+        .get_manifest(&key, &"v1".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got.bytes.as_ref(), &img.manifest.bytes[..]);
+    assert_eq!(
+        store.stats().blobs,
+        blobs_before,
+        "content was written again"
+    );
+}
