@@ -148,7 +148,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 
     let mut cold = serde_json::Map::new();
     let mut last_ferry_data = None;
-    let mut last_proxy = None;
+    // Earlier proxies stay up (idle) until the end: deleting their caches right before the next
+    // measured pass would make its file creations slower (ext4 without a journal scans recently
+    // freed inodes when it allocates one), which would charge one peer's clean-up to another.
+    let mut proxies = Vec::new();
     for &p in &o.pullers {
         eprintln!("cold pull-through, {p} pullers…");
         let (direct, direct_err) = rt.block_on(pull_all(&up_base, &images, p));
@@ -185,9 +188,9 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             }),
         );
         last_ferry_data = Some(data);
-        last_proxy = Some(proxy);
+        proxies.push(proxy);
     }
-    let proxy = last_proxy.context("no cold pass ran")?;
+    let proxy = proxies.last().context("no cold pass ran")?;
     let proxy_base = format!("http://{}", proxy.host());
 
     // Cached: a fresh ferry process over the warm cache (index rebuilt from disk).
