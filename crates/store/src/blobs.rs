@@ -330,6 +330,12 @@ impl Store {
             {
                 return Err(StoreError::BlobUnknown(d));
             }
+            if durability == Durability::Full {
+                // The content may have been placed by a cache fill, whose rename into `blobs/`
+                // was not fsynced; a push acknowledged on top of it must not lose it. (A
+                // directory with nothing new to write syncs in microseconds.)
+                fsync_dir(content.parent().unwrap_or(Path::new(".")))?;
+            }
             if linked {
                 return Ok(());
             }
@@ -506,8 +512,8 @@ impl Ingest {
             drop(file);
             let placed = place_blob(tmp, &dest, Durability::Cache)?;
             if placed.0 {
-                // New content has a fresh ctime (the link), which an online collection reads as
-                // "keep", so the repository link can be written here rather than under its lock.
+                // Written here rather than under the repository's lock; the lock below checks
+                // that the content is still there before the index names it.
                 let parent = link.parent().unwrap_or(Path::new("."));
                 std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
                 std::fs::File::create(&link).map_err(StoreError::io(&link))?;
@@ -521,6 +527,17 @@ impl Ingest {
             let (repo, digest) = (repo.clone(), self.digest.clone());
             store
                 .locked(&repo.clone(), move |store| async move {
+                    // An online collection that started while this commit was stalled (its ctime
+                    // grace is 2 s) may have taken the content; never index what is gone. The
+                    // chmod marks it used for collections still to come. One metadata call, so
+                    // it runs here rather than through the blocking pool.
+                    let content = store.layout.blob(&digest);
+                    if let Err(e) = crate::layout::mark_used(&content)
+                        && e.kind() == std::io::ErrorKind::NotFound
+                    {
+                        let _ = std::fs::remove_file(store.layout.blob_link(&repo, &digest));
+                        return Err(StoreError::BlobUnknown(digest));
+                    }
                     store
                         .write_index()
                         .repos

@@ -189,7 +189,8 @@ fn load_repo(
             .join(d.algorithm().as_str())
             .join(d.hex());
         let media_type = match fs::read(&link).map(String::from_utf8) {
-            Ok(Ok(t)) => t,
+            // An empty link is what a power loss can leave of an unsynced (cache) write.
+            Ok(Ok(t)) if !t.trim().is_empty() => t,
             _ => {
                 problems.push(format!("{repo}: manifest link {d} is unreadable"));
                 continue;

@@ -19,8 +19,8 @@
 //!
 //! Architecture invariants:
 //! - A file under `blobs/` exists only if its bytes hash to its name: content is written to a temp
-//!   file on the same filesystem while being hashed, checked, fsynced, renamed, and the directory is
-//!   fsynced. A mismatch or a crash leaves nothing under `blobs/`.
+//!   file on the same filesystem while being hashed, checked and fsynced, then renamed (and, for
+//!   pushed content, the directory fsynced). A mismatch or a crash leaves nothing under `blobs/`.
 //! - Links and tags of pushed repositories are fsynced before the write is acknowledged; those of a
 //!   cache's repositories are not ([`Durability::Cache`]): a power loss may forget the newest, which
 //!   the mirror relinks or fetches again, and the index skips what it cannot read.

@@ -161,6 +161,9 @@ impl Store {
                 if created {
                     // The bytes are always fsynced; only a cache may lose the name.
                     write_content(&layout, &blob, &bytes, durability)?;
+                } else if durability == Durability::Full {
+                    // Content a cache placed without fsyncing its name: make it durable now.
+                    fsync_dir(blob.parent().unwrap_or(layout.root()))?;
                 }
                 write_replacing(
                     &layout,

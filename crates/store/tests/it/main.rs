@@ -388,6 +388,9 @@ async fn a_cache_that_lost_its_newest_names_opens_and_relinks() {
             .resolve_manifest(&key, &"v1".parse().unwrap())
             .is_err()
     );
+    // An empty manifest link names no media type: skipped, not served with an empty one.
+    let by_digest = img.manifest.digest.to_string().parse().unwrap();
+    assert!(store.resolve_manifest(&key, &by_digest).is_err());
     assert!(!store.has_blob(&key, layer));
     assert!(store.has_content_now(layer), "content lost with its name");
     let blobs_before = store.stats().blobs;
