@@ -50,7 +50,7 @@ enum Command {
     Serve(ServeArgs),
     /// Verify that every stored blob hashes to its name.
     #[command(
-        after_help = "Examples:\n  ferry fsck --data-dir /var/lib/ferry\n  ferry fsck --data-dir /var/lib/ferry --quarantine --json\n\nExits 0 when the store is clean, 1 when something is wrong."
+        after_help = "Examples:\n  ferry fsck --data-dir /var/lib/ferry\n  ferry fsck --data-dir /var/lib/ferry --quarantine --json\n  ferry fsck --data-dir /var/lib/ferry --drop-dangling   (after a power loss)\n\nExits 0 when the store is clean, 1 when something is wrong."
     )]
     Fsck(FsckArgs),
     /// Fill a ferry mirror's cache: pull references through a running mirror, or import image
@@ -180,6 +180,10 @@ struct FsckArgs {
     /// Move corrupt blobs to `DATA_DIR/quarantine` so they are never served (needs the server stopped).
     #[arg(long)]
     quarantine: bool,
+    /// Remove links and tags that point at nothing, e.g. a mirror's newest names after a power
+    /// loss (names only, never content; needs the server stopped).
+    #[arg(long)]
+    drop_dangling: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -430,7 +434,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fsck(args) => {
             let c = args.data.config()?;
             logs(&c)?;
-            runtime()?.block_on(fsck(c, args.quarantine, args.json))
+            runtime()?.block_on(fsck(c, args.quarantine, args.drop_dangling, args.json))
         }
         Command::Preload(args) => {
             init_logs(
@@ -789,14 +793,22 @@ async fn shutdown_signal() {
     }
 }
 
-async fn fsck(c: Config, quarantine: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let mode = if quarantine {
+async fn fsck(
+    c: Config,
+    quarantine: bool,
+    drop_dangling: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mode = if quarantine || drop_dangling {
         ferry_store::LockMode::ExistingExclusive
     } else {
         ferry_store::LockMode::Shared
     };
     let store = open_store(&c, mode).await?;
-    let r = store.fsck(quarantine).await?;
+    let mut r = store.fsck(quarantine).await?;
+    if drop_dangling {
+        r.dropped = store.drop_dangling_names().await?;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -826,11 +838,18 @@ async fn fsck(c: Config, quarantine: bool, json: bool) -> anyhow::Result<ExitCod
         for d in &r.dangling {
             println!("dangling: {d}");
         }
+        for p in &r.dropped {
+            println!("removed dangling name: {}", p.display());
+        }
         if r.is_clean() {
             println!("clean");
         } else if !r.corrupt.is_empty() && !r.quarantined {
             println!(
                 "run `ferry fsck --quarantine` with the server stopped to move corrupt blobs aside"
+            );
+        } else if !r.dangling.is_empty() && r.dropped.is_empty() {
+            println!(
+                "dangling names are skipped by the server; `ferry fsck --drop-dangling` with the server stopped removes them"
             );
         }
     }

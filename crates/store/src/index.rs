@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ferry_oci::{Descriptor, Digest, Manifest, RepoName};
 
@@ -52,12 +52,33 @@ impl ManifestEntry {
     }
 }
 
+/// What an index rebuild found wrong, and skipped.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Problems {
+    /// One line each, for `fsck`.
+    pub messages: Vec<String>,
+    /// Links and tags that point at nothing or say nothing: names only, so removing them loses
+    /// no content (what a power loss can leave of a cache's unsynced names).
+    pub dangling_names: Vec<PathBuf>,
+}
+
+impl Problems {
+    fn name(&mut self, message: String, path: PathBuf) {
+        self.messages.push(message);
+        self.dangling_names.push(path);
+    }
+
+    fn content(&mut self, message: String) {
+        self.messages.push(message);
+    }
+}
+
 impl Index {
     /// Rebuilds from the files; returns the index and what was found wrong (dangling manifest links,
     /// blob links and tags), which is skipped and reported by `fsck`.
-    pub fn rebuild(layout: &Layout) -> Result<(Index, Vec<String>), StoreError> {
+    pub fn rebuild(layout: &Layout) -> Result<(Index, Problems), StoreError> {
         let mut index = Index::default();
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         visit(layout, &layout.repos(), "", &mut index, &mut problems)?;
         Ok((index, problems))
     }
@@ -147,7 +168,7 @@ fn visit(
     dir: &Path,
     rel: &str,
     index: &mut Index,
-    problems: &mut Vec<String>,
+    problems: &mut Problems,
 ) -> Result<(), StoreError> {
     let names = entries(dir, false)?;
     if names.iter().any(|n| n.starts_with('_')) {
@@ -174,11 +195,16 @@ fn load_repo(
     dir: &Path,
     repo: &RepoName,
     index: &mut Index,
-    problems: &mut Vec<String>,
+    problems: &mut Problems,
 ) -> Result<(), StoreError> {
     for d in digests_under(&dir.join("_blobs"))? {
         if !layout.blob(&d).is_file() {
-            problems.push(format!("{repo}: blob link {d} has no content"));
+            problems.name(
+                format!("{repo}: blob link {d} has no content"),
+                dir.join("_blobs")
+                    .join(d.algorithm().as_str())
+                    .join(d.hex()),
+            );
             continue;
         }
         index.repos.entry(repo.clone()).or_default().blobs.insert(d);
@@ -192,14 +218,14 @@ fn load_repo(
             // An empty link is what a power loss can leave of an unsynced (cache) write.
             Ok(Ok(t)) if !t.trim().is_empty() => t,
             _ => {
-                problems.push(format!("{repo}: manifest link {d} is unreadable"));
+                problems.name(format!("{repo}: manifest link {d} is unreadable"), link);
                 continue;
             }
         };
         let bytes = match fs::read(layout.blob(&d)) {
             Ok(b) => b,
             Err(_) => {
-                problems.push(format!("{repo}: manifest {d} has no content"));
+                problems.name(format!("{repo}: manifest {d} has no content"), link);
                 continue;
             }
         };
@@ -207,10 +233,10 @@ fn load_repo(
             Ok(m) if m.digest() == &d => {
                 index.insert_manifest(repo, &d, ManifestEntry::of(&m, media_type.trim()))
             }
-            Ok(_) => problems.push(format!(
+            Ok(_) => problems.content(format!(
                 "{repo}: manifest {d} content does not hash to its name"
             )),
-            Err(e) => problems.push(format!("{repo}: manifest {d} is unparseable: {e}")),
+            Err(e) => problems.content(format!("{repo}: manifest {d} is unparseable: {e}")),
         }
     }
     let tags_dir = dir.join("_tags");
@@ -233,10 +259,11 @@ fn load_repo(
                     .tags
                     .insert(tag, d);
             }
-            Some(d) => problems.push(format!(
-                "{repo}:{tag} points at {d}, which is not a stored manifest"
-            )),
-            None => problems.push(format!("{repo}:{tag} is unreadable")),
+            Some(d) => problems.name(
+                format!("{repo}:{tag} points at {d}, which is not a stored manifest"),
+                tags_dir.join(&tag),
+            ),
+            None => problems.name(format!("{repo}:{tag} is unreadable"), tags_dir.join(&tag)),
         }
     }
     Ok(())

@@ -110,7 +110,7 @@ pub struct Store {
     /// "read index → change files → update index" is never interleaved with another change.
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// What the index rebuild found wrong at open (dangling links and tags), for `fsck`.
-    problems: Vec<String>,
+    problems: index::Problems,
     /// Pull statistics, flushed in batches.
     access: inventory::AccessLog,
     /// Blob files and their bytes, counted at open and kept up to date by commits and gc.

@@ -30,6 +30,8 @@ pub struct FsckReport {
     pub dangling: Vec<String>,
     /// Whether corrupt files were quarantined.
     pub quarantined: bool,
+    /// Dangling links and tags removed ([`Store::drop_dangling_names`]).
+    pub dropped: Vec<PathBuf>,
 }
 
 /// One corrupt blob.
@@ -49,7 +51,7 @@ impl FsckReport {
         self.corrupt.is_empty()
             && self.stray.is_empty()
             && self.missing.is_empty()
-            && self.dangling.is_empty()
+            && self.dangling.len() == self.dropped.len()
     }
 }
 
@@ -141,7 +143,7 @@ impl Store {
     /// can never be served (needs the exclusive lock the store was opened with).
     pub async fn fsck(&self, quarantine: bool) -> Result<FsckReport, StoreError> {
         let layout = self.layout.clone();
-        let dangling = self.problems.clone();
+        let dangling = self.problems.messages.clone();
         let missing: Vec<String> = {
             let idx = self.read_index();
             idx.repos
@@ -191,6 +193,22 @@ impl Store {
         .await
         .map_err(StoreError::join)??;
         Ok(report)
+    }
+
+    /// Removes the links and tags the index rebuild found pointing at nothing (see
+    /// [`FsckReport::dangling`]); returns their paths. Names only: no content is touched. For a
+    /// store opened with the directory to itself (the server stopped).
+    pub async fn drop_dangling_names(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let names = self.problems.dangling_names.clone();
+        tokio::task::spawn_blocking(move || {
+            for path in &names {
+                remove_if_exists(path)?;
+                crate::layout::fsync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            }
+            Ok::<_, StoreError>(names)
+        })
+        .await
+        .map_err(StoreError::join)?
     }
 
     /// Removes every blob no stored manifest references (manifests count as referencing

@@ -412,3 +412,64 @@ async fn a_cache_that_lost_its_newest_names_opens_and_relinks() {
         "content was written again"
     );
 }
+
+#[tokio::test]
+async fn fsck_drops_dangling_names_and_keeps_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(5, 2, 100, "amd64");
+    {
+        let store = Store::open(tmp.path(), StoreOptions::default())
+            .await
+            .unwrap();
+        for b in img.blobs() {
+            put(&store, "d", &b.bytes).await;
+        }
+        let m = Manifest::parse(img.manifest.bytes.clone(), None).unwrap();
+        store
+            .put_manifest(&repo("d"), &m, &[Tag::new("t").unwrap()], true)
+            .await
+            .unwrap();
+    }
+    // A tag emptied and a blob link whose content is gone: names pointing at nothing.
+    std::fs::write(tmp.path().join("repos/d/_tags/t"), b"").unwrap();
+    let gone = &img.layers[0].digest;
+    std::fs::remove_file(
+        tmp.path()
+            .join("blobs/sha256")
+            .join(&gone.hex()[..2])
+            .join(gone.hex()),
+    )
+    .unwrap();
+    let store = Store::open_with(
+        tmp.path(),
+        StoreOptions::default(),
+        LockMode::ExistingExclusive,
+    )
+    .await
+    .unwrap();
+    let mut r = store.fsck(false).await.unwrap();
+    assert_eq!(r.dangling.len(), 2, "{:?}", r.dangling);
+    assert!(!r.is_clean());
+    r.dropped = store.drop_dangling_names().await.unwrap();
+    assert_eq!(r.dropped.len(), 2);
+    assert!(r.is_clean());
+    drop(store);
+
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let r = store.fsck(false).await.unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    // Content and every other name are untouched.
+    // One layer's file removed above, the manifest's own file counted.
+    assert_eq!(r.blobs_checked, img.blobs().count() as u64);
+    let m = store
+        .get_manifest(
+            &repo("d"),
+            &img.manifest.digest.to_string().parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.bytes.as_ref(), &img.manifest.bytes[..]);
+    assert!(store.has_blob(&repo("d"), &img.layers[1].digest));
+}
