@@ -22,6 +22,23 @@ async fn put(store: &std::sync::Arc<Store>, r: &str, bytes: &[u8]) -> Digest {
     d
 }
 
+/// Stores `img`'s blobs and manifest in `r` as a push would, tagged `tag`.
+async fn push_image(
+    store: &std::sync::Arc<Store>,
+    r: &str,
+    img: &ferry_testkit::image::Image,
+    tag: &str,
+) {
+    for b in img.blobs() {
+        put(store, r, &b.bytes).await;
+    }
+    let m = Manifest::parse(img.manifest.bytes.clone(), None).unwrap();
+    store
+        .put_manifest(&repo(r), &m, &[Tag::new(tag).unwrap()], true)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn fsck_reports_then_quarantines_corrupt_blobs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -153,19 +170,7 @@ async fn index_rebuilds_from_files_alone() {
         let store = Store::open(tmp.path(), StoreOptions::default())
             .await
             .unwrap();
-        for b in img.blobs() {
-            put(&store, "deep/name/space/x", &b.bytes).await;
-        }
-        let m = Manifest::parse(img.manifest.bytes.clone(), None).unwrap();
-        store
-            .put_manifest(
-                &repo("deep/name/space/x"),
-                &m,
-                &[Tag::new("t").unwrap()],
-                true,
-            )
-            .await
-            .unwrap();
+        push_image(&store, "deep/name/space/x", &img, "t").await;
     }
     let store = Store::open(tmp.path(), StoreOptions::default())
         .await
@@ -233,14 +238,7 @@ async fn fsck_reports_dangling_links_and_tags() {
         let store = Store::open(tmp.path(), StoreOptions::default())
             .await
             .unwrap();
-        for b in img.blobs() {
-            put(&store, "d", &b.bytes).await;
-        }
-        let m = Manifest::parse(img.manifest.bytes.clone(), None).unwrap();
-        store
-            .put_manifest(&repo("d"), &m, &[Tag::new("t").unwrap()], true)
-            .await
-            .unwrap();
+        push_image(&store, "d", &img, "t").await;
     }
     let d = &img.manifest.digest;
     std::fs::remove_file(
@@ -421,14 +419,7 @@ async fn fsck_drops_dangling_names_and_keeps_content() {
         let store = Store::open(tmp.path(), StoreOptions::default())
             .await
             .unwrap();
-        for b in img.blobs() {
-            put(&store, "d", &b.bytes).await;
-        }
-        let m = Manifest::parse(img.manifest.bytes.clone(), None).unwrap();
-        store
-            .put_manifest(&repo("d"), &m, &[Tag::new("t").unwrap()], true)
-            .await
-            .unwrap();
+        push_image(&store, "d", &img, "t").await;
     }
     // A tag emptied and a blob link whose content is gone: names pointing at nothing.
     std::fs::write(tmp.path().join("repos/d/_tags/t"), b"").unwrap();
