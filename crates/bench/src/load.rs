@@ -87,12 +87,18 @@ struct Sampler {
     handle: std::thread::JoinHandle<(f64, u64)>,
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
+/// `pid` and its direct children (a server's workers).
+fn process_tree(pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
     if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
         pids.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
     }
-    pids.iter()
+    pids
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    process_tree(pid)
+        .iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
         .filter_map(|s| {
             // Fields after the parenthesised name: utime and stime are the 12th and 13th.
@@ -104,11 +110,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn rss_tree(pid: u32) -> u64 {
-    let mut pids = vec![pid];
-    if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        pids.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-    }
-    pids.iter()
+    process_tree(pid)
+        .iter()
         .filter_map(|p| ferry_testkit::peers::rss(*p))
         .map(|(now, _)| now)
         .sum()

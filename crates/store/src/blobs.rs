@@ -8,7 +8,7 @@ use ferry_oci::{Digest, Hasher, RepoName};
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
-use crate::layout::{fsync_dir, remove_if_exists};
+use crate::layout::{claim_content, create_link, fsync_dir, remove_if_exists};
 use crate::{Durability, Store, StoreError};
 
 /// Blobs up to this size are read whole, on the calling thread. They come from the page cache in
@@ -324,12 +324,7 @@ impl Store {
         let link = self.layout.blob_link(repo, digest);
         let d = digest.clone();
         tokio::task::spawn_blocking(move || {
-            // Only a missing file matters; a file we may not chmod (another owner) is still there.
-            if let Err(e) = crate::layout::mark_used(&content)
-                && e.kind() == std::io::ErrorKind::NotFound
-            {
-                return Err(StoreError::BlobUnknown(d));
-            }
+            claim_content(&content, &d)?;
             if durability == Durability::Full {
                 // The content may have been placed by a cache fill, whose rename into `blobs/`
                 // was not fsynced; a push acknowledged on top of it must not lose it. (A
@@ -339,11 +334,9 @@ impl Store {
             if linked {
                 return Ok(());
             }
-            let parent = link.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
-            std::fs::File::create(&link).map_err(StoreError::io(&link))?;
+            create_link(&link)?;
             match durability {
-                Durability::Full => fsync_dir(parent),
+                Durability::Full => fsync_dir(link.parent().unwrap_or(Path::new("."))),
                 Durability::Cache => Ok(()),
             }
         })
@@ -510,15 +503,13 @@ impl Ingest {
             };
             file.sync_all().map_err(StoreError::io(tmp.path()))?;
             drop(file);
-            let placed = place_blob(tmp, &dest, Durability::Cache)?;
-            if placed.0 {
+            let (added, len) = place_blob(tmp, &dest, Durability::Cache)?;
+            if added {
                 // Written here rather than under the repository's lock; the lock below checks
                 // that the content is still there before the index names it.
-                let parent = link.parent().unwrap_or(Path::new("."));
-                std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
-                std::fs::File::create(&link).map_err(StoreError::io(&link))?;
+                create_link(&link)?;
             }
-            Ok::<_, StoreError>(placed)
+            Ok::<_, StoreError>((added, len))
         })
         .await
         .map_err(StoreError::join)??;
@@ -531,12 +522,9 @@ impl Ingest {
                     // grace is 2 s) may have taken the content; never index what is gone. The
                     // chmod marks it used for collections still to come. One metadata call, so
                     // it runs here rather than through the blocking pool.
-                    let content = store.layout.blob(&digest);
-                    if let Err(e) = crate::layout::mark_used(&content)
-                        && e.kind() == std::io::ErrorKind::NotFound
-                    {
+                    if let Err(e) = claim_content(&store.layout.blob(&digest), &digest) {
                         let _ = std::fs::remove_file(store.layout.blob_link(&repo, &digest));
-                        return Err(StoreError::BlobUnknown(digest));
+                        return Err(e);
                     }
                     store
                         .write_index()

@@ -202,6 +202,23 @@ pub(crate) fn mark_used(path: &Path) -> std::io::Result<()> {
     fs::set_permissions(path, perms)
 }
 
+/// [`mark_used`] for content a name is about to point at: `BlobUnknown` if it is gone (collected
+/// meanwhile). Only a missing file matters; a file we may not chmod (another owner) is still there.
+pub(crate) fn claim_content(content: &Path, digest: &Digest) -> Result<(), StoreError> {
+    match mark_used(content) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::BlobUnknown(digest.clone())),
+        _ => Ok(()),
+    }
+}
+
+/// Creates the empty file that makes a blob part of a repository, and its directory.
+pub(crate) fn create_link(link: &Path) -> Result<(), StoreError> {
+    let parent = link.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
+    fs::File::create(link).map_err(StoreError::io(link))?;
+    Ok(())
+}
+
 /// Removes a file; absent is fine. Returns whether it existed.
 pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, StoreError> {
     match fs::remove_file(path) {
