@@ -40,6 +40,10 @@ pub struct Config {
     /// The upstream used when a request names none (needed only with several upstreams).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_upstream: Option<String>,
+    /// Repository name prefixes that are ferry's own (pushable) when a default upstream takes
+    /// every other name, e.g. `["team", "ci/builds"]`. Names routed to an upstream are read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_namespaces: Vec<String>,
     /// Never contact upstreams: serve what is cached, answer misses with 404 at once.
     pub offline: bool,
     /// Serve cached manifests when the upstream fails.
@@ -400,6 +404,7 @@ impl Default for Config {
             admin_token_file: None,
             metrics_listen: None,
             default_upstream: None,
+            local_namespaces: Vec::new(),
             offline: false,
             serve_stale: true,
             registry: RegistryConfig::default(),
@@ -553,6 +558,7 @@ impl Config {
             serve_stale: self.serve_stale,
             max_manifest_bytes: self.limits.max_manifest_bytes,
             pinned: self.cache.pinned.clone(),
+            local_namespaces: self.local_namespaces.clone(),
         };
         ferry_server::Mirror::new(upstreams, self.default_upstream.as_deref(), options)
             .map(Some)

@@ -161,6 +161,10 @@ struct ServeArgs {
     /// The upstream for requests that name none.
     #[arg(long, value_name = "NAME")]
     default_upstream: Option<String>,
+    /// A repository prefix that is ferry's own, pushable, when a default upstream takes every
+    /// other name (repeatable), e.g. `--local-namespace team`.
+    #[arg(long = "local-namespace", value_name = "PREFIX")]
+    local_namespaces: Vec<String>,
     /// Never contact upstreams; serve only what is cached.
     #[arg(long)]
     offline: bool,
@@ -294,6 +298,8 @@ impl ServeArgs {
         if let Some(d) = &self.default_upstream {
             c.default_upstream = Some(d.clone());
         }
+        c.local_namespaces
+            .extend(self.local_namespaces.iter().cloned());
         if self.offline {
             c.offline = true;
         }
@@ -671,6 +677,19 @@ async fn serve(
     if let Some(m) = &mirror {
         let names: Vec<&str> = m.upstream_names().collect();
         tracing::info!(upstreams = %names.join(","), offline = c.offline, "mirroring");
+        // Pushed repositories that a default upstream now shadows are not served; say so once.
+        let hidden: Vec<String> = store
+            .repositories(None, None)
+            .into_iter()
+            .filter(|r| m.owns_namespace(r).is_none() && !m.serves_locally(r))
+            .collect();
+        if !hidden.is_empty() {
+            tracing::warn!(
+                count = hidden.len(),
+                first = %hidden.iter().take(5).cloned().collect::<Vec<_>>().join(","),
+                "pushed repositories are not served: their names route to the default upstream; list their prefixes in local_namespaces (--local-namespace) to serve them"
+            );
+        }
     }
     let budget = c.cache.budget()?;
     let interval = std::time::Duration::from_secs(c.cache.maintenance_interval_secs);

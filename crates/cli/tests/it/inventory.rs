@@ -187,7 +187,7 @@ async fn the_cache_budget_evicts_least_recently_pulled_unpinned_images_only() {
     std::fs::write(
         &config,
         format!(
-            "[cache]\nmax_size = \"1900KiB\"\npinned = [\"{prefix}/c/img0:*\"]\nmaintenance_interval_secs = 1\n[[upstream]]\nurl = \"http://{}\"\n",
+            "local_namespaces = [\"mine\"]\n[cache]\nmax_size = \"1900KiB\"\npinned = [\"{prefix}/c/img0:*\"]\nmaintenance_interval_secs = 1\n[[upstream]]\nurl = \"http://{}\"\n",
             upstream.host()
         ),
     )
@@ -259,7 +259,7 @@ async fn standing_prune_rules_remove_what_they_select_in_the_background() {
         std::fs::write(
             &config,
             format!(
-                "{body}\n[[upstream]]\nurl = \"http://{}\"\n",
+                "local_namespaces = [\"mine\"]\n{body}\n[[upstream]]\nurl = \"http://{}\"\n",
                 upstream.host()
             ),
         )

@@ -9,6 +9,7 @@ mod inventory;
 mod load;
 mod mirror;
 mod peers;
+mod security;
 
 use std::path::Path;
 

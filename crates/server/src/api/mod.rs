@@ -158,9 +158,7 @@ async fn route(app: Arc<App>, req: Request) -> ApiResult {
     if let Some(mirror) = app.mirror.clone() {
         let write = !matches!(*req.method(), Method::GET | Method::HEAD);
         let ns = Query::of(&req).get("ns").map(str::to_owned);
-        let target = mirror.route(req.headers(), path, ns.as_deref(), write, |r| {
-            app.store.has_repository(r)
-        })?;
+        let target = mirror.route(req.headers(), path, ns.as_deref())?;
         match target {
             Target::Upstream { upstream, path } => {
                 return mirrored(&app, &mirror, &upstream, &path, req).await;
@@ -229,8 +227,14 @@ async fn mirrored(
         _ => Err(ApiError::new(
             ErrorCode::Unsupported,
             format!(
-                "{m} is not supported for {}, a mirrored registry: its namespace is read-only",
-                up.name
+                "{m} is not supported for {}, a mirrored registry: its namespace is read-only{}",
+                up.name,
+                if mirror.has_default() {
+                    " (names that name no upstream go to the default upstream; push under a \
+                     namespace listed in `local_namespaces` / --local-namespace)"
+                } else {
+                    ""
+                }
             ),
         )
         .header(header::ALLOW, "GET, HEAD")),

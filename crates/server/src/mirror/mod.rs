@@ -3,7 +3,10 @@
 //! Routing, in order: the `X-Registry` header; `?ns=<registry>` (what containerd sends for mirrors
 //! configured in hosts.toml); an in-path namespace (`/v2/quay.io/org/app/...`: a first path segment
 //! containing `.` or `:` that names a configured upstream); then the default upstream — except for
-//! repositories pushed to ferry itself, which are served as a plain registry. Cached content is
+//! repositories under a configured local namespace, which are ferry's own. A name that routes to an
+//! upstream is never writable: otherwise a push could replace what every client of the mirror pulls
+//! under that name (Docker's `registry-mirrors` sends no `ns`). Without a default upstream, names
+//! outside the cache namespaces are local. Cached content is
 //! stored under `<registry>/<repository>` (`:` in the registry spelled `__`), so it shows up in the
 //! catalog that way and is deduplicated with everything else in the store.
 
@@ -175,6 +178,9 @@ pub struct MirrorOptions {
     pub max_manifest_bytes: usize,
     /// `repository:tag` patterns (`*` wildcard, repository as cached) that pruning never removes.
     pub pinned: Vec<String>,
+    /// Repository name prefixes (whole path components, e.g. `team` or `ci/builds`) that are
+    /// ferry's own: pushable, and never routed to the default upstream.
+    pub local_namespaces: Vec<String>,
 }
 
 impl Default for MirrorOptions {
@@ -184,6 +190,7 @@ impl Default for MirrorOptions {
             serve_stale: true,
             max_manifest_bytes: 4 * 1024 * 1024,
             pinned: Vec::new(),
+            local_namespaces: Vec::new(),
         }
     }
 }
@@ -242,6 +249,19 @@ impl Mirror {
             None if map.len() == 1 => map.values().next().cloned(),
             None => None,
         };
+        for ns in &options.local_namespaces {
+            RepoName::new(ns).map_err(|e| format!("local namespace {ns:?}: {e}"))?;
+            let first = ns.split('/').next().unwrap_or("");
+            if let Some(u) = map
+                .values()
+                .find(|u| u.prefix == first || u.name == normalize_registry(first))
+            {
+                return Err(format!(
+                    "local namespace {ns:?} is inside the cache namespace of upstream {}",
+                    u.name
+                ));
+            }
+        }
         Ok(Mirror {
             upstreams: map,
             default,
@@ -292,14 +312,12 @@ impl Mirror {
         )
     }
 
-    /// Picks the target of a request. `is_local` says whether a repository is one of ferry's own.
+    /// Picks the target of a request.
     pub(crate) fn route(
         &self,
         headers: &HeaderMap,
         path: &str,
         ns: Option<&str>,
-        write: bool,
-        is_local: impl Fn(&str) -> bool,
     ) -> Result<Target, ApiError> {
         if let Some(h) = headers.get("x-registry") {
             let name = h.to_str().unwrap_or("");
@@ -331,7 +349,9 @@ impl Mirror {
             });
         }
         match &self.default {
-            Some(up) if !write && !repo_of(path).is_some_and(|r| is_local(&r)) => {
+            // Whether a repository exists locally must not matter: that would let a push shadow
+            // the upstream's image of the same name for every client.
+            Some(up) if !repo_of(path).is_some_and(|r| self.is_local_namespace(&r)) => {
                 Ok(Target::Upstream {
                     upstream: up.clone(),
                     path: path.to_owned(),
@@ -341,8 +361,28 @@ impl Mirror {
         }
     }
 
+    /// Whether `repo` is under one of the configured local namespaces.
+    pub fn is_local_namespace(&self, repo: &str) -> bool {
+        self.options.local_namespaces.iter().any(|ns| {
+            repo.strip_prefix(ns.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// Whether requests that name no upstream go to one (so only local namespaces are writable).
+    pub fn has_default(&self) -> bool {
+        self.default.is_some()
+    }
+
+    /// Whether `repo`, pushed to ferry, is reachable as a local repository: not under a cache
+    /// namespace and not shadowed by the default upstream.
+    pub fn serves_locally(&self, repo: &str) -> bool {
+        self.owns_namespace(repo).is_none()
+            && (self.default.is_none() || self.is_local_namespace(repo))
+    }
+
     /// Whether a local write to `repo` would land in an upstream's cache namespace.
-    pub(crate) fn owns_namespace(&self, repo: &str) -> Option<&str> {
+    pub fn owns_namespace(&self, repo: &str) -> Option<&str> {
         let first = repo.split('/').next().unwrap_or("");
         self.upstreams
             .values()
