@@ -15,7 +15,9 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
     pub endpoint: &'static str,
-    pub method: String,
+    /// One of a closed set (see [`method_label`]): a label taken from the request would let a
+    /// client create series without bound.
+    pub method: &'static str,
     pub status: u16,
 }
 
@@ -43,6 +45,21 @@ pub(crate) struct UpstreamErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct UpstreamLabels {
     pub upstream: String,
+}
+
+/// The `method` label of a request: the methods a registry client sends, everything else `other`.
+pub(crate) fn method_label(m: &http::Method) -> &'static str {
+    use http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Every series ferry exports.

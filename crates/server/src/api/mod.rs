@@ -56,7 +56,7 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
         .requests
         .get_or_create(&RequestLabels {
             endpoint,
-            method: method.as_str().to_owned(),
+            method: crate::metrics::method_label(&method),
             status: res.status().as_u16(),
         })
         .inc();
