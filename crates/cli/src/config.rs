@@ -392,6 +392,17 @@ pub struct LimitsConfig {
     pub upload_ttl_hours: u64,
     /// Upload sessions open at once; more get 429.
     pub max_uploads: usize,
+    /// Upload sessions one client address may hold open; more get 429.
+    pub max_uploads_per_client: usize,
+    /// Seconds after which an upload session that never received a byte is abandoned.
+    pub empty_upload_ttl_secs: u64,
+    /// Connections one client address may hold at once; more are answered 429 and closed.
+    pub max_connections_per_client: usize,
+    /// The slowest a client may send a request body or take a response, e.g. `"1KiB"` (per
+    /// second, averaged over `client_rate_window_secs`); `"0"` still requires some progress.
+    pub min_client_rate: String,
+    /// Seconds over which `min_client_rate` is averaged; also the longest a transfer may stall.
+    pub client_rate_window_secs: u64,
 }
 
 impl Default for Config {
@@ -435,6 +446,11 @@ impl Default for LimitsConfig {
             shutdown_grace_secs: 30,
             upload_ttl_hours: 24 * 7,
             max_uploads: 10_000,
+            max_uploads_per_client: 1_000,
+            empty_upload_ttl_secs: 300,
+            max_connections_per_client: 512,
+            min_client_rate: "1KiB".to_owned(),
+            client_rate_window_secs: 30,
         }
     }
 }
@@ -484,6 +500,15 @@ impl Config {
             "timeouts must be at least 1 second"
         );
         anyhow::ensure!(
+            self.limits.client_rate_window_secs > 0 && self.limits.empty_upload_ttl_secs > 0,
+            "limits.client_rate_window_secs and limits.empty_upload_ttl_secs must be at least 1"
+        );
+        anyhow::ensure!(
+            self.limits.max_connections_per_client > 0 && self.limits.max_uploads_per_client > 0,
+            "limits.max_connections_per_client and limits.max_uploads_per_client must be at least 1"
+        );
+        self.client_floor()?;
+        anyhow::ensure!(
             self.cache.maintenance_interval_secs > 0,
             "cache.maintenance_interval_secs must be at least 1"
         );
@@ -503,6 +528,8 @@ impl Config {
             upload_ttl: Duration::from_secs(self.limits.upload_ttl_hours.saturating_mul(3600)),
             max_manifest_bytes: self.limits.max_manifest_bytes,
             max_uploads: self.limits.max_uploads,
+            max_uploads_per_client: self.limits.max_uploads_per_client,
+            empty_upload_ttl: Duration::from_secs(self.limits.empty_upload_ttl_secs),
         }
     }
 
@@ -535,6 +562,7 @@ impl Config {
             check_manifest_references: self.registry.check_manifest_references,
             auto_mount: self.registry.auto_mount,
             body_idle_timeout: Duration::from_secs(self.limits.body_idle_timeout_secs),
+            min_receive: self.client_floor().unwrap_or_default(),
             admin_token: None,
         }
     }
@@ -565,10 +593,21 @@ impl Config {
             .map_err(|e| anyhow::anyhow!(e))
     }
 
+    /// The floor under clients' transfer rates.
+    pub fn client_floor(&self) -> anyhow::Result<ferry_server::RateFloor> {
+        Ok(ferry_server::RateFloor {
+            bytes_per_sec: ferry_policy::units::parse_size(&self.limits.min_client_rate)
+                .map_err(|e| anyhow::anyhow!("limits.min_client_rate: {e}"))?,
+            window: Duration::from_secs(self.limits.client_rate_window_secs),
+        })
+    }
+
     /// Connection limits.
     pub fn serve_options(&self) -> ferry_server::ServeOptions {
         ferry_server::ServeOptions {
             max_connections: self.limits.max_connections,
+            max_connections_per_client: self.limits.max_connections_per_client,
+            min_send: self.client_floor().unwrap_or_default(),
             header_read_timeout: Duration::from_secs(self.limits.header_read_timeout_secs),
             shutdown_grace: Duration::from_secs(self.limits.shutdown_grace_secs),
             ..ferry_server::ServeOptions::default()

@@ -90,7 +90,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(C::SizeInvalid, msg).status(StatusCode::PAYLOAD_TOO_LARGE)
             }
             StoreError::Body(_) => ApiError::new(C::BlobUploadInvalid, msg),
-            StoreError::TooManyUploads(_) => {
+            StoreError::TooManyUploads(_) | StoreError::TooManyUploadsFromClient(_) => {
                 ApiError::new(C::TooManyRequests, msg).header(header::RETRY_AFTER, "60")
             }
             StoreError::Locked(_)

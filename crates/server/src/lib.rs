@@ -28,7 +28,7 @@ use axum::Router;
 use ferry_store::Store;
 
 pub use error::ApiError;
-pub use listen::{ServeOptions, serve};
+pub use listen::{ClientAddr, RateFloor, ServeOptions, serve};
 pub use metrics::Metrics;
 pub use mirror::{Mirror, MirrorOptions, TransferFloor, Upstream};
 
@@ -43,6 +43,8 @@ pub struct RegistryOptions {
     pub auto_mount: bool,
     /// Abort an upload whose body sends nothing for this long.
     pub body_idle_timeout: std::time::Duration,
+    /// The slowest a request body may arrive.
+    pub min_receive: RateFloor,
     /// Bearer token of the admin API; `None` turns the API off.
     pub admin_token: Option<String>,
 }
@@ -54,6 +56,7 @@ impl Default for RegistryOptions {
             check_manifest_references: true,
             auto_mount: true,
             body_idle_timeout: std::time::Duration::from_secs(60),
+            min_receive: RateFloor::default(),
             admin_token: None,
         }
     }

@@ -64,6 +64,11 @@ pub enum StoreError {
     /// Too many upload sessions are open.
     #[error("too many upload sessions are open ({0}); finish or cancel some, or retry later")]
     TooManyUploads(usize),
+    /// One client holds too many upload sessions.
+    #[error(
+        "this client holds {0} open upload sessions, the most one client may; finish or cancel some, or retry later"
+    )]
+    TooManyUploadsFromClient(usize),
     /// The directory is not a ferry data directory.
     #[error("{0} is not a ferry data directory (no blobs/ inside); check --data-dir")]
     NotAStore(PathBuf),

@@ -86,6 +86,12 @@ pub struct StoreOptions {
     pub max_manifest_bytes: usize,
     /// Upload sessions open at once; more are refused with [`StoreError::TooManyUploads`].
     pub max_uploads: usize,
+    /// Upload sessions one client may hold open; more are refused with
+    /// [`StoreError::TooManyUploadsFromClient`].
+    pub max_uploads_per_client: usize,
+    /// A session that has not received a byte this long after it started is abandoned (clients
+    /// send their first chunk at once), and removed when room is needed or by [`Store::sweep`].
+    pub empty_upload_ttl: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -94,6 +100,8 @@ impl Default for StoreOptions {
             upload_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
             max_manifest_bytes: 4 * 1024 * 1024,
             max_uploads: 10_000,
+            max_uploads_per_client: 1_000,
+            empty_upload_ttl: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -159,7 +167,7 @@ impl Store {
     ) -> Result<Arc<Store>, StoreError> {
         let layout = Layout::new(root.into());
         let l = layout.clone();
-        let ttl = options.upload_ttl;
+        let (ttl, empty_ttl) = (options.upload_ttl, options.empty_upload_ttl);
         let (lock_file, index, problems, count, bytes) = tokio::task::spawn_blocking(move || {
             if lock == LockMode::Exclusive {
                 l.create_dirs()?;
@@ -173,7 +181,7 @@ impl Store {
             if lock == LockMode::Exclusive {
                 l.check_case_sensitive()?;
                 l.wipe_tmp()?;
-                uploads::expire_on_disk(&l, ttl)?;
+                uploads::expire_on_disk(&l, ttl, empty_ttl)?;
             }
             let (index, problems) = Index::rebuild(&l)?;
             let (count, bytes) = maint::count_blobs(&l);

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ferry_oci::{Algorithm, Digest, Hasher, RepoName};
@@ -42,10 +42,19 @@ struct Session {
 
 type SessionRef = Arc<tokio::sync::Mutex<Session>>;
 
+/// A live session and who opened it.
+#[derive(Debug)]
+struct Live {
+    session: SessionRef,
+    /// The client that started it (`None` for sessions loaded after a restart).
+    client: Option<Arc<str>>,
+    started: Instant,
+}
+
 /// Live sessions. The outer lock is held only to look a session up.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    live: Mutex<HashMap<String, SessionRef>>,
+    live: Mutex<HashMap<String, Live>>,
 }
 
 impl Sessions {
@@ -53,8 +62,31 @@ impl Sessions {
         self.map().len()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRef>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<SessionRef> {
+        self.map().get(id).map(|l| l.session.clone())
+    }
+
+    fn remove(&self, id: &str) {
+        self.map().remove(id);
+    }
+
+    /// Sessions that never received a byte and were started more than `ttl` ago: abandoned, since
+    /// every client sends its first chunk right after starting.
+    fn empty_older_than(&self, ttl: Duration) -> Vec<String> {
+        self.map()
+            .iter()
+            .filter(|(_, l)| {
+                l.started.elapsed() > ttl
+                    && l.session
+                        .try_lock()
+                        .is_ok_and(|s| s.offset == 0 && !s.closed)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 }
 
@@ -68,25 +100,37 @@ fn unknown(id: &str) -> StoreError {
     StoreError::UploadUnknown(id.to_owned())
 }
 
-/// Session directories whose data has not been touched within `ttl`.
-fn expired_on_disk(layout: &Layout, ttl: Duration) -> Vec<String> {
+/// Whether the session in `dir` has not been touched within `ttl`, or is still empty after
+/// `empty_ttl`.
+fn expired(dir: &Path, ttl: Duration, empty_ttl: Duration) -> bool {
+    let Ok(meta) = std::fs::metadata(dir.join("data")) else {
+        return true;
+    };
+    let idle = meta
+        .modified()
+        .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+        .unwrap_or(Duration::MAX);
+    idle >= ttl || (meta.len() == 0 && idle >= empty_ttl)
+}
+
+/// Session directories that have [`expired`].
+fn expired_on_disk(layout: &Layout, ttl: Duration, empty_ttl: Duration) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(layout.uploads()) else {
         return Vec::new();
     };
-    let now = SystemTime::now();
     rd.flatten()
-        .filter(|e| {
-            !std::fs::metadata(e.path().join("data"))
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < ttl)
-        })
+        .filter(|e| expired(&e.path(), ttl, empty_ttl))
         .filter_map(|e| e.file_name().into_string().ok())
         .collect()
 }
 
 /// Removes expired sessions at open, before any request can hold one.
-pub(crate) fn expire_on_disk(layout: &Layout, ttl: Duration) -> Result<(), StoreError> {
-    for id in expired_on_disk(layout, ttl) {
+pub(crate) fn expire_on_disk(
+    layout: &Layout,
+    ttl: Duration,
+    empty_ttl: Duration,
+) -> Result<(), StoreError> {
+    for id in expired_on_disk(layout, ttl, empty_ttl) {
         tracing::info!(upload = %id, "removing expired upload session");
         let _ = std::fs::remove_dir_all(layout.upload_dir(&id));
     }
@@ -149,38 +193,102 @@ where
 }
 
 impl Store {
-    /// Starts an upload session in `repo`.
+    /// Starts an upload session in `repo` for no client in particular (tests, tools).
     pub async fn start_upload(
         self: &Arc<Self>,
         repo: &RepoName,
     ) -> Result<UploadStatus, StoreError> {
-        let live = self.uploads.map().len();
-        if live >= self.options.max_uploads {
-            return Err(StoreError::TooManyUploads(live));
-        }
+        self.start_upload_for(repo, None).await
+    }
+
+    /// Starts an upload session in `repo` for `client` (an address), which may hold at most
+    /// `max_uploads_per_client` sessions; at the global cap, sessions that never received a byte
+    /// within `empty_upload_ttl` make room.
+    pub async fn start_upload_for(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        client: Option<&str>,
+    ) -> Result<UploadStatus, StoreError> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let dir = self.layout.upload_dir(&id);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(StoreError::io(&dir))?;
-        let repo_file = dir.join("repo");
-        tokio::fs::write(&repo_file, repo.as_str())
-            .await
-            .map_err(StoreError::io(&repo_file))?;
-        let data = dir.join("data");
-        tokio::fs::File::create(&data)
-            .await
-            .map_err(StoreError::io(&data))?;
-        let session = Session {
+        let session = Arc::new(tokio::sync::Mutex::new(Session {
             repo: repo.clone(),
             offset: 0,
             hasher: Some(Algorithm::Sha256.hasher()),
             closed: false,
-        };
-        self.uploads
-            .map()
-            .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
+        }));
+        let client: Option<Arc<str>> = client.map(Arc::from);
+        if self.uploads.len() >= self.options.max_uploads {
+            self.drop_abandoned().await;
+        }
+        // Checked and reserved under one lock, so concurrent starts cannot overshoot a cap.
+        {
+            let mut live = self.uploads.map();
+            if let Some(c) = &client {
+                let mine = live
+                    .values()
+                    .filter(|l| l.client.as_ref() == Some(c))
+                    .count();
+                if mine >= self.options.max_uploads_per_client {
+                    return Err(StoreError::TooManyUploadsFromClient(mine));
+                }
+            }
+            if live.len() >= self.options.max_uploads {
+                return Err(StoreError::TooManyUploads(live.len()));
+            }
+            live.insert(
+                id.clone(),
+                Live {
+                    session,
+                    client,
+                    started: Instant::now(),
+                },
+            );
+        }
+        let created = async {
+            let dir = self.layout.upload_dir(&id);
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(StoreError::io(&dir))?;
+            let repo_file = dir.join("repo");
+            tokio::fs::write(&repo_file, repo.as_str())
+                .await
+                .map_err(StoreError::io(&repo_file))?;
+            let data = dir.join("data");
+            tokio::fs::File::create(&data)
+                .await
+                .map_err(StoreError::io(&data))?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = created {
+            self.uploads.remove(&id);
+            let _ = tokio::fs::remove_dir_all(self.layout.upload_dir(&id)).await;
+            return Err(e);
+        }
         Ok(UploadStatus { id, offset: 0 })
+    }
+
+    /// Closes and removes sessions that never received a byte within `empty_upload_ttl`.
+    async fn drop_abandoned(&self) -> usize {
+        let ids = self.uploads.empty_older_than(self.options.empty_upload_ttl);
+        let mut removed = 0;
+        for id in ids {
+            let Some(s) = self.uploads.get(&id) else {
+                continue;
+            };
+            let Ok(mut s) = s.try_lock_owned() else {
+                continue;
+            };
+            if s.offset != 0 || s.closed {
+                continue;
+            }
+            s.closed = true;
+            self.uploads.remove(&id);
+            let _ = tokio::fs::remove_dir_all(self.layout.upload_dir(&id)).await;
+            tracing::info!(upload = %id, "removed an upload session that never received a byte");
+            removed += 1;
+        }
+        removed
     }
 
     /// Finds a session, loading it from disk if the process restarted since it began.
@@ -188,7 +296,7 @@ impl Store {
         if !canonical(id) {
             return Err(unknown(id));
         }
-        if let Some(s) = self.uploads.map().get(id).cloned() {
+        if let Some(s) = self.uploads.get(id) {
             return Ok(s);
         }
         let dir = self.layout.upload_dir(id);
@@ -206,7 +314,17 @@ impl Store {
             hasher: None,
             closed: false,
         }));
-        Ok(self.uploads.map().entry(id.to_owned()).or_insert(s).clone())
+        Ok(self
+            .uploads
+            .map()
+            .entry(id.to_owned())
+            .or_insert(Live {
+                session: s,
+                client: None,
+                started: Instant::now(),
+            })
+            .session
+            .clone())
     }
 
     /// Current state of a session.
@@ -282,7 +400,7 @@ impl Store {
                         Err(undo) => {
                             tracing::error!(upload = %id, error = %undo, "cannot roll back a failed chunk; closing the session");
                             s.closed = true;
-                            store.uploads.map().remove(&id);
+                            store.uploads.remove(&id);
                             let _ = std::fs::remove_dir_all(store.layout.upload_dir(&id));
                         }
                     }
@@ -329,7 +447,7 @@ impl Store {
             let detached = TempFile::new(store.layout.tmp_file());
             let moved = std::fs::rename(dir.join("data"), detached.path());
             let _ = std::fs::remove_dir_all(&dir);
-            store.uploads.map().remove(&id);
+            store.uploads.remove(&id);
             moved.map_err(|_| unknown(&id))?;
             let len = std::fs::metadata(detached.path())
                 .map_err(StoreError::io(detached.path()))?
@@ -376,7 +494,7 @@ impl Store {
                 return Err(unknown(&id));
             }
             s.closed = true;
-            store.uploads.map().remove(&id);
+            store.uploads.remove(&id);
             let dir = store.layout.upload_dir(&id);
             match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => Ok(()),
@@ -392,23 +510,31 @@ impl Store {
     /// `serve` runs this periodically; sessions in use at that moment are left alone.
     pub async fn sweep(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for id in expired_on_disk(&self.layout, self.options.upload_ttl) {
-            let session = self.uploads.map().get(&id).cloned();
-            match session {
-                Some(s) => {
-                    let Ok(mut s) = s.try_lock_owned() else {
-                        continue;
-                    };
-                    s.closed = true;
-                    self.uploads.map().remove(&id);
+        for id in expired_on_disk(
+            &self.layout,
+            self.options.upload_ttl,
+            self.options.empty_upload_ttl,
+        ) {
+            if let Some(s) = self.uploads.get(&id) {
+                let Ok(mut s) = s.try_lock_owned() else {
+                    continue;
+                };
+                // A chunk may have landed between the scan and the lock.
+                if !expired(
+                    &self.layout.upload_dir(&id),
+                    self.options.upload_ttl,
+                    self.options.empty_upload_ttl,
+                ) {
+                    continue;
                 }
-                None if !canonical(&id) => {}
-                None => {}
+                s.closed = true;
+                self.uploads.remove(&id);
             }
             let _ = tokio::fs::remove_dir_all(self.layout.upload_dir(&id)).await;
             tracing::info!(upload = %id, "removed expired upload session");
             removed += 1;
         }
+        removed += self.drop_abandoned().await;
         let day = Duration::from_secs(24 * 3600);
         if let Ok(rd) = std::fs::read_dir(self.layout.tmp()) {
             let now = SystemTime::now();

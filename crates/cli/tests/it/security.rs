@@ -207,3 +207,227 @@ async fn unknown_methods_do_not_grow_the_metrics() {
         "RSS grew from {rss_before} to {rss_after} bytes"
     );
 }
+
+/// A ferry whose `[limits]` are `limits` (TOML lines), with nothing else configured.
+fn ferry_with_limits(tmp: &std::path::Path, limits: &str, extra: &[&str]) -> Ferry {
+    let config = tmp.join("limits.toml");
+    std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Ferry::start(ferry_bin(), &tmp.join("data"), &args)
+}
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address is this machine).
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Pushes one blob of `len` seeded bytes to `repo`; its digest.
+async fn push_blob(base: &str, repo: &str, len: usize) -> Digest {
+    let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+    let digest = Digest::sha256(&bytes);
+    let r = client()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    digest
+}
+
+/// Finding 3: eight clients that GET a 32 MiB blob and stop reading after its head held all eight
+/// connection slots forever, and `/v2/` timed out for everyone. Now a client must take response
+/// bytes at `min_client_rate` over each window; one that stalls is cut off and its slot freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_lose_their_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let ferry = ferry_with_limits(
+        tmp.path(),
+        "max_connections = 8\nclient_rate_window_secs = 2",
+        &[],
+    );
+    const SIZE: usize = 32 << 20;
+    let digest = push_blob(&ferry.url(), "big/blob", SIZE).await;
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        // A small receive buffer, as an attacker would set, so the kernel does not take the
+        // whole blob on the client's behalf (loopback autotunes it up to 32 MiB here).
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        let mut s = socket.connect(ferry.host().parse().unwrap()).await.unwrap();
+        s.write_all(
+            format!(
+                "GET /v2/big/blob/blobs/{digest} HTTP/1.1\r\nhost: {}\r\n\r\n",
+                ferry.host()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = [0u8; 1024];
+        s.read_exact(&mut head).await.unwrap();
+        assert!(head.starts_with(b"HTTP/1.1 200"));
+        stalled.push(s);
+    }
+    // Every slot is held by a stalled reader; a new client is served once they are cut off.
+    let started = std::time::Instant::now();
+    let r = client_from("127.0.0.1")
+        .get(format!("{}/v2/", ferry.url()))
+        .send()
+        .await
+        .expect("/v2/ was not answered while stalled readers held the slots");
+    assert_eq!(r.status(), 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // The stalled connections were closed before the blob was sent.
+    for mut s in stalled {
+        let mut got = 1024u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        assert!(
+            got < SIZE as u64,
+            "a stalled reader still got the whole blob"
+        );
+    }
+}
+
+/// Finding 3: a request body trickled one byte at a time (each gap under `body_idle_timeout`)
+/// was held forever. Now it must arrive at `min_client_rate` over each window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_body_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let ferry = ferry_with_limits(tmp.path(), "client_rate_window_secs = 2", &[]);
+    let r = client()
+        .post(format!("{}/v2/slow/body/blobs/uploads/", ferry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let mut s = tokio::net::TcpStream::connect(ferry.host()).await.unwrap();
+    s.write_all(
+        format!(
+            "PATCH {location} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\n",
+            ferry.host()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The attack: one byte every 200 ms (300 B/s against a 1 KiB/s floor). Stop within 20 s.
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if s.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+            n = s.read_buf(&mut answer) => {
+                if n.unwrap_or(0) == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the trickled body is still being accepted"
+        );
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 400"),
+        "unexpected answer: {text}"
+    );
+}
+
+/// Finding 3: one address may hold only `max_connections_per_client` connections, so one host
+/// cannot take every slot; others are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ferry = ferry_with_limits(
+        tmp.path(),
+        "max_connections = 16\nmax_connections_per_client = 4",
+        &[],
+    );
+    // Four idle connections from 127.0.0.1 (they send nothing).
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(ferry.host()).await.unwrap());
+    }
+    let r = client_from("127.0.0.1")
+        .get(format!("{}/v2/", ferry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.text().await.unwrap().contains("TOOMANYREQUESTS"));
+    let r = client_from("127.0.0.2")
+        .get(format!("{}/v2/", ferry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(held);
+}
+
+/// Finding 5: 10,000 upload sessions started by one client blocked every other client's chunked
+/// pushes until the 168 h TTL. Now one address holds at most `max_uploads_per_client` sessions,
+/// and sessions that never received a byte make room after `empty_upload_ttl_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_block_everyone_elses_uploads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ferry = ferry_with_limits(
+        tmp.path(),
+        "max_uploads = 30\nmax_uploads_per_client = 20\nempty_upload_ttl_secs = 1",
+        &[],
+    );
+    let start = |c: reqwest::Client, url: String| async move {
+        c.post(format!("{url}/v2/team/app/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let attacker = client_from("127.0.0.1");
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(start(attacker.clone(), ferry.url()).await);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 20);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 20);
+    // Others still start sessions up to the global cap...
+    let other = client_from("127.0.0.2");
+    for _ in 0..10 {
+        assert_eq!(start(other.clone(), ferry.url()).await, 202);
+    }
+    // ...and beyond it once the attacker's empty sessions are abandoned.
+    let third = client_from("127.0.0.3");
+    let rt = tokio::runtime::Handle::current();
+    let url = ferry.url();
+    let ok = tokio::task::spawn_blocking(move || {
+        ferry_testkit::peers::wait_until(std::time::Duration::from_secs(20), || {
+            rt.block_on(start(third.clone(), url.clone())) == 202
+        })
+    })
+    .await
+    .unwrap();
+    assert!(ok, "abandoned empty sessions never made room");
+}

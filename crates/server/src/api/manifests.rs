@@ -81,7 +81,11 @@ async fn read_limited(app: &App, req: Request, max: usize) -> Result<Bytes, ApiE
     if content_length(req.headers())?.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let mut body = body_stream(req.into_body(), app.options.body_idle_timeout);
+    let mut body = body_stream(
+        req.into_body(),
+        app.options.body_idle_timeout,
+        app.options.min_receive,
+    );
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {

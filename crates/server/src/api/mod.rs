@@ -353,26 +353,74 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiErro
     }
 }
 
-/// The request body as a stream of chunks that fails if the client goes quiet for `idle`.
+/// The request body as a stream of chunks that fails if the client goes quiet for `idle`, or sends
+/// less than `floor` allows in any of its windows (a body trickled a byte at a time would
+/// otherwise hold its connection and upload session forever).
 pub(crate) fn body_stream(
     body: Body,
     idle: Duration,
+    floor: crate::RateFloor,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin + Send {
-    let inner = body.into_data_stream();
+    struct Pace<S> {
+        inner: S,
+        window_start: tokio::time::Instant,
+        moved: u64,
+    }
+    let state = Pace {
+        inner: body.into_data_stream(),
+        window_start: tokio::time::Instant::now(),
+        moved: 0,
+    };
+    let slow = move |moved: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "request body sent {moved} bytes in {}s, below the floor of {} bytes/s",
+                floor.window.as_secs(),
+                floor.bytes_per_sec
+            ),
+        )
+    };
     Box::pin(futures_util::stream::unfold(
-        inner,
-        move |mut s| async move {
-            match tokio::time::timeout(idle, s.next()).await {
-                Ok(Some(Ok(b))) => Some((Ok(b), s)),
-                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), s)),
-                Ok(None) => None,
-                Err(_) => Some((
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no request body data for {}s", idle.as_secs()),
-                    )),
-                    s,
-                )),
+        Some(state),
+        move |state| async move {
+            let mut p = state?;
+            let idle_deadline = tokio::time::Instant::now() + idle;
+            loop {
+                let window_end = p.window_start + floor.window;
+                let deadline = idle_deadline.min(window_end);
+                match tokio::time::timeout_at(deadline, p.inner.next()).await {
+                    Ok(Some(Ok(b))) => {
+                        p.moved += b.len() as u64;
+                        if tokio::time::Instant::now() >= window_end {
+                            if !floor.met(p.moved) {
+                                return Some((Err(slow(p.moved)), None));
+                            }
+                            p.window_start = tokio::time::Instant::now();
+                            p.moved = 0;
+                        }
+                        return Some((Ok(b), Some(p)));
+                    }
+                    Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
+                    Ok(None) => return None,
+                    Err(_) if deadline == idle_deadline => {
+                        return Some((
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no request body data for {}s", idle.as_secs()),
+                            )),
+                            None,
+                        ));
+                    }
+                    Err(_) => {
+                        // A window ended while waiting: judge it, then keep waiting.
+                        if !floor.met(p.moved) {
+                            return Some((Err(slow(p.moved)), None));
+                        }
+                        p.window_start = tokio::time::Instant::now();
+                        p.moved = 0;
+                    }
+                }
             }
         },
     ))

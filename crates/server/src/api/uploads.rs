@@ -84,6 +84,10 @@ fn in_progress(
 
 pub(super) async fn start(app: &App, repo: &RepoName, req: Request) -> ApiResult {
     let q = Query::of(&req);
+    let client = req
+        .extensions()
+        .get::<crate::ClientAddr>()
+        .map(|c| c.0.to_string());
     if let Some(mount) = q.get("mount") {
         let digest: Digest = mount.parse().map_err(|e: ferry_oci::DigestError| {
             ApiError::new(ErrorCode::DigestInvalid, e.to_string())
@@ -101,16 +105,20 @@ pub(super) async fn start(app: &App, repo: &RepoName, req: Request) -> ApiResult
             return Ok(created(repo, &digest));
         }
         // Not mountable: the spec says to fall back to an ordinary upload session.
-        let s = app.store.start_upload(repo).await?;
+        let s = app.store.start_upload_for(repo, client.as_deref()).await?;
         return Ok(in_progress(StatusCode::ACCEPTED, repo, &s.id, s.offset));
     }
     if let Some(digest) = parse_digest(&q)? {
         let len = content_length(req.headers())?;
-        let body = body_stream(req.into_body(), app.options.body_idle_timeout);
+        let body = body_stream(
+            req.into_body(),
+            app.options.body_idle_timeout,
+            app.options.min_receive,
+        );
         app.store.put_blob(repo, &digest, len, body).await?;
         return Ok(created(repo, &digest));
     }
-    let s = app.store.start_upload(repo).await?;
+    let s = app.store.start_upload_for(repo, client.as_deref()).await?;
     Ok(in_progress(StatusCode::ACCEPTED, repo, &s.id, s.offset))
 }
 
@@ -122,7 +130,11 @@ pub(super) async fn status(app: &App, repo: &RepoName, id: &str) -> ApiResult {
 pub(super) async fn patch(app: &App, repo: &RepoName, id: &str, req: Request) -> ApiResult {
     let range = content_range(req.headers())?;
     let len = declared_len(req.headers(), range)?;
-    let body = body_stream(req.into_body(), app.options.body_idle_timeout);
+    let body = body_stream(
+        req.into_body(),
+        app.options.body_idle_timeout,
+        app.options.min_receive,
+    );
     let s = app
         .store
         .append_upload(repo, id, range.map(|r| r.start), len, body)
@@ -141,7 +153,11 @@ pub(super) async fn put(app: &App, repo: &RepoName, id: &str, req: Request) -> A
     };
     let range = content_range(req.headers())?;
     let len = declared_len(req.headers(), range)?;
-    let body = body_stream(req.into_body(), app.options.body_idle_timeout);
+    let body = body_stream(
+        req.into_body(),
+        app.options.body_idle_timeout,
+        app.options.min_receive,
+    );
     app.store
         .finish_upload(repo, id, &digest, range.map(|r| r.start), len, body)
         .await
