@@ -380,6 +380,9 @@ pub struct RegistryConfig {
 pub struct LimitsConfig {
     /// Largest manifest accepted, in bytes.
     pub max_manifest_bytes: usize,
+    /// Bytes of pushed manifests held in memory at once across all requests; a push beyond it
+    /// gets 429 and retries.
+    pub max_buffered_manifest_bytes: usize,
     /// Connections served at once.
     pub max_connections: usize,
     /// Seconds a client has to send its request headers.
@@ -440,6 +443,7 @@ impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
         LimitsConfig {
             max_manifest_bytes: 4 * 1024 * 1024,
+            max_buffered_manifest_bytes: 64 * 1024 * 1024,
             max_connections: 4096,
             header_read_timeout_secs: 30,
             body_idle_timeout_secs: 60,
@@ -498,6 +502,10 @@ impl Config {
         anyhow::ensure!(
             self.limits.header_read_timeout_secs > 0 && self.limits.body_idle_timeout_secs > 0,
             "timeouts must be at least 1 second"
+        );
+        anyhow::ensure!(
+            self.limits.max_buffered_manifest_bytes >= self.limits.max_manifest_bytes,
+            "limits.max_buffered_manifest_bytes must be at least limits.max_manifest_bytes"
         );
         anyhow::ensure!(
             self.limits.client_rate_window_secs > 0 && self.limits.empty_upload_ttl_secs > 0,
@@ -563,6 +571,9 @@ impl Config {
             auto_mount: self.registry.auto_mount,
             body_idle_timeout: Duration::from_secs(self.limits.body_idle_timeout_secs),
             min_receive: self.client_floor().unwrap_or_default(),
+            manifest_buffers: ferry_server::BufferBudget::new(
+                self.limits.max_buffered_manifest_bytes,
+            ),
             admin_token: None,
         }
     }

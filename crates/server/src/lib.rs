@@ -45,6 +45,8 @@ pub struct RegistryOptions {
     pub body_idle_timeout: std::time::Duration,
     /// The slowest a request body may arrive.
     pub min_receive: RateFloor,
+    /// Bytes of pushed manifests held in memory at once, across all requests (shared by clones).
+    pub manifest_buffers: BufferBudget,
     /// Bearer token of the admin API; `None` turns the API off.
     pub admin_token: Option<String>,
 }
@@ -57,7 +59,70 @@ impl Default for RegistryOptions {
             auto_mount: true,
             body_idle_timeout: std::time::Duration::from_secs(60),
             min_receive: RateFloor::default(),
+            manifest_buffers: BufferBudget::new(64 << 20),
             admin_token: None,
+        }
+    }
+}
+
+/// A server-wide bound on bytes buffered in memory for requests (manifests are read whole to be
+/// hashed and parsed): each request's own limit times the connection count is far too much.
+#[derive(Debug, Clone)]
+pub struct BufferBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+/// Bytes charged to a [`BufferBudget`], returned when dropped.
+#[derive(Debug)]
+pub struct BufferPermit(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl BufferBudget {
+    /// A budget of `total` bytes.
+    pub fn new(total: usize) -> BufferBudget {
+        let total = total.min(tokio::sync::Semaphore::MAX_PERMITS);
+        BufferBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Charges `n` bytes now, or answers 429 (with `Retry-After`) when the budget is spent.
+    pub(crate) fn charge(&self, n: usize) -> Result<BufferPermit, ApiError> {
+        if n == 0 {
+            return Ok(BufferPermit(None));
+        }
+        let spent = || {
+            ApiError::new(
+                ferry_oci::ErrorCode::TooManyRequests,
+                format!(
+                    "the server is holding {} bytes of manifests from other requests; retry shortly",
+                    self.total
+                ),
+            )
+            .header(http::header::RETRY_AFTER, "1")
+        };
+        let n = u32::try_from(n).map_err(|_| spent())?;
+        self.bytes
+            .clone()
+            .try_acquire_many_owned(n)
+            .map(|p| BufferPermit(Some(p)))
+            .map_err(|_| spent())
+    }
+}
+
+impl BufferPermit {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// Adds `other`'s bytes to this permit.
+    pub fn merge(&mut self, other: BufferPermit) {
+        match (&mut self.0, other.0) {
+            (Some(p), Some(o)) => p.merge(o),
+            (slot @ None, o) => *slot = o,
+            (_, None) => {}
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ferry_oci::{Algorithm, ErrorCode, Manifest, ManifestRef, RepoName, Tag};
 use futures_util::StreamExt;
 use http::{StatusCode, header};
@@ -69,8 +69,13 @@ fn manifest_response(
     )
 }
 
-/// Reads at most `max` bytes of body; more is a 413.
-async fn read_limited(app: &App, req: Request, max: usize) -> Result<Bytes, ApiError> {
+/// Reads at most `max` bytes of body; more is a 413. The bytes are charged to the server-wide
+/// manifest budget (held until the returned permit drops): over it, 429 and the client retries.
+async fn read_limited(
+    app: &App,
+    req: Request,
+    max: usize,
+) -> Result<(Vec<u8>, crate::BufferPermit), ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::SizeInvalid,
@@ -78,15 +83,18 @@ async fn read_limited(app: &App, req: Request, max: usize) -> Result<Bytes, ApiE
         )
         .status(StatusCode::PAYLOAD_TOO_LARGE)
     };
-    if content_length(req.headers())?.is_some_and(|n| n > max as u64) {
+    let declared = content_length(req.headers())?;
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
+    let budget = &app.options.manifest_buffers;
+    let mut permit = budget.charge(declared.unwrap_or(0) as usize)?;
     let mut body = body_stream(
         req.into_body(),
         app.options.body_idle_timeout,
         app.options.min_receive,
     );
-    let mut buf = BytesMut::new();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::new(
@@ -97,9 +105,13 @@ async fn read_limited(app: &App, req: Request, max: usize) -> Result<Bytes, ApiE
         if buf.len() + chunk.len() > max {
             return Err(too_large());
         }
+        let beyond = (buf.len() + chunk.len()).saturating_sub(permit.bytes());
+        if beyond > 0 {
+            permit.merge(budget.charge(beyond)?);
+        }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf.freeze())
+    Ok((buf, permit))
 }
 
 pub(super) async fn put(
@@ -124,12 +136,12 @@ pub(super) async fn put(
         query_tags.push(tag.clone());
         tags.push(tag);
     }
-    let bytes = read_limited(app, req, app.store.options().max_manifest_bytes).await?;
+    let (bytes, _charged) = read_limited(app, req, app.store.options().max_manifest_bytes).await?;
     let algorithm = match reference {
         ManifestRef::Digest(d) => d.algorithm(),
         ManifestRef::Tag(_) => Algorithm::Sha256,
     };
-    let manifest = Manifest::parse_as(bytes.to_vec(), content_type.as_deref(), algorithm)
+    let manifest = Manifest::parse_as(bytes, content_type.as_deref(), algorithm)
         .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
     if let ManifestRef::Digest(d) = reference
         && d != manifest.digest()
