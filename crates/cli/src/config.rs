@@ -70,6 +70,9 @@ pub struct CacheConfig {
     /// `repository:tag` patterns (`*` wildcard) of cached images never evicted, e.g.
     /// `["docker.io/library/*"]`.
     pub pinned: Vec<String>,
+    /// Space kept free on the data directory's filesystem: a pull-through fill that would eat
+    /// into it is refused (507), e.g. `"512MiB"`.
+    pub min_free_space: String,
     /// Seconds between housekeeping rounds (pull statistics written, prune rules and budget
     /// enforced).
     pub maintenance_interval_secs: u64,
@@ -131,6 +134,7 @@ impl Default for CacheConfig {
         CacheConfig {
             max_size: None,
             pinned: Vec::new(),
+            min_free_space: "512MiB".to_owned(),
             maintenance_interval_secs: 60,
             prune: Vec::new(),
         }
@@ -219,6 +223,13 @@ pub struct UpstreamConfig {
     /// (at most 8 prefetches in flight across images).
     #[serde(default)]
     pub prefetch_blobs_on_manifest: bool,
+    /// Largest blob fetched when no manifest ferry has seen gives its size, e.g. `"64GiB"`.
+    #[serde(default = "default_max_blob_size")]
+    pub max_blob_size: String,
+}
+
+fn default_max_blob_size() -> String {
+    "64GiB".to_owned()
 }
 
 fn default_min_transfer_rate() -> String {
@@ -260,6 +271,7 @@ impl UpstreamConfig {
             min_transfer_rate: default_min_transfer_rate(),
             min_transfer_grace_secs: default_min_transfer_grace(),
             prefetch_blobs_on_manifest: false,
+            max_blob_size: default_max_blob_size(),
         }
     }
 
@@ -358,6 +370,8 @@ impl UpstreamConfig {
             grace: Duration::from_secs(self.min_transfer_grace_secs),
         };
         upstream.prefetch_blobs = self.prefetch_blobs_on_manifest;
+        upstream.max_blob_bytes = ferry_policy::units::parse_size(&self.max_blob_size)
+            .map_err(|e| anyhow::anyhow!("upstream {name}: max_blob_size: {e}"))?;
         Ok(upstream)
     }
 }
@@ -598,6 +612,8 @@ impl Config {
             max_manifest_bytes: self.limits.max_manifest_bytes,
             pinned: self.cache.pinned.clone(),
             local_namespaces: self.local_namespaces.clone(),
+            min_free_bytes: ferry_policy::units::parse_size(&self.cache.min_free_space)
+                .map_err(|e| anyhow::anyhow!("cache.min_free_space: {e}"))?,
         };
         ferry_server::Mirror::new(upstreams, self.default_upstream.as_deref(), options)
             .map(Some)

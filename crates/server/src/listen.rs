@@ -205,8 +205,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers a connection over its address's limit with a 429 envelope and closes it, reading what
-/// the client already sent for a moment so the close is not a reset that loses the answer.
+/// Answers a connection over its address's limit with a 429 envelope and closes it, within five
+/// seconds: after reading its request head, and reading on a moment after so the close is not a
+/// reset that loses the answer.
 async fn refuse(mut stream: TcpStream) {
     const BODY: &str = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many connections from this address; close some or retry later","detail":null}]}"#;
     let head = format!(
@@ -214,6 +215,16 @@ async fn refuse(mut stream: TcpStream) {
         BODY.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        // Answer after the request head (bounded), as clients expect a response to a request.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 2048];
+        while seen.len() < 16 * 1024 && !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
         stream.write_all(head.as_bytes()).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];

@@ -206,6 +206,13 @@ impl Store {
         }))
     }
 
+    /// Bytes free for ferry on the data directory's filesystem (what an unprivileged process may
+    /// use), or `None` if the filesystem does not say.
+    pub fn available_space(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(self.layout.root()).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// The data directory.
     pub fn root(&self) -> &Path {
         self.layout.root()

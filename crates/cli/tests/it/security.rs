@@ -508,3 +508,192 @@ async fn held_manifest_bodies_are_bounded_in_total() {
     );
     assert!(refused > 0, "no push was refused with 429");
 }
+
+/// A hostile upstream on 127.0.0.1: `/v2/` answers, the manifest `h/app:v1` lists a 1-byte config
+/// blob, and every blob request is answered with junk, chunked and without a length (paths with
+/// `huge` claim a 1 TiB `Content-Length` instead), up to 256 MiB per request. It counts the body
+/// bytes it managed to send and the requests that ended.
+struct HostileUpstream {
+    addr: std::net::SocketAddr,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ended: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HostileUpstream {
+    async fn start(manifest: Vec<u8>) -> HostileUpstream {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ended = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s2, e2) = (sent.clone(), ended.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut c, _)) = listener.accept().await else {
+                    return;
+                };
+                let (sent, ended, manifest) = (s2.clone(), e2.clone(), manifest.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match c.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&head)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    if path.contains("/manifests/") {
+                        let h = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            manifest.len()
+                        );
+                        let _ = c.write_all(&[h.as_bytes(), &manifest].concat()).await;
+                        return;
+                    }
+                    if !path.contains("/blobs/") {
+                        let _ = c
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                            .await;
+                        return;
+                    }
+                    let huge = path.contains("huge");
+                    let h: &[u8] = if huge {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 1099511627776\r\nconnection: close\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                    };
+                    if c.write_all(h).await.is_ok() {
+                        let junk = vec![b'j'; 256 * 1024];
+                        let framed = if huge {
+                            junk.clone()
+                        } else {
+                            [format!("{:x}\r\n", junk.len()).as_bytes(), &junk, b"\r\n"].concat()
+                        };
+                        for _ in 0..1024 {
+                            if c.write_all(&framed).await.is_err() {
+                                break;
+                            }
+                            sent.fetch_add(junk.len() as u64, Ordering::SeqCst);
+                        }
+                    }
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        HostileUpstream {
+            addr,
+            sent,
+            ended,
+            task,
+        }
+    }
+}
+
+impl Drop for HostileUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Finding 9: asked for a 1-byte blob, an upstream answering without a length made ferry write
+/// 290 MB into `tmp/` (and go on after the client left); a 1 TiB Content-Length was accepted. Now a
+/// fill stops at the size the manifest gave, or at `max_blob_size` when none did, and a length
+/// beyond either is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_cannot_fill_the_disk_through_a_blob() {
+    use std::sync::atomic::Ordering;
+    let config_blob = Digest::sha256(b"x");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MediaType::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 1, "digest": config_blob.as_str()},
+        "layers": [],
+    }))
+    .unwrap();
+    let hostile = HostileUpstream::start(manifest).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[upstream]]\nurl = \"http://{}\"\nmax_blob_size = \"1MiB\"\n",
+            hostile.addr
+        ),
+    )
+    .unwrap();
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let c = client();
+    let base = ferry.url();
+    let fetch_blob = |digest: Digest| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let r = c
+                .get(format!("{base}/v2/h/app/blobs/{digest}"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.bytes().await.map(|b| b.len()).unwrap_or(0);
+            (status, body)
+        }
+    };
+    let wait_ended = |n: u64| {
+        let ended = hostile.ended.clone();
+        ferry_testkit::peers::wait_until(std::time::Duration::from_secs(60), move || {
+            ended.load(Ordering::SeqCst) >= n
+        })
+    };
+    // Known size: the manifest said 1 byte.
+    let r = c
+        .get(format!("{base}/v2/h/app/manifests/v1"))
+        .header("accept", MediaType::ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, got) = fetch_blob(config_blob).await;
+    assert!(
+        status != 200 || got <= 1,
+        "a client got {got} bytes of a 1-byte blob"
+    );
+    assert!(wait_ended(1), "the upstream transfer never ended");
+    let sent_known = hostile.sent.load(Ordering::SeqCst);
+    // Unknown size: bounded by max_blob_size (1 MiB).
+    let (status, got) = fetch_blob(Digest::sha256(b"unknown")).await;
+    assert!(status != 200 || got <= 1 << 20, "a client got {got} bytes");
+    assert!(wait_ended(2), "the upstream transfer never ended");
+    let sent_unknown = hostile.sent.load(Ordering::SeqCst) - sent_known;
+    // The upstream can push at most what sits in socket buffers past the point ferry stops; the
+    // bug took all 256 MiB each time.
+    for (what, sent) in [("known", sent_known), ("unknown", sent_unknown)] {
+        assert!(
+            sent < 64 << 20,
+            "{what} size: the upstream sent {sent} bytes before ferry stopped"
+        );
+    }
+    // A 1 TiB Content-Length: refused before a byte is written.
+    let (status, _) = fetch_blob(Digest::sha256(b"huge")).await;
+    assert_eq!(status, 502);
+    let leftovers: u64 = std::fs::read_dir(tmp.path().join("data/tmp"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "failed fills left bytes in tmp/");
+}

@@ -27,6 +27,20 @@ const MAX_RESUMES: u32 = 3;
 /// Largest read a follower does at once.
 const FOLLOW_CHUNK: u64 = 256 * 1024;
 
+/// How much a fill may write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FillLimits {
+    /// The size a manifest gave the blob: the upstream must send exactly this many bytes.
+    pub expected: Option<u64>,
+    /// The largest blob fetched when its size is not known from a manifest.
+    pub max: u64,
+    /// Space the fill must leave free on the data directory's filesystem.
+    pub min_free: u64,
+}
+
+/// How often (in bytes written) a fill re-checks the free space.
+const SPACE_CHECK_EVERY: u64 = 64 << 20;
+
 /// Where a fill stands.
 #[derive(Debug, Clone)]
 pub(crate) enum FillState {
@@ -72,6 +86,7 @@ impl Fills {
         repo: &RepoName,
         key: &RepoName,
         digest: &Digest,
+        limits: FillLimits,
     ) -> Option<(Arc<Fill>, bool)> {
         let mut map = self.map();
         if let Some(f) = map.get(digest) {
@@ -96,6 +111,7 @@ impl Fills {
             upstream.clone(),
             repo.clone(),
             key.clone(),
+            limits,
         ));
         Some((fill, true))
     }
@@ -133,9 +149,10 @@ async fn run(
     upstream: Arc<Upstream>,
     repo: RepoName,
     key: RepoName,
+    limits: FillLimits,
 ) {
     let started = Instant::now();
-    let outcome = fetch(&guard, &store, &upstream, &repo, &key, started).await;
+    let outcome = fetch(&guard, &store, &upstream, &repo, &key, started, limits).await;
     let state = match outcome {
         Ok(total) => {
             tracing::debug!(digest = %guard.digest, total, ms = started.elapsed().as_millis() as u64, "blob fill done");
@@ -158,14 +175,34 @@ async fn fetch(
     repo: &RepoName,
     key: &RepoName,
     started: Instant,
+    limits: FillLimits,
 ) -> Result<u64, FetchError> {
     let digest = &guard.digest;
+    // Nothing from the upstream is written before its size is known to fit.
+    let limit = limits.expected.unwrap_or(limits.max);
+    check_space(store, limits.expected.unwrap_or(0), limits.min_free)?;
     let first = upstream
         .client
         .get_blob(repo, digest, 0)
         .await
         .map_err(|e| FetchError::from_client(&e, true))?;
     let total = first.total;
+    if let (Some(t), Some(e)) = (total, limits.expected)
+        && t != e
+    {
+        return Err(FetchError::upstream_protocol(&format!(
+            "upstream sends {t} bytes for {digest}, but its manifest says {e}; nothing was stored"
+        )));
+    }
+    if let Some(t) = total {
+        if t > limit {
+            return Err(FetchError::upstream_protocol(&format!(
+                "upstream sends {t} bytes for {digest}, more than the {limit} a blob of unknown size may have (max_blob_size); nothing was stored"
+            )));
+        }
+        check_space(store, t, limits.min_free)?;
+    }
+    let mut next_space_check = SPACE_CHECK_EVERY;
     let mut ingest = store
         .begin_ingest(digest)
         .await
@@ -187,6 +224,20 @@ async fn fetch(
                     return Err(FetchError::upstream_protocol(
                         "upstream sent more bytes than its Content-Length",
                     ));
+                }
+                if ingest.written() + chunk.len() as u64 > limit {
+                    return Err(FetchError::upstream_protocol(&format!(
+                        "upstream sent more than the {limit} bytes {} for {digest}; nothing was stored",
+                        if limits.expected.is_some() {
+                            "its manifest gives"
+                        } else {
+                            "a blob of unknown size may have (max_blob_size)"
+                        }
+                    )));
+                }
+                if ingest.written() >= next_space_check {
+                    next_space_check += SPACE_CHECK_EVERY;
+                    check_space(store, 0, limits.min_free)?;
                 }
                 ingest.write(&chunk).await.map_err(FetchError::store)?;
                 guard
@@ -242,6 +293,21 @@ async fn fetch(
             &format!("upstream sent bytes hashing to {actual}, not {digest}; nothing was stored"),
         )),
         Err(e) => Err(FetchError::store(e)),
+    }
+}
+
+/// Refuses a fill that would leave less than `min_free` bytes free after writing `more`.
+fn check_space(store: &Store, more: u64, min_free: u64) -> Result<(), FetchError> {
+    match store.available_space() {
+        Some(free) if free < more.saturating_add(min_free) => Err(FetchError {
+            status: 507,
+            code: ferry_oci::ErrorCode::Unavailable,
+            message: format!(
+                "not enough disk space to cache this blob ({free} bytes free, {more} needed, {min_free} kept free); free space or lower the cache budget"
+            ),
+            retry_after: None,
+        }),
+        _ => Ok(()),
     }
 }
 

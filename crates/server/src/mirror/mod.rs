@@ -46,7 +46,12 @@ pub struct Upstream {
     pub min_transfer: TransferFloor,
     /// Start fetching an image's blobs as soon as its manifest is fetched, before clients ask.
     pub prefetch_blobs: bool,
+    /// Largest blob fetched when no manifest seen by this process gave its size.
+    pub max_blob_bytes: u64,
 }
+
+/// The default largest blob of unknown size fetched from an upstream.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 64 << 30;
 
 /// The slowest acceptable upstream blob transfer: after `grace`, a fill whose average rate is below
 /// `bytes_per_sec` is abandoned (its clients get a clean error, nothing is stored).
@@ -97,6 +102,7 @@ impl Upstream {
             always_revalidate,
             min_transfer: TransferFloor::default(),
             prefetch_blobs: false,
+            max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
         })
     }
 
@@ -181,6 +187,9 @@ pub struct MirrorOptions {
     /// Repository name prefixes (whole path components, e.g. `team` or `ci/builds`) that are
     /// ferry's own: pushable, and never routed to the default upstream.
     pub local_namespaces: Vec<String>,
+    /// Space left free on the data directory's filesystem: a fill that would eat into it is
+    /// refused, or abandoned when the disk fills while it runs.
+    pub min_free_bytes: u64,
 }
 
 impl Default for MirrorOptions {
@@ -191,6 +200,7 @@ impl Default for MirrorOptions {
             max_manifest_bytes: 4 * 1024 * 1024,
             pinned: Vec::new(),
             local_namespaces: Vec::new(),
+            min_free_bytes: 512 << 20,
         }
     }
 }
@@ -205,10 +215,17 @@ pub struct Mirror {
     pub(crate) manifests: flight::Coalescer<String, Arc<ferry_oci::Manifest>, FetchError>,
     /// Recent upstream 404s (see `pull.rs`).
     pub(crate) negative: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Blob sizes from manifests fetched since start (a fill must deliver exactly that many
+    /// bytes); bounded by [`EXPECTED_SIZES_MAX`].
+    pub(crate) expected_sizes: std::sync::Mutex<std::collections::HashMap<ferry_oci::Digest, u64>>,
     /// Bounds blob prefetches in flight across all images (client-driven fills are not bounded by
     /// it: a client waiting must never queue behind speculation).
     pub(crate) prefetch: Arc<tokio::sync::Semaphore>,
 }
+
+/// Blob sizes remembered at most; the map starts over when full (a size not known only means the
+/// fill is bounded by `max_blob_bytes` instead).
+const EXPECTED_SIZES_MAX: usize = 200_000;
 
 /// Blob prefetches in flight at most, across all images.
 const MAX_PREFETCHES: usize = 8;
@@ -269,6 +286,7 @@ impl Mirror {
             fills: Arc::default(),
             manifests: flight::Coalescer::default(),
             negative: std::sync::Mutex::default(),
+            expected_sizes: std::sync::Mutex::default(),
             prefetch: Arc::new(tokio::sync::Semaphore::new(MAX_PREFETCHES)),
         })
     }
@@ -359,6 +377,29 @@ impl Mirror {
             }
             _ => Ok(Target::Local),
         }
+    }
+
+    /// Remembers the sizes `m` gives its blobs.
+    pub(crate) fn expect_sizes(&self, m: &ferry_oci::Manifest) {
+        let mut sizes = self
+            .expected_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if sizes.len() >= EXPECTED_SIZES_MAX {
+            sizes.clear();
+        }
+        for d in m.blob_references() {
+            sizes.insert(d.digest.clone(), d.size);
+        }
+    }
+
+    /// The size a manifest gave `digest`, if one was seen.
+    pub(crate) fn expected_size(&self, digest: &ferry_oci::Digest) -> Option<u64> {
+        self.expected_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+            .copied()
     }
 
     /// Whether `repo` is under one of the configured local namespaces.

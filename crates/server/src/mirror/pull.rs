@@ -8,7 +8,7 @@ use ferry_oci::{Algorithm, Digest, ErrorCode, Manifest, ManifestRef, RepoName};
 use ferry_store::Store;
 use http::{HeaderValue, header};
 
-use super::fill::{FillState, follow};
+use super::fill::{FillLimits, FillState, follow};
 use super::{FetchError, Mirror, Upstream};
 use crate::api::{self, ApiResult};
 use crate::metrics::{EndpointLabels, UpstreamErrorLabels, UpstreamLabels};
@@ -131,6 +131,7 @@ pub(crate) async fn get_manifest(
     }
     match outcome {
         Ok(m) => {
+            mirror.expect_sizes(&m);
             if led && up.prefetch_blobs {
                 prefetch_blobs(app, mirror, up, &upstream_repo, &key, &m);
             }
@@ -180,11 +181,12 @@ fn prefetch_blobs(
     if m.media_type().is_index() {
         return;
     }
-    let (store, metrics, fills, permits) = (
+    let (store, metrics, fills, permits, min_free) = (
         app.store.clone(),
         app.metrics.clone(),
         mirror.fills.clone(),
         mirror.prefetch.clone(),
+        mirror.options.min_free_bytes,
     );
     let (up, upstream_repo, key, m) = (up.clone(), upstream_repo.clone(), key.clone(), m.clone());
     tokio::spawn(async move {
@@ -195,9 +197,20 @@ fn prefetch_blobs(
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let Some((fill, _)) =
-                fills.join_or_start(&store, &metrics, &up, &upstream_repo, &key, &d.digest)
-            else {
+            let limits = FillLimits {
+                expected: Some(d.size),
+                max: up.max_blob_bytes,
+                min_free,
+            };
+            let Some((fill, _)) = fills.join_or_start(
+                &store,
+                &metrics,
+                &up,
+                &upstream_repo,
+                &key,
+                &d.digest,
+                limits,
+            ) else {
                 continue;
             };
             // The permit is held until the fill ends, so at most MAX_PREFETCHES run at once.
@@ -328,11 +341,19 @@ pub(crate) async fn get_blob(
             format!("{digest} is not cached and ferry is offline"),
         ));
     }
-    let Some((fill, led)) =
-        mirror
-            .fills
-            .join_or_start(&app.store, &app.metrics, up, &upstream_repo, &key, digest)
-    else {
+    let Some((fill, led)) = mirror.fills.join_or_start(
+        &app.store,
+        &app.metrics,
+        up,
+        &upstream_repo,
+        &key,
+        digest,
+        FillLimits {
+            expected: mirror.expected_size(digest),
+            max: up.max_blob_bytes,
+            min_free: mirror.options.min_free_bytes,
+        },
+    ) else {
         // Finished between our look at the store and now.
         app.store.link_cached_blob(&key, digest).await?;
         return api::blobs::get(app, &key, digest, head, range).await;
