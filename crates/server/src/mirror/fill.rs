@@ -27,6 +27,15 @@ const MAX_RESUMES: u32 = 3;
 /// Largest read a follower does at once.
 const FOLLOW_CHUNK: u64 = 256 * 1024;
 
+/// The blob a fill is for: `digest` of upstream `repo`, cached under `key`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wanted<'a> {
+    pub upstream: &'a Arc<Upstream>,
+    pub repo: &'a RepoName,
+    pub key: &'a RepoName,
+    pub digest: &'a Digest,
+}
+
 /// How much a fill may write.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FillLimits {
@@ -82,12 +91,15 @@ impl Fills {
         self: &Arc<Self>,
         store: &Arc<Store>,
         metrics: &Arc<Metrics>,
-        upstream: &Arc<Upstream>,
-        repo: &RepoName,
-        key: &RepoName,
-        digest: &Digest,
+        blob: Wanted<'_>,
         limits: FillLimits,
     ) -> Option<(Arc<Fill>, bool)> {
+        let Wanted {
+            upstream,
+            repo,
+            key,
+            digest,
+        } = blob;
         let mut map = self.map();
         if let Some(f) = map.get(digest) {
             return Some((f.clone(), false));

@@ -8,7 +8,7 @@ use ferry_oci::{Algorithm, Digest, ErrorCode, Manifest, ManifestRef, RepoName};
 use ferry_store::Store;
 use http::{HeaderValue, header};
 
-use super::fill::{FillLimits, FillState, follow};
+use super::fill::{FillLimits, FillState, Wanted, follow};
 use super::{FetchError, Mirror, Upstream};
 use crate::api::{self, ApiResult};
 use crate::metrics::{EndpointLabels, UpstreamErrorLabels, UpstreamLabels};
@@ -202,15 +202,13 @@ fn prefetch_blobs(
                 max: up.max_blob_bytes,
                 min_free,
             };
-            let Some((fill, _)) = fills.join_or_start(
-                &store,
-                &metrics,
-                &up,
-                &upstream_repo,
-                &key,
-                &d.digest,
-                limits,
-            ) else {
+            let wanted = Wanted {
+                upstream: &up,
+                repo: &upstream_repo,
+                key: &key,
+                digest: &d.digest,
+            };
+            let Some((fill, _)) = fills.join_or_start(&store, &metrics, wanted, limits) else {
                 continue;
             };
             // The permit is held until the fill ends, so at most MAX_PREFETCHES run at once.
@@ -344,10 +342,12 @@ pub(crate) async fn get_blob(
     let Some((fill, led)) = mirror.fills.join_or_start(
         &app.store,
         &app.metrics,
-        up,
-        &upstream_repo,
-        &key,
-        digest,
+        Wanted {
+            upstream: up,
+            repo: &upstream_repo,
+            key: &key,
+            digest,
+        },
         FillLimits {
             expected: mirror.expected_size(digest),
             max: up.max_blob_bytes,
