@@ -196,6 +196,10 @@ pub struct UpstreamConfig {
     /// Skip certificate verification (never in production).
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// Send this upstream's credentials to a token realm on another host over plain HTTP (the
+    /// registry names the realm; by default such a realm gets nothing).
+    #[serde(default)]
+    pub allow_plain_http_realm: bool,
     /// Seconds a tag is served from cache before it is revalidated upstream.
     #[serde(default = "default_tag_ttl")]
     pub tag_ttl_secs: u64,
@@ -263,6 +267,7 @@ impl UpstreamConfig {
             client_cert_file: None,
             client_key_file: None,
             insecure_skip_verify: false,
+            allow_plain_http_realm: false,
             tag_ttl_secs: default_tag_ttl(),
             always_revalidate: Vec::new(),
             connect_timeout_secs: default_connect_timeout(),
@@ -350,6 +355,7 @@ impl UpstreamConfig {
             ca_pem: read(&self.ca_file, "CA file")?,
             identity_pem: identity,
             insecure_skip_verify: self.insecure_skip_verify,
+            allow_plain_http_realm: self.allow_plain_http_realm,
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             read_timeout: Duration::from_secs(self.read_timeout_secs),

@@ -36,6 +36,9 @@ pub struct RegistryOptions {
     pub attempts: u32,
     /// A `Retry-After` longer than this is not waited for; the error goes to the caller.
     pub max_retry_after: Duration,
+    /// Send credentials to a token realm on another host over plain HTTP (a registry's
+    /// `WWW-Authenticate` names the realm, so otherwise an upstream could send them anywhere).
+    pub allow_plain_http_realm: bool,
 }
 
 impl Default for RegistryOptions {
@@ -51,6 +54,7 @@ impl Default for RegistryOptions {
             read_timeout: Duration::from_secs(30),
             attempts: 3,
             max_retry_after: Duration::from_secs(5),
+            allow_plain_http_realm: false,
         }
     }
 }
@@ -80,8 +84,9 @@ struct Request<'a> {
 /// One page of an upstream's tag list.
 #[derive(Debug, Clone)]
 pub struct TagPage {
-    /// The tags, in the registry's order.
-    pub tags: Vec<String>,
+    /// The registry's JSON body, unparsed (a caller that relays it can filter it without
+    /// collecting every tag: see `ferry_oci::filter_tag_list`).
+    pub body: Vec<u8>,
     /// Whether the registry announced a next page.
     pub more: bool,
 }
@@ -353,30 +358,8 @@ impl Registry {
         let r = self.send(Method::GET, &url, repo, None, true).await?;
         check(&r, "tags list")?;
         let more = r.headers().contains_key(header::LINK);
-        let mut body = r.bytes_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ClientError::from_reqwest(&e, "reading tags list"))?;
-            if buf.len() + chunk.len() > max {
-                return Err(ClientError::new(
-                    ErrorKind::Protocol,
-                    format!("upstream tag list larger than {max} bytes"),
-                ));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        #[derive(serde::Deserialize)]
-        struct Body {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
-        let b: Body = serde_json::from_slice(&buf).map_err(|e| {
-            ClientError::new(ErrorKind::Protocol, format!("upstream tag list: {e}"))
-        })?;
-        Ok(TagPage {
-            tags: b.tags.unwrap_or_default(),
-            more,
-        })
+        let body = read_bounded(r, max, "upstream tag list").await?;
+        Ok(TagPage { body, more })
     }
 
     /// `GET /v2/<repo>/blobs/<digest>` from byte `offset` on (a `Range` request when not 0).
@@ -562,6 +545,38 @@ impl Registry {
         scope: &str,
         key: &str,
     ) -> Result<(), ClientError> {
+        let realm_url = reqwest::Url::parse(realm).map_err(|e| {
+            ClientError::new(
+                ErrorKind::Protocol,
+                format!("the registry's token realm {realm:?} is not a URL: {e}"),
+            )
+        })?;
+        if !matches!(realm_url.scheme(), "http" | "https") {
+            return Err(ClientError::new(
+                ErrorKind::Protocol,
+                format!("the registry's token realm {realm:?} is not http(s)"),
+            ));
+        }
+        let credentialed = matches!(self.options.credentials, Credentials::Basic { .. });
+        if credentialed {
+            let endpoint_host = reqwest::Url::parse(&self.options.endpoint)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned));
+            let same_host = realm_url.host_str().map(str::to_owned) == endpoint_host;
+            if realm_url.scheme() == "http" && !same_host && !self.options.allow_plain_http_realm {
+                return Err(ClientError::new(
+                    ErrorKind::Denied,
+                    format!(
+                        "the registry's token realm {realm} is on another host over plain HTTP; ferry does not send credentials there (set allow_plain_http_realm for this upstream if that is intended)"
+                    ),
+                ));
+            }
+            tracing::info!(
+                realm = %format_args!("{}://{}{}", realm_url.scheme(), realm_url.host_str().unwrap_or(""), realm_url.port().map(|p| format!(":{p}")).unwrap_or_default()),
+                endpoint = %self.options.endpoint,
+                "sending this upstream's credentials to its token realm"
+            );
+        }
         let mut req = self.http.get(realm).timeout(self.options.request_timeout);
         let mut query = vec![("scope", scope)];
         if let Some(s) = service {
@@ -583,10 +598,7 @@ impl Registry {
             }
             return Err(e);
         }
-        let bytes = r
-            .bytes()
-            .await
-            .map_err(|e| ClientError::from_reqwest(&e, "token response"))?;
+        let bytes = read_bounded(r, MAX_TOKEN_BYTES, "token response").await?;
         let token = Token::from_json(&bytes, Instant::now()).ok_or_else(|| {
             ClientError::new(
                 ErrorKind::Protocol,
@@ -599,6 +611,30 @@ impl Registry {
         tokens.insert(key.to_owned(), token);
         Ok(())
     }
+}
+
+/// Largest token response read (real ones are a few KiB).
+const MAX_TOKEN_BYTES: usize = 1 << 20;
+
+/// Reads a response body of at most `max` bytes.
+async fn read_bounded(
+    r: reqwest::Response,
+    max: usize,
+    what: &str,
+) -> Result<Vec<u8>, ClientError> {
+    let mut body = r.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ClientError::from_reqwest(&e, what))?;
+        if buf.len() + chunk.len() > max {
+            return Err(ClientError::new(
+                ErrorKind::Protocol,
+                format!("{what} larger than {max} bytes"),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
 }
 
 fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {

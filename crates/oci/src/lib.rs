@@ -18,6 +18,7 @@ mod media;
 mod range;
 mod reference;
 mod route;
+mod tag_list;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{ErrorCode, ErrorEnvelope, OciError};
@@ -28,3 +29,4 @@ pub use reference::{
     DOCKER_HUB, DOCKER_HUB_ENDPOINT, ManifestRef, NameError, Reference, RepoName, Tag,
 };
 pub use route::{Route, RouteError};
+pub use tag_list::{FilteredTags, TagListError, filter_tag_list};

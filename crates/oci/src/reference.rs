@@ -147,15 +147,19 @@ impl fmt::Debug for RepoName {
 pub struct Tag(String);
 
 impl Tag {
-    /// Validates a tag.
-    pub fn new(s: &str) -> Result<Tag, NameError> {
+    /// Whether `s` is a valid tag (without allocating one).
+    pub fn is_valid(s: &str) -> bool {
         let b = s.as_bytes();
-        let ok = !b.is_empty()
+        !b.is_empty()
             && b.len() <= MAX_TAG_LEN
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
             && b.iter()
-                .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'));
-        if ok {
+                .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
+    }
+
+    /// Validates a tag.
+    pub fn new(s: &str) -> Result<Tag, NameError> {
+        if Tag::is_valid(s) {
             Ok(Tag(s.to_owned()))
         } else {
             Err(NameError::Tag(truncate(s)))

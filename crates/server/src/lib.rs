@@ -127,6 +127,48 @@ impl BufferPermit {
     }
 }
 
+/// A response body of bytes already in memory that keeps their [`BufferPermit`] until it is sent
+/// or dropped.
+#[derive(Debug)]
+pub(crate) struct HeldBody {
+    bytes: Option<bytes::Bytes>,
+    _permit: BufferPermit,
+}
+
+impl HeldBody {
+    pub(crate) fn new(bytes: bytes::Bytes, permit: BufferPermit) -> HeldBody {
+        HeldBody {
+            bytes: Some(bytes),
+            _permit: permit,
+        }
+    }
+}
+
+impl http_body::Body for HeldBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.get_mut()
+                .bytes
+                .take()
+                .map(|b| Ok(http_body::Frame::data(b))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+    }
+}
+
 /// Shared state of every request.
 #[derive(Debug)]
 pub struct App {

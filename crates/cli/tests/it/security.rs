@@ -285,7 +285,20 @@ async fn clients_that_stop_reading_lose_their_connections() {
         .expect("/v2/ was not answered while stalled readers held the slots");
     assert_eq!(r.status(), 200);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
-    // The stalled connections were closed before the blob was sent.
+    // Every stalled connection is closed on ferry's side (no longer ESTABLISHED there)...
+    let ports: Vec<u16> = stalled
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    assert!(
+        ferry_testkit::peers::wait_until(std::time::Duration::from_secs(20), || {
+            ports
+                .iter()
+                .all(|p| tcp_state(ferry.port, *p).is_none_or(|st| st != 1))
+        }),
+        "stalled connections are still open"
+    );
+    // ...before the blob was sent: what reaches the client is what sat in socket buffers.
     for mut s in stalled {
         let mut got = 1024u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -432,6 +445,19 @@ async fn one_client_cannot_block_everyone_elses_uploads() {
     assert!(ok, "abandoned empty sessions never made room");
 }
 
+/// The TCP state (as /proc/net/tcp numbers it: 1 is ESTABLISHED) of the socket on 127.0.0.1
+/// `local` connected to `remote`.
+fn tcp_state(local: u16, remote: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let port = |i: usize| u16::from_str_radix(f.get(i)?.rsplit(':').next()?, 16).ok();
+        (port(1)? == local && port(2)? == remote)
+            .then(|| u8::from_str_radix(f.get(3)?, 16).ok())
+            .flatten()
+    })
+}
+
 /// Bytes waiting unread in the receive queues of `port`'s server-side sockets (from
 /// /proc/net/tcp), so a test knows when a server has read everything its clients sent.
 fn unread_bytes_at(port: u16) -> u64 {
@@ -521,7 +547,8 @@ struct HostileUpstream {
 }
 
 impl HostileUpstream {
-    async fn start(manifest: Vec<u8>) -> HostileUpstream {
+    async fn start(manifest: Vec<u8>, tags: Vec<u8>) -> HostileUpstream {
+        let tags = std::sync::Arc::new(tags);
         use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -534,7 +561,8 @@ impl HostileUpstream {
                 let Ok((mut c, _)) = listener.accept().await else {
                     return;
                 };
-                let (sent, ended, manifest) = (s2.clone(), e2.clone(), manifest.clone());
+                let (sent, ended, manifest, tags) =
+                    (s2.clone(), e2.clone(), manifest.clone(), tags.clone());
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut b = [0u8; 1024];
@@ -550,6 +578,15 @@ impl HostileUpstream {
                         .unwrap_or("")
                         .to_owned();
                     let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    if path.contains("/tags/list") {
+                        let h = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            tags.len()
+                        );
+                        let _ = c.write_all(h.as_bytes()).await;
+                        let _ = c.write_all(&tags).await;
+                        return;
+                    }
                     if path.contains("/manifests/") {
                         let h = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -618,7 +655,7 @@ async fn an_upstream_cannot_fill_the_disk_through_a_blob() {
         "layers": [],
     }))
     .unwrap();
-    let hostile = HostileUpstream::start(manifest).await;
+    let hostile = HostileUpstream::start(manifest, Vec::new()).await;
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("ferry.toml");
     std::fs::write(
@@ -696,4 +733,204 @@ async fn an_upstream_cannot_fill_the_disk_through_a_blob() {
         })
         .unwrap_or(0);
     assert_eq!(leftovers, 0, "failed fills left bytes in tmp/");
+}
+
+/// Finding 10: one 8 MiB upstream page of tags added ~140 MB of RSS (every tag collected into a
+/// string, then into a JSON value); ten concurrent requests peaked at 470 MB, not coalesced. Now a
+/// page is filtered as it is parsed, identical requests share one fetch and its bytes, fetches in
+/// flight are bounded, and pages held for unsent responses are budgeted (429 beyond).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tag_lists_do_not_amplify_memory() {
+    // ~8 MiB of short tags, just under the page limit.
+    let mut tags = b"{\"name\":\"h/app\",\"tags\":[".to_vec();
+    let mut i = 0u32;
+    while tags.len() < (8 << 20) - 64 {
+        if i > 0 {
+            tags.push(b',');
+        }
+        tags.extend_from_slice(format!("\"t{i:x}\"").as_bytes());
+        i += 1;
+    }
+    tags.extend_from_slice(b"]}");
+    let hostile = HostileUpstream::start(Vec::new(), tags).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!("[[upstream]]\nurl = \"http://{}\"\n", hostile.addr),
+    )
+    .unwrap();
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let pid = ferry.process.pid();
+    let (_, peak_before) = ferry_testkit::peers::rss(pid).unwrap();
+    let list = |query: String| {
+        let url = format!("{}/v2/h/app/tags/list{query}", ferry.url());
+        tokio::spawn(async move {
+            let r = client().get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.bytes().await.unwrap();
+            (status, body.len())
+        })
+    };
+    // Ten identical requests at once.
+    let same: Vec<_> = (0..10).map(|_| list(String::new())).collect();
+    for r in same {
+        let (status, len) = r.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(len > 8_000_000, "{len}");
+    }
+    let (_, peak_same) = ferry_testkit::peers::rss(pid).unwrap();
+    // Ten different pages at once.
+    let different: Vec<_> = (0..10)
+        .map(|k| list(format!("?n={}", 5_000_000 + k)))
+        .collect();
+    let mut served = 0;
+    for r in different {
+        let (status, _) = r.await.unwrap();
+        assert!(status == 200 || status == 429, "{status}");
+        served += usize::from(status == 200);
+    }
+    assert!(served > 0);
+    let (_, peak) = ferry_testkit::peers::rss(pid).unwrap();
+    let mib = |b: u64| b >> 20;
+    eprintln!(
+        "tag lists: peak RSS {} MiB before, {} MiB after ten identical, {} MiB after ten different",
+        mib(peak_before),
+        mib(peak_same),
+        mib(peak)
+    );
+    assert!(
+        peak_same < peak_before + (100 << 20),
+        "ten identical tag lists: peak RSS {} MiB → {} MiB",
+        mib(peak_before),
+        mib(peak_same)
+    );
+    assert!(
+        peak < peak_before + (200 << 20),
+        "ten different tag lists: peak RSS {} MiB → {} MiB",
+        mib(peak_before),
+        mib(peak)
+    );
+}
+
+/// A registry on `ip` that answers `/v2/…` with a Bearer challenge naming `realm`, and, when it is
+/// also the realm, hands out tokens; it records the `Authorization` headers it receives.
+struct ChallengingServer {
+    addr: std::net::SocketAddr,
+    authorizations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChallengingServer {
+    async fn start(ip: &str, realm: impl Fn(std::net::SocketAddr) -> String) -> ChallengingServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let realm = realm(addr);
+        let authorizations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = authorizations.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut c, _)) = listener.accept().await else {
+                    return;
+                };
+                let (seen, realm) = (seen.clone(), realm.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match c.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    if let Some(a) = text
+                        .lines()
+                        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    {
+                        seen.lock().unwrap().push(a.to_owned());
+                    }
+                    let answer = if text.starts_with("GET /token") {
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{\"token\":\"tok\"}".to_owned()
+                    } else {
+                        format!(
+                            "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"test\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                    };
+                    let _ = c.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        ChallengingServer {
+            addr,
+            authorizations,
+            task,
+        }
+    }
+}
+
+impl Drop for ChallengingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Finding 11: an upstream's 401 named a token realm on another host over plain HTTP, and ferry
+/// sent the upstream's password there. Now such a realm gets nothing unless the upstream is
+/// configured to allow it, and the log says which realm received credentials (never them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_do_not_follow_a_plain_http_realm_to_another_host() {
+    // The realm: 127.0.0.2 is another host than the upstream's 127.0.0.1.
+    let realm = ChallengingServer::start("127.0.0.2", |a| format!("http://{a}/token")).await;
+    let realm_url = format!("http://{}/token", realm.addr);
+    let upstream = ChallengingServer::start("127.0.0.1", move |_| realm_url.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    for allow in [false, true] {
+        let config = tmp.path().join(format!("ferry-{allow}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[[upstream]]\nurl = \"http://{}\"\nusername = \"me\"\npassword = \"s3cret-pass\"\nallow_plain_http_realm = {allow}\n",
+                upstream.addr
+            ),
+        )
+        .unwrap();
+        let ferry = Ferry::start(
+            ferry_bin(),
+            &tmp.path().join(format!("data-{allow}")),
+            &["--config", config.to_str().unwrap()],
+        );
+        let r = client()
+            .get(format!("{}/v2/x/app/manifests/v1", ferry.url()))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        let sent = realm.authorizations.lock().unwrap().clone();
+        if allow {
+            assert!(
+                sent.iter().any(|a| a.contains("Basic")),
+                "the allowed realm got no credentials: {sent:?}"
+            );
+            let log = ferry.process.log();
+            assert!(
+                log.contains("sending this upstream's credentials to its token realm")
+                    && log.contains(&format!("http://{}", realm.addr)),
+                "{log}"
+            );
+            assert!(!log.contains("s3cret-pass"), "the password is in the log");
+        } else {
+            assert!(sent.is_empty(), "credentials went to the realm: {sent:?}");
+            assert_eq!(status, 502, "{body}");
+            assert!(body.contains("plain HTTP"), "{body}");
+        }
+    }
 }

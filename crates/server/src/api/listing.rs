@@ -52,30 +52,29 @@ pub(super) fn tags(app: &App, repo: &RepoName, req: &Request) -> ApiResult {
 /// (or the page is full).
 pub(crate) fn tag_page(
     repo: &RepoName,
-    tags: Vec<String>,
+    kept: &ferry_oci::FilteredTags,
     n: Option<usize>,
-    more: bool,
-) -> ApiResult {
-    let body = serde_json::to_vec(&serde_json::json!({ "name": repo.as_str(), "tags": tags }))
-        .unwrap_or_default();
-    let base = format!("/v2/{repo}/tags/list");
-    let res = json_response(StatusCode::OK, body);
+    upstream_has_more: bool,
+) -> (bytes::Bytes, Option<http::HeaderValue>) {
+    // The name is a validated repository name and the tags are valid tags: neither needs escaping.
+    let mut body = Vec::with_capacity(kept.json.len() + repo.as_str().len() + 20);
+    body.extend_from_slice(b"{\"name\":\"");
+    body.extend_from_slice(repo.as_str().as_bytes());
+    body.extend_from_slice(b"\",\"tags\":");
+    body.extend_from_slice(&kept.json);
+    body.push(b'}');
     // The upstream may cap a page below `n`: its word that more follow is what counts.
-    match (more, tags.last()) {
-        (true, Some(last)) => {
-            let mut res = res;
-            let link = format!(
-                "<{base}?n={}&last={}>; rel=\"next\"",
-                n.unwrap_or(tags.len()),
-                utf8_percent_encode(last, NON_ALPHANUMERIC)
-            );
-            if let Ok(v) = http::HeaderValue::from_str(&link) {
-                res.headers_mut().insert(http::header::LINK, v);
-            }
-            Ok(res)
-        }
-        _ => Ok(with_next_link(res, &base, &tags, n)),
-    }
+    let full = n.is_some_and(|n| n > 0 && kept.count == n);
+    let link = match (upstream_has_more || kept.cut || full, &kept.last) {
+        (true, Some(last)) => http::HeaderValue::from_str(&format!(
+            "</v2/{repo}/tags/list?n={}&last={}>; rel=\"next\"",
+            n.unwrap_or(kept.count),
+            utf8_percent_encode(last, NON_ALPHANUMERIC)
+        ))
+        .ok(),
+        _ => None,
+    };
+    (bytes::Bytes::from(body), link)
 }
 
 /// Tags stored under `key`, reported as those of `repo` (they differ for mirrored repositories).

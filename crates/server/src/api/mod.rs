@@ -431,6 +431,17 @@ pub(crate) fn upload_range(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
+/// A JSON response over any body.
+pub(crate) fn json_response_body(status: StatusCode, body: Body) -> Response {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
 pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut res = (status, body).into_response();
     res.headers_mut().insert(

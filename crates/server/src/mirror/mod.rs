@@ -213,6 +213,13 @@ pub struct Mirror {
     pub(crate) options: MirrorOptions,
     pub(crate) fills: Arc<fill::Fills>,
     pub(crate) manifests: flight::Coalescer<String, Arc<ferry_oci::Manifest>, FetchError>,
+    /// Upstream tag-list pages being fetched, shared by identical requests.
+    pub(crate) tag_pages:
+        flight::Coalescer<String, Arc<(bytes::Bytes, Option<http::HeaderValue>)>, FetchError>,
+    /// Bytes of relayed tag-list pages held by responses not yet sent; beyond it, 429.
+    pub(crate) tag_buffers: crate::BufferBudget,
+    /// Bounds upstream tag-list fetches in flight (each holds a page of up to 8 MiB twice).
+    pub(crate) tag_fetches: Arc<tokio::sync::Semaphore>,
     /// Recent upstream 404s (see `pull.rs`).
     pub(crate) negative: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Blob sizes from manifests fetched since start (a fill must deliver exactly that many
@@ -226,6 +233,9 @@ pub struct Mirror {
 /// Blob sizes remembered at most; the map starts over when full (a size not known only means the
 /// fill is bounded by `max_blob_bytes` instead).
 const EXPECTED_SIZES_MAX: usize = 200_000;
+
+/// Upstream tag-list fetches in flight at most; more wait their turn.
+const MAX_TAG_FETCHES: usize = 4;
 
 /// Blob prefetches in flight at most, across all images.
 const MAX_PREFETCHES: usize = 8;
@@ -285,6 +295,9 @@ impl Mirror {
             options,
             fills: Arc::default(),
             manifests: flight::Coalescer::default(),
+            tag_pages: flight::Coalescer::default(),
+            tag_buffers: crate::BufferBudget::new(64 << 20),
+            tag_fetches: Arc::new(tokio::sync::Semaphore::new(MAX_TAG_FETCHES)),
             negative: std::sync::Mutex::default(),
             expected_sizes: std::sync::Mutex::default(),
             prefetch: Arc::new(tokio::sync::Semaphore::new(MAX_PREFETCHES)),

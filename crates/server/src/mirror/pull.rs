@@ -439,32 +439,59 @@ pub(crate) async fn get_tags(
     }
     let n = q.n()?;
     let last = q.get("last").map(str::to_owned);
-    let page = up
-        .client
-        .list_tags(&upstream_repo, n, last.as_deref(), MAX_TAG_LIST_BYTES)
+    let flight_key = format!(
+        "{}/{upstream_repo} as {repo}?n={n:?}&last={}",
+        up.name,
+        last.as_deref().unwrap_or("")
+    );
+    let (upc, r, permits, named) = (
+        up.clone(),
+        upstream_repo.clone(),
+        mirror.tag_fetches.clone(),
+        repo.clone(),
+    );
+    let (page, _) = mirror
+        .tag_pages
+        .run(
+            flight_key,
+            move || async move {
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| FetchError::internal("tag list fetches closed"))?;
+                let page = upc
+                    .client
+                    .list_tags(&r, n, last.as_deref(), MAX_TAG_LIST_BYTES)
+                    .await
+                    .map_err(|e| FetchError::from_client(&e, false))?;
+                // Only names that are tags: the list is relayed, not trusted. Some registries
+                // (Distribution before 3.0) ignore `n` and `last` on tag lists: the page is cut
+                // here (the OCI spec orders tags lexically).
+                let kept = ferry_oci::filter_tag_list(&page.body, last.as_deref(), n)
+                    .map_err(|e| FetchError::upstream_protocol(&e.to_string()))?;
+                drop(page.body);
+                Ok(Arc::new(api::listing::tag_page(
+                    &named, &kept, n, page.more,
+                )))
+            },
+            || FetchError::internal("tag list fetch ended unexpectedly"),
+        )
         .await;
     match page {
         Ok(page) => {
-            // Only names that are tags: the list is relayed, not trusted. Some registries
-            // (Distribution before 3.0) ignore `n` and `last` on tag lists: the page is cut here
-            // (the OCI spec orders tags lexically).
-            let mut tags: Vec<String> = page
-                .tags
-                .into_iter()
-                .filter(|t| ferry_oci::Tag::new(t).is_ok())
-                .filter(|t| last.as_deref().is_none_or(|l| t.as_str() > l))
-                .collect();
-            let mut more = page.more;
-            if let Some(n) = n
-                && tags.len() > n
-            {
-                tags.truncate(n);
-                more = true;
+            // Identical requests share the page's bytes; each response still counts against
+            // the budget until it is sent, so slow readers cannot pile pages up in memory.
+            let permit = mirror.tag_buffers.charge(page.0.len())?;
+            let mut res = api::json_response_body(
+                http::StatusCode::OK,
+                Body::new(crate::HeldBody::new(page.0.clone(), permit)),
+            );
+            if let Some(link) = &page.1 {
+                res.headers_mut().insert(header::LINK, link.clone());
             }
-            api::listing::tag_page(repo, tags, n, more)
+            Ok(res)
         }
         Err(e) => {
-            let e = FetchError::from_client(&e, false);
             if e.status == 404 {
                 return Err(ApiError::new(
                     ErrorCode::NameUnknown,
