@@ -524,8 +524,10 @@ impl Config {
             "timeouts must be at least 1 second"
         );
         anyhow::ensure!(
-            self.limits.max_buffered_manifest_bytes >= self.limits.max_manifest_bytes,
-            "limits.max_buffered_manifest_bytes must be at least limits.max_manifest_bytes"
+            self.limits.max_buffered_manifest_bytes
+                >= self.limits.max_manifest_bytes * ferry_server::MANIFEST_PARSE_FACTOR,
+            "limits.max_buffered_manifest_bytes must be at least {} × limits.max_manifest_bytes (what parsing the largest manifest takes)",
+            ferry_server::MANIFEST_PARSE_FACTOR
         );
         anyhow::ensure!(
             self.limits.client_rate_window_secs > 0 && self.limits.empty_upload_ttl_secs > 0,

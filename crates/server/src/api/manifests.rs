@@ -136,7 +136,14 @@ pub(super) async fn put(
         query_tags.push(tag.clone());
         tags.push(tag);
     }
-    let (bytes, _charged) = read_limited(app, req, app.store.options().max_manifest_bytes).await?;
+    let (bytes, mut charged) =
+        read_limited(app, req, app.store.options().max_manifest_bytes).await?;
+    // Parsing takes a multiple of the bytes: charged too, so the budget bounds real memory.
+    charged.merge(
+        app.options
+            .manifest_buffers
+            .charge(bytes.len() * (crate::MANIFEST_PARSE_FACTOR - 1))?,
+    );
     let algorithm = match reference {
         ManifestRef::Digest(d) => d.algorithm(),
         ManifestRef::Tag(_) => Algorithm::Sha256,

@@ -216,6 +216,9 @@ pub struct Mirror {
     /// Upstream tag-list pages being fetched, shared by identical requests.
     pub(crate) tag_pages:
         flight::Coalescer<String, Arc<(bytes::Bytes, Option<http::HeaderValue>)>, FetchError>,
+    /// Memory for parsing manifests fetched upstream (charged at [`crate::MANIFEST_PARSE_FACTOR`]
+    /// times their size; fetches wait for it).
+    pub(crate) manifest_parse: crate::BufferBudget,
     /// Bytes of relayed tag-list pages held by responses not yet sent; beyond it, 429.
     pub(crate) tag_buffers: crate::BufferBudget,
     /// Bounds upstream tag-list fetches in flight (each holds a page of up to 8 MiB twice).
@@ -297,6 +300,7 @@ impl Mirror {
             manifests: flight::Coalescer::default(),
             tag_pages: flight::Coalescer::default(),
             tag_buffers: crate::BufferBudget::new(64 << 20),
+            manifest_parse: crate::BufferBudget::new(128 << 20),
             tag_fetches: Arc::new(tokio::sync::Semaphore::new(MAX_TAG_FETCHES)),
             negative: std::sync::Mutex::default(),
             expected_sizes: std::sync::Mutex::default(),

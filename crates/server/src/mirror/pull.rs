@@ -96,22 +96,26 @@ pub(crate) async fn get_manifest(
     if cached.is_none() && mirror.negative_hit(&flight_key) {
         return Err(miss("was not found upstream moments ago"));
     }
-    let (store, upc, r, k, refc, max) = (
+    let (store, upc, r, k, refc, max, budget) = (
         app.store.clone(),
         up.clone(),
         upstream_repo.clone(),
         key.clone(),
         reference.clone(),
         mirror.options.max_manifest_bytes,
+        mirror.manifest_parse.clone(),
     );
-    let (outcome, led) = mirror
-        .manifests
-        .run(
-            flight_key.clone(),
-            move || async move { refresh_manifest(&store, &upc, &r, &k, &refc, max).await },
-            || FetchError::internal("manifest fetch ended unexpectedly"),
-        )
-        .await;
+    let (outcome, led) =
+        mirror
+            .manifests
+            .run(
+                flight_key.clone(),
+                move || async move {
+                    refresh_manifest(&store, &upc, (&r, &k), &refc, max, &budget).await
+                },
+                || FetchError::internal("manifest fetch ended unexpectedly"),
+            )
+            .await;
     if !led {
         app.metrics
             .coalesced
@@ -225,14 +229,18 @@ fn prefetch_blobs(
 }
 
 /// Brings the cached copy of `reference` up to date with the upstream; the manifest as it now is.
+/// Fetches (or revalidates) a manifest of upstream `repo` into the cache under `key`. Every parse
+/// is charged to `budget` first, so concurrent fetches of huge manifests wait instead of taking
+/// memory without bound.
 async fn refresh_manifest(
     store: &Arc<Store>,
     up: &Upstream,
-    repo: &RepoName,
-    key: &RepoName,
+    (repo, key): (&RepoName, &RepoName),
     reference: &ManifestRef,
     max: usize,
+    budget: &crate::BufferBudget,
 ) -> Result<Arc<Manifest>, FetchError> {
+    let mut _charged = crate::BufferPermit::none();
     let client_err = |e: ferry_client::ClientError| FetchError::from_client(&e, false);
     match reference {
         ManifestRef::Digest(d) => {
@@ -241,6 +249,9 @@ async fn refresh_manifest(
                 .get_manifest(repo, d.as_str(), max)
                 .await
                 .map_err(client_err)?;
+            _charged = budget
+                .charge_waiting(r.bytes.len() * crate::MANIFEST_PARSE_FACTOR)
+                .await;
             let m = Manifest::parse_as(r.bytes.to_vec(), Some(&r.media_type), d.algorithm())
                 .map_err(|e| FetchError::upstream_protocol(&format!("unusable manifest: {e}")))?;
             if m.digest() != d {
@@ -265,14 +276,18 @@ async fn refresh_manifest(
                     .map_err(client_err)?;
                 if head.digest.as_ref() == Some(&cached.digest)
                     && let Ok(stored) = store.get_manifest(key, reference).await
-                    && let Ok(m) = Manifest::parse_as(
+                {
+                    _charged = budget
+                        .charge_waiting(stored.bytes.len() * crate::MANIFEST_PARSE_FACTOR)
+                        .await;
+                    if let Ok(m) = Manifest::parse_as(
                         stored.bytes.to_vec(),
                         Some(&stored.head.media_type),
                         stored.head.digest.algorithm(),
-                    )
-                    && store.touch_tag(key, t).is_ok()
-                {
-                    return Ok(Arc::new(m));
+                    ) && store.touch_tag(key, t).is_ok()
+                    {
+                        return Ok(Arc::new(m));
+                    }
                 }
                 // Moved upstream, or the cached copy went meanwhile: fetch it.
             }
@@ -285,6 +300,9 @@ async fn refresh_manifest(
                 .digest
                 .as_ref()
                 .map_or(Algorithm::Sha256, Digest::algorithm);
+            _charged = budget
+                .charge_waiting(r.bytes.len() * crate::MANIFEST_PARSE_FACTOR)
+                .await;
             let m = Manifest::parse_as(r.bytes.to_vec(), Some(&r.media_type), algorithm)
                 .map_err(|e| FetchError::upstream_protocol(&format!("unusable manifest: {e}")))?;
             if let Some(d) = &r.digest

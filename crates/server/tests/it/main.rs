@@ -6,6 +6,7 @@ mod blobs;
 mod errors;
 mod listing;
 mod manifests;
+mod parse_memory;
 mod uploads;
 
 use std::path::{Path, PathBuf};
