@@ -378,12 +378,15 @@ async fn one_address_cannot_take_every_connection() {
         "max_connections = 16\nmax_connections_per_client = 4",
         &[],
     );
-    // Four idle connections from 127.0.0.1 (they send nothing).
+    // Four idle connections from 127.0.0.3 (they send nothing; an address of their own, so the
+    // harness's readiness probes from 127.0.0.1 cannot count against it).
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(tokio::net::TcpStream::connect(ferry.host()).await.unwrap());
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(ferry.host().parse().unwrap()).await.unwrap());
     }
-    let r = client_from("127.0.0.1")
+    let r = client_from("127.0.0.3")
         .get(format!("{}/v2/", ferry.url()))
         .send()
         .await
