@@ -19,10 +19,36 @@ use crate::preload::PlatformFilter;
 /// Largest manifest, index or `manifest.json` read from an archive.
 const MAX_METADATA_BYTES: u64 = 4 << 20;
 
+/// "a FIFO", "a directory", …: what a path that is not a regular file is, for messages.
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
 /// Whether `path` looks like an image archive (rather than a list of references).
 pub fn is_archive(path: &Path) -> bool {
-    if path.is_dir() {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    if meta.is_dir() {
         return path.join("oci-layout").is_file() || path.join("manifest.json").is_file();
+    }
+    // Only a regular file is opened to look inside: opening a FIFO waits for a writer.
+    if !meta.is_file() {
+        return false;
     }
     let mut head = [0u8; 512];
     let Ok(mut f) = std::fs::File::open(path) else {
@@ -57,9 +83,17 @@ enum Files {
 
 impl Files {
     fn open(path: &Path) -> anyhow::Result<Files> {
-        if path.is_dir() {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+        if meta.is_dir() {
             return Ok(Files::Dir(path.to_owned()));
         }
+        ensure!(
+            meta.is_file(),
+            "{} is {}, not a regular file",
+            path.display(),
+            file_kind(&meta)
+        );
         let mut f =
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut magic = [0u8; 2];
@@ -120,6 +154,7 @@ impl Files {
 
     fn exists(&self, name: &str) -> bool {
         match self {
+            // Metadata only: nothing is opened.
             Files::Dir(d) => d.join(name).is_file(),
             Files::Tar { entries, .. } => entries.contains_key(name),
         }
@@ -138,6 +173,16 @@ impl Files {
                 ensure!(
                     path.starts_with(&root),
                     "{name} points outside the archive directory"
+                );
+                // Regular files only, checked before opening: opening a FIFO waits for a writer
+                // forever, and a device reads forever. (Only the archive's owner can swap the file
+                // in between.)
+                let meta = std::fs::metadata(&path)
+                    .with_context(|| format!("{name} is missing from the archive"))?;
+                ensure!(
+                    meta.is_file(),
+                    "{name} in the archive directory is {}, not a regular file",
+                    file_kind(&meta)
                 );
                 let f = std::fs::File::open(&path)
                     .with_context(|| format!("{name} is missing from the archive"))?;

@@ -64,14 +64,18 @@ pub struct Preloaded {
 pub fn references(items: &[String]) -> anyhow::Result<Vec<Reference>> {
     let mut out = Vec::new();
     for item in items {
-        let lines: Vec<String> = if std::path::Path::new(item).is_file() {
-            std::fs::read_to_string(item)
+        let lines: Vec<String> = match std::fs::metadata(item) {
+            Ok(m) if m.is_file() => std::fs::read_to_string(item)
                 .with_context(|| format!("cannot read {item}"))?
                 .lines()
                 .map(str::to_owned)
-                .collect()
-        } else {
-            vec![item.clone()]
+                .collect(),
+            // Never opened: reading a FIFO waits for a writer, a device reads forever.
+            Ok(m) if !m.is_dir() => bail!(
+                "{item} is {}, not a regular file: give a file listing references, an image archive or a reference",
+                crate::archive::file_kind(&m)
+            ),
+            _ => vec![item.clone()],
         };
         for l in lines {
             let l = l.trim();

@@ -227,3 +227,164 @@ async fn archive_platform_filter_keeps_the_chosen_children() {
     );
     assert_eq!(status(format!("blobs/{}", amd.layers[0].digest)).await, 404);
 }
+
+// ---- Hostile archives: each must end in a clear error (or a correct import) within a memory and
+// time bound, never exhaust the machine or hang `serve --preload`.
+
+/// Address space for one hostile `ferry preload`: the binary itself needs far less; the old code
+/// needed several times more for these archives.
+const MEMORY_BOUND: u64 = 256 << 20;
+/// Wall-clock bound for one hostile `ferry preload`.
+const TIME_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `ferry args…` under `prlimit` (data segment ≤ [`MEMORY_BOUND`], files written ≤
+/// `file_size`, TMPDIR `tmp`) and kills it after [`TIME_BOUND`]: a bomb that wins fails the test
+/// instead of the machine.
+fn ferry_bounded(args: &[&str], tmp: &Path, file_size: u64) -> std::process::Output {
+    let child = Command::new("prlimit")
+        .arg(format!("--data={MEMORY_BOUND}"))
+        .arg(format!("--fsize={file_size}"))
+        .arg("--")
+        .arg(ferry_bin())
+        .args(args)
+        .env("TMPDIR", tmp)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux) runs ferry");
+    // prlimit execs ferry in place, so this is ferry's PID.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(TIME_BOUND) {
+        Ok(out) => out.expect("waiting for ferry"),
+        Err(_) => {
+            // Not reaped yet (the waiting thread still holds it), so the PID is still ferry's.
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("ferry {args:?} was still running after {TIME_BOUND:?}");
+        }
+    }
+}
+
+/// `ferry preload` of `archive` into a fresh data directory under `dir`, bounded (files it writes
+/// ≤ 128 MiB).
+fn preload_bounded(dir: &Path, archive: &Path, extra: &[&str]) -> std::process::Output {
+    preload_bounded_fsize(dir, archive, extra, 128 << 20)
+}
+
+fn preload_bounded_fsize(
+    dir: &Path,
+    archive: &Path,
+    extra: &[&str],
+    file_size: u64,
+) -> std::process::Output {
+    let data = dir.join("data");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let up = format!("http://{UPSTREAM}");
+    let mut args = vec![
+        "preload",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--upstream",
+        &up,
+    ];
+    args.extend_from_slice(extra);
+    args.push(archive.to_str().unwrap());
+    let out = ferry_bounded(&args, &tmp, file_size);
+    // A failed import leaves no decompressed copy behind.
+    let left = std::fs::read_dir(&tmp).unwrap().count();
+    assert_eq!(left, 0, "TMPDIR not cleaned: {}", stderr(&out));
+    out
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    format!(
+        "{:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// An OCI layout of one image whose first layer is a FIFO with no writer.
+fn layout_with_fifo(dir: &Path) -> ferry_testkit::image::Image {
+    let img = image(64, 2, 1024, "amd64");
+    write_layout(
+        dir,
+        &img.blobs().collect::<Vec<_>>(),
+        &[("v1", &img.manifest)],
+    )
+    .unwrap();
+    let layer = dir.join("blobs/sha256").join(img.layers[0].digest.hex());
+    std::fs::remove_file(&layer).unwrap();
+    let made = Command::new("mkfifo").arg(&layer).status().unwrap();
+    assert!(made.success());
+    img
+}
+
+#[test]
+fn archive_fifo_in_a_layout_is_refused_not_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let img = layout_with_fifo(&layout);
+    let name = format!("{UPSTREAM}/f/app:v1");
+    let out = preload_bounded(tmp.path(), &layout, &["--name", &name]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(img.layers[0].digest.hex()) && err.contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    // A FIFO given as the item itself is not opened to sniff it either.
+    let fifo = tmp.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = preload_bounded(&tmp.path().join("2"), &fifo, &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn serve_preload_of_a_layout_with_a_fifo_still_listens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let img = layout_with_fifo(&layout);
+    // The layout is imported from a copy renamed by index.json, since serve has no --name.
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        index.replace("\"v1\"", &format!("\"{UPSTREAM}/f/app:v1\"")),
+    )
+    .unwrap();
+    // Ferry::start fails the test if the server does not listen within its start-up bound.
+    let server = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &[
+            "--offline",
+            "--upstream",
+            &format!("http://{UPSTREAM}"),
+            "--preload",
+            layout.to_str().unwrap(),
+        ],
+    );
+    let log = server.process.log();
+    assert!(
+        log.contains(img.layers[0].digest.hex()) && log.contains("not a regular file"),
+        "{log}"
+    );
+}
