@@ -388,6 +388,10 @@ pub struct LimitsConfig {
     pub upload_ttl_hours: u64,
     /// Upload sessions open at once; more get 429.
     pub max_uploads: usize,
+    /// Largest decompressed copy of a gzip image archive that `ferry preload` or `serve --preload`
+    /// imports, e.g. `"50GiB"`; unset: 100 times the archive's size, at least 64 MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unpacked_archive: Option<String>,
 }
 
 impl Default for Config {
@@ -430,6 +434,7 @@ impl Default for LimitsConfig {
             shutdown_grace_secs: 30,
             upload_ttl_hours: 24 * 7,
             max_uploads: 10_000,
+            max_unpacked_archive: None,
         }
     }
 }
@@ -484,7 +489,22 @@ impl Config {
         );
         // Budget and prune rules are checked here, so a bad value stops `ferry serve` at start.
         self.cache.budget()?;
+        self.archive_limits()?;
         Ok(())
+    }
+
+    /// Bounds on reading image archives.
+    pub fn archive_limits(&self) -> anyhow::Result<crate::archive::ArchiveLimits> {
+        let max_unpacked = self
+            .limits
+            .max_unpacked_archive
+            .as_deref()
+            .map(|s| {
+                ferry_policy::units::parse_size(s)
+                    .map_err(|e| anyhow::anyhow!("limits.max_unpacked_archive: {e}"))
+            })
+            .transpose()?;
+        Ok(crate::archive::ArchiveLimits { max_unpacked })
     }
 
     /// The effective configuration as TOML.
@@ -592,5 +612,20 @@ mod tests {
         assert!(format!("{err:#}").contains("listn"), "{err:#}");
         assert!(Config::parse("[limits]\nmax_connections = 0").is_err());
         assert!(Config::parse("listen = \"not an address\"").is_err());
+    }
+
+    #[test]
+    fn archive_unpack_limit_is_a_size() {
+        assert_eq!(
+            Config::default().archive_limits().unwrap().max_unpacked,
+            None
+        );
+        let c = Config::parse("[limits]\nmax_unpacked_archive = \"2GiB\"").unwrap();
+        assert_eq!(c.archive_limits().unwrap().max_unpacked, Some(2 << 30));
+        let err = Config::parse("[limits]\nmax_unpacked_archive = \"lots\"").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("limits.max_unpacked_archive"),
+            "{err:#}"
+        );
     }
 }

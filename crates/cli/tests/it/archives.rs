@@ -2,6 +2,7 @@
 //! `docker-archive`, an OCI layout directory), gzip-compressed too: an offline ferry then serves
 //! them to skopeo under the names the archives give, with the same bytes.
 
+use std::io::{Read as _, Seek as _, Write as _};
 use std::path::Path;
 use std::process::Command;
 
@@ -386,5 +387,111 @@ fn serve_preload_of_a_layout_with_a_fifo_still_listens() {
     assert!(
         log.contains(img.layers[0].digest.hex()) && log.contains("not a regular file"),
         "{log}"
+    );
+}
+
+/// A GNU tar header block: `typeflag`, `name`, data `size`.
+fn tar_header(typeflag: u8, name: &[u8], size: u64) -> [u8; 512] {
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    h.set_entry_type(tar::EntryType::new(typeflag));
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    *h.as_bytes()
+}
+
+/// Writes `n` bytes of `byte` to `w`.
+fn fill(w: &mut impl std::io::Write, byte: u8, n: u64) {
+    std::io::copy(&mut std::io::repeat(byte).take(n), w).unwrap();
+}
+
+#[test]
+fn archive_long_name_bomb_is_refused_before_it_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 128 KiB of gzip: a GNU long name of 128 MiB, then the member it would name.
+    let bomb = tmp.path().join("longname.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&bomb).unwrap(),
+        flate2::Compression::best(),
+    );
+    let name_len: u64 = 128 << 20;
+    gz.write_all(&tar_header(b'L', b"././@LongLink", name_len))
+        .unwrap();
+    fill(&mut gz, b'a', name_len);
+    gz.write_all(&tar_header(b'0', b"x", 0)).unwrap();
+    gz.write_all(&[0; 1024]).unwrap();
+    gz.finish().unwrap();
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 512 << 10);
+
+    // Room on disk for a decompressed copy: memory is what this bounds.
+    let out = preload_bounded_fsize(tmp.path(), &bomb, &[], 512 << 20);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("long name") && err.contains(&name_len.to_string()) && err.contains("65536"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn archive_pax_bomb_is_refused_before_it_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A plain tar whose PAX extension header claims 200 MiB of records (sparse on disk).
+    let bomb = tmp.path().join("pax.tar");
+    let mut f = std::fs::File::create(&bomb).unwrap();
+    let pax_len: u64 = 200 << 20;
+    f.write_all(&tar_header(b'x', b"PaxHeaders/x", pax_len))
+        .unwrap();
+    f.write_all(b"30 path=aaaaaaaaaaaaaaaaaaaaa\n").unwrap();
+    f.set_len(512 + pax_len.div_ceil(512) * 512).unwrap();
+    f.seek(std::io::SeekFrom::End(0)).unwrap();
+    f.write_all(&tar_header(b'0', b"x", 0)).unwrap();
+    f.write_all(&[0; 1024]).unwrap();
+    drop(f);
+
+    let out = preload_bounded(tmp.path(), &bomb, &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PAX") && err.contains(&pax_len.to_string()),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn archive_gzip_bomb_stops_at_the_unpacked_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    // ~250 KiB of gzip that unpacks to a 256 MiB member of zeros: more than 100× and 64 MiB.
+    let bomb = tmp.path().join("zeros.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&bomb).unwrap(),
+        flate2::Compression::best(),
+    );
+    let size: u64 = 256 << 20;
+    gz.write_all(&tar_header(b'0', b"blobs/sha256/zeros", size))
+        .unwrap();
+    fill(&mut gz, 0, size);
+    gz.write_all(&[0; 1024]).unwrap();
+    gz.finish().unwrap();
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 512 << 10);
+
+    let out = preload_bounded(tmp.path(), &bomb, &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unpacks to more than 67108864 bytes") && err.contains("--max-unpacked"),
+        "{}",
+        stderr(&out)
+    );
+    // The limit is the user's to set.
+    let out = preload_bounded(tmp.path(), &bomb, &["--max-unpacked", "1MiB"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unpacks to more than 1048576 bytes"),
+        "{}",
+        stderr(&out)
     );
 }
