@@ -5,15 +5,16 @@
 //! Archives are read with random access: a tar is indexed once (a gzip one is decompressed to a
 //! temporary file as it is indexed), then manifests are read whole (they are small and bounded)
 //! and blobs streamed from their offsets. Nothing here trusts the archive: every blob is
-//! digest-checked by the store when it is written, and what an archive can make ferry hold or
-//! write is bounded (the limits below), each with an error that says which bound it hit.
+//! digest-checked by the store when it is written, and what an archive can make ferry hold, read,
+//! write or repeat is bounded (the limits below), each with an error that says which bound it hit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
-use ferry_oci::{Algorithm, Digest, Manifest, MediaType, Reference, Tag};
+use ferry_oci::{Algorithm, Descriptor, Digest, Manifest, MediaType, Reference, Tag};
 
 use crate::preload::PlatformFilter;
 
@@ -26,6 +27,14 @@ const MAX_TAR_EXTENSION: u64 = 64 << 10;
 const MAX_TAR_ENTRIES: u64 = 1_000_000;
 /// Most bytes of file names a tar's index keeps.
 const MAX_TAR_NAME_BYTES: u64 = 64 << 20;
+/// Most images (distinct name → manifest pairs) in one archive.
+const MAX_IMAGES: usize = 10_000;
+/// Most layers in one image manifest.
+const MAX_LAYERS: usize = 1_000;
+/// Most child manifests of one index.
+const MAX_CHILDREN: usize = 1_000;
+/// Most blob links one import makes (each image's blobs, in its repository).
+const MAX_BLOB_LINKS: usize = 1_000_000;
 /// Without a configured limit, a gzip archive may unpack to this many times its size…
 const AUTO_UNPACK_RATIO: u64 = 100;
 /// …or to this many bytes, whichever is more (small archives, mostly tar padding, compress well).
@@ -406,6 +415,13 @@ fn index_tar(s: &mut impl TarStream, limits: &TarLimits) -> anyhow::Result<TarIn
     Ok(entries)
 }
 
+/// Where a file's bytes are: the same for two names that link to one file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FileId {
+    Path(PathBuf),
+    Offset(u64),
+}
+
 /// Where an archive's files are.
 enum Files {
     Dir(PathBuf),
@@ -497,8 +513,8 @@ impl Files {
         }
     }
 
-    /// A reader over one file and its size.
-    fn open_file(&self, name: &str) -> anyhow::Result<(std::fs::File, u64)> {
+    /// A reader over one file, its size, and where its bytes are.
+    fn open_file(&self, name: &str) -> anyhow::Result<(std::fs::File, u64, FileId)> {
         match self {
             Files::Dir(d) => {
                 // A layout's symlinks must not lead out of it (e.g. to /etc/shadow as a "layer").
@@ -524,7 +540,7 @@ impl Files {
                 let f = std::fs::File::open(&path)
                     .with_context(|| format!("{name} is missing from the archive"))?;
                 let size = f.metadata()?.len();
-                Ok((f, size))
+                Ok((f, size, FileId::Path(path)))
             }
             Files::Tar { path, entries, .. } => {
                 let (offset, size) = *entries
@@ -532,13 +548,13 @@ impl Files {
                     .with_context(|| format!("{name} is missing from the archive"))?;
                 let mut f = std::fs::File::open(path)?;
                 f.seek(SeekFrom::Start(offset))?;
-                Ok((f, size))
+                Ok((f, size, FileId::Offset(offset)))
             }
         }
     }
 
     fn read_small(&self, name: &str) -> anyhow::Result<Vec<u8>> {
-        let (f, size) = self.open_file(name)?;
+        let (f, size, _) = self.open_file(name)?;
         ensure!(
             size <= MAX_METADATA_BYTES,
             "{name} is {size} bytes, more than the {MAX_METADATA_BYTES} a manifest may have"
@@ -579,19 +595,50 @@ pub struct ArchivedBlob {
     pub size: u64,
 }
 
-/// One image found in an archive.
+/// The manifests of one image, shared by every name the archive gives it.
+#[derive(Debug)]
+pub struct ImageContent {
+    /// The manifest or index the names point at.
+    pub top: Arc<Manifest>,
+    /// Children of an index that are imported (the chosen platforms present in the archive).
+    pub children: Vec<Arc<Manifest>>,
+    /// How many blob references its manifests make (repeats included).
+    blob_refs: usize,
+}
+
+impl ImageContent {
+    fn new(top: Arc<Manifest>, children: Vec<Arc<Manifest>>) -> ImageContent {
+        let blob_refs = std::iter::once(&top)
+            .chain(&children)
+            .map(|m| m.blob_references().count())
+            .sum();
+        ImageContent {
+            top,
+            children,
+            blob_refs,
+        }
+    }
+
+    /// Every blob its manifests need, each once.
+    pub fn blobs(&self) -> Vec<&Descriptor> {
+        let mut seen = HashSet::new();
+        std::iter::once(&self.top)
+            .chain(&self.children)
+            .flat_map(|m| m.blob_references())
+            .filter(|d| seen.insert(&d.digest))
+            .collect()
+    }
+}
+
+/// One image found in an archive: a name and what it points at.
 #[derive(Debug)]
 pub struct ArchivedImage {
     /// The name the archive gives it (`None`: none, or only a tag in `tag_only`).
     pub name: Option<Reference>,
     /// A bare tag the archive gives it (OCI `ref.name` annotations are often just the tag).
     pub tag_only: Option<Tag>,
-    /// The manifest or index the name points at.
-    pub top: Manifest,
-    /// Children of an index that are imported (the chosen platforms present in the archive).
-    pub children: Vec<Manifest>,
-    /// Every blob those manifests need.
-    pub blobs: Vec<ArchivedBlob>,
+    /// Its manifests.
+    pub content: Arc<ImageContent>,
 }
 
 impl ArchivedImage {
@@ -600,7 +647,7 @@ impl ArchivedImage {
         match (&self.name, &self.tag_only) {
             (Some(r), _) => r.to_string(),
             (None, Some(t)) => format!("(tag {t})"),
-            (None, None) => format!("({})", self.top.digest()),
+            (None, None) => format!("({})", self.content.top.digest()),
         }
     }
 }
@@ -610,8 +657,10 @@ pub struct Archive {
     files: Files,
     /// Where it was read from.
     pub path: PathBuf,
-    /// Its images.
+    /// Its images, each distinct name → manifest pair once.
     pub images: Vec<ArchivedImage>,
+    /// Files of a docker-save archive by digest (an OCI layout names its blobs by digest).
+    blob_paths: HashMap<Digest, String>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -632,8 +681,8 @@ impl Archive {
         limits: &ArchiveLimits,
     ) -> anyhow::Result<Archive> {
         let files = Files::open(path, limits)?;
-        let images = if files.exists("index.json") {
-            oci_images(&files, platforms)
+        let (images, blob_paths) = if files.exists("index.json") {
+            oci_images(&files, platforms).map(|i| (i, HashMap::new()))
         } else if files.exists("manifest.json") {
             docker_images(&files)
         } else {
@@ -645,16 +694,31 @@ impl Archive {
             "{}: the archive holds no images",
             path.display()
         );
+        check_blob_links(&images).with_context(|| format!("{}", path.display()))?;
         Ok(Archive {
             files,
             path: path.to_owned(),
             images,
+            blob_paths,
         })
+    }
+
+    /// Where the blob `d` is in the archive.
+    pub fn blob(&self, d: &Descriptor) -> ArchivedBlob {
+        ArchivedBlob {
+            digest: d.digest.clone(),
+            path: self
+                .blob_paths
+                .get(&d.digest)
+                .cloned()
+                .unwrap_or_else(|| blob_path(&d.digest)),
+            size: d.size,
+        }
     }
 
     /// A reader positioned at `blob`'s bytes, limited to its size.
     pub fn open_blob(&self, blob: &ArchivedBlob) -> anyhow::Result<std::io::Take<std::fs::File>> {
-        let (f, size) = self.files.open_file(&blob.path)?;
+        let (f, size, _) = self.files.open_file(&blob.path)?;
         ensure!(
             size == blob.size,
             "{}: {} is {size} bytes, but its manifest says {}",
@@ -666,17 +730,89 @@ impl Archive {
     }
 }
 
+/// Keeps the first of each name → manifest pair, and refuses more than [`MAX_IMAGES`] of them.
+fn distinct_images(images: Vec<ArchivedImage>) -> anyhow::Result<Vec<ArchivedImage>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for i in images {
+        if seen.insert((
+            i.name.clone(),
+            i.tag_only.clone(),
+            i.content.top.digest().clone(),
+        )) {
+            ensure!(
+                out.len() < MAX_IMAGES,
+                "more than {MAX_IMAGES} images (name → manifest pairs) in one archive; split it"
+            );
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+/// An import links each image's blobs into its repository: refuses archives that would make it
+/// do so more than [`MAX_BLOB_LINKS`] times.
+fn check_blob_links(images: &[ArchivedImage]) -> anyhow::Result<()> {
+    let mut seen = HashSet::new();
+    let mut links = 0usize;
+    for i in images {
+        let repo = i
+            .name
+            .as_ref()
+            .map(|r| (r.registry.clone(), r.repo.clone()));
+        if seen.insert((repo, i.content.top.digest().clone())) {
+            links = links.saturating_add(i.content.blob_refs);
+        }
+    }
+    ensure!(
+        links <= MAX_BLOB_LINKS,
+        "its images need {links} blob links (each image's blobs in its repository), more than the {MAX_BLOB_LINKS} one import makes; split the archive"
+    );
+    Ok(())
+}
+
+/// Refuses a manifest with more than [`MAX_LAYERS`] layers.
+fn check_layers(m: &Manifest) -> anyhow::Result<()> {
+    ensure!(
+        m.layers.len() <= MAX_LAYERS,
+        "manifest {} has {} layers, more than the {MAX_LAYERS} an image may have",
+        m.digest(),
+        m.layers.len()
+    );
+    Ok(())
+}
+
 #[derive(serde::Deserialize)]
 struct OciIndex {
     #[serde(default)]
-    manifests: Vec<ferry_oci::Descriptor>,
+    manifests: Vec<Descriptor>,
 }
 
 fn oci_images(files: &Files, platforms: &[PlatformFilter]) -> anyhow::Result<Vec<ArchivedImage>> {
-    let index: OciIndex = serde_json::from_slice(&files.read_small("index.json")?)
-        .context("index.json is not an OCI image index")?;
-    let read_manifest = |d: &ferry_oci::Descriptor| -> anyhow::Result<Manifest> {
-        let bytes = files.read_small(&blob_path(&d.digest))?;
+    oci_images_with(
+        &files.read_small("index.json")?,
+        platforms,
+        |name| files.read_small(name),
+        |name| files.exists(name),
+    )
+}
+
+/// The images of an OCI layout whose `index.json` is `index`, reading manifests with `read` (each
+/// distinct one once) and asking `exists` whether the layout holds a blob.
+fn oci_images_with(
+    index: &[u8],
+    platforms: &[PlatformFilter],
+    mut read: impl FnMut(&str) -> anyhow::Result<Vec<u8>>,
+    exists: impl Fn(&str) -> bool,
+) -> anyhow::Result<Vec<ArchivedImage>> {
+    let index: OciIndex =
+        serde_json::from_slice(index).context("index.json is not an OCI image index")?;
+    let mut manifests: HashMap<Digest, Arc<Manifest>> = HashMap::new();
+    let mut read_manifest = |d: &Descriptor| -> anyhow::Result<Arc<Manifest>> {
+        if let Some(m) = manifests.get(&d.digest) {
+            return Ok(m.clone());
+        }
+        let bytes = read(&blob_path(&d.digest))?;
         let m = Manifest::parse_as(bytes, Some(&d.media_type), d.digest.algorithm())
             .with_context(|| format!("manifest {}", d.digest))?;
         ensure!(
@@ -685,14 +821,27 @@ fn oci_images(files: &Files, platforms: &[PlatformFilter]) -> anyhow::Result<Vec
             d.digest,
             m.digest()
         );
+        check_layers(&m)?;
+        let m = Arc::new(m);
+        manifests.insert(d.digest.clone(), m.clone());
         Ok(m)
     };
+    let mut contents: HashMap<Digest, Arc<ImageContent>> = HashMap::new();
+    let mut seen = HashSet::new();
     let mut out = Vec::new();
     for d in &index.manifests {
         let annotation = |k: &str| d.annotations.as_ref().and_then(|a| a.get(k)).cloned();
-        let (name, tag_only) = match annotation("io.containerd.image.name")
-            .or_else(|| annotation("org.opencontainers.image.ref.name"))
-        {
+        let n = annotation("io.containerd.image.name")
+            .or_else(|| annotation("org.opencontainers.image.ref.name"));
+        // The same name → manifest pair listed again is the same image.
+        if !seen.insert((n.clone(), d.digest.clone())) {
+            continue;
+        }
+        ensure!(
+            seen.len() <= MAX_IMAGES,
+            "index.json lists more than {MAX_IMAGES} images; split the archive"
+        );
+        let (name, tag_only) = match n {
             // A ref.name may be a whole reference or, as skopeo and Docker write it, only a tag.
             Some(n) if n.contains('/') || n.contains(':') || n.contains('@') => (
                 Some(
@@ -707,47 +856,51 @@ fn oci_images(files: &Files, platforms: &[PlatformFilter]) -> anyhow::Result<Vec
             ),
             None => (None, None),
         };
-        let top = read_manifest(d)?;
-        let mut children = Vec::new();
-        if top.media_type().is_index() {
-            for child in &top.manifests {
-                let wanted = platforms.is_empty()
-                    || child
-                        .platform
-                        .as_ref()
-                        .is_some_and(|p| platforms.iter().any(|f| f.matches(p)));
-                // Partial archives (docker save of one platform) keep the whole index.
-                if wanted && files.exists(&blob_path(&child.digest)) {
-                    children.push(read_manifest(child)?);
+        let content = match contents.get(&d.digest) {
+            Some(c) => c.clone(),
+            None => {
+                let top = read_manifest(d)?;
+                let mut children = Vec::new();
+                if top.media_type().is_index() {
+                    ensure!(
+                        top.manifests.len() <= MAX_CHILDREN,
+                        "index {} lists {} manifests, more than the {MAX_CHILDREN} an index may have",
+                        top.digest(),
+                        top.manifests.len()
+                    );
+                    let mut picked = HashSet::new();
+                    for child in &top.manifests {
+                        let wanted = platforms.is_empty()
+                            || child
+                                .platform
+                                .as_ref()
+                                .is_some_and(|p| platforms.iter().any(|f| f.matches(p)));
+                        // Partial archives (docker save of one platform) keep the whole index.
+                        if wanted
+                            && picked.insert(&child.digest)
+                            && exists(&blob_path(&child.digest))
+                        {
+                            children.push(read_manifest(child)?);
+                        }
+                    }
+                    ensure!(
+                        !children.is_empty(),
+                        "index {} has no child manifest in the archive for the requested platforms",
+                        top.digest()
+                    );
                 }
+                let c = Arc::new(ImageContent::new(top, children));
+                contents.insert(d.digest.clone(), c.clone());
+                c
             }
-            ensure!(
-                !children.is_empty(),
-                "index {} has no child manifest in the archive for the requested platforms",
-                top.digest()
-            );
-        }
-        let mut blobs: Vec<ArchivedBlob> = Vec::new();
-        for m in std::iter::once(&top).chain(&children) {
-            for b in m.blob_references() {
-                if !blobs.iter().any(|x| x.digest == b.digest) {
-                    blobs.push(ArchivedBlob {
-                        digest: b.digest.clone(),
-                        path: blob_path(&b.digest),
-                        size: b.size,
-                    });
-                }
-            }
-        }
+        };
         out.push(ArchivedImage {
             name,
             tag_only,
-            top,
-            children,
-            blobs,
+            content,
         });
     }
-    Ok(out)
+    distinct_images(out)
 }
 
 #[derive(serde::Deserialize)]
@@ -759,45 +912,145 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-/// Legacy docker-save: a `manifest.json` listing config and layer files. The registry manifest is
-/// gone, so one is written (Docker schema 2, as `docker push` would); its digest differs from the
-/// original upstream's, which a later tag revalidation replaces.
-fn docker_images(files: &Files) -> anyhow::Result<Vec<ArchivedImage>> {
-    let entries: Vec<DockerEntry> = serde_json::from_slice(&files.read_small("manifest.json")?)
-        .context("manifest.json is not a docker-save manifest")?;
-    let mut out = Vec::new();
+/// One distinct image of a docker-save `manifest.json`: its files and the distinct names it was
+/// saved under.
+#[derive(Debug)]
+struct DockerImage {
+    config: String,
+    layers: Vec<String>,
+    tags: Vec<String>,
+}
+
+/// Parses `manifest.json`, merging entries that list the same files and dropping repeated names,
+/// so that an archive's work grows with what it holds, not with how often it repeats it.
+fn docker_plan(bytes: &[u8]) -> anyhow::Result<Vec<DockerImage>> {
+    let entries: Vec<DockerEntry> =
+        serde_json::from_slice(bytes).context("manifest.json is not a docker-save manifest")?;
+    let mut by_files: HashMap<(String, Vec<String>), usize> = HashMap::new();
+    let mut images: Vec<DockerImage> = Vec::new();
+    let mut tags: HashSet<(usize, String)> = HashSet::new();
+    // Images an import would make: each name, or one for an image saved without any.
+    let mut named = 0usize;
     for e in entries {
-        let blob = |path: &str| -> anyhow::Result<(ArchivedBlob, bool)> {
-            let path = normalize(path);
-            let (mut f, size) = files.open_file(&path)?;
-            let mut hasher = Algorithm::Sha256.hasher();
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut left = size;
-            let mut gzip = false;
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = f.read(&mut buf[..want])?;
-                ensure!(n > 0, "{path} ends early");
-                if left == size {
-                    gzip = n >= 2 && buf[..2] == [0x1f, 0x8b];
-                }
-                hasher.update(&buf[..n]);
-                left -= n as u64;
+        ensure!(
+            e.layers.len() <= MAX_LAYERS,
+            "manifest.json: image {} has {} layers, more than the {MAX_LAYERS} an image may have",
+            e.config,
+            e.layers.len()
+        );
+        let key = (
+            normalize(&e.config),
+            e.layers.iter().map(|l| normalize(l)).collect::<Vec<_>>(),
+        );
+        let i = match by_files.get(&key) {
+            Some(i) => *i,
+            None => {
+                images.push(DockerImage {
+                    config: key.0.clone(),
+                    layers: key.1.clone(),
+                    tags: Vec::new(),
+                });
+                by_files.insert(key, images.len() - 1);
+                named += 1;
+                images.len() - 1
             }
-            Ok((
-                ArchivedBlob {
-                    digest: hasher.finish(),
-                    path,
-                    size,
-                },
-                gzip,
-            ))
         };
-        let (config, _) = blob(&e.config)?;
-        let mut layers = Vec::new();
-        for l in &e.layers {
-            layers.push(blob(l)?);
+        for t in e.repo_tags.unwrap_or_default() {
+            if tags.insert((i, t.clone())) {
+                if !images[i].tags.is_empty() {
+                    named += 1;
+                }
+                images[i].tags.push(t);
+            }
         }
+        ensure!(
+            named <= MAX_IMAGES,
+            "manifest.json names more than {MAX_IMAGES} images; split the archive"
+        );
+    }
+    Ok(images)
+}
+
+/// A file of a docker-save archive, hashed.
+#[derive(Debug, Clone)]
+struct Hashed {
+    digest: Digest,
+    size: u64,
+    gzip: bool,
+    path: String,
+}
+
+fn hash_file(mut f: impl Read, size: u64, path: &str) -> anyhow::Result<Hashed> {
+    let mut hasher = Algorithm::Sha256.hasher();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = size;
+    let mut gzip = false;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = f.read(&mut buf[..want])?;
+        ensure!(n > 0, "{path} ends early");
+        if left == size {
+            gzip = n >= 2 && buf[..2] == [0x1f, 0x8b];
+        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(Hashed {
+        digest: hasher.finish(),
+        size,
+        gzip,
+        path: path.to_owned(),
+    })
+}
+
+fn docker_images(files: &Files) -> anyhow::Result<(Vec<ArchivedImage>, HashMap<Digest, String>)> {
+    // Names that lead to the same bytes (tar links, symlinks in a directory) are hashed once.
+    let mut by_id: HashMap<FileId, Hashed> = HashMap::new();
+    docker_images_with(&files.read_small("manifest.json")?, |path| {
+        let (f, size, id) = files.open_file(path)?;
+        if let Some(h) = by_id.get(&id) {
+            return Ok(Hashed {
+                path: path.to_owned(),
+                ..h.clone()
+            });
+        }
+        let h = hash_file(f, size, path)?;
+        by_id.insert(id, h.clone());
+        Ok(h)
+    })
+}
+
+/// Legacy docker-save: a `manifest.json` listing config and layer files, each hashed (by `hash`)
+/// once. The registry manifest is gone, so one is written (Docker schema 2, as `docker push`
+/// would); its digest differs from the original upstream's, which a later tag revalidation
+/// replaces.
+fn docker_images_with(
+    manifest_json: &[u8],
+    mut hash: impl FnMut(&str) -> anyhow::Result<Hashed>,
+) -> anyhow::Result<(Vec<ArchivedImage>, HashMap<Digest, String>)> {
+    let plan = docker_plan(manifest_json)?;
+    let mut hashed: HashMap<String, Hashed> = HashMap::new();
+    let mut blob_paths = HashMap::new();
+    let mut out = Vec::new();
+    for image in plan {
+        let mut file = |path: &str| -> anyhow::Result<Hashed> {
+            if let Some(h) = hashed.get(path) {
+                return Ok(h.clone());
+            }
+            let h = hash(path)?;
+            blob_paths
+                .entry(h.digest.clone())
+                .or_insert_with(|| h.path.clone());
+            hashed.insert(path.to_owned(), h.clone());
+            Ok(h)
+        };
+        let config = file(&image.config)?;
+        let layers = image
+            .layers
+            .iter()
+            .map(|l| file(l))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Every layer in order, repeats included: the image is its layer stack.
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": MediaType::DOCKER_MANIFEST,
@@ -806,14 +1059,14 @@ fn docker_images(files: &Files) -> anyhow::Result<Vec<ArchivedImage>> {
                 "size": config.size,
                 "digest": config.digest.as_str(),
             },
-            "layers": layers.iter().map(|(b, gzip)| serde_json::json!({
-                "mediaType": if *gzip {
+            "layers": layers.iter().map(|h| serde_json::json!({
+                "mediaType": if h.gzip {
                     "application/vnd.docker.image.rootfs.diff.tar.gzip"
                 } else {
                     "application/vnd.docker.image.rootfs.diff.tar"
                 },
-                "size": b.size,
-                "digest": b.digest.as_str(),
+                "size": h.size,
+                "digest": h.digest.as_str(),
             })).collect::<Vec<_>>(),
         });
         let top = Manifest::parse_as(
@@ -821,35 +1074,28 @@ fn docker_images(files: &Files) -> anyhow::Result<Vec<ArchivedImage>> {
             Some(MediaType::DOCKER_MANIFEST),
             Algorithm::Sha256,
         )?;
-        let blobs = std::iter::once(config)
-            .chain(layers.into_iter().map(|(b, _)| b))
-            .collect();
-        let tags = e.repo_tags.unwrap_or_default();
-        if tags.is_empty() {
+        let content = Arc::new(ImageContent::new(Arc::new(top), Vec::new()));
+        if image.tags.is_empty() {
             out.push(ArchivedImage {
                 name: None,
                 tag_only: None,
-                top,
-                children: Vec::new(),
-                blobs,
+                content,
             });
             continue;
         }
-        // One image per name it was saved under; they share blobs and manifest.
-        for t in tags {
+        // One image per name it was saved under; they share the manifest.
+        for t in image.tags {
             out.push(ArchivedImage {
                 name: Some(
                     Reference::parse_normalized(&t)
                         .with_context(|| format!("RepoTags entry {t:?} is not a reference"))?,
                 ),
                 tag_only: None,
-                top: top.clone(),
-                children: Vec::new(),
-                blobs: blobs.clone(),
+                content: content.clone(),
             });
         }
     }
-    Ok(out)
+    Ok((distinct_images(out)?, blob_paths))
 }
 
 #[cfg(test)]
@@ -1149,6 +1395,199 @@ mod tests {
             let len = bytes.len() as u64;
             let got = index_tar(&mut Virtual::new(vec![(0, bytes)], len), &TAR_LIMITS).unwrap();
             prop_assert_eq!(got, expected);
+        }
+    }
+
+    // ---- docker-save manifest.json
+
+    /// A stand-in for hashing a file: its digest is the hash of its name.
+    fn fake_hash(path: &str) -> anyhow::Result<Hashed> {
+        Ok(Hashed {
+            digest: Digest::of(Algorithm::Sha256, path.as_bytes()),
+            size: path.len() as u64,
+            gzip: false,
+            path: path.to_owned(),
+        })
+    }
+
+    #[test]
+    fn repeated_tags_and_layers_are_hashed_and_listed_once() {
+        let n = MAX_LAYERS;
+        let json = serde_json::json!([{"Config": "c.json", "RepoTags": vec!["r.io/a:1"; n], "Layers": vec!["./l.tar"; n]}]);
+        let mut calls = 0;
+        let (images, paths) = docker_images_with(&serde_json::to_vec(&json).unwrap(), |p| {
+            calls += 1;
+            fake_hash(p)
+        })
+        .unwrap();
+        assert_eq!(calls, 2);
+        assert_eq!(images.len(), 1);
+        assert_eq!(paths.len(), 2);
+        let c = &images[0].content;
+        assert_eq!(c.top.layers.len(), n, "the layer stack keeps its repeats");
+        assert_eq!(c.blobs().len(), 2);
+
+        let json = serde_json::json!([{"Config": "c.json", "RepoTags": ["r.io/a:1"], "Layers": vec!["l.tar"; n + 1]}]);
+        let e = docker_plan(&serde_json::to_vec(&json).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{} layers", n + 1)), "{e}");
+
+        let tags: Vec<String> = (0..=MAX_IMAGES).map(|i| format!("r.io/a:{i}")).collect();
+        let json = serde_json::json!([{"Config": "c.json", "RepoTags": tags, "Layers": []}]);
+        let e = docker_plan(&serde_json::to_vec(&json).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("more than {MAX_IMAGES} images")), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn docker_manifest_json_of_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = docker_images_with(&bytes, fake_hash);
+        }
+
+        /// However often entries, tags and layers repeat, each distinct file is hashed once, each
+        /// distinct file list makes one manifest, and each name → manifest pair is one image: what
+        /// is built (and so held) grows with the distinct inputs, not the repeats.
+        #[test]
+        fn docker_manifest_json_work_grows_with_distinct_inputs(
+            entries in prop::collection::vec(
+                (0usize..3, prop::collection::vec(0usize..4, 0..6), prop::collection::vec(0usize..5, 0..6)),
+                0..10,
+            ),
+        ) {
+            let json: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|(c, layers, tags)| serde_json::json!({
+                    "Config": format!("./c{c}.json"),
+                    "RepoTags": tags.iter().map(|t| format!("r.io/a:t{t}")).collect::<Vec<_>>(),
+                    "Layers": layers.iter().map(|l| format!("l{l}/layer.tar")).collect::<Vec<_>>(),
+                }))
+                .collect();
+            let mut calls: Vec<String> = Vec::new();
+            let (images, _) = docker_images_with(&serde_json::to_vec(&json).unwrap(), |p| {
+                calls.push(p.to_owned());
+                fake_hash(p)
+            })
+            .unwrap();
+            let distinct_paths: HashSet<&String> = calls.iter().collect();
+            prop_assert_eq!(distinct_paths.len(), calls.len(), "a file hashed twice");
+            prop_assert!(calls.len() <= 3 + 4);
+            let lists: HashSet<(usize, &Vec<usize>)> = entries.iter().map(|(c, l, _)| (*c, l)).collect();
+            let contents: HashSet<*const ImageContent> = images.iter().map(|i| Arc::as_ptr(&i.content)).collect();
+            prop_assert!(contents.len() <= lists.len());
+            let pairs: HashSet<(String, Digest)> = images
+                .iter()
+                .map(|i| (i.label(), i.content.top.digest().clone()))
+                .collect();
+            prop_assert_eq!(pairs.len(), images.len(), "a name → manifest pair twice");
+            prop_assert!(images.len() <= lists.len() * 6);
+            for i in &images {
+                prop_assert!(i.content.blobs().len() <= 5);
+            }
+        }
+    }
+
+    // ---- OCI index.json
+
+    fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+        serde_json::json!({
+            "mediaType": media_type,
+            "digest": Digest::of(Algorithm::Sha256, bytes).as_str(),
+            "size": bytes.len(),
+        })
+    }
+
+    /// A layout's manifests: four image manifests of five layers each, then an index of them.
+    struct OciPool {
+        /// Their bytes.
+        manifests: Vec<Vec<u8>>,
+        /// By blob path.
+        files: HashMap<String, Vec<u8>>,
+        /// A descriptor of each.
+        descriptors: Vec<serde_json::Value>,
+    }
+
+    fn oci_pool() -> &'static OciPool {
+        static POOL: std::sync::OnceLock<OciPool> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| {
+            let mut manifests = Vec::new();
+            for i in 0..4 {
+                let m = serde_json::json!({
+                    "schemaVersion": 2,
+                    "mediaType": MediaType::OCI_MANIFEST,
+                    "config": descriptor("application/vnd.oci.image.config.v1+json", format!("c{i}").as_bytes()),
+                    "layers": (0..5).map(|l| descriptor("application/vnd.oci.image.layer.v1.tar", format!("l{}", l % 3).as_bytes())).collect::<Vec<_>>(),
+                });
+                manifests.push(serde_json::to_vec(&m).unwrap());
+            }
+            let children: Vec<serde_json::Value> = manifests
+                .iter()
+                .map(|m| {
+                    let mut d = descriptor(MediaType::OCI_MANIFEST, m);
+                    d["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+                    d
+                })
+                .collect();
+            let index = serde_json::json!({"schemaVersion": 2, "mediaType": MediaType::OCI_INDEX, "manifests": children});
+            manifests.push(serde_json::to_vec(&index).unwrap());
+            let files = manifests
+                .iter()
+                .map(|m| (blob_path(&Digest::of(Algorithm::Sha256, m)), m.clone()))
+                .collect();
+            let descriptors = manifests
+                .iter()
+                .enumerate()
+                .map(|(i, m)| descriptor(if i == 4 { MediaType::OCI_INDEX } else { MediaType::OCI_MANIFEST }, m))
+                .collect();
+            OciPool { manifests, files, descriptors }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn oci_index_json_of_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = oci_images_with(&bytes, &[], |_| anyhow::Ok(Vec::new()), |_| false);
+        }
+
+        /// However often index.json repeats manifests and names, each manifest is read (and held)
+        /// once and each name → manifest pair is one image.
+        #[test]
+        fn oci_index_json_reads_each_manifest_once(
+            refs in prop::collection::vec((0usize..5, prop::option::of(0usize..4)), 0..60),
+        ) {
+            let OciPool { manifests, files, descriptors } = oci_pool();
+            let listed: Vec<serde_json::Value> = refs
+                .iter()
+                .map(|(m, name)| {
+                    let mut d = descriptors[*m].clone();
+                    if let Some(n) = name {
+                        d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": format!("r.io/a:t{n}")});
+                    }
+                    d
+                })
+                .collect();
+            let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": listed})).unwrap();
+            let mut read = Vec::new();
+            let mut bytes = 0;
+            let images = oci_images_with(
+                &index,
+                &[],
+                |p| {
+                    read.push(p.to_owned());
+                    let m = files.get(p).cloned().context("missing")?;
+                    bytes += m.len();
+                    Ok(m)
+                },
+                |p| files.contains_key(p),
+            )
+            .unwrap();
+            let distinct: HashSet<&String> = read.iter().collect();
+            prop_assert_eq!(distinct.len(), read.len(), "a manifest read twice");
+            prop_assert!(bytes <= manifests.iter().map(Vec::len).sum::<usize>());
+            let pairs: HashSet<(usize, Option<usize>)> = refs.iter().copied().collect();
+            prop_assert_eq!(images.len(), pairs.len());
         }
     }
 }

@@ -495,3 +495,70 @@ fn archive_gzip_bomb_stops_at_the_unpacked_limit() {
         stderr(&out)
     );
 }
+
+/// A plain docker-save tar: `manifest.json` and files.
+fn docker_save(path: &Path, manifest: &serde_json::Value, files: &[(&str, &[u8])]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let json = serde_json::to_vec(manifest).unwrap();
+    for (name, bytes) in
+        std::iter::once(("manifest.json", json.as_slice())).chain(files.iter().copied())
+    {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, bytes).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn archive_repeated_tags_and_layers_import_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let files: [(&str, &[u8]); 2] = [("c.json", config), ("l.tar", &[7u8; 4096])];
+    // One entry naming one image 1,000 times over, with one layer 1,000 times (the limit): the old
+    // code hashed the layer 1,000 times and linked a million blobs.
+    let tag = format!("{UPSTREAM}/q/app:v1");
+    let n = 1000;
+    let archive = tmp.path().join("repeated.tar");
+    docker_save(
+        &archive,
+        &serde_json::json!([{"Config": "c.json", "RepoTags": vec![&tag; n], "Layers": vec!["l.tar"; n]}]),
+        &files,
+    );
+    let out = preload_bounded(tmp.path(), &archive, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("1 manifests, 2 blobs"), "{}", stderr(&out));
+
+    // 1,000 copies of an entry, under 100 tags: each name → manifest pair once.
+    let tags: Vec<String> = (0..100).map(|i| format!("{UPSTREAM}/q/app:t{i}")).collect();
+    let entry = serde_json::json!({"Config": "c.json", "RepoTags": tags, "Layers": ["l.tar"]});
+    let archive = tmp.path().join("entries.tar");
+    docker_save(
+        &archive,
+        &serde_json::Value::Array(vec![entry; 1000]),
+        &files,
+    );
+    let out = preload_bounded(&tmp.path().join("2"), &archive, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("100 manifests, 2 blobs"), "{}", stderr(&out));
+
+    // Past the per-image layer limit: refused, saying so.
+    let archive = tmp.path().join("layers.tar");
+    docker_save(
+        &archive,
+        &serde_json::json!([{"Config": "c.json", "RepoTags": [&tag], "Layers": vec!["l.tar"; 1001]}]),
+        &files,
+    );
+    let out = preload_bounded(&tmp.path().join("3"), &archive, &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1001 layers") && err.contains("1000"),
+        "{}",
+        stderr(&out)
+    );
+}
