@@ -426,6 +426,10 @@ pub struct LimitsConfig {
     pub min_client_rate: String,
     /// Seconds over which `min_client_rate` is averaged; also the longest a transfer may stall.
     pub client_rate_window_secs: u64,
+    /// Largest decompressed copy of a gzip image archive that `ferry preload` or `serve --preload`
+    /// imports, e.g. `"50GiB"`; unset: 100 times the archive's size, at least 64 MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unpacked_archive: Option<String>,
 }
 
 impl Default for Config {
@@ -475,6 +479,7 @@ impl Default for LimitsConfig {
             max_connections_per_client: 512,
             min_client_rate: "1KiB".to_owned(),
             client_rate_window_secs: 30,
+            max_unpacked_archive: None,
         }
     }
 }
@@ -544,7 +549,22 @@ impl Config {
         );
         // Budget and prune rules are checked here, so a bad value stops `ferry serve` at start.
         self.cache.budget()?;
+        self.archive_limits()?;
         Ok(())
+    }
+
+    /// Bounds on reading image archives.
+    pub fn archive_limits(&self) -> anyhow::Result<crate::archive::ArchiveLimits> {
+        let max_unpacked = self
+            .limits
+            .max_unpacked_archive
+            .as_deref()
+            .map(|s| {
+                ferry_policy::units::parse_size(s)
+                    .map_err(|e| anyhow::anyhow!("limits.max_unpacked_archive: {e}"))
+            })
+            .transpose()?;
+        Ok(crate::archive::ArchiveLimits { max_unpacked })
     }
 
     /// The effective configuration as TOML.
@@ -672,5 +692,20 @@ mod tests {
         assert!(format!("{err:#}").contains("listn"), "{err:#}");
         assert!(Config::parse("[limits]\nmax_connections = 0").is_err());
         assert!(Config::parse("listen = \"not an address\"").is_err());
+    }
+
+    #[test]
+    fn archive_unpack_limit_is_a_size() {
+        assert_eq!(
+            Config::default().archive_limits().unwrap().max_unpacked,
+            None
+        );
+        let c = Config::parse("[limits]\nmax_unpacked_archive = \"2GiB\"").unwrap();
+        assert_eq!(c.archive_limits().unwrap().max_unpacked, Some(2 << 30));
+        let err = Config::parse("[limits]\nmax_unpacked_archive = \"lots\"").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("limits.max_unpacked_archive"),
+            "{err:#}"
+        );
     }
 }

@@ -217,6 +217,10 @@ struct PreloadArgs {
     /// Cache an archive's only image under this reference instead of the name saved in it.
     #[arg(long, value_name = "REFERENCE")]
     name: Option<String>,
+    /// Largest decompressed copy of a gzip archive, e.g. 50GiB [default: limits.max_unpacked_archive
+    /// in --config, else 100 times the archive's size, at least 64 MiB].
+    #[arg(long, value_name = "SIZE", value_parser = ferry_policy::units::parse_size)]
+    max_unpacked: Option<u64>,
     /// References, files listing them, or image archives.
     #[arg(required = true, value_name = "REFERENCE|FILE|ARCHIVE")]
     items: Vec<String>,
@@ -471,7 +475,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for url in &args.upstreams {
                     c.upstream.push(config::UpstreamConfig::from_url(url));
                 }
+                let mut limits = c.archive_limits()?;
+                if let Some(n) = args.max_unpacked {
+                    limits.max_unpacked = Some(n);
+                }
                 let paths: Vec<PathBuf> = archives.into_iter().map(PathBuf::from).collect();
+                let o = ImportOptions {
+                    platforms: &args.platform,
+                    limits,
+                    name: name.as_ref(),
+                    jobs: args.jobs,
+                };
                 ok &= rt.block_on(async {
                     let mirror = c.mirror()?.context(
                         "imported images are cached for an upstream: give --upstream URL (the registry their names point at) or a --config with [[upstream]] tables",
@@ -479,7 +493,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let store = open_store(&c, ferry_store::LockMode::Exclusive)
                         .await
                         .context("stop the server first, or pass the archives to `ferry serve --preload`")?;
-                    let ok = import_archives(&store, &mirror, &paths, &args.platform, name.as_ref(), args.jobs, true).await;
+                    let ok = import_archives(&store, &mirror, &paths, &o, true).await;
                     store.flush_access().await?;
                     anyhow::Ok(ok)
                 })?;
@@ -609,24 +623,36 @@ fn report_preload(
     }
 }
 
+/// How archives are imported.
+#[derive(Debug)]
+struct ImportOptions<'a> {
+    /// Platforms of multi-platform images kept (all when empty).
+    platforms: &'a [preload::PlatformFilter],
+    /// What reading one archive may cost.
+    limits: archive::ArchiveLimits,
+    /// A name for an archive's only image.
+    name: Option<&'a ferry_oci::Reference>,
+    /// Blobs stored at once.
+    jobs: usize,
+}
+
 /// Imports image archives into the cache; reports each; false if any failed.
 async fn import_archives(
     store: &Arc<ferry_store::Store>,
     mirror: &ferry_server::Mirror,
     paths: &[PathBuf],
-    platforms: &[preload::PlatformFilter],
-    name: Option<&ferry_oci::Reference>,
-    jobs: usize,
+    o: &ImportOptions<'_>,
     print: bool,
 ) -> bool {
     let mut ok = true;
     for path in paths {
         let opened = {
-            let (path, platforms) = (path.clone(), platforms.to_vec());
-            tokio::task::spawn_blocking(move || archive::Archive::open(&path, &platforms)).await
+            let (path, platforms, limits) = (path.clone(), o.platforms.to_vec(), o.limits);
+            tokio::task::spawn_blocking(move || archive::Archive::open(&path, &platforms, &limits))
+                .await
         };
         let result = match opened {
-            Ok(Ok(a)) => preload::import(store, mirror, Arc::new(a), name, jobs).await,
+            Ok(Ok(a)) => preload::import(store, mirror, Arc::new(a), o.name, o.jobs).await,
             Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow::anyhow!("reading the archive failed: {e}")),
         };
@@ -655,7 +681,13 @@ async fn serve(
         let m = mirror.as_ref().context(
             "--preload with an image archive needs the upstream its images belong to (--upstream or [[upstream]])",
         )?;
-        if import_archives(&store, m, &archives, &[], None, 4, false).await {
+        let o = ImportOptions {
+            platforms: &[],
+            limits: c.archive_limits()?,
+            name: None,
+            jobs: 4,
+        };
+        if import_archives(&store, m, &archives, &o, false).await {
             tracing::info!(archives = archives.len(), "archives imported");
         }
     }

@@ -64,14 +64,18 @@ pub struct Preloaded {
 pub fn references(items: &[String]) -> anyhow::Result<Vec<Reference>> {
     let mut out = Vec::new();
     for item in items {
-        let lines: Vec<String> = if std::path::Path::new(item).is_file() {
-            std::fs::read_to_string(item)
+        let lines: Vec<String> = match std::fs::metadata(item) {
+            Ok(m) if m.is_file() => std::fs::read_to_string(item)
                 .with_context(|| format!("cannot read {item}"))?
                 .lines()
                 .map(str::to_owned)
-                .collect()
-        } else {
-            vec![item.clone()]
+                .collect(),
+            // Never opened: reading a FIFO waits for a writer, a device reads forever.
+            Ok(m) if !m.is_dir() => bail!(
+                "{item} is {}, not a regular file: give a file listing references, an image archive or a reference",
+                crate::archive::file_kind(&m)
+            ),
+            _ => vec![item.clone()],
         };
         for l in lines {
             let l = l.trim();
@@ -191,7 +195,8 @@ pub async fn preload(
 
 /// Copies every image of `archive` into the cache in `store`, where pulls through `mirror` find it:
 /// blobs digest-checked by the store, `jobs` at a time, then manifests, then tags. `name` renames
-/// the archive's only image.
+/// the archive's only image. Each blob and child manifest is placed in a repository once, however
+/// many of the archive's names share it.
 pub async fn import(
     store: &std::sync::Arc<ferry_store::Store>,
     mirror: &ferry_server::Mirror,
@@ -207,7 +212,10 @@ pub async fn import(
         archive.images.len()
     );
     let mut out = Preloaded::default();
+    let mut placed_blobs = std::collections::HashSet::new();
+    let mut placed_children = std::collections::HashSet::new();
     for image in &archive.images {
+        let content = &image.content;
         let reference = match (name, &image.name, &image.tag_only) {
             (Some(n), _, _) => n.clone(),
             (None, Some(n), _) => n.clone(),
@@ -221,9 +229,9 @@ pub async fn import(
         };
         if let Some(d) = &reference.digest {
             ensure!(
-                d == image.top.digest(),
+                d == content.top.digest(),
                 "{reference}: the archive's manifest is {}",
-                image.top.digest()
+                content.top.digest()
             );
         }
         let registry = reference
@@ -233,7 +241,13 @@ pub async fn import(
         let key = mirror
             .cache_repo(registry, &reference.repo)
             .map_err(|e| anyhow::anyhow!("{reference}: {e}"))?;
-        let results: Vec<anyhow::Result<u64>> = futures_util::stream::iter(&image.blobs)
+        let blobs: Vec<crate::archive::ArchivedBlob> = content
+            .blobs()
+            .into_iter()
+            .filter(|d| placed_blobs.insert((key.clone(), d.digest.clone())))
+            .map(|d| archive.blob(d))
+            .collect();
+        let results: Vec<anyhow::Result<u64>> = futures_util::stream::iter(&blobs)
             .map(|b| {
                 let (archive, key, reference) = (archive.clone(), key.clone(), &reference);
                 async move {
@@ -262,10 +276,12 @@ pub async fn import(
             out.bytes += r?;
             out.blobs += 1;
         }
-        let is_index = image.top.media_type().is_index();
-        for child in &image.children {
-            store.put_manifest(&key, child, &[], true).await?;
-            out.manifests += 1;
+        let is_index = content.top.media_type().is_index();
+        for child in &content.children {
+            if placed_children.insert((key.clone(), child.digest().clone())) {
+                store.put_manifest(&key, child, &[], true).await?;
+                out.manifests += 1;
+            }
         }
         let tags: Vec<Tag> = reference
             .tag
@@ -276,7 +292,7 @@ pub async fn import(
             .collect();
         // An index may list platforms left out of the archive or the import.
         store
-            .put_manifest(&key, &image.top, &tags, !is_index)
+            .put_manifest(&key, &content.top, &tags, !is_index)
             .await?;
         out.manifests += 1;
         tracing::debug!(image = %reference, repo = %key, "imported");
