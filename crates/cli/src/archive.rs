@@ -40,6 +40,9 @@ const AUTO_UNPACK_RATIO: u64 = 100;
 /// …or to this many bytes, whichever is more (small archives, mostly tar padding, compress well).
 const AUTO_UNPACK_FLOOR: u64 = 64 << 20;
 
+/// Space left free in the temporary directory when a gzip archive is decompressed there.
+const KEEP_FREE_IN_TMP: u64 = 256 << 20;
+
 /// What the user bounds about reading archives.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ArchiveLimits {
@@ -467,7 +470,14 @@ impl Files {
         }
         let tmp = tempfile::NamedTempFile::new()
             .context("cannot create a temporary file to decompress into (set TMPDIR)")?;
-        let limit = limits.unpacked(meta.len());
+        // Never fill the temporary directory's filesystem, whatever the limit says.
+        let configured = limits.unpacked(meta.len());
+        let room = rustix::fs::statvfs(std::env::temp_dir()).ok().map(|st| {
+            st.f_bavail
+                .saturating_mul(st.f_frsize)
+                .saturating_sub(KEEP_FREE_IN_TMP)
+        });
+        let limit = room.map_or(configured, |r| r.min(configured));
         let mut tar = Unpack::new(
             flate2::read::MultiGzDecoder::new(f),
             tmp.as_file().try_clone()?,
@@ -476,6 +486,11 @@ impl Files {
         let indexed = index_tar(&mut tar, &TAR_LIMITS);
         if tar.exceeded {
             let why = match limits.max_unpacked {
+                _ if limit < configured => format!(
+                    "the free space in the temporary directory {}, less {} MiB kept free; set TMPDIR to a larger one",
+                    std::env::temp_dir().display(),
+                    KEEP_FREE_IN_TMP >> 20
+                ),
                 Some(_) => "the configured limit".to_owned(),
                 None => format!(
                     "by default {AUTO_UNPACK_RATIO} times its compressed size, at least {} MiB",

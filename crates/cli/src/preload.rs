@@ -60,11 +60,18 @@ pub struct Preloaded {
     pub bytes: u64,
 }
 
+/// Largest file of references read (a million references fit in far less).
+const MAX_REFERENCE_LIST_BYTES: u64 = 64 << 20;
+
 /// References from files (one per line, `#` comments) and arguments.
 pub fn references(items: &[String]) -> anyhow::Result<Vec<Reference>> {
     let mut out = Vec::new();
     for item in items {
         let lines: Vec<String> = match std::fs::metadata(item) {
+            Ok(m) if m.is_file() && m.len() > MAX_REFERENCE_LIST_BYTES => bail!(
+                "{item} is {} bytes; a list of references may have at most {MAX_REFERENCE_LIST_BYTES} (split it)",
+                m.len()
+            ),
             Ok(m) if m.is_file() => std::fs::read_to_string(item)
                 .with_context(|| format!("cannot read {item}"))?
                 .lines()
