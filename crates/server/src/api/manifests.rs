@@ -88,7 +88,8 @@ async fn read_limited(
         return Err(too_large());
     }
     let budget = &app.options.manifest_buffers;
-    let mut permit = budget.charge(declared.unwrap_or(0) as usize)?;
+    let client = req.extensions().get::<crate::ClientAddr>().map(|c| c.0);
+    let mut permit = budget.charge_for(client, declared.unwrap_or(0) as usize)?;
     let mut body = body_stream(
         req.into_body(),
         app.options.body_idle_timeout,
@@ -107,7 +108,7 @@ async fn read_limited(
         }
         let beyond = (buf.len() + chunk.len()).saturating_sub(permit.bytes());
         if beyond > 0 {
-            permit.merge(budget.charge(beyond)?);
+            permit.merge(budget.charge_for(client, beyond)?);
         }
         buf.extend_from_slice(&chunk);
     }
