@@ -211,6 +211,8 @@ async fn unknown_methods_do_not_grow_the_metrics() {
         )),
         "{after}"
     );
+    let r = c.get(format!("{}/v2/", ferry.url())).send().await.unwrap();
+    assert_eq!(r.status(), 200, "other clients are not served");
     // Each unique series held ~4 KB: the bug cost ≥ 12 MB here.
     assert!(
         rss_after < rss_before + 8 * 1024 * 1024,
@@ -558,6 +560,11 @@ async fn held_manifest_bodies_are_bounded_in_total() {
                 .is_ok_and(|n| buf[..n].starts_with(b"HTTP/1.1 429"))
         })
         .count();
+    eprintln!(
+        "held manifests: peak RSS {} MiB before, {} MiB with {CONNECTIONS} bodies held, {refused} refused",
+        peak_before >> 20,
+        peak >> 20
+    );
     assert!(
         peak < peak_before + 96 * 1024 * 1024,
         "peak RSS grew from {peak_before} to {peak} bytes"
@@ -745,6 +752,7 @@ async fn an_upstream_cannot_fill_the_disk_through_a_blob() {
     let sent_unknown = hostile.sent.load(Ordering::SeqCst) - sent_known;
     // The upstream can push at most what sits in socket buffers past the point ferry stops; the
     // bug took all 256 MiB each time.
+    eprintln!("blob fills: the upstream sent {sent_known} bytes (known size), {sent_unknown} (unknown)");
     for (what, sent) in [("known", sent_known), ("unknown", sent_unknown)] {
         assert!(
             sent < 64 << 20,
@@ -763,6 +771,8 @@ async fn an_upstream_cannot_fill_the_disk_through_a_blob() {
         })
         .unwrap_or(0);
     assert_eq!(leftovers, 0, "failed fills left bytes in tmp/");
+    let r = c.get(format!("{base}/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "other clients are not served");
 }
 
 /// Finding 10: one 8 MiB upstream page of tags added ~140 MB of RSS (every tag collected into a
@@ -825,6 +835,12 @@ async fn upstream_tag_lists_do_not_amplify_memory() {
         served += usize::from(status == 200);
     }
     assert!(served > 0);
+    let r = client()
+        .get(format!("{}/v2/", ferry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "other clients are not served");
     let (_, peak) = ferry_testkit::peers::rss(pid).unwrap();
     let mib = |b: u64| b >> 20;
     eprintln!(
