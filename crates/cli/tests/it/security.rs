@@ -351,7 +351,7 @@ async fn a_trickled_request_body_is_cut_off() {
     )
     .await
     .unwrap();
-    // The attack: one byte every 200 ms (300 B/s against a 1 KiB/s floor). Stop within 20 s.
+    // The attack: one byte every 200 ms (5 B/s against a 1 KiB/s floor). Stop within 20 s.
     let started = std::time::Instant::now();
     let mut answer = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
