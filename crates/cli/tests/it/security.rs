@@ -752,7 +752,9 @@ async fn an_upstream_cannot_fill_the_disk_through_a_blob() {
     let sent_unknown = hostile.sent.load(Ordering::SeqCst) - sent_known;
     // The upstream can push at most what sits in socket buffers past the point ferry stops; the
     // bug took all 256 MiB each time.
-    eprintln!("blob fills: the upstream sent {sent_known} bytes (known size), {sent_unknown} (unknown)");
+    eprintln!(
+        "blob fills: the upstream sent {sent_known} bytes (known size), {sent_unknown} (unknown)"
+    );
     for (what, sent) in [("known", sent_known), ("unknown", sent_unknown)] {
         assert!(
             sent < 64 << 20,
