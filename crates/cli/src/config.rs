@@ -478,7 +478,7 @@ impl Default for LimitsConfig {
             empty_upload_ttl_secs: 300,
             max_connections_per_client: 512,
             min_client_rate: "1KiB".to_owned(),
-            client_rate_window_secs: 30,
+            client_rate_window_secs: 120,
             max_unpacked_archive: None,
         }
     }
@@ -530,7 +530,10 @@ impl Config {
         );
         anyhow::ensure!(
             self.limits.max_buffered_manifest_bytes
-                >= self.limits.max_manifest_bytes * ferry_server::MANIFEST_PARSE_FACTOR,
+                >= self
+                    .limits
+                    .max_manifest_bytes
+                    .saturating_mul(ferry_server::MANIFEST_PARSE_FACTOR),
             "limits.max_buffered_manifest_bytes must be at least {} × limits.max_manifest_bytes (what parsing the largest manifest takes)",
             ferry_server::MANIFEST_PARSE_FACTOR
         );

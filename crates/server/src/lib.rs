@@ -132,7 +132,7 @@ impl BufferBudget {
         }
     }
 
-    fn spent(&self, whose: &str) -> ApiError {
+    pub(crate) fn spent(&self, whose: &str) -> ApiError {
         ApiError::new(
             ferry_oci::ErrorCode::TooManyRequests,
             format!(
@@ -220,20 +220,27 @@ impl BufferPermit {
     }
 }
 
-/// A response body of bytes already in memory that keeps their [`BufferPermit`] until it is sent
-/// or dropped.
+/// Bytes in memory charged to a budget once, however many responses send them.
+#[derive(Debug)]
+pub(crate) struct HeldBytes {
+    pub bytes: bytes::Bytes,
+    pub _permit: BufferPermit,
+}
+
+/// A response body over [`HeldBytes`], in pieces: hyper asks for the next piece only once the
+/// last is on its way, so a slow reader keeps the charge (and the bytes) alive while it reads,
+/// and no more than a piece sits in hyper's buffer.
 #[derive(Debug)]
 pub(crate) struct HeldBody {
-    bytes: Option<bytes::Bytes>,
-    _permit: BufferPermit,
+    held: Arc<HeldBytes>,
+    at: usize,
 }
 
 impl HeldBody {
-    pub(crate) fn new(bytes: bytes::Bytes, permit: BufferPermit) -> HeldBody {
-        HeldBody {
-            bytes: Some(bytes),
-            _permit: permit,
-        }
+    const PIECE: usize = 64 * 1024;
+
+    pub(crate) fn new(held: Arc<HeldBytes>) -> HeldBody {
+        HeldBody { held, at: 0 }
     }
 }
 
@@ -245,20 +252,23 @@ impl http_body::Body for HeldBody {
         self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(
-            self.get_mut()
-                .bytes
-                .take()
-                .map(|b| Ok(http_body::Frame::data(b))),
-        )
+        let this = self.get_mut();
+        let len = this.held.bytes.len();
+        if this.at >= len {
+            return std::task::Poll::Ready(None);
+        }
+        let end = (this.at + Self::PIECE).min(len);
+        let piece = this.held.bytes.slice(this.at..end);
+        this.at = end;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.bytes.is_none()
+        self.at >= self.held.bytes.len()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+        http_body::SizeHint::with_exact((self.held.bytes.len() - self.at) as u64)
     }
 }
 

@@ -23,9 +23,28 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-/// The address a request came from, as a request extension (per-client limits key on it).
+/// The client a request came from, as a request extension (per-client limits key on it): its
+/// address, or for IPv6 its /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
+
+/// Refused connections answered at once at most; beyond, they are closed without an answer.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// Unsent bytes below which a socket reports itself writable (`TCP_NOTSENT_LOWAT`).
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+
+/// The key per-client limits count under: the address, or for IPv6 its /64 (what one host or
+/// site is usually given, so a client cannot take a fresh bucket per address).
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -74,7 +93,7 @@ impl Default for RateFloor {
     fn default() -> RateFloor {
         RateFloor {
             bytes_per_sec: 1024,
-            window: Duration::from_secs(30),
+            window: Duration::from_secs(120),
         }
     }
 }
@@ -147,6 +166,8 @@ pub async fn serve(
     // flood exhaust memory or file descriptors.
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let per_client = Arc::new(PerClient::default());
+    // Refusals get slots of their own: a refused connection must not hold one of the server's.
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -169,14 +190,20 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let ip = peer.ip().to_canonical();
+        // Writes wake only when little is left unsent, so bytes accepted track what the client
+        // really takes (the rate floor's measure), not what the kernel buffers for it.
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+        let ip = client_key(peer.ip());
         let Some(client_slot) = per_client.take(ip, options.max_connections_per_client.max(1))
         else {
+            drop(permit);
             tracing::debug!(%peer, "too many connections from this address; refused");
-            tokio::spawn(async move {
-                refuse(stream).await;
-                drop(permit);
-            });
+            if let Ok(r) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(r);
+                });
+            }
             continue;
         };
         let inner = TowerToHyperService::new(app.clone());

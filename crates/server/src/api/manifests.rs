@@ -69,13 +69,16 @@ fn manifest_response(
     )
 }
 
+/// How long a push waits for room to parse its manifest before it is answered 429.
+const PARSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads at most `max` bytes of body; more is a 413. The bytes are charged to the server-wide
 /// manifest budget (held until the returned permit drops): over it, 429 and the client retries.
 async fn read_limited(
     app: &App,
     req: Request,
     max: usize,
-) -> Result<(Vec<u8>, crate::BufferPermit), ApiError> {
+) -> Result<(Vec<Bytes>, usize, crate::BufferPermit), ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::SizeInvalid,
@@ -95,7 +98,9 @@ async fn read_limited(
         app.options.body_idle_timeout,
         app.options.min_receive,
     );
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    // Chunks are kept as they come (no growing buffer copied at each doubling): what is held is
+    // what was charged.
+    let (mut chunks, mut len) = (Vec::new(), 0usize);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::new(
@@ -103,16 +108,17 @@ async fn read_limited(
                 format!("reading the manifest failed: {e}"),
             )
         })?;
-        if buf.len() + chunk.len() > max {
+        if len + chunk.len() > max {
             return Err(too_large());
         }
-        let beyond = (buf.len() + chunk.len()).saturating_sub(permit.bytes());
+        let beyond = (len + chunk.len()).saturating_sub(permit.bytes());
         if beyond > 0 {
             permit.merge(budget.charge_for(client, beyond)?);
         }
-        buf.extend_from_slice(&chunk);
+        len += chunk.len();
+        chunks.push(chunk);
     }
-    Ok((buf, permit))
+    Ok((chunks, len, permit))
 }
 
 pub(super) async fn put(
@@ -137,14 +143,31 @@ pub(super) async fn put(
         query_tags.push(tag.clone());
         tags.push(tag);
     }
-    let (bytes, mut charged) =
-        read_limited(app, req, app.store.options().max_manifest_bytes).await?;
-    // Parsing takes a multiple of the bytes: charged too, so the budget bounds real memory.
+    // Manifests are small: a whole body gets the idle timeout, so a client trickling one cannot
+    // hold its share of the budget for an hour at the rate floor.
+    let deadline = app.options.body_idle_timeout;
+    let (chunks, len, mut charged) = tokio::time::timeout(
+        deadline,
+        read_limited(app, req, app.store.options().max_manifest_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            ErrorCode::ManifestInvalid,
+            format!("the manifest did not arrive within {}s", deadline.as_secs()),
+        )
+    })??;
+    // Parsing takes a multiple of the bytes: charged too, so the budget bounds real memory. Other
+    // parses finish in milliseconds, so this waits briefly for room before answering 429.
+    let parse = len * (crate::MANIFEST_PARSE_FACTOR - 1);
+    let budget = &app.options.manifest_buffers;
     charged.merge(
-        app.options
-            .manifest_buffers
-            .charge(bytes.len() * (crate::MANIFEST_PARSE_FACTOR - 1))?,
+        tokio::time::timeout(PARSE_WAIT, budget.charge_waiting(parse))
+            .await
+            .map_err(|_| budget.spent("the server is"))?,
     );
+    let bytes = chunks.concat();
+    drop(chunks);
     let algorithm = match reference {
         ManifestRef::Digest(d) => d.algorithm(),
         ManifestRef::Tag(_) => Algorithm::Sha256,

@@ -361,14 +361,16 @@ pub(crate) fn body_stream(
     idle: Duration,
     floor: crate::RateFloor,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin + Send {
+    // Only time spent waiting for the client counts: a handler busy elsewhere (a session lock,
+    // rehashing a resumed upload) is not the client being slow.
     struct Pace<S> {
         inner: S,
-        window_start: tokio::time::Instant,
+        waited: Duration,
         moved: u64,
     }
     let state = Pace {
         inner: body.into_data_stream(),
-        window_start: tokio::time::Instant::now(),
+        waited: Duration::ZERO,
         moved: 0,
     };
     let slow = move |moved: u64| {
@@ -387,23 +389,26 @@ pub(crate) fn body_stream(
             let mut p = state?;
             let idle_deadline = tokio::time::Instant::now() + idle;
             loop {
-                let window_end = p.window_start + floor.window;
+                let started = tokio::time::Instant::now();
+                let window_end = started + floor.window.saturating_sub(p.waited);
                 let deadline = idle_deadline.min(window_end);
-                match tokio::time::timeout_at(deadline, p.inner.next()).await {
+                let next = tokio::time::timeout_at(deadline, p.inner.next()).await;
+                p.waited += started.elapsed();
+                let window_over = p.waited >= floor.window;
+                match next {
                     Ok(Some(Ok(b))) => {
                         p.moved += b.len() as u64;
-                        if tokio::time::Instant::now() >= window_end {
+                        if window_over {
                             if !floor.met(p.moved) {
                                 return Some((Err(slow(p.moved)), None));
                             }
-                            p.window_start = tokio::time::Instant::now();
-                            p.moved = 0;
+                            (p.waited, p.moved) = (Duration::ZERO, 0);
                         }
                         return Some((Ok(b), Some(p)));
                     }
                     Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
                     Ok(None) => return None,
-                    Err(_) if deadline == idle_deadline => {
+                    Err(_) if !window_over => {
                         return Some((
                             Err(std::io::Error::new(
                                 std::io::ErrorKind::TimedOut,
@@ -417,8 +422,7 @@ pub(crate) fn body_stream(
                         if !floor.met(p.moved) {
                             return Some((Err(slow(p.moved)), None));
                         }
-                        p.window_start = tokio::time::Instant::now();
-                        p.moved = 0;
+                        (p.waited, p.moved) = (Duration::ZERO, 0);
                     }
                 }
             }

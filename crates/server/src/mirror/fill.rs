@@ -191,29 +191,31 @@ async fn fetch(
 ) -> Result<u64, FetchError> {
     let digest = &guard.digest;
     // Nothing from the upstream is written before its size is known to fit.
-    let limit = limits.expected.unwrap_or(limits.max);
-    check_space(store, limits.expected.unwrap_or(0), limits.min_free)?;
     let first = upstream
         .client
         .get_blob(repo, digest, 0)
         .await
         .map_err(|e| FetchError::from_client(&e, true))?;
     let total = first.total;
-    if let (Some(t), Some(e)) = (total, limits.expected)
-        && t != e
+    // A manifest's size bounds a transfer that announces none. When the upstream announces
+    // another, the manifest may be the one that is wrong (anyone can push one naming any digest
+    // with any size): the digest check decides, within max_blob_size.
+    let expected = match (total, limits.expected) {
+        (Some(t), Some(e)) if t != e => {
+            tracing::info!(%digest, announced = t, manifest = e, "blob size differs from its manifest's; bounded by max_blob_size instead");
+            None
+        }
+        (_, e) => e,
+    };
+    let limit = expected.unwrap_or(limits.max);
+    if let Some(t) = total
+        && t > limit
     {
         return Err(FetchError::upstream_protocol(&format!(
-            "upstream sends {t} bytes for {digest}, but its manifest says {e}; nothing was stored"
+            "upstream sends {t} bytes for {digest}, more than the {limit} a blob of unknown size may have (max_blob_size); nothing was stored"
         )));
     }
-    if let Some(t) = total {
-        if t > limit {
-            return Err(FetchError::upstream_protocol(&format!(
-                "upstream sends {t} bytes for {digest}, more than the {limit} a blob of unknown size may have (max_blob_size); nothing was stored"
-            )));
-        }
-        check_space(store, t, limits.min_free)?;
-    }
+    check_space(store, total.or(expected).unwrap_or(0), limits.min_free)?;
     let mut next_space_check = SPACE_CHECK_EVERY;
     let mut ingest = store
         .begin_ingest(digest)
@@ -240,7 +242,7 @@ async fn fetch(
                 if ingest.written() + chunk.len() as u64 > limit {
                     return Err(FetchError::upstream_protocol(&format!(
                         "upstream sent more than the {limit} bytes {} for {digest}; nothing was stored",
-                        if limits.expected.is_some() {
+                        if expected.is_some() {
                             "its manifest gives"
                         } else {
                             "a blob of unknown size may have (max_blob_size)"

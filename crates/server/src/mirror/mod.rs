@@ -215,11 +215,14 @@ pub struct Mirror {
     pub(crate) manifests: flight::Coalescer<String, Arc<ferry_oci::Manifest>, FetchError>,
     /// Upstream tag-list pages being fetched, shared by identical requests.
     pub(crate) tag_pages:
-        flight::Coalescer<String, Arc<(bytes::Bytes, Option<http::HeaderValue>)>, FetchError>,
+        flight::Coalescer<String, (Arc<crate::HeldBytes>, Option<http::HeaderValue>), FetchError>,
     /// Memory for parsing manifests fetched upstream (charged at [`crate::MANIFEST_PARSE_FACTOR`]
     /// times their size; fetches wait for it).
     pub(crate) manifest_parse: crate::BufferBudget,
-    /// Bytes of relayed tag-list pages held by responses not yet sent; beyond it, 429.
+    /// Bounds upstream manifest fetches in flight (each may hold a whole manifest).
+    pub(crate) manifest_fetches: Arc<tokio::sync::Semaphore>,
+    /// Bytes of relayed tag-list pages held by responses not yet sent (each page once, however
+    /// many responses share it); beyond it, 429.
     pub(crate) tag_buffers: crate::BufferBudget,
     /// Bounds upstream tag-list fetches in flight (each holds a page of up to 8 MiB twice).
     pub(crate) tag_fetches: Arc<tokio::sync::Semaphore>,
@@ -227,7 +230,9 @@ pub struct Mirror {
     pub(crate) negative: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Blob sizes from manifests fetched since start (a fill must deliver exactly that many
     /// bytes); bounded by [`EXPECTED_SIZES_MAX`].
-    pub(crate) expected_sizes: std::sync::Mutex<std::collections::HashMap<ferry_oci::Digest, u64>>,
+    /// Keyed by upstream, repository and digest: one repository's manifest says nothing about the
+    /// same digest elsewhere.
+    pub(crate) expected_sizes: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Bounds blob prefetches in flight across all images (client-driven fills are not bounded by
     /// it: a client waiting must never queue behind speculation).
     pub(crate) prefetch: Arc<tokio::sync::Semaphore>,
@@ -236,6 +241,9 @@ pub struct Mirror {
 /// Blob sizes remembered at most; the map starts over when full (a size not known only means the
 /// fill is bounded by `max_blob_bytes` instead).
 const EXPECTED_SIZES_MAX: usize = 200_000;
+
+/// Upstream manifest fetches in flight at most; more wait their turn.
+const MAX_MANIFEST_FETCHES: usize = 32;
 
 /// Upstream tag-list fetches in flight at most; more wait their turn.
 const MAX_TAG_FETCHES: usize = 4;
@@ -292,6 +300,11 @@ impl Mirror {
                 ));
             }
         }
+        // Room for two of the largest manifests being parsed at once, at least 128 MiB.
+        let parse_budget = (options.max_manifest_bytes)
+            .saturating_mul(crate::MANIFEST_PARSE_FACTOR)
+            .saturating_mul(2)
+            .max(128 << 20);
         Ok(Mirror {
             upstreams: map,
             default,
@@ -300,7 +313,8 @@ impl Mirror {
             manifests: flight::Coalescer::default(),
             tag_pages: flight::Coalescer::default(),
             tag_buffers: crate::BufferBudget::new(64 << 20),
-            manifest_parse: crate::BufferBudget::new(128 << 20),
+            manifest_parse: crate::BufferBudget::new(parse_budget),
+            manifest_fetches: Arc::new(tokio::sync::Semaphore::new(MAX_MANIFEST_FETCHES)),
             tag_fetches: Arc::new(tokio::sync::Semaphore::new(MAX_TAG_FETCHES)),
             negative: std::sync::Mutex::default(),
             expected_sizes: std::sync::Mutex::default(),
@@ -396,8 +410,8 @@ impl Mirror {
         }
     }
 
-    /// Remembers the sizes `m` gives its blobs.
-    pub(crate) fn expect_sizes(&self, m: &ferry_oci::Manifest) {
+    /// Remembers the sizes manifest `m` of `repo` at `up` gives its blobs.
+    pub(crate) fn expect_sizes(&self, up: &Upstream, repo: &RepoName, m: &ferry_oci::Manifest) {
         let mut sizes = self
             .expected_sizes
             .lock()
@@ -406,16 +420,21 @@ impl Mirror {
             sizes.clear();
         }
         for d in m.blob_references() {
-            sizes.insert(d.digest.clone(), d.size);
+            sizes.insert(size_key(up, repo, &d.digest), d.size);
         }
     }
 
-    /// The size a manifest gave `digest`, if one was seen.
-    pub(crate) fn expected_size(&self, digest: &ferry_oci::Digest) -> Option<u64> {
+    /// The size a manifest of `repo` at `up` gave `digest`, if one was seen.
+    pub(crate) fn expected_size(
+        &self,
+        up: &Upstream,
+        repo: &RepoName,
+        digest: &ferry_oci::Digest,
+    ) -> Option<u64> {
         self.expected_sizes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(digest)
+            .get(&size_key(up, repo, digest))
             .copied()
     }
 
@@ -447,6 +466,10 @@ impl Mirror {
             .find(|u| u.prefix == first)
             .map(|u| u.name.as_str())
     }
+}
+
+fn size_key(up: &Upstream, repo: &RepoName, digest: &ferry_oci::Digest) -> String {
+    format!("{}/{repo}@{digest}", up.name)
 }
 
 /// The repository part of a `/v2/<name>/<endpoint>/…` path, if it parses.

@@ -96,7 +96,7 @@ pub(crate) async fn get_manifest(
     if cached.is_none() && mirror.negative_hit(&flight_key) {
         return Err(miss("was not found upstream moments ago"));
     }
-    let (store, upc, r, k, refc, max, budget) = (
+    let (store, upc, r, k, refc, max, budget, fetches) = (
         app.store.clone(),
         up.clone(),
         upstream_repo.clone(),
@@ -104,18 +104,23 @@ pub(crate) async fn get_manifest(
         reference.clone(),
         mirror.options.max_manifest_bytes,
         mirror.manifest_parse.clone(),
+        mirror.manifest_fetches.clone(),
     );
-    let (outcome, led) =
-        mirror
-            .manifests
-            .run(
-                flight_key.clone(),
-                move || async move {
-                    refresh_manifest(&store, &upc, (&r, &k), &refc, max, &budget).await
-                },
-                || FetchError::internal("manifest fetch ended unexpectedly"),
-            )
-            .await;
+    let (outcome, led) = mirror
+        .manifests
+        .run(
+            flight_key.clone(),
+            move || async move {
+                // Each fetch may hold a whole manifest before it is parsed: bounded in number.
+                let _fetching = fetches
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| FetchError::internal("manifest fetches closed"))?;
+                refresh_manifest(&store, &upc, (&r, &k), &refc, max, &budget).await
+            },
+            || FetchError::internal("manifest fetch ended unexpectedly"),
+        )
+        .await;
     if !led {
         app.metrics
             .coalesced
@@ -135,7 +140,7 @@ pub(crate) async fn get_manifest(
     }
     match outcome {
         Ok(m) => {
-            mirror.expect_sizes(&m);
+            mirror.expect_sizes(up, &upstream_repo, &m);
             if led && up.prefetch_blobs {
                 prefetch_blobs(app, mirror, up, &upstream_repo, &key, &m);
             }
@@ -249,6 +254,7 @@ async fn refresh_manifest(
                 .get_manifest(repo, d.as_str(), max)
                 .await
                 .map_err(client_err)?;
+            drop(std::mem::take(&mut _charged));
             _charged = budget
                 .charge_waiting(r.bytes.len() * crate::MANIFEST_PARSE_FACTOR)
                 .await;
@@ -277,6 +283,7 @@ async fn refresh_manifest(
                 if head.digest.as_ref() == Some(&cached.digest)
                     && let Ok(stored) = store.get_manifest(key, reference).await
                 {
+                    drop(std::mem::take(&mut _charged));
                     _charged = budget
                         .charge_waiting(stored.bytes.len() * crate::MANIFEST_PARSE_FACTOR)
                         .await;
@@ -300,6 +307,7 @@ async fn refresh_manifest(
                 .digest
                 .as_ref()
                 .map_or(Algorithm::Sha256, Digest::algorithm);
+            drop(std::mem::take(&mut _charged));
             _charged = budget
                 .charge_waiting(r.bytes.len() * crate::MANIFEST_PARSE_FACTOR)
                 .await;
@@ -367,7 +375,7 @@ pub(crate) async fn get_blob(
             digest,
         },
         FillLimits {
-            expected: mirror.expected_size(digest),
+            expected: mirror.expected_size(up, &upstream_repo, digest),
             max: up.max_blob_bytes,
             min_free: mirror.options.min_free_bytes,
         },
@@ -462,11 +470,12 @@ pub(crate) async fn get_tags(
         up.name,
         last.as_deref().unwrap_or("")
     );
-    let (upc, r, permits, named) = (
+    let (upc, r, permits, named, budget) = (
         up.clone(),
         upstream_repo.clone(),
         mirror.tag_fetches.clone(),
         repo.clone(),
+        mirror.tag_buffers.clone(),
     );
     let (page, _) = mirror
         .tag_pages
@@ -488,21 +497,30 @@ pub(crate) async fn get_tags(
                 let kept = ferry_oci::filter_tag_list(&page.body, last.as_deref(), n)
                     .map_err(|e| FetchError::upstream_protocol(&e.to_string()))?;
                 drop(page.body);
-                Ok(Arc::new(api::listing::tag_page(
-                    &named, &kept, n, page.more,
-                )))
+                let (bytes, link) = api::listing::tag_page(&named, &kept, n, page.more);
+                // Charged once per page, held until the last response sharing it is sent.
+                let permit = budget.charge(bytes.len()).map_err(|_| FetchError {
+                    status: 429,
+                    code: ErrorCode::TooManyRequests,
+                    message: "the server is holding as many tag lists as it allows; retry shortly"
+                        .to_owned(),
+                    retry_after: Some(1),
+                })?;
+                let held = crate::HeldBytes {
+                    bytes,
+                    _permit: permit,
+                };
+                Ok((Arc::new(held), link))
             },
             || FetchError::internal("tag list fetch ended unexpectedly"),
         )
         .await;
     match page {
         Ok(page) => {
-            // Identical requests share the page's bytes; each response still counts against
-            // the budget until it is sent, so slow readers cannot pile pages up in memory.
-            let permit = mirror.tag_buffers.charge(page.0.len())?;
+            // Identical requests share the page; its charge lasts until the last of them is sent.
             let mut res = api::json_response_body(
                 http::StatusCode::OK,
-                Body::new(crate::HeldBody::new(page.0.clone(), permit)),
+                Body::new(crate::HeldBody::new(page.0.clone())),
             );
             if let Some(link) = &page.1 {
                 res.headers_mut().insert(header::LINK, link.clone());
