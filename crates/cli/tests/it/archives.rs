@@ -233,7 +233,9 @@ async fn archive_platform_filter_keeps_the_chosen_children() {
 // time bound, never exhaust the machine or hang `serve --preload`.
 
 /// Address space for one hostile `ferry preload`: the binary itself needs far less; the old code
-/// needed several times more for these archives.
+/// needed several times more for these archives. Thread stacks (2 MiB each) and malloc arenas count
+/// toward RLIMIT_DATA, so the child runs with a fixed number of each ([`ferry_bounded`]): with one
+/// worker per CPU, a 128-core machine would spend the whole bound on stacks.
 const MEMORY_BOUND: u64 = 256 << 20;
 /// Wall-clock bound for one hostile `ferry preload`.
 const TIME_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
@@ -249,6 +251,10 @@ fn ferry_bounded(args: &[&str], tmp: &Path, file_size: u64) -> std::process::Out
         .arg(ferry_bin())
         .args(args)
         .env("TMPDIR", tmp)
+        // What ferry's memory takes beyond its work must not grow with the machine's cores (tokio
+        // starts a worker per core; glibc allows 8 arenas per core).
+        .env("TOKIO_WORKER_THREADS", "2")
+        .env("MALLOC_ARENA_MAX", "2")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
