@@ -568,3 +568,34 @@ fn archive_repeated_tags_and_layers_import_once() {
         stderr(&out)
     );
 }
+
+#[test]
+fn reference_list_of_many_short_lines_is_refused_as_it_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 64 MiB (the most a list may be) of one-letter references: the old code read it whole and
+    // made 33 million strings and references of it (over 2 GB).
+    let list = tmp.path().join("refs.txt");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&list).unwrap());
+    for _ in 0..(64 << 20) / 2 {
+        f.write_all(b"a\n").unwrap();
+    }
+    f.flush().unwrap();
+    drop(f);
+    let out = ferry_bounded(
+        &[
+            "preload",
+            "--mirror",
+            "http://127.0.0.1:9",
+            list.to_str().unwrap(),
+        ],
+        tmp.path(),
+        1 << 20,
+    );
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("more than 100000 references") && err.contains("line 100001"),
+        "{}",
+        stderr(&out)
+    );
+}
