@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
-use ferry_oci::{Algorithm, Descriptor, Digest, Manifest, MediaType, Reference, Tag};
+use ferry_oci::{
+    Algorithm, Descriptor, Digest, Manifest, MediaType, Platform, Reference, RepoName, Tag,
+};
 
 use crate::preload::PlatformFilter;
 
@@ -35,6 +37,10 @@ const MAX_LAYERS: usize = 1_000;
 const MAX_CHILDREN: usize = 1_000;
 /// Most blob links one import makes (each image's blobs, in its repository).
 const MAX_BLOB_LINKS: usize = 1_000_000;
+/// Most memory the metadata of one archive takes while it is imported: `index.json` or
+/// `manifest.json` and every manifest read or written, as bytes and parsed. Ten thousand images of
+/// ten layers take about 80 MiB.
+const MAX_METADATA_MEMORY: usize = 128 << 20;
 /// Without a configured limit, a gzip archive may unpack to this many times its size…
 const AUTO_UNPACK_RATIO: u64 = 100;
 /// …or to this many bytes, whichever is more (small archives, mostly tar padding, compress well).
@@ -709,7 +715,6 @@ impl Archive {
             "{}: the archive holds no images",
             path.display()
         );
-        check_blob_links(&images).with_context(|| format!("{}", path.display()))?;
         Ok(Archive {
             files,
             path: path.to_owned(),
@@ -765,25 +770,178 @@ fn distinct_images(images: Vec<ArchivedImage>) -> anyhow::Result<Vec<ArchivedIma
     Ok(out)
 }
 
-/// An import links each image's blobs into its repository: refuses archives that would make it
-/// do so more than [`MAX_BLOB_LINKS`] times.
-fn check_blob_links(images: &[ArchivedImage]) -> anyhow::Result<()> {
-    let mut seen = HashSet::new();
-    let mut links = 0usize;
-    for i in images {
-        let repo = i
+/// Bounds on what an archive's metadata makes ferry hold and do (parameters so that tests can reach
+/// them cheaply).
+#[derive(Debug, Clone, Copy)]
+struct MetadataLimits {
+    /// Most bytes of metadata held, estimated by [`manifest_memory`] and the like.
+    memory: usize,
+    /// Most blob links.
+    blob_links: usize,
+}
+
+const METADATA_LIMITS: MetadataLimits = MetadataLimits {
+    memory: MAX_METADATA_MEMORY,
+    blob_links: MAX_BLOB_LINKS,
+};
+
+/// What reading an archive's metadata has cost so far. Each cost is checked as it is added, so an
+/// archive past a limit is refused at the manifest that passes it, before more is read or parsed.
+struct Costs {
+    limits: MetadataLimits,
+    /// Bytes of metadata held.
+    memory: usize,
+    /// Manifests read or written.
+    manifests: usize,
+    /// Blob links the images found so far need: each image's blobs in its repository.
+    links: usize,
+    /// The repository → manifest pairs counted in `links`.
+    linked: HashSet<(Option<Repository>, Digest)>,
+}
+
+/// A repository: registry (if named) and name.
+type Repository = (Option<String>, RepoName);
+
+impl Costs {
+    fn new(limits: MetadataLimits) -> Costs {
+        Costs {
+            limits,
+            memory: 0,
+            manifests: 0,
+            links: 0,
+            linked: HashSet::new(),
+        }
+    }
+
+    /// Adds `bytes` of metadata held.
+    fn hold(&mut self, bytes: usize) -> anyhow::Result<()> {
+        self.memory = self.memory.saturating_add(bytes);
+        if self.memory > self.limits.memory {
+            let at = match self.manifests {
+                0 => "its image list alone".to_owned(),
+                n => format!("counted up to manifest {n}"),
+            };
+            bail!(
+                "its manifests take more than {} MiB of memory to import (bytes and parsed form, {at}); split the archive into smaller ones",
+                self.limits.memory >> 20
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds a manifest read or written, its lists first cut to their length: it is held until the
+    /// import ends.
+    fn manifest(&mut self, m: &mut Manifest) -> anyhow::Result<()> {
+        m.layers.shrink_to_fit();
+        m.manifests.shrink_to_fit();
+        self.manifests += 1;
+        self.hold(manifest_memory(m))
+    }
+
+    /// Adds the blob links `image` needs: its blobs in its repository, once per repository and
+    /// manifest.
+    fn image(&mut self, image: &ArchivedImage) -> anyhow::Result<()> {
+        let repo = image
             .name
             .as_ref()
             .map(|r| (r.registry.clone(), r.repo.clone()));
-        if seen.insert((repo, i.content.top.digest().clone())) {
-            links = links.saturating_add(i.content.blob_refs);
+        if self
+            .linked
+            .insert((repo, image.content.top.digest().clone()))
+        {
+            self.links = self.links.saturating_add(image.content.blob_refs);
+            ensure!(
+                self.links <= self.limits.blob_links,
+                "its images need more than {} blob links (each image's blobs in its repository), more than one import makes; split the archive",
+                self.limits.blob_links
+            );
         }
+        Ok(())
     }
-    ensure!(
-        links <= MAX_BLOB_LINKS,
-        "its images need {links} blob links (each image's blobs in its repository), more than the {MAX_BLOB_LINKS} one import makes; split the archive"
-    );
-    Ok(())
+}
+
+/// What an allocation of `n` bytes takes from the allocator, header and rounding included (glibc's:
+/// 8 bytes of header, 16-byte steps, 32 at least).
+fn alloc(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 8).next_multiple_of(16).max(32)
+    }
+}
+
+fn string_memory(s: &String) -> usize {
+    alloc(s.capacity())
+}
+
+/// Heap memory of a map of annotations: B-tree nodes of up to 11 entries, each at least 5 full but
+/// the root (636 bytes as an internal node), and each key's and value's bytes.
+fn annotations_memory(a: &Option<std::collections::BTreeMap<String, String>>) -> usize {
+    a.iter()
+        .map(|a| {
+            alloc(636) * a.len().div_ceil(5)
+                + a.iter()
+                    .map(|(k, v)| string_memory(k) + string_memory(v))
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
+/// Heap memory of a descriptor (the struct itself is counted where it is held). Every field is
+/// named, so that a field added to `Descriptor` must be counted here to compile.
+fn descriptor_memory(d: &Descriptor) -> usize {
+    let Descriptor {
+        media_type,
+        digest,
+        size: _,
+        artifact_type,
+        annotations,
+        platform,
+        urls,
+    } = d;
+    let platform = platform.as_ref().map_or(0, |p| {
+        let Platform {
+            architecture,
+            os,
+            variant,
+            os_version,
+        } = p;
+        string_memory(architecture)
+            + string_memory(os)
+            + variant.as_ref().map_or(0, string_memory)
+            + os_version.as_ref().map_or(0, string_memory)
+    });
+    let urls = urls.as_ref().map_or(0, |u| {
+        alloc(u.capacity() * size_of::<String>()) + u.iter().map(string_memory).sum::<usize>()
+    });
+    string_memory(media_type)
+        + alloc(digest.as_str().len())
+        + artifact_type.as_ref().map_or(0, string_memory)
+        + annotations_memory(annotations)
+        + platform
+        + urls
+}
+
+/// Heap memory of a list of descriptors.
+fn descriptors_memory(ds: &Vec<Descriptor>) -> usize {
+    alloc(ds.capacity() * size_of::<Descriptor>()) + ds.iter().map(descriptor_memory).sum::<usize>()
+}
+
+/// Memory a manifest read from an archive takes, in its `Arc` and keyed by its digest: its bytes
+/// and what was parsed out of them, an estimate on the high side.
+fn manifest_memory(m: &Manifest) -> usize {
+    alloc(size_of::<Manifest>() + 16)
+        + alloc(m.bytes().len())
+        + 2 * alloc(m.digest().as_str().len())
+        + m.config
+            .iter()
+            .chain(&m.subject)
+            .map(descriptor_memory)
+            .sum::<usize>()
+        + descriptors_memory(&m.layers)
+        + descriptors_memory(&m.manifests)
+        + m.artifact_type.as_ref().map_or(0, string_memory)
+        + annotations_memory(&m.annotations)
 }
 
 /// Refuses a manifest with more than [`MAX_LAYERS`] layers.
@@ -809,26 +967,31 @@ fn oci_images(files: &Files, platforms: &[PlatformFilter]) -> anyhow::Result<Vec
         platforms,
         |name| files.read_small(name),
         |name| files.exists(name),
+        METADATA_LIMITS,
     )
 }
 
 /// The images of an OCI layout whose `index.json` is `index`, reading manifests with `read` (each
-/// distinct one once) and asking `exists` whether the layout holds a blob.
+/// distinct one once, none after a limit is passed) and asking `exists` whether the layout holds a
+/// blob.
 fn oci_images_with(
-    index: &[u8],
+    index_json: &[u8],
     platforms: &[PlatformFilter],
     mut read: impl FnMut(&str) -> anyhow::Result<Vec<u8>>,
     exists: impl Fn(&str) -> bool,
+    limits: MetadataLimits,
 ) -> anyhow::Result<Vec<ArchivedImage>> {
+    let mut costs = Costs::new(limits);
     let index: OciIndex =
-        serde_json::from_slice(index).context("index.json is not an OCI image index")?;
+        serde_json::from_slice(index_json).context("index.json is not an OCI image index")?;
+    costs.hold(alloc(index_json.len()) + descriptors_memory(&index.manifests))?;
     let mut manifests: HashMap<Digest, Arc<Manifest>> = HashMap::new();
-    let mut read_manifest = |d: &Descriptor| -> anyhow::Result<Arc<Manifest>> {
+    let mut read_manifest = |d: &Descriptor, costs: &mut Costs| -> anyhow::Result<Arc<Manifest>> {
         if let Some(m) = manifests.get(&d.digest) {
             return Ok(m.clone());
         }
         let bytes = read(&blob_path(&d.digest))?;
-        let m = Manifest::parse_as(bytes, Some(&d.media_type), d.digest.algorithm())
+        let mut m = Manifest::parse_as(bytes, Some(&d.media_type), d.digest.algorithm())
             .with_context(|| format!("manifest {}", d.digest))?;
         ensure!(
             m.digest() == &d.digest,
@@ -836,6 +999,7 @@ fn oci_images_with(
             d.digest,
             m.digest()
         );
+        costs.manifest(&mut m)?;
         check_layers(&m)?;
         let m = Arc::new(m);
         manifests.insert(d.digest.clone(), m.clone());
@@ -874,7 +1038,7 @@ fn oci_images_with(
         let content = match contents.get(&d.digest) {
             Some(c) => c.clone(),
             None => {
-                let top = read_manifest(d)?;
+                let top = read_manifest(d, &mut costs)?;
                 let mut children = Vec::new();
                 if top.media_type().is_index() {
                     ensure!(
@@ -895,7 +1059,7 @@ fn oci_images_with(
                             && picked.insert(&child.digest)
                             && exists(&blob_path(&child.digest))
                         {
-                            children.push(read_manifest(child)?);
+                            children.push(read_manifest(child, &mut costs)?);
                         }
                     }
                     ensure!(
@@ -909,11 +1073,13 @@ fn oci_images_with(
                 c
             }
         };
-        out.push(ArchivedImage {
+        let image = ArchivedImage {
             name,
             tag_only,
             content,
-        });
+        };
+        costs.image(&image)?;
+        out.push(image);
     }
     distinct_images(out)
 }
@@ -927,22 +1093,52 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-/// One distinct image of a docker-save `manifest.json`: its files and the distinct names it was
-/// saved under.
+/// The distinct images of a docker-save `manifest.json`.
+#[derive(Debug, Default)]
+struct DockerPlan {
+    /// The files they name, each once.
+    paths: Vec<String>,
+    images: Vec<DockerImage>,
+}
+
+/// One distinct image: its files (by their place in [`DockerPlan::paths`]) and the distinct names
+/// it was saved under.
 #[derive(Debug)]
 struct DockerImage {
-    config: String,
-    layers: Vec<String>,
+    config: u32,
+    layers: Vec<u32>,
     tags: Vec<String>,
 }
 
+impl DockerPlan {
+    /// Memory it takes, with what [`docker_images_with`] keeps for each file: its name three times
+    /// (here, in its hash and in the blob paths) and its digest twice.
+    fn memory(&self) -> usize {
+        let per_path = size_of::<String>() + size_of::<Option<Hashed>>() + 2 * alloc(71);
+        alloc(self.paths.capacity() * per_path)
+            + 3 * self.paths.iter().map(string_memory).sum::<usize>()
+            + alloc(self.images.capacity() * size_of::<DockerImage>())
+            + self
+                .images
+                .iter()
+                .map(|i| {
+                    alloc(i.layers.capacity() * size_of::<u32>())
+                        + alloc(i.tags.capacity() * size_of::<String>())
+                        + i.tags.iter().map(string_memory).sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+}
+
 /// Parses `manifest.json`, merging entries that list the same files and dropping repeated names,
-/// so that an archive's work grows with what it holds, not with how often it repeats it.
-fn docker_plan(bytes: &[u8]) -> anyhow::Result<Vec<DockerImage>> {
+/// so that an archive's work grows with what it holds, not with how often it repeats it; each file
+/// name is kept once, however many images list it.
+fn docker_plan(bytes: &[u8]) -> anyhow::Result<DockerPlan> {
     let entries: Vec<DockerEntry> =
         serde_json::from_slice(bytes).context("manifest.json is not a docker-save manifest")?;
-    let mut by_files: HashMap<(String, Vec<String>), usize> = HashMap::new();
-    let mut images: Vec<DockerImage> = Vec::new();
+    let mut plan = DockerPlan::default();
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut by_files: HashMap<(u32, Vec<u32>), usize> = HashMap::new();
     let mut tags: HashSet<(usize, String)> = HashSet::new();
     // Images an import would make: each name, or one for an image saved without any.
     let mut named = 0usize;
@@ -953,29 +1149,34 @@ fn docker_plan(bytes: &[u8]) -> anyhow::Result<Vec<DockerImage>> {
             e.config,
             e.layers.len()
         );
-        let key = (
-            normalize(&e.config),
-            e.layers.iter().map(|l| normalize(l)).collect::<Vec<_>>(),
-        );
+        // A 4 MiB manifest.json names fewer than 2^32 files.
+        let mut id = |p: &str| {
+            let p = normalize(p);
+            *ids.entry(p).or_insert_with_key(|p| {
+                plan.paths.push(p.clone());
+                (plan.paths.len() - 1) as u32
+            })
+        };
+        let key = (id(&e.config), e.layers.iter().map(|l| id(l)).collect());
         let i = match by_files.get(&key) {
             Some(i) => *i,
             None => {
-                images.push(DockerImage {
-                    config: key.0.clone(),
+                plan.images.push(DockerImage {
+                    config: key.0,
                     layers: key.1.clone(),
                     tags: Vec::new(),
                 });
-                by_files.insert(key, images.len() - 1);
+                by_files.insert(key, plan.images.len() - 1);
                 named += 1;
-                images.len() - 1
+                plan.images.len() - 1
             }
         };
         for t in e.repo_tags.unwrap_or_default() {
             if tags.insert((i, t.clone())) {
-                if !images[i].tags.is_empty() {
+                if !plan.images[i].tags.is_empty() {
                     named += 1;
                 }
-                images[i].tags.push(t);
+                plan.images[i].tags.push(t);
             }
         }
         ensure!(
@@ -983,7 +1184,7 @@ fn docker_plan(bytes: &[u8]) -> anyhow::Result<Vec<DockerImage>> {
             "manifest.json names more than {MAX_IMAGES} images; split the archive"
         );
     }
-    Ok(images)
+    Ok(plan)
 }
 
 /// A file of a docker-save archive, hashed.
@@ -1021,49 +1222,57 @@ fn hash_file(mut f: impl Read, size: u64, path: &str) -> anyhow::Result<Hashed> 
 fn docker_images(files: &Files) -> anyhow::Result<(Vec<ArchivedImage>, HashMap<Digest, String>)> {
     // Names that lead to the same bytes (tar links, symlinks in a directory) are hashed once.
     let mut by_id: HashMap<FileId, Hashed> = HashMap::new();
-    docker_images_with(&files.read_small("manifest.json")?, |path| {
-        let (f, size, id) = files.open_file(path)?;
-        if let Some(h) = by_id.get(&id) {
-            return Ok(Hashed {
-                path: path.to_owned(),
-                ..h.clone()
-            });
-        }
-        let h = hash_file(f, size, path)?;
-        by_id.insert(id, h.clone());
-        Ok(h)
-    })
+    docker_images_with(
+        &files.read_small("manifest.json")?,
+        |path| {
+            let (f, size, id) = files.open_file(path)?;
+            if let Some(h) = by_id.get(&id) {
+                return Ok(Hashed {
+                    path: path.to_owned(),
+                    ..h.clone()
+                });
+            }
+            let h = hash_file(f, size, path)?;
+            by_id.insert(id, h.clone());
+            Ok(h)
+        },
+        METADATA_LIMITS,
+    )
 }
 
 /// Legacy docker-save: a `manifest.json` listing config and layer files, each hashed (by `hash`)
 /// once. The registry manifest is gone, so one is written (Docker schema 2, as `docker push`
 /// would); its digest differs from the original upstream's, which a later tag revalidation
-/// replaces.
+/// replaces. Manifests are written one image at a time, none after a limit is passed.
 fn docker_images_with(
     manifest_json: &[u8],
     mut hash: impl FnMut(&str) -> anyhow::Result<Hashed>,
+    limits: MetadataLimits,
 ) -> anyhow::Result<(Vec<ArchivedImage>, HashMap<Digest, String>)> {
+    let mut costs = Costs::new(limits);
     let plan = docker_plan(manifest_json)?;
-    let mut hashed: HashMap<String, Hashed> = HashMap::new();
+    costs.hold(alloc(manifest_json.len()) + plan.memory())?;
+    let mut hashed: Vec<Option<Hashed>> = vec![None; plan.paths.len()];
     let mut blob_paths = HashMap::new();
     let mut out = Vec::new();
-    for image in plan {
-        let mut file = |path: &str| -> anyhow::Result<Hashed> {
-            if let Some(h) = hashed.get(path) {
+    for image in plan.images {
+        let mut file = |i: u32| -> anyhow::Result<Hashed> {
+            let i = i as usize;
+            if let Some(h) = &hashed[i] {
                 return Ok(h.clone());
             }
-            let h = hash(path)?;
+            let h = hash(&plan.paths[i])?;
             blob_paths
                 .entry(h.digest.clone())
                 .or_insert_with(|| h.path.clone());
-            hashed.insert(path.to_owned(), h.clone());
+            hashed[i] = Some(h.clone());
             Ok(h)
         };
-        let config = file(&image.config)?;
+        let config = file(image.config)?;
         let layers = image
             .layers
             .iter()
-            .map(|l| file(l))
+            .map(|l| file(*l))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // Every layer in order, repeats included: the image is its layer stack.
         let manifest = serde_json::json!({
@@ -1084,30 +1293,35 @@ fn docker_images_with(
                 "digest": h.digest.as_str(),
             })).collect::<Vec<_>>(),
         });
-        let top = Manifest::parse_as(
-            serde_json::to_vec_pretty(&manifest)?,
-            Some(MediaType::DOCKER_MANIFEST),
-            Algorithm::Sha256,
-        )?;
+        let mut bytes = serde_json::to_vec_pretty(&manifest)?;
+        // Held until the import ends: no spare capacity.
+        bytes.shrink_to_fit();
+        let mut top =
+            Manifest::parse_as(bytes, Some(MediaType::DOCKER_MANIFEST), Algorithm::Sha256)?;
+        costs.manifest(&mut top)?;
         let content = Arc::new(ImageContent::new(Arc::new(top), Vec::new()));
         if image.tags.is_empty() {
-            out.push(ArchivedImage {
+            let image = ArchivedImage {
                 name: None,
                 tag_only: None,
                 content,
-            });
+            };
+            costs.image(&image)?;
+            out.push(image);
             continue;
         }
         // One image per name it was saved under; they share the manifest.
         for t in image.tags {
-            out.push(ArchivedImage {
+            let image = ArchivedImage {
                 name: Some(
                     Reference::parse_normalized(&t)
                         .with_context(|| format!("RepoTags entry {t:?} is not a reference"))?,
                 ),
                 tag_only: None,
                 content: content.clone(),
-            });
+            };
+            costs.image(&image)?;
+            out.push(image);
         }
     }
     Ok((distinct_images(out)?, blob_paths))
@@ -1430,10 +1644,14 @@ mod tests {
         let n = MAX_LAYERS;
         let json = serde_json::json!([{"Config": "c.json", "RepoTags": vec!["r.io/a:1"; n], "Layers": vec!["./l.tar"; n]}]);
         let mut calls = 0;
-        let (images, paths) = docker_images_with(&serde_json::to_vec(&json).unwrap(), |p| {
-            calls += 1;
-            fake_hash(p)
-        })
+        let (images, paths) = docker_images_with(
+            &serde_json::to_vec(&json).unwrap(),
+            |p| {
+                calls += 1;
+                fake_hash(p)
+            },
+            METADATA_LIMITS,
+        )
         .unwrap();
         assert_eq!(calls, 2);
         assert_eq!(images.len(), 1);
@@ -1459,7 +1677,7 @@ mod tests {
     proptest! {
         #[test]
         fn docker_manifest_json_of_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = docker_images_with(&bytes, fake_hash);
+            let _ = docker_images_with(&bytes, fake_hash, METADATA_LIMITS);
         }
 
         /// However often entries, tags and layers repeat, each distinct file is hashed once, each
@@ -1481,10 +1699,14 @@ mod tests {
                 }))
                 .collect();
             let mut calls: Vec<String> = Vec::new();
-            let (images, _) = docker_images_with(&serde_json::to_vec(&json).unwrap(), |p| {
-                calls.push(p.to_owned());
-                fake_hash(p)
-            })
+            let (images, _) = docker_images_with(
+                &serde_json::to_vec(&json).unwrap(),
+                |p| {
+                    calls.push(p.to_owned());
+                    fake_hash(p)
+                },
+                METADATA_LIMITS,
+            )
             .unwrap();
             let distinct_paths: HashSet<&String> = calls.iter().collect();
             prop_assert_eq!(distinct_paths.len(), calls.len(), "a file hashed twice");
@@ -1563,7 +1785,7 @@ mod tests {
     proptest! {
         #[test]
         fn oci_index_json_of_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = oci_images_with(&bytes, &[], |_| anyhow::Ok(Vec::new()), |_| false);
+            let _ = oci_images_with(&bytes, &[], |_| anyhow::Ok(Vec::new()), |_| false, METADATA_LIMITS);
         }
 
         /// However often index.json repeats manifests and names, each manifest is read (and held)
@@ -1596,6 +1818,7 @@ mod tests {
                     Ok(m)
                 },
                 |p| files.contains_key(p),
+                METADATA_LIMITS,
             )
             .unwrap();
             let distinct: HashSet<&String> = read.iter().collect();
@@ -1604,5 +1827,208 @@ mod tests {
             let pairs: HashSet<(usize, Option<usize>)> = refs.iter().copied().collect();
             prop_assert_eq!(images.len(), pairs.len());
         }
+    }
+
+    // ---- what an archive's metadata may cost
+
+    /// An OCI image manifest of `layers` layers, distinct by `i`, written as registries do.
+    fn image_manifest(i: usize, layers: usize) -> Vec<u8> {
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MediaType::OCI_MANIFEST,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", format!("config {i}").as_bytes()),
+            "layers": (0..layers)
+                .map(|l| descriptor("application/vnd.oci.image.layer.v1.tar+gzip", format!("layer {i} {l}").as_bytes()))
+                .collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    /// An `index.json` listing `manifests[i]` under `name` for each `(i, name)` of `listed`, and
+    /// the manifests by blob path.
+    fn layout(
+        manifests: &[Vec<u8>],
+        listed: &[(usize, String)],
+    ) -> (Vec<u8>, HashMap<String, Vec<u8>>) {
+        let listed: Vec<serde_json::Value> = listed
+            .iter()
+            .map(|(i, name)| {
+                let mut d = descriptor(MediaType::OCI_MANIFEST, &manifests[*i]);
+                d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
+                d
+            })
+            .collect();
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": listed});
+        let files = manifests
+            .iter()
+            .map(|m| (blob_path(&Digest::of(Algorithm::Sha256, m)), m.clone()))
+            .collect();
+        (serde_json::to_vec(&index).unwrap(), files)
+    }
+
+    /// The images of a layout, and how many manifests were read for them.
+    fn read_layout(
+        index: &[u8],
+        files: &HashMap<String, Vec<u8>>,
+        limits: MetadataLimits,
+    ) -> (anyhow::Result<Vec<ArchivedImage>>, usize) {
+        let mut reads = 0;
+        let images = oci_images_with(
+            index,
+            &[],
+            |p| {
+                reads += 1;
+                files.get(p).cloned().context("missing")
+            },
+            |p| files.contains_key(p),
+            limits,
+        );
+        (images, reads)
+    }
+
+    /// How many of `manifests`, held after `first` bytes, pass `limit`: the one that passes it
+    /// included.
+    fn count_to_limit(first: usize, manifests: &[&Manifest], limit: usize) -> usize {
+        let mut held = first;
+        for (n, m) in manifests.iter().enumerate() {
+            held += manifest_memory(m);
+            if held > limit {
+                return n + 1;
+            }
+        }
+        panic!("{held} bytes do not pass {limit}");
+    }
+
+    fn index_memory(index: &[u8]) -> usize {
+        let parsed: OciIndex = serde_json::from_slice(index).unwrap();
+        alloc(index.len()) + descriptors_memory(&parsed.manifests)
+    }
+
+    #[test]
+    fn an_index_is_read_until_its_manifests_pass_the_memory_limit() {
+        let manifests: Vec<Vec<u8>> = (0..100).map(|i| image_manifest(i, 50)).collect();
+        let listed: Vec<(usize, String)> = (0..100).map(|i| (i, format!("r.io/a:t{i}"))).collect();
+        let (index, files) = layout(&manifests, &listed);
+        let limits = MetadataLimits {
+            memory: 1 << 20,
+            ..METADATA_LIMITS
+        };
+        let parsed: Vec<Manifest> = manifests
+            .iter()
+            .map(|m| {
+                let mut m = Manifest::parse(m.clone(), None).unwrap();
+                m.layers.shrink_to_fit();
+                m
+            })
+            .collect();
+        let expected = count_to_limit(
+            index_memory(&index),
+            &parsed.iter().collect::<Vec<_>>(),
+            limits.memory,
+        );
+        assert!(expected < 50, "the limit is passed half way: {expected}");
+        let (result, reads) = read_layout(&index, &files, limits);
+        let e = result.unwrap_err().to_string();
+        assert!(
+            e.contains("more than 1 MiB of memory")
+                && e.contains(&format!("up to manifest {expected})")),
+            "{e}"
+        );
+        assert_eq!(reads, expected, "no manifest is read past the limit");
+    }
+
+    #[test]
+    fn an_index_is_read_until_its_images_pass_the_link_limit() {
+        // Manifests of 51 blobs each: the fourth passes 200 links.
+        let manifests: Vec<Vec<u8>> = (0..10).map(|i| image_manifest(i, 50)).collect();
+        let limits = MetadataLimits {
+            blob_links: 200,
+            ..METADATA_LIMITS
+        };
+        let listed: Vec<(usize, String)> = (0..10).map(|i| (i, format!("r.io/a:t{i}"))).collect();
+        let (index, files) = layout(&manifests, &listed);
+        let (result, reads) = read_layout(&index, &files, limits);
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("more than 200 blob links"), "{e}");
+        assert_eq!(reads, 4);
+        // One manifest named in many repositories is read once, and linked in each.
+        let listed: Vec<(usize, String)> =
+            (0..10).map(|r| (0, format!("r.io/repo{r}:v1"))).collect();
+        let (index, files) = layout(&manifests, &listed);
+        let (result, reads) = read_layout(&index, &files, limits);
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("more than 200 blob links"), "{e}");
+        assert_eq!(reads, 1);
+        // Within the limit, every tag of one repository shares its links.
+        let listed: Vec<(usize, String)> = (0..10).map(|t| (0, format!("r.io/a:t{t}"))).collect();
+        let (index, files) = layout(&manifests, &listed);
+        assert_eq!(read_layout(&index, &files, limits).0.unwrap().len(), 10);
+    }
+
+    #[test]
+    fn docker_manifests_are_written_until_they_pass_a_limit() {
+        // Different orders of two layer files, 100 deep: each entry is an image of its own.
+        let entries: Vec<serde_json::Value> = (0..100u32)
+            .map(|i| {
+                let layers: Vec<&str> = (0..100)
+                    .map(|b| if b < 32 && (i >> b) & 1 == 1 { "b.tar" } else { "a.tar" })
+                    .collect();
+                serde_json::json!({"Config": "c.json", "RepoTags": [format!("r.io/a:t{i}")], "Layers": layers})
+            })
+            .collect();
+        let json = serde_json::to_vec(&entries).unwrap();
+        let (images, _) = docker_images_with(&json, fake_hash, METADATA_LIMITS).unwrap();
+        let limits = MetadataLimits {
+            memory: 1 << 20,
+            ..METADATA_LIMITS
+        };
+        let expected = count_to_limit(
+            alloc(json.len()) + docker_plan(&json).unwrap().memory(),
+            &images.iter().map(|i| &*i.content.top).collect::<Vec<_>>(),
+            limits.memory,
+        );
+        assert!(expected < 50, "the limit is passed half way: {expected}");
+        let e = docker_images_with(&json, fake_hash, limits)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("more than 1 MiB of memory")
+                && e.contains(&format!("up to manifest {expected})")),
+            "{e}"
+        );
+        // Links: one image of 51 blobs under names in many repositories.
+        let json = serde_json::to_vec(&serde_json::json!([{
+            "Config": "c.json",
+            "RepoTags": (0..10).map(|r| format!("r.io/repo{r}:v1")).collect::<Vec<_>>(),
+            "Layers": vec!["a.tar"; 50],
+        }]))
+        .unwrap();
+        let limits = MetadataLimits {
+            blob_links: 200,
+            ..METADATA_LIMITS
+        };
+        let e = docker_images_with(&json, fake_hash, limits)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 200 blob links"), "{e}");
+    }
+
+    #[test]
+    fn ten_thousand_images_of_ten_layers_fit_the_metadata_limits() {
+        let manifests: Vec<Vec<u8>> = (0..MAX_IMAGES).map(|i| image_manifest(i, 10)).collect();
+        let listed: Vec<(usize, String)> = (0..MAX_IMAGES)
+            .map(|i| (i, format!("registry.example.com/team/app{i}:v1.2.3")))
+            .collect();
+        let (index, files) = layout(&manifests, &listed);
+        let (result, _) = read_layout(&index, &files, METADATA_LIMITS);
+        let images = result.unwrap();
+        assert_eq!(images.len(), MAX_IMAGES);
+        // With room to spare: the limit is for hostile archives, not large ones.
+        let held = index_memory(&index)
+            + images
+                .iter()
+                .map(|i| manifest_memory(&i.content.top))
+                .sum::<usize>();
+        assert!(held < MAX_METADATA_MEMORY / 4 * 3, "{held}");
     }
 }

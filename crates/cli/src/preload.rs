@@ -62,40 +62,92 @@ pub struct Preloaded {
 
 /// Largest file of references read (a million references fit in far less).
 const MAX_REFERENCE_LIST_BYTES: u64 = 64 << 20;
+/// Longest line of a reference list (a reference is at most a few hundred bytes).
+const MAX_REFERENCE_LINE: usize = 4096;
+/// Most references preloaded in one run, files and arguments together: what they take in memory
+/// stays a few tens of MB.
+const MAX_REFERENCES: usize = 100_000;
 
 /// References from files (one per line, `#` comments) and arguments.
 pub fn references(items: &[String]) -> anyhow::Result<Vec<Reference>> {
     let mut out = Vec::new();
     for item in items {
-        let lines: Vec<String> = match std::fs::metadata(item) {
+        match std::fs::metadata(item) {
             Ok(m) if m.is_file() && m.len() > MAX_REFERENCE_LIST_BYTES => bail!(
                 "{item} is {} bytes; a list of references may have at most {MAX_REFERENCE_LIST_BYTES} (split it)",
                 m.len()
             ),
-            Ok(m) if m.is_file() => std::fs::read_to_string(item)
-                .with_context(|| format!("cannot read {item}"))?
-                .lines()
-                .map(str::to_owned)
-                .collect(),
+            Ok(m) if m.is_file() => {
+                let f = std::fs::File::open(item).with_context(|| format!("cannot read {item}"))?;
+                read_reference_list(item, std::io::BufReader::new(f), &mut out)?;
+            }
             // Never opened: reading a FIFO waits for a writer, a device reads forever.
             Ok(m) if !m.is_dir() => bail!(
                 "{item} is {}, not a regular file: give a file listing references, an image archive or a reference",
                 crate::archive::file_kind(&m)
             ),
-            _ => vec![item.clone()],
-        };
-        for l in lines {
-            let l = l.trim();
-            if l.is_empty() || l.starts_with('#') {
-                continue;
+            // An argument is read as a line of a list would be.
+            _ => {
+                let l = item.trim();
+                if l.is_empty() || l.starts_with('#') {
+                    continue;
+                }
+                ensure!(
+                    out.len() < MAX_REFERENCES,
+                    "{l}: more than {MAX_REFERENCES} references to preload in one run; preload them in several"
+                );
+                out.push(
+                    Reference::parse_normalized(l)
+                        .with_context(|| format!("{l:?} is not an image reference"))?,
+                );
             }
-            out.push(
-                Reference::parse_normalized(l)
-                    .with_context(|| format!("{item}: {l:?} is not an image reference"))?,
-            );
         }
     }
     Ok(out)
+}
+
+/// Adds the references listed in `list` (named `name`) to `out`, a line at a time: what is held
+/// is the references, never the file, and a line or a list past its limit stops the reading.
+fn read_reference_list(
+    name: &str,
+    mut list: impl std::io::BufRead,
+    out: &mut Vec<Reference>,
+) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Read as _};
+    let mut line = Vec::new();
+    for n in 1u64.. {
+        line.clear();
+        let read = list
+            .by_ref()
+            .take(MAX_REFERENCE_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("cannot read {name}"))?;
+        if read == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        ensure!(
+            line.len() <= MAX_REFERENCE_LINE,
+            "{name}: line {n} is longer than {MAX_REFERENCE_LINE} bytes; a list of references has one reference per line"
+        );
+        let l = std::str::from_utf8(&line)
+            .map_err(|_| anyhow::anyhow!("{name}: line {n} is not UTF-8 text; a list of references has one reference per line"))?
+            .trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        ensure!(
+            out.len() < MAX_REFERENCES,
+            "{name}: line {n}: more than {MAX_REFERENCES} references to preload in one run; split the list and preload the parts in turn"
+        );
+        out.push(
+            Reference::parse_normalized(l)
+                .with_context(|| format!("{name}: line {n}: {l:?} is not an image reference"))?,
+        );
+    }
+    Ok(())
 }
 
 async fn get_manifest(
@@ -319,6 +371,71 @@ mod tests {
         for bad in ["", "linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
             assert!(bad.parse::<PlatformFilter>().is_err(), "{bad}");
         }
+    }
+
+    /// A reference list file holding `bytes`, and its name.
+    fn list(bytes: &[u8]) -> (tempfile::NamedTempFile, String) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        let name = f.path().display().to_string();
+        (f, name)
+    }
+
+    #[test]
+    fn reference_lists_skip_comments_and_blank_lines() {
+        let (_f, name) =
+            list(b"# mirror these\n\n  alpine:3.20  \r\nquay.io/org/app:v1\n\t\n# end");
+        let refs = references(&[name, "nginx".into()]).unwrap();
+        let refs: Vec<String> = refs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            refs,
+            [
+                "docker.io/library/alpine:3.20",
+                "quay.io/org/app:v1",
+                "docker.io/library/nginx:latest"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reference_list_line_past_the_limit_is_refused_by_number() {
+        let mut bytes = b"alpine\n".to_vec();
+        bytes.extend(std::iter::repeat_n(b'a', 5000));
+        bytes.push(b'\n');
+        let (_f, name) = list(&bytes);
+        let e = format!("{:#}", references(&[name]).unwrap_err());
+        assert!(e.contains("line 2") && e.contains("4096 bytes"), "{e}");
+        // A line of exactly the limit is read (and refused as a reference, not as a line).
+        let mut bytes = vec![b'a'; 4096];
+        bytes.push(b'\n');
+        let (_f, name) = list(&bytes);
+        let e = format!("{:#}", references(&[name]).unwrap_err());
+        assert!(e.contains("is not an image reference"), "{e}");
+    }
+
+    #[test]
+    fn a_reference_list_line_that_is_not_utf8_is_refused_by_number() {
+        let (_f, name) = list(b"alpine\n# ok\n\xff\xfe\n");
+        let e = format!("{:#}", references(&[name]).unwrap_err());
+        assert!(e.contains("line 3") && e.contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn references_past_the_limit_are_refused_by_line() {
+        let (_f, name) = list(&b"a\n".repeat(100_000));
+        assert_eq!(
+            references(std::slice::from_ref(&name)).unwrap().len(),
+            100_000
+        );
+        // One more, in the file or as an argument.
+        let e = format!("{:#}", references(&[name.clone(), "b".into()]).unwrap_err());
+        assert!(e.contains("more than 100000 references"), "{e}");
+        let (_f, name) = list(&b"a\n".repeat(100_001));
+        let e = format!("{:#}", references(&[name]).unwrap_err());
+        assert!(
+            e.contains("more than 100000 references") && e.contains("line 100001"),
+            "{e}"
+        );
     }
 
     proptest! {

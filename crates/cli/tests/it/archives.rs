@@ -233,7 +233,9 @@ async fn archive_platform_filter_keeps_the_chosen_children() {
 // time bound, never exhaust the machine or hang `serve --preload`.
 
 /// Address space for one hostile `ferry preload`: the binary itself needs far less; the old code
-/// needed several times more for these archives.
+/// needed several times more for these archives. Thread stacks (2 MiB each) and malloc arenas count
+/// toward RLIMIT_DATA, so the child runs with a fixed number of each ([`ferry_bounded`]): with one
+/// worker per CPU, a 128-core machine would spend the whole bound on stacks.
 const MEMORY_BOUND: u64 = 256 << 20;
 /// Wall-clock bound for one hostile `ferry preload`.
 const TIME_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
@@ -249,6 +251,10 @@ fn ferry_bounded(args: &[&str], tmp: &Path, file_size: u64) -> std::process::Out
         .arg(ferry_bin())
         .args(args)
         .env("TMPDIR", tmp)
+        // What ferry's memory takes beyond its work must not grow with the machine's cores (tokio
+        // starts a worker per core; glibc allows 8 arenas per core).
+        .env("TOKIO_WORKER_THREADS", "2")
+        .env("MALLOC_ARENA_MAX", "2")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -558,6 +564,120 @@ fn archive_repeated_tags_and_layers_import_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("1001 layers") && err.contains("1000"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The digest of `bytes`, as a layout names its blob.
+fn sha256(bytes: &[u8]) -> ferry_oci::Digest {
+    ferry_oci::Digest::of(ferry_oci::Algorithm::Sha256, bytes)
+}
+
+#[test]
+fn archive_index_of_many_manifests_is_refused_as_they_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 1,100 distinct manifests of 1,000 layers (the limit) each, about 130 KB apiece: the old code
+    // parsed every one (560 MiB at its peak) before counting their 1.1 million blob links.
+    let n = 1100;
+    let layout = tmp.path().join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let layer = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":1}}"#,
+        sha256(b"l")
+    );
+    let layers = vec![layer; 1000].join(",");
+    let mut listed = Vec::new();
+    for i in 0..n {
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{i}}},"layers":[{layers}]}}"#,
+            sha256(i.to_string().as_bytes())
+        );
+        let digest = sha256(manifest.as_bytes());
+        std::fs::write(blobs.join(digest.hex()), &manifest).unwrap();
+        listed.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest.as_str(),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": format!("{UPSTREAM}/m/app:t{i}")},
+        }));
+    }
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": listed})).unwrap(),
+    )
+    .unwrap();
+
+    let out = preload_bounded(tmp.path(), &layout, &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("more than 128 MiB of memory") && err.contains("split the archive"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn archive_manifest_json_of_layer_permutations_is_refused_as_it_is_expanded() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 990 entries (4 MiB of manifest.json), each a different order of two layer files 1,000 deep:
+    // within every count limit, the old code wrote and parsed a million descriptors (575 MiB at
+    // its peak).
+    let files: [(&str, &[u8]); 3] = [("c", b"{}"), ("a", b"a"), ("b", b"b")];
+    let entries: Vec<serde_json::Value> = (0..990u32)
+        .map(|i| {
+            let layers: Vec<&str> = (0..1000)
+                .map(|bit| if bit < 32 && (i >> bit) & 1 == 1 { "b" } else { "a" })
+                .collect();
+            serde_json::json!({"Config": "c", "RepoTags": [format!("{UPSTREAM}/p/app:t{i}")], "Layers": layers})
+        })
+        .collect();
+    let archive = tmp.path().join("permutations.tar");
+    docker_save(&archive, &serde_json::Value::Array(entries), &files);
+
+    let out = preload_bounded(tmp.path(), &archive, &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("more than 128 MiB of memory") && err.contains("split the archive"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn reference_list_of_many_short_lines_is_refused_as_it_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 64 MiB (the most a list may be) of one-letter references: the old code read it whole and
+    // made 33 million strings and references of it (over 2 GB).
+    let list = tmp.path().join("refs.txt");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&list).unwrap());
+    for _ in 0..(64 << 20) / 2 {
+        f.write_all(b"a\n").unwrap();
+    }
+    f.flush().unwrap();
+    drop(f);
+    let out = ferry_bounded(
+        &[
+            "preload",
+            "--mirror",
+            "http://127.0.0.1:9",
+            list.to_str().unwrap(),
+        ],
+        tmp.path(),
+        1 << 20,
+    );
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("more than 100000 references") && err.contains("line 100001"),
         "{}",
         stderr(&out)
     );
