@@ -32,7 +32,7 @@ pub struct ClientAddr(pub IpAddr);
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 /// Unsent bytes below which a socket reports itself writable (`TCP_NOTSENT_LOWAT`).
-const NOTSENT_LOWAT: u32 = 128 * 1024;
+const NOTSENT_LOWAT: u32 = 1024 * 1024;
 
 /// The key per-client limits count under: the address, or for IPv6 its /64 (what one host or
 /// site is usually given, so a client cannot take a fresh bucket per address).
