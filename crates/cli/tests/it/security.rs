@@ -335,7 +335,7 @@ async fn clients_that_stop_reading_lose_their_connections() {
 async fn a_slow_but_steady_reader_keeps_its_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().unwrap();
-    let ferry = ferry_with_limits(tmp.path(), "client_rate_window_secs = 4", &[]);
+    let ferry = ferry_with_limits(tmp.path(), "client_rate_window_secs = 8", &[]);
     const SIZE: usize = 32 << 20;
     let digest = push_blob(&ferry.url(), "big/blob", SIZE).await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -358,9 +358,11 @@ async fn a_slow_but_steady_reader_keeps_its_connection() {
         assert!(n > 0, "closed after {} bytes", got.len());
         got.extend_from_slice(&buf[..n]);
     }
-    // 16 KiB every 125 ms for 12 s: 128 KiB/s, over a hundred times the floor, for three windows.
+    // 16 KiB every 125 ms for 24 s: 128 KiB/s, over a hundred times the floor, for three windows.
+    // (A write waits until a few hundred KiB have drained, ~3 s at this rate: the window must be
+    // longer than that, as the default two minutes is for clients down to ~10 KiB/s.)
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(125));
-    for _ in 0..96 {
+    for _ in 0..192 {
         tick.tick().await;
         let n = s.read(&mut buf[..16 * 1024]).await.unwrap();
         assert!(
@@ -678,6 +680,20 @@ async fn held_manifest_bodies_are_bounded_in_total() {
     drop((one, many));
 }
 
+/// A request's head (up to 64 KiB) as a test server reads it; `None` if the client went away.
+async fn read_request_head(c: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        match c.read(&mut b).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&b[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// The one blob the hostile upstream serves honestly, with its true length.
 const HONEST_BLOB: &[u8] = b"honest bytes";
 
@@ -696,7 +712,7 @@ impl HostileUpstream {
     async fn start(manifest: Vec<u8>, tags: Vec<u8>) -> HostileUpstream {
         let tags = std::sync::Arc::new(tags);
         use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -710,19 +726,10 @@ impl HostileUpstream {
                 let (sent, ended, manifest, tags) =
                     (s2.clone(), e2.clone(), manifest.clone(), tags.clone());
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut b = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                        match c.read(&mut b).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&b[..n]),
-                        }
-                    }
-                    let line = String::from_utf8_lossy(&head)
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .to_owned();
+                    let Some(head) = read_request_head(&mut c).await else {
+                        return;
+                    };
+                    let line = head.lines().next().unwrap_or("").to_owned();
                     let path = line.split(' ').nth(1).unwrap_or("").to_owned();
                     if path.contains("/tags/list") {
                         let h = format!(
@@ -1006,7 +1013,7 @@ struct ChallengingServer {
 
 impl ChallengingServer {
     async fn start(ip: &str, realm: impl Fn(std::net::SocketAddr) -> String) -> ChallengingServer {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
             .await
             .unwrap();
@@ -1021,15 +1028,10 @@ impl ChallengingServer {
                 };
                 let (seen, realm) = (seen.clone(), realm.clone());
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut b = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
-                        match c.read(&mut b).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&b[..n]),
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let Some(head) = read_request_head(&mut c).await else {
+                        return;
+                    };
+                    let text = head;
                     if let Some(a) = text
                         .lines()
                         .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
