@@ -318,8 +318,13 @@ impl ServeArgs {
 fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid log filter {level:?} (try `info` or `debug`)"))?;
+    // Colour only for a person at a terminal: escapes in log files and pipes are noise (and
+    // NO_COLOR says no anyway).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -418,3 +418,20 @@ fn serve_limits_malloc_arenas_in_place() {
         "the serving process (same PID as spawned) has MALLOC_ARENA_MAX=2"
     );
 }
+
+/// Logs written to a file (or a pipe) carry no terminal colour codes (#11: "ANSI colours are
+/// written to files and pipes").
+#[test]
+fn logs_to_a_file_have_no_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ferry = Ferry::start(ferry_bin(), &tmp.path().join("data"), &[]);
+    let log = ferry.process.log();
+    assert!(
+        log.contains("ferry serving the OCI distribution API"),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in the log file: {log:?}"
+    );
+}
