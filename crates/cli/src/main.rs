@@ -142,7 +142,7 @@ struct ServeArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "FERRY_LISTEN")]
+    #[arg(long, env = "FERRY_LISTEN", value_name = "IP:PORT", value_parser = socket_addr)]
     listen: Option<SocketAddr>,
     /// Refuse DELETE of manifests, tags and blobs.
     #[arg(long)]
@@ -173,7 +173,7 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     preload: Vec<PathBuf>,
     /// Serve Prometheus/OpenMetrics series at http://ADDR/metrics.
-    #[arg(long = "metrics", value_name = "ADDR", env = "FERRY_METRICS")]
+    #[arg(long = "metrics", value_name = "IP:PORT", env = "FERRY_METRICS", value_parser = socket_addr)]
     metrics_listen: Option<SocketAddr>,
 }
 
@@ -313,6 +313,19 @@ impl ServeArgs {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// An address to listen on, with an error that says what is wanted (the standard one says only
+/// "invalid socket address syntax", e.g. for a bare port).
+fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        let hint = if s.parse::<u16>().is_ok() {
+            format!(" (a port alone is not enough: 127.0.0.1:{s} or 0.0.0.0:{s})")
+        } else {
+            String::new()
+        };
+        format!("expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080{hint}")
+    })
 }
 
 fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {

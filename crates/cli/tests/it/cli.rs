@@ -435,3 +435,19 @@ fn logs_to_a_file_have_no_colour_codes() {
         "colour codes in the log file: {log:?}"
     );
 }
+
+/// A listen address that is not IP:PORT says what is wanted (#11: `--listen 5000` said only
+/// "invalid socket address syntax").
+#[test]
+fn a_bare_port_for_listen_says_ip_and_port_are_wanted() {
+    let out = Command::new(ferry_bin())
+        .args(["serve", "--listen", "5000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("expected IP:PORT") && err.contains("127.0.0.1:5000"),
+        "{err}"
+    );
+}
