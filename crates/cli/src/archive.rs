@@ -1049,11 +1049,7 @@ fn oci_images_with(
                     );
                     let mut picked = HashSet::new();
                     for child in &top.manifests {
-                        let wanted = platforms.is_empty()
-                            || child
-                                .platform
-                                .as_ref()
-                                .is_some_and(|p| platforms.iter().any(|f| f.matches(p)));
+                        let wanted = PlatformFilter::wanted(platforms, child);
                         // Partial archives (docker save of one platform) keep the whole index.
                         if wanted
                             && picked.insert(&child.digest)

@@ -41,6 +41,16 @@ impl std::str::FromStr for PlatformFilter {
 }
 
 impl PlatformFilter {
+    /// Whether index entry `child` is wanted: any platform when `filters` is empty, else one that
+    /// some filter matches.
+    pub fn wanted(filters: &[PlatformFilter], child: &ferry_oci::Descriptor) -> bool {
+        filters.is_empty()
+            || child
+                .platform
+                .as_ref()
+                .is_some_and(|p| filters.iter().any(|f| f.matches(p)))
+    }
+
     /// Whether `p` is this platform (any variant when none was given).
     pub fn matches(&self, p: &ferry_oci::Platform) -> bool {
         p.os == self.os
@@ -205,12 +215,7 @@ pub async fn preload(
     };
     if top.media_type().is_index() {
         for child in &top.manifests {
-            let wanted = platforms.is_empty()
-                || child
-                    .platform
-                    .as_ref()
-                    .is_some_and(|p| platforms.iter().any(|f| f.matches(p)));
-            if wanted {
+            if PlatformFilter::wanted(platforms, child) {
                 images.push(get_manifest(c, mirror, ns, repo, child.digest.as_str()).await?);
                 out.manifests += 1;
             }
