@@ -73,6 +73,18 @@ pub fn chart(runs: &[Results], title: &str, out: &Path) -> Result<(), ChartError
     })
 }
 
+/// A tick label with only the decimals its value needs: `12000`, `0.5`, `2.25` (plotters writes
+/// `12000.0`). Rates and seconds keep their fractions where the ticks have them.
+pub(crate) fn tick_label(v: &f64) -> String {
+    let s = format!("{v:.5}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
 type DrawError = Box<dyn std::error::Error + Send + Sync>;
 
 fn draw<DB: DrawingBackend>(
@@ -93,13 +105,14 @@ where
         .flat_map(|r| r.tallies.iter().map(|t| t.images_per_sec))
         .fold(1.0f64, f64::max)
         * 1.1;
+    // Pullers are a count: an integer axis, so its ticks are whole pullers.
     let pullers_max = runs
         .iter()
         .flat_map(|r| r.tallies.iter().map(|t| t.pullers))
         .max()
         .unwrap_or(1)
-        .max(1) as f64
-        + 1.0;
+        .max(1)
+        + 1;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
         .margin(16)
@@ -107,11 +120,13 @@ where
         .y_label_area_size(72)
         .right_y_label_area_size(56)
         .build_cartesian_2d(0f64..t_max, 0f64..rate_max)?
-        .set_secondary_coord(0f64..t_max, 0f64..pullers_max);
+        .set_secondary_coord(0f64..t_max, 0usize..pullers_max);
     chart
         .configure_mesh()
         .x_desc("seconds")
         .y_desc("images / s")
+        .x_label_formatter(&tick_label)
+        .y_label_formatter(&tick_label)
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .draw()?;
@@ -137,8 +152,8 @@ where
     let mut steps = Vec::new();
     let mut prev_t = 0.0;
     for t in &runs[0].tallies {
-        steps.push((prev_t, t.pullers as f64));
-        steps.push((t.t, t.pullers as f64));
+        steps.push((prev_t, t.pullers));
+        steps.push((t.t, t.pullers));
         prev_t = t.t;
     }
     let grey = RGBColor(120, 120, 120);
@@ -185,5 +200,68 @@ mod tests {
             std::fs::copy(&png, keep).unwrap();
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The text of every `<text>` element of an SVG chart, in order.
+    fn svg_texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                let body = &t[t.find('>')? + 1..];
+                Some(body[..body.find("</text>")?].trim().to_owned())
+            })
+            .collect()
+    }
+
+    fn numeric_labels(texts: &[String]) -> Vec<&str> {
+        texts
+            .iter()
+            .map(String::as_str)
+            .filter(|t| t.parse::<f64>().is_ok())
+            .collect()
+    }
+
+    /// #11: the axes read "12000.0" images/s and "10.0" pullers. Counts tick as integers; a rate
+    /// whose ticks are fractions keeps them.
+    #[test]
+    fn count_axes_tick_in_integers_and_fractions_stay_where_ticks_have_them() {
+        let dir = std::env::temp_dir().join(format!("ferry-report-ticks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let svg = dir.join("ticks.svg");
+
+        let mut busy = run("nginx", 12_000.0 / 9.0);
+        for t in &mut busy.tallies {
+            t.pullers *= 2;
+        }
+        chart(&[busy], "cached pulls", &svg).unwrap();
+        let texts = svg_texts(&std::fs::read_to_string(&svg).unwrap());
+        let labels = numeric_labels(&texts);
+        assert!(labels.contains(&"12000"), "{texts:?}");
+        assert!(labels.contains(&"10"), "{texts:?}");
+        assert!(labels.iter().all(|l| !l.contains('.')), "{texts:?}");
+
+        // Under one image per second the rate axis ticks in fifths, and says so.
+        chart(&[run("slow", 0.1)], "slow pulls", &svg).unwrap();
+        let texts = svg_texts(&std::fs::read_to_string(&svg).unwrap());
+        let labels = numeric_labels(&texts);
+        assert!(labels.contains(&"0.2"), "{texts:?}");
+        assert!(labels.iter().all(|l| !l.ends_with(".0")), "{texts:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tick_labels_have_only_the_decimals_they_need() {
+        for (v, label) in [
+            (12000.0, "12000"),
+            (0.0, "0"),
+            (-0.0, "0"),
+            (10.0, "10"),
+            (0.5, "0.5"),
+            (2.25, "2.25"),
+            (0.1 + 0.2, "0.3"),
+            (-1.5, "-1.5"),
+        ] {
+            assert_eq!(tick_label(&v), label, "{v}");
+        }
     }
 }
