@@ -207,6 +207,11 @@ impl GenArgs {
     }
 }
 
+/// `1 batch`, `3 batches`.
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn authority(url: &str, flag: &str) -> anyhow::Result<String> {
     let a = url
         .strip_prefix("http://")
@@ -516,8 +521,9 @@ pub async fn generate(args: GenArgs) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "generated {done} images in {} batches ({:.1} MB of blobs) in {secs:.1}s, {:.0} images/s{}",
-        options.batches,
+        "generated {} in {} ({:.1} MB of blobs) in {secs:.1}s, {:.0} images/s{}",
+        counted(done, "image", "images"),
+        counted(options.batches, "batch", "batches"),
         bytes as f64 / 1e6,
         done as f64 / secs.max(1e-9),
         match &args.registry {

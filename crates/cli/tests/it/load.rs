@@ -173,6 +173,39 @@ fn load_gen_pushes_valid_images_and_writes_archives() {
     );
 }
 
+/// #11: "1 batches". One image in one batch is said in the singular.
+#[test]
+fn load_gen_counts_one_image_and_one_batch_in_the_singular() {
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("images.txt");
+    let said = ferry(&[
+        "load",
+        "gen",
+        "--count",
+        "1",
+        "--batches",
+        "1",
+        "--blobs",
+        "1",
+        "--out",
+        list.to_str().unwrap(),
+    ]);
+    assert!(said.contains("generated 1 image in 1 batch ("), "{said}");
+    let said = ferry(&[
+        "load",
+        "gen",
+        "--count",
+        "2",
+        "--batches",
+        "1",
+        "--blobs",
+        "1",
+        "--out",
+        list.to_str().unwrap(),
+    ]);
+    assert!(said.contains("generated 2 images in 1 batch ("), "{said}");
+}
+
 /// `ferry load report` names the file it cannot use and why, each cause once.
 #[test]
 fn load_report_says_which_file_is_wrong_and_why() {
