@@ -1,6 +1,6 @@
 //! ferry's result files and what is made of them: [`results`] is the one schema of a load run's
 //! results file (`ferry-load` writes it, this crate reads it); [`table`] makes a Markdown table of
-//! runs and, with the `charts` feature (on by default), [`chart`] draws images per second over
+//! runs and, with the `charts` feature (on by default), `chart` draws images per second over
 //! time, one line per run, with the puller count as a step line on a second axis, as SVG or PNG.
 //! The PNG's text uses a bundled font (DejaVu Sans), so charts look the same everywhere.
 //!
