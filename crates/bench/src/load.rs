@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use ferry_load::generate::GenOptions;
+use ferry_report::Results;
 use ferry_testkit::peers::{DockerRegistry, Ferry, Nginx, find};
 
 use crate::common::{machine, now_utc};
@@ -141,7 +142,7 @@ impl Sampler {
 }
 
 /// Runs `ferry load run` with `args`; its results file.
-fn load_run(ferry: &Path, args: &[&str], out: &Path) -> anyhow::Result<serde_json::Value> {
+fn load_run(ferry: &Path, args: &[&str], out: &Path) -> anyhow::Result<Results> {
     let status = Command::new(ferry)
         .args(["load", "run"])
         .args(args)
@@ -151,7 +152,7 @@ fn load_run(ferry: &Path, args: &[&str], out: &Path) -> anyhow::Result<serde_jso
         .status()
         .context("running ferry load run")?;
     ensure!(status.success(), "ferry load run {args:?} failed");
-    Ok(serde_json::from_slice(&std::fs::read(out)?)?)
+    Ok(ferry_report::read(out)?)
 }
 
 fn as_refs(v: &[String]) -> Vec<&str> {
@@ -362,12 +363,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         let sampler = Sampler::start(pid);
         let r = load_run(ferry, &as_refs(&ramp_args(url, label, ns)), &file)?;
         let (cpu, peak) = sampler.finish();
-        let images = f(&r["summary"]["images"]);
+        let images = r.summary.images as f64;
         cached.insert(
             label.to_owned(),
             serde_json::json!({
-                "summary": r["summary"],
-                "peak_tally_images_per_sec": r["tallies"].as_array().map_or(0.0, |t| t.iter().map(|x| f(&x["images_per_sec"])).fold(0.0, f64::max)),
+                "summary": r.summary,
+                "peak_tally_images_per_sec": r.tallies.iter().map(|t| t.images_per_sec).fold(0.0, f64::max),
                 "cpu_seconds": cpu,
                 "cpu_ms_per_image": if images > 0.0 { cpu * 1000.0 / images } else { 0.0 },
                 "peak_rss_bytes": peak,
@@ -447,7 +448,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         .stderr(std::process::Stdio::null())
         .status()?;
     ensure!(status.success(), "ferry load run (driver check) failed");
-    let driver: serde_json::Value = serde_json::from_slice(&std::fs::read(&driver_file)?)?;
+    let driver = ferry_report::read(&driver_file)?;
 
     let n = o.images as f64;
     let result = serde_json::json!({
@@ -458,14 +459,14 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             "tally_seconds": o.tally_secs, "quick": o.quick, "image": "config + 5 gzip layers of 1 KiB random bytes",
             "driver": "ferry load run (HEAD tag, GET manifest, GET config and layers 3 at a time, digests checked)"},
         "cold": {
-            "direct": direct["summary"], "ferry": cold_ferry["summary"], "proxy": cold_proxy["summary"],
+            "direct": direct.summary, "ferry": cold_ferry.summary, "proxy": cold_proxy.summary,
             "ferry_upstream_requests_per_image": ferry_upstream as f64 / n,
             "proxy_upstream_requests_per_image": proxy_upstream as f64 / n,
             "ferry_cpu_seconds": ferry_cold_cpu,
         },
         "cached": cached,
-        "pull_through_prune": {"summary": pruned["summary"], "ferry_peak_rss_bytes": prune_peak},
-        "driver_check": {"wrk_requests_per_sec": wrk["rps"], "driver_requests_per_sec": driver["summary"]["requests_per_sec"]},
+        "pull_through_prune": {"summary": pruned.summary, "ferry_peak_rss_bytes": prune_peak},
+        "driver_check": {"wrk_requests_per_sec": wrk["rps"], "driver_requests_per_sec": driver.summary.requests_per_sec},
     });
     let table = render(&result);
     println!("{table}");

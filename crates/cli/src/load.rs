@@ -48,11 +48,11 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
     let runs = args
         .results
         .iter()
-        .map(|p| ferry_report::read(p).map_err(|e| anyhow::anyhow!(e)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|p| ferry_report::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
     print!("{}", ferry_report::table(&runs));
     if let Some(out) = &args.out {
-        ferry_report::chart(&runs, &args.title, out).map_err(|e| anyhow::anyhow!(e))?;
+        ferry_report::chart(&runs, &args.title, out)?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())
@@ -202,9 +202,14 @@ impl GenArgs {
             seed: self.seed,
             architectures,
         };
-        o.validate().map_err(|e| anyhow::anyhow!(e))?;
+        o.validate()?;
         Ok(o)
     }
+}
+
+/// `1 batch`, `3 batches`.
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn authority(url: &str, flag: &str) -> anyhow::Result<String> {
@@ -244,7 +249,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             .collect(),
         (None, Some(u)) => ferry_load::run::list_images(&authority(u, "--registry-url")?)
             .await
-            .map_err(|e| anyhow::anyhow!("listing the images of {u}: {e}"))?,
+            .with_context(|| format!("listing the images of {u}"))?,
         (None, None) => bail!("give --registry-url URL or --images FILE"),
     };
     for i in &images {
@@ -430,7 +435,7 @@ pub async fn generate(args: GenArgs) -> anyhow::Result<()> {
                 endpoint: url.trim_end_matches('/').to_owned(),
                 ..ferry_client::RegistryOptions::default()
             })
-            .map_err(|e| anyhow::anyhow!("--registry: {e}"))?,
+            .context("--registry")?,
         ),
         None => None,
     };
@@ -516,8 +521,9 @@ pub async fn generate(args: GenArgs) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "generated {done} images in {} batches ({:.1} MB of blobs) in {secs:.1}s, {:.0} images/s{}",
-        options.batches,
+        "generated {} in {} ({:.1} MB of blobs) in {secs:.1}s, {:.0} images/s{}",
+        counted(done, "image", "images"),
+        counted(options.batches, "batch", "batches"),
         bytes as f64 / 1e6,
         done as f64 / secs.max(1e-9),
         match &args.registry {

@@ -43,6 +43,33 @@ impl Default for GenOptions {
     }
 }
 
+/// A [`GenOptions`] setting that cannot make valid images: the caller's to fix. Messages name
+/// the `ferry load gen` flag that sets it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidGenOptions {
+    /// No images asked for.
+    #[error("--count must be at least 1")]
+    Count,
+    /// Batches outside 1..=min(count, 9999).
+    #[error("--batches must be between 1 and the image count ({count}), and at most 9999")]
+    Batches {
+        /// The image count.
+        count: usize,
+    },
+    /// Layers outside 1..=100.
+    #[error("--blobs must be between 1 and 100")]
+    Layers,
+    /// A layer over 1 GiB.
+    #[error("--blob-size must be at most 1GiB")]
+    LayerSize,
+    /// No architecture.
+    #[error("give at least one platform")]
+    NoPlatform,
+    /// An architecture that is not a plain name (ASCII letters and digits).
+    #[error("invalid architecture {0:?}")]
+    Architecture(String),
+}
+
 /// One generated image.
 #[derive(Debug, Clone)]
 pub struct GeneratedImage {
@@ -83,28 +110,25 @@ pub fn batch_key(b: usize) -> String {
 
 impl GenOptions {
     /// Refuses settings that cannot make valid images.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidGenOptions> {
         if self.count == 0 {
-            return Err("--count must be at least 1".into());
+            return Err(InvalidGenOptions::Count);
         }
         if self.batches == 0 || self.batches > self.count || self.batches > 9999 {
-            return Err(format!(
-                "--batches must be between 1 and the image count ({}), and at most 9999",
-                self.count
-            ));
+            return Err(InvalidGenOptions::Batches { count: self.count });
         }
         if self.layers == 0 || self.layers > 100 {
-            return Err("--blobs must be between 1 and 100".into());
+            return Err(InvalidGenOptions::Layers);
         }
         if self.layer_size > 1 << 30 {
-            return Err("--blob-size must be at most 1GiB".into());
+            return Err(InvalidGenOptions::LayerSize);
         }
         if self.architectures.is_empty() {
-            return Err("give at least one platform".into());
+            return Err(InvalidGenOptions::NoPlatform);
         }
         for a in &self.architectures {
             if a.is_empty() || !a.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(format!("invalid architecture {a:?}"));
+                return Err(InvalidGenOptions::Architecture(a.clone()));
             }
         }
         Ok(())

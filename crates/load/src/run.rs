@@ -90,97 +90,23 @@ pub struct RunOptions {
     pub tar_dir: Option<std::path::PathBuf>,
 }
 
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Percentiles {
-    /// Samples.
-    pub count: u64,
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// Largest.
-    pub max: f64,
-}
+/// The results file: one schema, owned by `ferry-report`, which reads what this writes.
+pub use ferry_report::results::{Percentiles, Results, SCHEMA_VERSION, Summary, Tally};
 
-impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Percentiles {
-        let ms = |us: u64| us as f64 / 1000.0;
-        if h.is_empty() {
-            return Percentiles::default();
-        }
-        Percentiles {
-            count: h.len(),
-            p50: ms(h.value_at_quantile(0.5)),
-            p90: ms(h.value_at_quantile(0.9)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
+/// Latency percentiles in milliseconds of a histogram of microseconds.
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let ms = |us: u64| us as f64 / 1000.0;
+    if h.is_empty() {
+        return Percentiles::default();
     }
-}
-
-/// One tally row.
-#[derive(Debug, Clone, Serialize)]
-pub struct Tally {
-    /// Seconds since the start, at the end of the row's interval.
-    pub t: f64,
-    /// Pullers running at the end of the interval.
-    pub pullers: usize,
-    /// Images pulled in the interval.
-    pub images: u64,
-    /// Images per second.
-    pub images_per_sec: f64,
-    /// Requests per second.
-    pub requests_per_sec: f64,
-    /// Body megabytes (10^6) per second.
-    pub mb_per_sec: f64,
-    /// Failed pulls in the interval, by kind.
-    pub errors: BTreeMap<String, u64>,
-}
-
-/// The run's totals.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    /// Images pulled completely.
-    pub images: u64,
-    /// Over the whole run.
-    pub images_per_sec: f64,
-    /// Requests sent.
-    pub requests: u64,
-    /// Requests per second.
-    pub requests_per_sec: f64,
-    /// Body bytes.
-    pub bytes: u64,
-    /// Failed pulls.
-    pub errors: u64,
-    /// Failed pulls by kind.
-    pub error_kinds: BTreeMap<String, u64>,
-    /// Seconds.
-    pub duration_secs: f64,
-    /// Latency of whole image pulls, and of requests by type (`manifest_head`, `manifest`, `blob`).
-    pub latency_ms: BTreeMap<String, Percentiles>,
-}
-
-/// A run's results file.
-#[derive(Debug, Clone, Serialize)]
-pub struct Results {
-    /// What was measured (`host:port`).
-    pub target: String,
-    /// A label for charts (defaults to the target).
-    pub label: String,
-    /// Seconds since the Unix epoch at the start.
-    pub started_unix: u64,
-    /// Pulls in closed (`closed`) or open (`open`) loop.
-    pub mode: String,
-    /// Totals.
-    pub summary: Summary,
-    /// Rate rows.
-    pub tallies: Vec<Tally>,
+    Percentiles {
+        count: h.len(),
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -546,9 +472,42 @@ fn form_urlencoded(s: &str) -> String {
         .collect()
 }
 
+/// Why the images of a registry could not be listed: the registry's answers, or no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// No answer: no connection, a broken one, or a timeout.
+    #[error("GET {path}: {}", failure.kind())]
+    Request {
+        /// The request's path.
+        path: String,
+        /// What went wrong.
+        failure: Failure,
+    },
+    /// The registry answered with an error status.
+    #[error("GET {path}: {status}")]
+    Status {
+        /// The request's path.
+        path: String,
+        /// Its answer.
+        status: http::StatusCode,
+    },
+    /// The catalog is not the JSON the distribution spec says.
+    #[error("catalog")]
+    Catalog(#[source] serde_json::Error),
+    /// A repository's tag list is not the JSON the distribution spec says.
+    #[error("tags of {repo}")]
+    Tags {
+        /// The repository.
+        repo: String,
+        /// Where the parse failed.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Every `repo:tag` of the registry at `addr` (`host:port`, plain HTTP): the catalog, page by
 /// page, then each repository's tags.
-pub async fn list_images(addr: &str) -> Result<Vec<String>, String> {
+pub async fn list_images(addr: &str) -> Result<Vec<String>, ListError> {
     #[derive(serde::Deserialize)]
     struct Catalog {
         #[serde(default)]
@@ -566,9 +525,15 @@ pub async fn list_images(addr: &str) -> Result<Vec<String>, String> {
             let ans = http
                 .exchange(Method::GET, &path, &[], BodyUse::Keep(64 << 20))
                 .await
-                .map_err(|f| format!("GET {path}: {}", f.kind()))?;
+                .map_err(|failure| ListError::Request {
+                    path: path.clone(),
+                    failure,
+                })?;
             if !ans.status.is_success() {
-                return Err(format!("GET {path}: {}", ans.status));
+                return Err(ListError::Status {
+                    path,
+                    status: ans.status,
+                });
             }
             Ok(ans.body)
         }
@@ -581,7 +546,7 @@ pub async fn list_images(addr: &str) -> Result<Vec<String>, String> {
             None => "/v2/_catalog?n=1000".to_owned(),
         };
         let page: Catalog =
-            serde_json::from_slice(&get(path).await?).map_err(|e| format!("catalog: {e}"))?;
+            serde_json::from_slice(&get(path).await?).map_err(ListError::Catalog)?;
         let n = page.repositories.len();
         // Registries that ignore `n` return everything at once; a repeated page ends the loop.
         let fresh: Vec<String> = page
@@ -600,8 +565,12 @@ pub async fn list_images(addr: &str) -> Result<Vec<String>, String> {
     }
     let mut images = Vec::new();
     for r in repos {
-        let t: Tags = serde_json::from_slice(&get(format!("/v2/{r}/tags/list")).await?)
-            .map_err(|e| format!("tags of {r}: {e}"))?;
+        let t: Tags = serde_json::from_slice(&get(format!("/v2/{r}/tags/list")).await?).map_err(
+            |source| ListError::Tags {
+                repo: r.clone(),
+                source,
+            },
+        )?;
         images.extend(
             t.tags
                 .unwrap_or_default()
@@ -650,6 +619,7 @@ pub async fn run(o: RunOptions, label: String) -> Results {
     let requests = counters.requests.load(Ordering::Relaxed);
     let error_kinds = counters.errors();
     Results {
+        schema_version: SCHEMA_VERSION,
         target: o.target.clone(),
         label,
         started_unix,
@@ -666,7 +636,7 @@ pub async fn run(o: RunOptions, label: String) -> Results {
             latency_ms: latencies
                 .0
                 .iter()
-                .map(|(k, h)| ((*k).to_owned(), Percentiles::of(h)))
+                .map(|(k, h)| ((*k).to_owned(), percentiles(h)))
                 .collect(),
         },
         tallies,

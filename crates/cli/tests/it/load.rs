@@ -173,6 +173,80 @@ fn load_gen_pushes_valid_images_and_writes_archives() {
     );
 }
 
+/// #11: "1 batches". One image in one batch is said in the singular.
+#[test]
+fn load_gen_counts_one_image_and_one_batch_in_the_singular() {
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("images.txt");
+    let said = ferry(&[
+        "load",
+        "gen",
+        "--count",
+        "1",
+        "--batches",
+        "1",
+        "--blobs",
+        "1",
+        "--out",
+        list.to_str().unwrap(),
+    ]);
+    assert!(said.contains("generated 1 image in 1 batch ("), "{said}");
+    let said = ferry(&[
+        "load",
+        "gen",
+        "--count",
+        "2",
+        "--batches",
+        "1",
+        "--blobs",
+        "1",
+        "--out",
+        list.to_str().unwrap(),
+    ]);
+    assert!(said.contains("generated 2 images in 1 batch ("), "{said}");
+}
+
+/// `ferry load report` names the file it cannot use and why, each cause once.
+#[test]
+fn load_report_says_which_file_is_wrong_and_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = |file: &std::path::Path| {
+        let out = Command::new(ferry_bin())
+            .args(["load", "report", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = tmp.path().join("missing.json");
+    let err = report(&missing);
+    assert!(
+        err.contains(&format!("cannot read {}: ", missing.display())),
+        "{err}"
+    );
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    let newer = tmp.path().join("newer.json");
+    std::fs::write(&newer, r#"{"schema_version": 2}"#).unwrap();
+    let err = report(&newer);
+    assert!(
+        err.contains(&format!(
+            "{} has results schema version 2, and this ferry reads version 1",
+            newer.display()
+        )),
+        "{err}"
+    );
+    let other = tmp.path().join("other.json");
+    std::fs::write(&other, "[]").unwrap();
+    let err = report(&other);
+    assert!(
+        err.contains(&format!(
+            "{} is not a ferry load results file: ",
+            other.display()
+        )),
+        "{err}"
+    );
+}
+
 fn results(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }

@@ -267,6 +267,44 @@ async fn the_ramp_shows_in_the_tallies() {
     assert!(rates_at(1) > 0 && rates_at(2) > 0);
 }
 
+/// What a run returns is the report's schema: written as JSON, it reads back whole, with the
+/// schema version, and tabulates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_written_in_the_report_schema() {
+    let f = fake(2, Duration::from_millis(1), Fault::None);
+    let addr = serve(f.clone()).await;
+    let o = options(
+        addr,
+        &f,
+        Schedule::Fixed {
+            pullers: 1,
+            duration: Duration::from_millis(300),
+        },
+    );
+    let r = run(o, "schema".into()).await;
+    let json = serde_json::to_vec_pretty(&r).unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(
+        value["schema_version"],
+        ferry_report::results::SCHEMA_VERSION
+    );
+    let read = ferry_report::Results::from_json(&json).unwrap();
+    // Integers compare exactly; floats may differ in the last bit through decimal text.
+    assert!(r.summary.images > 0, "{value}");
+    assert_eq!(
+        (
+            read.summary.images,
+            read.summary.requests,
+            read.tallies.len()
+        ),
+        (r.summary.images, r.summary.requests, r.tallies.len())
+    );
+    assert!(
+        ferry_report::table(&[read]).contains(&format!("| schema | {} |", r.summary.images)),
+        "{value}"
+    );
+}
+
 /// The controller follows the ramp to the instant (paused time: no server, every puller's list is
 /// empty, so only the schedule acts): sampled mid-step, the tallies read 1, 2, 3, 2, 1 pullers.
 #[tokio::test(start_paused = true)]
