@@ -51,7 +51,7 @@ pub fn lru_victims<K: Clone + Ord>(items: &[Item<K>], used: u64, budget: u64) ->
 /// The evictable units of `inventory`: one per manifest of a repository `evictable` accepts,
 /// pinned if any of its names matches a `pinned` pattern, last accessed when any name last was.
 /// Sorted by key.
-pub fn units(
+pub fn evictable_units(
     inventory: &[Image],
     pinned: &[String],
     evictable: impl Fn(&str) -> bool,
@@ -154,7 +154,7 @@ impl CacheBudget {
             return Vec::new();
         }
         lru_victims(
-            &units(inventory, &self.pinned, cached),
+            &evictable_units(inventory, &self.pinned, cached),
             used,
             self.max_bytes,
         )
@@ -201,7 +201,7 @@ mod tests {
             image("docker.io/app", Some("x"), 2),
             image("local/app", Some("keep"), 1),
         ];
-        let u = units(&inv, &["docker.io/app:keep".into()], cached);
+        let u = evictable_units(&inv, &["docker.io/app:keep".into()], cached);
         assert_eq!(u.len(), 2);
         let pinned: Vec<bool> = u.iter().map(|i| i.pinned).collect();
         let first = inv[0].manifest();
@@ -261,7 +261,7 @@ mod tests {
         #[test]
         fn a_unit_is_pinned_iff_some_name_of_it_is(inv in inventory(), pin in 0usize..5) {
             let pinned = vec![format!("{}:*", REPOSITORIES[pin % REPOSITORIES.len()]), format!("*:t{pin}")];
-            let u = units(&inv, &pinned, cached);
+            let u = evictable_units(&inv, &pinned, cached);
             let cached_manifests: std::collections::BTreeSet<ManifestKey> =
                 inv.iter().filter(|i| cached(&i.repository)).map(Image::manifest).collect();
             prop_assert_eq!(u.iter().map(|i| i.key.clone()).collect::<std::collections::BTreeSet<_>>(), cached_manifests);
@@ -286,7 +286,7 @@ mod tests {
                 pinned: vec![format!("*:t{pin}")],
                 expiry: accessed.map(|s| ExpiryRule { accessed_before: Some(Duration::from_secs(s)), ..ExpiryRule::default() }).into_iter().collect(),
             };
-            let used: u64 = units(&inv, &[], |_| true).iter().map(|u| u.bytes).sum();
+            let used: u64 = evictable_units(&inv, &[], |_| true).iter().map(|u| u.bytes).sum();
             let expired = budget.expired(&inv, now, cached);
             let victims = budget.victims(&inv, used, cached);
             for i in inv.iter().filter(|i| budget.is_pinned(i) || !cached(&i.repository)) {
@@ -309,7 +309,7 @@ mod tests {
             };
             prop_assert_eq!(budget.victims(&inv, used, cached), budget.victims(&shuffled, used, cached));
             prop_assert_eq!(budget.expired(&inv, 100, cached), budget.expired(&shuffled, 100, cached));
-            prop_assert_eq!(units(&inv, &budget.pinned, cached), units(&shuffled, &budget.pinned, cached));
+            prop_assert_eq!(evictable_units(&inv, &budget.pinned, cached), evictable_units(&shuffled, &budget.pinned, cached));
         }
     }
 }

@@ -17,7 +17,7 @@ mod prune;
 #[cfg(test)]
 mod test_inventory;
 
-pub use budget::{CacheBudget, ExpiryRule, Item, lru_victims, units};
+pub use budget::{CacheBudget, ExpiryRule, Item, evictable_units, lru_victims};
 pub use glob::glob_match;
 pub use image::{Image, ManifestKey, image_name};
 pub use prune::{PrunePlan, PruneRule, Selection, is_pinned, prune_plan};
