@@ -86,13 +86,6 @@ pub struct PrunePlan {
     pub tags: Vec<(String, String)>,
 }
 
-impl PrunePlan {
-    /// Whether the plan deletes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.manifests.is_empty() && self.tags.is_empty()
-    }
-}
-
 /// Plans deleting the images of `inventory` that `selected` picks: a manifest goes when every image
 /// naming it is selected, otherwise only the selected tags (a manifest must not vanish under a
 /// name the selection spared). Blobs are left to the caller's garbage collection.
