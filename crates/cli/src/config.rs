@@ -103,7 +103,7 @@ impl PruneConfig {
         let age = |v: &Option<String>, key: &str| -> anyhow::Result<Option<Duration>> {
             v.as_deref()
                 .map(|s| {
-                    ferry_policy::units::parse_age(s)
+                    ferry_server::units::parse_age(s)
                         .map(Duration::from_secs)
                         .map_err(|e| anyhow::anyhow!("cache.prune[{n}].{key}: {e}"))
                 })
@@ -145,7 +145,7 @@ impl CacheConfig {
     /// The budget in server terms.
     pub fn budget(&self) -> anyhow::Result<ferry_server::mirror::budget::CacheBudget> {
         let max_bytes = match &self.max_size {
-            Some(s) => ferry_policy::units::parse_size(s)
+            Some(s) => ferry_server::units::parse_size(s)
                 .map_err(|e| anyhow::anyhow!("cache.max_size: {e}"))?,
             None => 0,
         };
@@ -362,7 +362,7 @@ impl UpstreamConfig {
             ..RegistryOptions::default()
         })
         .map_err(|e| anyhow::anyhow!("upstream {name}: {e}"))?;
-        let bytes_per_sec = ferry_policy::units::parse_size(&self.min_transfer_rate)
+        let bytes_per_sec = ferry_server::units::parse_size(&self.min_transfer_rate)
             .map_err(|e| anyhow::anyhow!("upstream {name}: min_transfer_rate: {e}"))?;
         let mut upstream = ferry_server::Upstream::new(
             &name,
@@ -376,7 +376,7 @@ impl UpstreamConfig {
             grace: Duration::from_secs(self.min_transfer_grace_secs),
         };
         upstream.prefetch_blobs = self.prefetch_blobs_on_manifest;
-        upstream.max_blob_bytes = ferry_policy::units::parse_size(&self.max_blob_size)
+        upstream.max_blob_bytes = ferry_server::units::parse_size(&self.max_blob_size)
             .map_err(|e| anyhow::anyhow!("upstream {name}: max_blob_size: {e}"))?;
         Ok(upstream)
     }
@@ -563,7 +563,7 @@ impl Config {
             .max_unpacked_archive
             .as_deref()
             .map(|s| {
-                ferry_policy::units::parse_size(s)
+                ferry_server::units::parse_size(s)
                     .map_err(|e| anyhow::anyhow!("limits.max_unpacked_archive: {e}"))
             })
             .transpose()?;
@@ -643,7 +643,7 @@ impl Config {
             max_manifest_bytes: self.limits.max_manifest_bytes,
             pinned: self.cache.pinned.clone(),
             local_namespaces: self.local_namespaces.clone(),
-            min_free_bytes: ferry_policy::units::parse_size(&self.cache.min_free_space)
+            min_free_bytes: ferry_server::units::parse_size(&self.cache.min_free_space)
                 .map_err(|e| anyhow::anyhow!("cache.min_free_space: {e}"))?,
         };
         ferry_server::Mirror::new(upstreams, self.default_upstream.as_deref(), options)
@@ -654,7 +654,7 @@ impl Config {
     /// The floor under clients' transfer rates.
     pub fn client_floor(&self) -> anyhow::Result<ferry_server::RateFloor> {
         Ok(ferry_server::RateFloor {
-            bytes_per_sec: ferry_policy::units::parse_size(&self.limits.min_client_rate)
+            bytes_per_sec: ferry_server::units::parse_size(&self.limits.min_client_rate)
                 .map_err(|e| anyhow::anyhow!("limits.min_client_rate: {e}"))?,
             window: Duration::from_secs(self.limits.client_rate_window_secs),
         })

@@ -185,7 +185,7 @@ pub struct GenArgs {
 
 impl GenArgs {
     fn options(&self) -> anyhow::Result<GenOptions> {
-        let layer_size = ferry_policy::units::parse_size(&self.blob_size)
+        let layer_size = ferry_server::units::parse_size(&self.blob_size)
             .map_err(|e| anyhow::anyhow!("--blob-size: {e}"))?;
         let mut architectures = Vec::new();
         for p in &self.platforms {

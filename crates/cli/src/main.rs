@@ -219,7 +219,7 @@ struct PreloadArgs {
     name: Option<String>,
     /// Largest decompressed copy of a gzip archive, e.g. 50GiB [default: limits.max_unpacked_archive
     /// in --config, else 100 times the archive's size, at least 64 MiB].
-    #[arg(long, value_name = "SIZE", value_parser = ferry_policy::units::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = ferry_server::units::parse_size)]
     max_unpacked: Option<u64>,
     /// References, files listing them, or image archives.
     #[arg(required = true, value_name = "REFERENCE|FILE|ARCHIVE")]
@@ -1035,7 +1035,7 @@ async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let age = |a: &Option<String>, flag: &str| -> anyhow::Result<Option<u64>> {
         a.as_deref()
             .map(|a| {
-                ferry_policy::units::parse_age(a)
+                ferry_server::units::parse_age(a)
                     .map(|s| now.saturating_sub(s))
                     .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
             })
@@ -1045,7 +1045,7 @@ async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         accessed_before: age(&args.accessed_before, "--accessed-before")?,
         created_before: age(&args.created_before, "--created-before")?,
     };
-    let selection = ferry_server::prune::Selection {
+    let selection = ferry_policy::Selection {
         rule,
         pattern: pattern(&args.pattern)?,
         repository: None,
@@ -1057,12 +1057,11 @@ async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         ferry_store::LockMode::ExistingExclusive
     };
     let store = open_store(&c, mode).await?;
-    let images = store.images().await?;
-    let chosen: Vec<&ferry_store::ImageInfo> =
-        images.iter().filter(|i| selection.matches(i)).collect();
-    let mut report = serde_json::json!({"dry_run": args.dry_run, "images": chosen.iter().map(|i| image_name(i)).collect::<Vec<_>>()});
+    let plan = ferry_server::prune::plan(&store.images().await?, &selection);
+    let chosen = &plan.images;
+    let mut report = serde_json::json!({"dry_run": args.dry_run, "images": chosen});
     if !args.dry_run {
-        ferry_server::prune::prune(&store, &images, &selection).await?;
+        ferry_server::prune::prune(&store, &plan).await?;
         let g = store.gc(false).await?;
         store.flush_access().await?;
         report["blobs_removed"] = g.removed.into();
@@ -1076,8 +1075,8 @@ async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         } else {
             "deleted"
         };
-        for i in &chosen {
-            println!("{verb} {}", image_name(i));
+        for name in chosen {
+            println!("{verb} {name}");
         }
         if args.dry_run {
             println!(

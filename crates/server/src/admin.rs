@@ -10,11 +10,12 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use ferry_oci::{ErrorCode, RepoName};
-use ferry_policy::{PruneRule, units::parse_age};
+use ferry_policy::{PruneRule, Selection};
 use http::{Method, StatusCode, header};
 
 use crate::api::{ApiResult, Query, json_response};
-use crate::prune::{Selection, image_name, prune};
+use crate::prune::{plan, policy_image, prune};
+use crate::units::parse_age;
 use crate::{ApiError, App};
 
 /// Whether `presented` equals `expected`, in time independent of where they differ.
@@ -108,7 +109,7 @@ async fn serve(app: &Arc<App>, path: &str, req: Request) -> ApiResult {
                 .images()
                 .await?
                 .into_iter()
-                .filter(|i| sel.matches(i))
+                .filter(|i| sel.matches(&policy_image(i)))
                 .collect();
             Ok(json(serde_json::to_value(images).unwrap_or_default()))
         }
@@ -124,16 +125,13 @@ async fn serve(app: &Arc<App>, path: &str, req: Request) -> ApiResult {
                         .into(),
                 ));
             }
-            let images = app.store.images().await?;
+            let plan = plan(&app.store.images().await?, &sel);
             if q.get("dry-run").is_some_and(|v| v != "false") {
-                let names: Vec<String> = images
-                    .iter()
-                    .filter(|i| sel.matches(i))
-                    .map(image_name)
-                    .collect();
-                return Ok(json(serde_json::json!({"dry_run": true, "images": names})));
+                return Ok(json(
+                    serde_json::json!({"dry_run": true, "images": plan.images}),
+                ));
             }
-            let deleted = prune(&app.store, &images, &sel).await?;
+            prune(&app.store, &plan).await?;
             let prefixes: Vec<String> = app
                 .mirror
                 .iter()
@@ -146,7 +144,7 @@ async fn serve(app: &Arc<App>, path: &str, req: Request) -> ApiResult {
             };
             Ok(json(serde_json::json!({
                 "dry_run": false,
-                "images": deleted,
+                "images": plan.images,
                 "cached_blobs_removed": freed.as_ref().map_or(0, |g| g.removed),
                 "cached_bytes_freed": freed.as_ref().map_or(0, |g| g.bytes_freed),
             })))

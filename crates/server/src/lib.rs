@@ -21,6 +21,7 @@ mod listen;
 pub mod metrics;
 pub mod mirror;
 pub mod prune;
+pub mod units;
 
 use std::sync::Arc;
 

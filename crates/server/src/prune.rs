@@ -1,90 +1,64 @@
-//! Deleting selected images: shared by `ferry prune` (offline) and the admin API (online).
+//! Carrying out prunes: shared by `ferry prune` (offline), the admin API (online) and the cache
+//! budget's standing rules. What goes is decided by [`ferry_policy::prune_plan`]; this deletes it.
 
 use std::sync::Arc;
 
 use ferry_oci::{RepoName, Tag};
-use ferry_policy::PruneRule;
+use ferry_policy::{Image, PrunePlan, Selection};
 use ferry_store::{ImageInfo, Store, StoreError};
 
-/// What to prune.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// Age criteria.
-    pub rule: PruneRule,
-    /// `repository:tag` (or `repository@digest`) must match.
-    pub pattern: Option<regex_lite::Regex>,
-    /// Only images of this repository.
-    pub repository: Option<RepoName>,
-    /// `repository:tag` patterns (`*` wildcard) of images never selected: the cache's pinned images.
-    pub pinned: Vec<String>,
+/// The policy's record of a stored image.
+pub fn policy_image(i: &ImageInfo) -> Image {
+    Image {
+        repository: i.repository.clone(),
+        tag: i.tag.clone(),
+        digest: i.digest.clone(),
+        bytes: i.size,
+        created: i.created,
+        last_pulled: i.last_pulled,
+    }
 }
 
-/// Whether `repository:tag` of `i` matches one of the `pinned` patterns (`*` wildcard).
-pub fn is_pinned(pinned: &[String], i: &ImageInfo) -> bool {
-    let name = format!("{}:{}", i.repository, i.tag.as_deref().unwrap_or(""));
-    pinned.iter().any(|p| crate::mirror::glob_match(p, &name))
+/// The policy's records of a store's inventory.
+pub fn inventory(images: &[ImageInfo]) -> Vec<Image> {
+    images.iter().map(policy_image).collect()
 }
 
 /// `repository:tag`, or `repository@digest` for an untagged manifest.
 pub fn image_name(i: &ImageInfo) -> String {
-    match &i.tag {
-        Some(t) => format!("{}:{t}", i.repository),
-        None => format!("{}@{}", i.repository, i.digest),
-    }
+    ferry_policy::image_name(&i.repository, i.tag.as_deref(), &i.digest)
 }
 
-impl Selection {
-    /// Whether `i` is protected by a pinned pattern.
-    pub fn is_pinned(&self, i: &ImageInfo) -> bool {
-        is_pinned(&self.pinned, i)
-    }
-
-    /// Whether `i` is selected.
-    pub fn matches(&self, i: &ImageInfo) -> bool {
-        !self.is_pinned(i)
-            && self.rule.matches(i.created, i.last_pulled)
-            && self
-                .pattern
-                .as_ref()
-                .is_none_or(|r| r.is_match(&image_name(i)))
-            && self
-                .repository
-                .as_ref()
-                .is_none_or(|r| r.as_str() == i.repository)
-    }
+/// What pruning the images of `images` (the current inventory) that `selection` selects deletes.
+pub fn plan(images: &[ImageInfo], selection: &Selection) -> PrunePlan {
+    ferry_policy::prune_plan(&inventory(images), |i| selection.matches(i))
 }
 
-/// Deletes the selected images from `images` (the current inventory): a manifest goes when every
-/// image naming it is selected, otherwise only the selected tags. Blobs are left to the caller's
-/// garbage collection. Returns the names deleted.
-pub async fn prune(
-    store: &Arc<Store>,
-    images: &[ImageInfo],
-    selection: &Selection,
-) -> Result<Vec<String>, StoreError> {
-    let mut deleted = Vec::new();
-    for i in images.iter().filter(|i| selection.matches(i)) {
-        let Ok(repo) = RepoName::new(&i.repository) else {
+/// Deletes what `plan` says: whole manifests, then lone tags. Blobs are left to the caller's
+/// garbage collection. Returns how many manifests and tags were deleted (ones already gone are not
+/// counted).
+pub async fn prune(store: &Arc<Store>, plan: &PrunePlan) -> Result<usize, StoreError> {
+    let mut deleted = 0;
+    for m in &plan.manifests {
+        let Ok(repo) = RepoName::new(&m.repository) else {
             continue;
         };
-        let whole = images
-            .iter()
-            .filter(|o| o.repository == i.repository && o.digest == i.digest)
-            .all(|o| selection.matches(o));
-        let r = match (&i.tag, whole) {
-            (_, true) => store.delete_manifest(&repo, &i.digest).await,
-            (Some(t), false) => match Tag::new(t) {
-                Ok(t) => store.delete_tag(&repo, &t).await,
-                Err(_) => Ok(()),
-            },
-            (None, false) => Ok(()),
+        deleted += gone(store.delete_manifest(&repo, &m.digest).await)?;
+    }
+    for (repo, tag) in &plan.tags {
+        let (Ok(repo), Ok(tag)) = (RepoName::new(repo), Tag::new(tag)) else {
+            continue;
         };
-        match r {
-            Ok(()) | Err(StoreError::ManifestUnknown(_) | StoreError::NameUnknown(_)) => {
-                deleted.push(image_name(i))
-            }
-            Err(e) => return Err(e),
-        }
+        deleted += gone(store.delete_tag(&repo, &tag).await)?;
     }
     Ok(deleted)
+}
+
+/// 1 for a delete done, 0 for one a concurrent delete beat us to.
+fn gone(r: Result<(), StoreError>) -> Result<usize, StoreError> {
+    match r {
+        Ok(()) => Ok(1),
+        Err(StoreError::ManifestUnknown(_) | StoreError::NameUnknown(_)) => Ok(0),
+        Err(e) => Err(e),
+    }
 }

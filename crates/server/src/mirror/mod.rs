@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use ferry_client::{ClientError, ErrorKind as ClientKind, Registry};
 use ferry_oci::{DOCKER_HUB, ErrorCode, RepoName};
+use ferry_policy::glob_match;
 use ferry_store::StoreError;
 use http::{HeaderMap, StatusCode};
 
@@ -143,34 +144,6 @@ fn normalize_registry(name: &str) -> String {
         }
         _ => n,
     }
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p = pattern.as_bytes();
-    let t = text.as_bytes();
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && p[pi] != b'*' && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 /// Mirror behaviour switches.
@@ -553,33 +526,5 @@ impl FetchError {
             e = e.header(http::header::RETRY_AFTER, &s.to_string());
         }
         e
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("latest", "latest"));
-        assert!(!glob_match("latest", "latest2"));
-        assert!(glob_match("v*", "v1.2"));
-        assert!(glob_match("*-dev", "1.0-dev"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a*b*c", "aXbYc"));
-        assert!(!glob_match("a*b*c", "aXbY"));
-    }
-
-    proptest! {
-        #[test]
-        fn glob_star_matches_everything_and_literals_match_themselves(t in "[a-zA-Z0-9._-]{0,30}") {
-            prop_assert!(glob_match("*", &t));
-            prop_assert!(glob_match(&t, &t));
-            let prefixed = format!("{t}*");
-            let longer = format!("{t}x");
-            prop_assert!(glob_match(&prefixed, &longer));
-        }
     }
 }
