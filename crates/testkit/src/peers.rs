@@ -413,6 +413,11 @@ impl Containerd {
             .expect("run ctr")
     }
 
+    /// Its gRPC socket, for `ctr --address` in a command line that [`Containerd::ctr`] cannot run.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// A directory for `--hosts-dir` configurations.
     pub fn hosts_dir(&self) -> PathBuf {
         self.dir.path().join("certs.d")
