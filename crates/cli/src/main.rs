@@ -756,83 +756,26 @@ async fn serve(
         mirror: mirror.map(Arc::new),
         metrics: Arc::default(),
     });
-    // Housekeeping while the server runs: pull statistics are written every minute, the cache is
-    // kept within its budget, and expired uploads and abandoned temp files go every ten minutes.
-    let sweeper = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.tick().await;
-            let sweep_every = (600 / interval.as_secs().max(1)).max(1);
-            for round in 1u64.. {
-                tick.tick().await;
-                if let Err(e) = app.store.flush_access().await {
-                    tracing::warn!(error = %e, "writing pull statistics failed");
-                }
-                if let Some(m) = &app.mirror
-                    && let Err(e) =
-                        ferry_server::mirror::budget::evict(&app.store, m, &app.metrics, &budget)
-                            .await
-                {
-                    tracing::warn!(error = %e, "cache eviction failed");
-                }
-                if round % sweep_every == 0
-                    && let Err(e) = app.store.sweep().await
-                {
-                    tracing::warn!(error = %e, "sweeping expired uploads failed");
-                }
-            }
-        })
-    };
-    // One signal stops both listeners.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let metrics_server = match c.metrics_listen {
+    let metrics = match c.metrics_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?;
             tracing::info!(listen = %l.local_addr()?, "metrics at /metrics");
-            let opts = ferry_server::ServeOptions {
-                max_connections: 64,
-                ..c.serve_options()
-            };
-            Some(tokio::spawn(ferry_server::serve(
-                l,
-                ferry_server::metrics::router(app.clone()),
-                opts,
-                stopped(),
-            )))
+            Some(l)
         }
         None => None,
     };
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    ferry_server::serve(
-        listener,
-        ferry_server::router(app),
-        c.serve_options(),
-        stopped(),
-    )
-    .await?;
-    if let Some(m) = metrics_server {
-        let _ = m.await;
-    }
-    sweeper.abort();
-    if let Err(e) = store.flush_access().await {
-        tracing::warn!(error = %e, "writing pull statistics failed");
-    }
-    if let Err(e) = store.clean_tmp().await {
-        // Requests still running past the grace period may hold temp files; the next start wipes them.
-        tracing::warn!(error = %e, "could not remove every temp file at shutdown");
-    }
+    let settings = ferry_server::RunSettings {
+        serve: c.serve_options(),
+        metrics_serve: ferry_server::ServeOptions {
+            max_connections: 64,
+            ..c.serve_options()
+        },
+        housekeeping_interval: interval,
+        budget,
+    };
+    ferry_server::run(app, listener, metrics, settings, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
