@@ -691,11 +691,18 @@ async fn serve(
     archives: Vec<PathBuf>,
 ) -> anyhow::Result<()> {
     fit_connections_to_fd_limit(&mut c);
+    // Everything that can be wrong is found before anything changes on disk or is logged as
+    // serving: the configuration first, then the ports.
     let mirror = c.mirror()?;
-    let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
-    if !archives.is_empty() {
-        // Imported before listening, so an air-gapped node never answers for images it is about
-        // to have.
+    let budget = c.cache.budget()?;
+    let interval = std::time::Duration::from_secs(c.cache.maintenance_interval_secs);
+    let options = ferry_server::RegistryOptions {
+        admin_token: c.admin_token()?,
+        ..c.registry_options()
+    };
+    let import = if archives.is_empty() {
+        None
+    } else {
         let m = mirror.as_ref().context(
             "--preload with an image archive needs the upstream its images belong to (--upstream or [[upstream]])",
         )?;
@@ -705,14 +712,28 @@ async fn serve(
             name: None,
             jobs: 4,
         };
-        if import_archives(&store, m, &archives, &o, false).await {
-            tracing::info!(archives = archives.len(), "archives imported");
-        }
-    }
+        Some((m, o))
+    };
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another server using the port? try --listen 127.0.0.1:<port>)", c.listen))?;
     let addr = listener.local_addr()?;
+    let metrics = match c.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
+    if let Some((m, o)) = &import {
+        // Imported before serving, so an air-gapped node never answers for images it is about
+        // to have.
+        if import_archives(&store, m, &archives, o, false).await {
+            tracing::info!(archives = archives.len(), "archives imported");
+        }
+    }
     if !preload_refs.is_empty() {
         // The listener is bound, so these requests wait in its queue until serving starts.
         let me = format!("http://{addr}");
@@ -741,31 +762,18 @@ async fn serve(
             );
         }
     }
-    let budget = c.cache.budget()?;
-    let interval = std::time::Duration::from_secs(c.cache.maintenance_interval_secs);
-    let options = ferry_server::RegistryOptions {
-        admin_token: c.admin_token()?,
-        ..c.registry_options()
-    };
     if options.admin_token.is_some() {
         tracing::info!("admin API enabled under /admin/");
     }
+    if let Some(l) = &metrics {
+        tracing::info!(listen = %l.local_addr()?, "metrics at /metrics");
+    }
     let app = Arc::new(ferry_server::App {
-        store: store.clone(),
+        store,
         options,
         mirror: mirror.map(Arc::new),
         metrics: Arc::default(),
     });
-    let metrics = match c.metrics_listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            tracing::info!(listen = %l.local_addr()?, "metrics at /metrics");
-            Some(l)
-        }
-        None => None,
-    };
     let settings = ferry_server::RunSettings {
         serve: c.serve_options(),
         metrics_serve: ferry_server::ServeOptions {
