@@ -7,6 +7,7 @@ mod blobs;
 mod errors;
 mod listing;
 mod manifests;
+mod mirror;
 
 mod parse_memory;
 mod uploads;
