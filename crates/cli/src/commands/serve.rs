@@ -137,6 +137,22 @@ fn fit_connections_to_fd_limit(c: &mut Config) {
     }
 }
 
+/// Connections waiting to be accepted at most (what `TcpListener::bind` uses too).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A socket bound to `addr`, not listening yet: the port is ferry's (another server's port is
+/// refused here) while connections are still refused.
+fn reserve(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
 pub async fn serve(
     mut c: Config,
     preload_refs: Vec<ferry_oci::Reference>,
@@ -166,26 +182,42 @@ pub async fn serve(
         };
         Some((m, o))
     };
-    let listener = tokio::net::TcpListener::bind(c.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (is another server using the port? try --listen 127.0.0.1:<port>)", c.listen))?;
-    let addr = listener.local_addr()?;
-    let metrics = match c.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
-        ),
+    // The ports are taken now but listened on only once the archives are imported: a port in use
+    // is found before the data directory is touched, and a client that connects is served.
+    let listen_error = |addr: SocketAddr| {
+        format!(
+            "cannot listen on {addr} (is another server using the port? try --listen 127.0.0.1:<port>)"
+        )
+    };
+    let socket = reserve(c.listen).with_context(|| listen_error(c.listen))?;
+    let addr = socket.local_addr()?;
+    let metrics_socket = match c.metrics_listen {
+        Some(addr) => {
+            Some(reserve(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?)
+        }
         None => None,
     };
     let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
     if let Some((m, o)) = &import {
-        // Imported before serving, so an air-gapped node never answers for images it is about
+        // Imported before listening, so an air-gapped node never answers for images it is about
         // to have.
         if import_archives(&store, m, &archives, o, false).await {
             tracing::info!(archives = archives.len(), "archives imported");
         }
     }
+    let listener = socket
+        .listen(LISTEN_BACKLOG)
+        .with_context(|| listen_error(addr))?;
+    let metrics = match metrics_socket {
+        Some(s) => {
+            let addr = s.local_addr()?;
+            Some(
+                s.listen(LISTEN_BACKLOG)
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+            )
+        }
+        None => None,
+    };
     if !preload_refs.is_empty() {
         // The listener is bound, so these requests wait in its queue until serving starts.
         let me = format!("http://{addr}");
