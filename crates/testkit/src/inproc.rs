@@ -21,8 +21,10 @@ use crate::image::Image;
 /// A running registry (no mirror) plus a client for it.
 #[derive(Debug)]
 pub struct Registry {
+    /// `http://127.0.0.1:<port>`.
     pub base: String,
     pub client: reqwest::Client,
+    /// The directory holding the store (under `data/`).
     pub dir: PathBuf,
     pub store: Arc<Store>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -31,6 +33,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry with default options over a fresh temporary directory.
     pub async fn start() -> Registry {
         let tmp = tempfile::tempdir().unwrap();
         let mut r = Registry::start_in(tmp.path(), RegistryOptions::default()).await;
@@ -38,6 +41,7 @@ impl Registry {
         r
     }
 
+    /// A registry with `options` over a fresh temporary directory.
     pub async fn start_with(options: RegistryOptions) -> Registry {
         let tmp = tempfile::tempdir().unwrap();
         let mut r = Registry::start_in(tmp.path(), options).await;
@@ -45,6 +49,7 @@ impl Registry {
         r
     }
 
+    /// A registry with `options` over `dir/data` (which may hold a store already).
     pub async fn start_in(dir: &Path, options: RegistryOptions) -> Registry {
         let store = Store::open(dir.join("data"), StoreOptions::default())
             .await
@@ -237,10 +242,12 @@ pub struct Mirrored {
 }
 
 impl Mirrored {
+    /// Upstream, proxy and mirror with [`MirrorSetup::default`].
     pub async fn start() -> Mirrored {
         Mirrored::start_with(MirrorSetup::default()).await
     }
 
+    /// Upstream, proxy and a mirror set up as `setup` says.
     pub async fn start_with(setup: MirrorSetup) -> Mirrored {
         let upstream = Registry::start().await;
         let proxy = FaultProxy::start(upstream.base.trim_start_matches("http://"));

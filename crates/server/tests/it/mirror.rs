@@ -12,11 +12,20 @@ use ferry_testkit::image::{Image, image};
 use ferry_testkit::inproc::{MirrorServer, MirrorSetup, Mirrored, UPSTREAM};
 
 /// What a client got.
-#[derive(Debug)]
 enum Outcome {
     Complete(Vec<u8>),
     Refused(u16, String),
     Broken,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Complete(b) => write!(f, "Complete({} bytes, {})", b.len(), Digest::sha256(b)),
+            Outcome::Refused(status, body) => write!(f, "Refused({status}, {body})"),
+            Outcome::Broken => f.write_str("Broken"),
+        }
+    }
 }
 
 async fn get(c: &reqwest::Client, url: &str) -> Outcome {
