@@ -13,10 +13,13 @@
 //!   `max_manifest_bytes`).
 //! - A 500 means a bug or a broken disk; everything the client can cause is a 4xx.
 //! - Every connection, header read and idle body is bounded ([`ServeOptions`]).
+//!
+//! [`run`] is the whole serving lifecycle (listeners, housekeeping, shutdown) over an [`App`].
 
 mod admin;
 mod api;
 mod error;
+mod lifecycle;
 mod listen;
 pub mod metrics;
 pub mod mirror;
@@ -29,6 +32,7 @@ use axum::Router;
 use ferry_store::Store;
 
 pub use error::ApiError;
+pub use lifecycle::{RunError, RunSettings, run};
 pub use listen::{ClientAddr, RateFloor, ServeOptions, serve};
 pub use metrics::Metrics;
 pub use mirror::{Mirror, MirrorOptions, TransferFloor, Upstream};

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// What to do to one response.
@@ -23,6 +23,8 @@ pub enum Fault {
     Status(u16, Option<u64>),
     /// Send the head, then the body one byte per second (until the client gives up).
     Stall,
+    /// Hold the request until [`FaultProxy::release`], then forward it as is.
+    Held,
 }
 
 /// Which requests a fault applies to.
@@ -41,6 +43,10 @@ struct Faults {
     /// Requests received, by `METHOD path` (the only record that cannot include another proxy's
     /// late arrivals, unlike an upstream's access log).
     seen: HashMap<String, usize>,
+    /// `Range` headers received, by `METHOD path`, in arrival order.
+    ranges: HashMap<String, Vec<String>>,
+    /// Whether held requests may go on.
+    released: bool,
 }
 
 /// The proxy; stops accepting when dropped.
@@ -49,6 +55,8 @@ pub struct FaultProxy {
     /// Its port on 127.0.0.1.
     pub port: u16,
     faults: Arc<Mutex<Faults>>,
+    /// Wakes held requests.
+    gate: Arc<Condvar>,
     stop: Arc<AtomicBool>,
 }
 
@@ -58,21 +66,32 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let faults: Arc<Mutex<Faults>> = Arc::default();
+        let gate: Arc<Condvar> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (f, s, up) = (faults.clone(), stop.clone(), upstream.to_owned());
+        let (f, g, s, up) = (
+            faults.clone(),
+            gate.clone(),
+            stop.clone(),
+            upstream.to_owned(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (f, up) = (f.clone(), up.clone());
+                let (f, g, up) = (f.clone(), g.clone(), up.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(conn, &up, &f);
+                    let _ = handle(conn, &up, &f, &g);
                 });
             }
         });
-        FaultProxy { port, faults, stop }
+        FaultProxy {
+            port,
+            faults,
+            gate,
+            stop,
+        }
     }
 
     /// `host:port` of the proxy.
@@ -95,6 +114,25 @@ impl FaultProxy {
         let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         f.blob.clear();
         f.manifest.clear();
+    }
+
+    /// Lets every request held by [`Fault::Held`] (now or later) go on.
+    pub fn release(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .released = true;
+        self.gate.notify_all();
+    }
+
+    /// The `Range` headers of the `method` requests for exactly `path`, in arrival order (requests
+    /// without one are not listed).
+    pub fn ranges(&self, method: &str, path: &str) -> Vec<String> {
+        let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        f.ranges
+            .get(&format!("{method} {path}"))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// How many `method` requests for exactly `path` this proxy has received.
@@ -130,7 +168,12 @@ fn read_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
-fn handle(mut client: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std::io::Result<()> {
+fn handle(
+    mut client: TcpStream,
+    upstream: &str,
+    faults: &Mutex<Faults>,
+    gate: &Condvar,
+) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
     let head = read_head(&mut client)?;
     let text = String::from_utf8_lossy(&head).into_owned();
@@ -140,6 +183,16 @@ fn handle(mut client: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std:
     let fault = {
         let mut f = faults.lock().unwrap_or_else(|e| e.into_inner());
         *f.seen.entry(format!("{method} {path}")).or_default() += 1;
+        if let Some(range) = text.split("\r\n").find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("range"))
+                .map(|(_, v)| v.trim().to_owned())
+        }) {
+            f.ranges
+                .entry(format!("{method} {path}"))
+                .or_default()
+                .push(range);
+        }
         if method == "GET" && path.contains("/blobs/") && !path.contains("/uploads") {
             f.blob.pop_front()
         } else if (method == "GET" || method == "HEAD") && path.contains("/manifests/") {
@@ -148,6 +201,13 @@ fn handle(mut client: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std:
             None
         }
     };
+    if fault == Some(Fault::Held) {
+        let f = faults.lock().unwrap_or_else(|e| e.into_inner());
+        drop(
+            gate.wait_while(f, |f| !f.released)
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+    }
     if let Some(Fault::Status(code, retry_after)) = &fault {
         let retry = retry_after
             .map(|s| format!("Retry-After: {s}\r\n"))
@@ -186,7 +246,7 @@ fn handle(mut client: TcpStream, upstream: &str, faults: &Mutex<Faults>) -> std:
     let resp_head =
         String::from_utf8_lossy(resp_head).replace("Connection: keep-alive", "Connection: close");
     match fault {
-        None | Some(Fault::Status(..)) => {
+        None | Some(Fault::Status(..) | Fault::Held) => {
             client.write_all(resp_head.as_bytes())?;
             client.write_all(&body)?;
         }

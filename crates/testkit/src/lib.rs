@@ -3,6 +3,8 @@
 //! What ferry's tests share, and nothing else (dev-only):
 //! - [`image`]: deterministic, seeded images (gzip tar layers, a config with correct `diff_ids`, an
 //!   OCI manifest) and indexes, plus OCI image layouts on disk for skopeo.
+//! - `inproc` (feature `inproc`): ferry's registry API and a ferry mirror in front of another,
+//!   run in this process on 127.0.0.1:0 with no external binaries.
 //! - [`peers`]: real processes — the `ferry` binary, `docker-registry`, `containerd` — started on
 //!   127.0.0.1 with free ports and stopped by PID when dropped. A missing peer skips the test with a
 //!   loud message, except under `CI=true`, where it fails the test.
@@ -11,4 +13,6 @@
 
 pub mod faults;
 pub mod image;
+#[cfg(feature = "inproc")]
+pub mod inproc;
 pub mod peers;

@@ -451,3 +451,48 @@ fn a_bare_port_for_listen_says_ip_and_port_are_wanted() {
         "{err}"
     );
 }
+
+/// A too-short admin token stops `serve` before anything happens: no "serving" line, no data
+/// directory (#11: it was reported after the "serving" log line).
+#[test]
+fn a_short_admin_token_stops_serve_before_it_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut c = ferry(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    c.env("FERRY_ADMIN_TOKEN", "short");
+    let (ok, err) = stderr_of(c);
+    assert!(!ok, "{err}");
+    assert!(err.contains("at least 16 characters"), "{err}");
+    assert!(!err.contains("serving"), "logged as serving first: {err}");
+    assert!(!data.exists(), "the data directory was created first");
+}
+
+/// A port in use stops `serve` before it creates its data directory (#11: the directory was
+/// created first).
+#[test]
+fn a_port_in_use_stops_serve_before_it_creates_the_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, err) = stderr_of(ferry(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("cannot listen") && err.contains(&addr),
+        "{err}"
+    );
+    assert!(!err.contains("serving"), "{err}");
+    assert!(!data.exists(), "the data directory was created first");
+}

@@ -1,0 +1,49 @@
+//! The body of each command, one module each; `main.rs` only parses and dispatches.
+
+pub mod fsck;
+pub mod gc;
+pub mod inventory_view;
+pub mod list;
+pub mod preload;
+pub mod prune;
+pub mod serve;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::Config;
+
+/// Where a command finds its store: the configuration file and the data directory.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "FERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ~/.local/share/ferry].
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The configuration file (or defaults) with `--data-dir` over it.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut c = Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        Ok(c)
+    }
+}
+
+/// Opens the store under `c.data_dir` with `lock`.
+pub async fn open_store(
+    c: &Config,
+    lock: ferry_store::LockMode,
+) -> anyhow::Result<Arc<ferry_store::Store>> {
+    ferry_store::Store::open_with(&c.data_dir, c.store_options(), lock)
+        .await
+        .with_context(|| format!("cannot open the data directory {}", c.data_dir.display()))
+}

@@ -1,0 +1,298 @@
+//! `ferry serve`: configuration checked, listeners bound, the app built, then the serving
+//! lifecycle of `ferry_server::run` until a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::DataArgs;
+use super::open_store;
+use super::preload::{ImportOptions, import_archives, run_preload};
+use crate::config::{self, Config};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "FERRY_LISTEN", value_name = "IP:PORT", value_parser = socket_addr)]
+    pub listen: Option<SocketAddr>,
+    /// Refuse DELETE of manifests, tags and blobs.
+    #[arg(long)]
+    pub no_delete: bool,
+    /// Accept manifests whose blobs have not been pushed (some migration tools push manifests first).
+    #[arg(long)]
+    pub relaxed_manifests: bool,
+    /// Connections served at once.
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Mirror this registry (repeatable): `http(s)://host[:port]`; its `host[:port]` is the name
+    /// requests route by (`?ns=`, `X-Registry`, `/v2/<host:port>/…`). A single upstream is also the
+    /// default.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstreams: Vec<String>,
+    /// The upstream for requests that name none.
+    #[arg(long, value_name = "NAME")]
+    pub default_upstream: Option<String>,
+    /// A repository prefix that is ferry's own, pushable, when a default upstream takes every
+    /// other name (repeatable), e.g. `--local-namespace team`.
+    #[arg(long = "local-namespace", value_name = "PREFIX")]
+    pub local_namespaces: Vec<String>,
+    /// Never contact upstreams; serve only what is cached.
+    #[arg(long)]
+    pub offline: bool,
+    /// Pull the references listed in FILE through this server once it listens, or import FILE if it
+    /// is an image archive (docker save, OCI layout, oci-archive; before listening) (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub preload: Vec<PathBuf>,
+    /// Serve Prometheus/OpenMetrics series at http://ADDR/metrics.
+    #[arg(long = "metrics", value_name = "IP:PORT", env = "FERRY_METRICS", value_parser = socket_addr)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut c = self.data.config()?;
+        if let Some(l) = self.listen {
+            c.listen = l;
+        }
+        if self.no_delete {
+            c.registry.delete_enabled = false;
+        }
+        if self.relaxed_manifests {
+            c.registry.check_manifest_references = false;
+        }
+        if let Some(n) = self.max_connections {
+            c.limits.max_connections = n;
+        }
+        for url in &self.upstreams {
+            c.upstream.push(config::UpstreamConfig::from_url(url));
+        }
+        if let Some(d) = &self.default_upstream {
+            c.default_upstream = Some(d.clone());
+        }
+        c.local_namespaces
+            .extend(self.local_namespaces.iter().cloned());
+        if self.offline {
+            c.offline = true;
+        }
+        if let Some(m) = self.metrics_listen {
+            c.metrics_listen = Some(m);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// An address to listen on, with an error that says what is wanted (the standard one says only
+/// "invalid socket address syntax", e.g. for a bare port).
+fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        let hint = if s.parse::<u16>().is_ok() {
+            format!(" (a port alone is not enough: 127.0.0.1:{s} or 0.0.0.0:{s})")
+        } else {
+            String::new()
+        };
+        format!("expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080{hint}")
+    })
+}
+
+/// glibc gives each thread that allocates its own malloc arena (up to 8 per core) and keeps their
+/// memory: under a prune-heavy load ferry's peak RSS was 66–71 MiB with the default and 31 MiB with
+/// two arenas (docs/benchmarks/load.md). The setting is read only at process start, so `serve`
+/// re-executes itself once with `MALLOC_ARENA_MAX=2` unless the variable is already set (set it to
+/// anything, e.g. `8`, to keep glibc's default behaviour). Other C libraries ignore it.
+pub fn limit_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    // `exec` only returns on failure; then ferry runs on as it is.
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MALLOC_ARENA_MAX", "2")
+        .exec();
+    eprintln!("warning: could not re-execute with MALLOC_ARENA_MAX=2 ({err}); continuing");
+}
+
+/// Raises the open-file limit as far as allowed, and keeps the connection bound under it: each
+/// connection may hold a socket and a file, and the store needs descriptors of its own.
+fn fit_connections_to_fd_limit(c: &mut Config) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let fit = (limit.saturating_sub(256) / 2).max(16) as usize;
+    if c.limits.max_connections > fit {
+        tracing::warn!(
+            max_connections = c.limits.max_connections,
+            open_file_limit = limit,
+            using = fit,
+            "max_connections exceeds what the open-file limit allows; lowering it (raise `ulimit -n` to serve more)"
+        );
+        c.limits.max_connections = fit;
+    }
+}
+
+/// Connections waiting to be accepted at most (what `TcpListener::bind` uses too).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A socket bound to `addr`, not listening yet: the port is ferry's (another server's port is
+/// refused here) while connections are still refused.
+fn reserve(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+pub async fn serve(
+    mut c: Config,
+    preload_refs: Vec<ferry_oci::Reference>,
+    archives: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    fit_connections_to_fd_limit(&mut c);
+    // Everything that can be wrong is found before anything changes on disk or is logged as
+    // serving: the configuration first, then the ports.
+    let mirror = c.mirror()?;
+    let budget = c.cache.budget()?;
+    let interval = std::time::Duration::from_secs(c.cache.maintenance_interval_secs);
+    let options = ferry_server::RegistryOptions {
+        admin_token: c.admin_token()?,
+        ..c.registry_options()
+    };
+    let import = if archives.is_empty() {
+        None
+    } else {
+        let m = mirror.as_ref().context(
+            "--preload with an image archive needs the upstream its images belong to (--upstream or [[upstream]])",
+        )?;
+        let o = ImportOptions {
+            platforms: &[],
+            limits: c.archive_limits()?,
+            name: None,
+            jobs: 4,
+        };
+        Some((m, o))
+    };
+    // The ports are taken now but listened on only once the archives are imported: a port in use
+    // is found before the data directory is touched, and a client that connects is served.
+    let listen_error = |addr: SocketAddr| {
+        format!(
+            "cannot listen on {addr} (is another server using the port? try --listen 127.0.0.1:<port>)"
+        )
+    };
+    let socket = reserve(c.listen).with_context(|| listen_error(c.listen))?;
+    let addr = socket.local_addr()?;
+    let metrics_socket = match c.metrics_listen {
+        Some(addr) => {
+            Some(reserve(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?)
+        }
+        None => None,
+    };
+    let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
+    if let Some((m, o)) = &import {
+        // Imported before listening, so an air-gapped node never answers for images it is about
+        // to have.
+        if import_archives(&store, m, &archives, o, false).await {
+            tracing::info!(archives = archives.len(), "archives imported");
+        }
+    }
+    let listener = socket
+        .listen(LISTEN_BACKLOG)
+        .with_context(|| listen_error(addr))?;
+    let metrics = match metrics_socket {
+        Some(s) => {
+            let addr = s.local_addr()?;
+            Some(
+                s.listen(LISTEN_BACKLOG)
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+            )
+        }
+        None => None,
+    };
+    if !preload_refs.is_empty() {
+        // The listener is bound, so these requests wait in its queue until serving starts.
+        let me = format!("http://{addr}");
+        tokio::spawn(async move {
+            let n = preload_refs.len();
+            if run_preload(&me, preload_refs, &[], 4, 2, false).await {
+                tracing::info!(images = n, "preload finished");
+            }
+        });
+    }
+    tracing::info!(listen = %addr, data_dir = %c.data_dir.display(), "ferry serving the OCI distribution API");
+    if let Some(m) = &mirror {
+        let names: Vec<&str> = m.upstream_names().collect();
+        tracing::info!(upstreams = %names.join(","), offline = c.offline, "mirroring");
+        // Pushed repositories that a default upstream now shadows are not served; say so once.
+        let hidden: Vec<String> = store
+            .repositories(None, None)
+            .into_iter()
+            .filter(|r| m.owns_namespace(r).is_none() && !m.serves_locally(r))
+            .collect();
+        if !hidden.is_empty() {
+            tracing::warn!(
+                count = hidden.len(),
+                first = %hidden.iter().take(5).cloned().collect::<Vec<_>>().join(","),
+                "pushed repositories are not served: their names route to the default upstream; list their prefixes in local_namespaces (--local-namespace) to serve them"
+            );
+        }
+    }
+    if options.admin_token.is_some() {
+        tracing::info!("admin API enabled under /admin/");
+    }
+    if let Some(l) = &metrics {
+        tracing::info!(listen = %l.local_addr()?, "metrics at /metrics");
+    }
+    let app = Arc::new(ferry_server::App {
+        store,
+        options,
+        mirror: mirror.map(Arc::new),
+        metrics: Arc::default(),
+    });
+    let settings = ferry_server::RunSettings {
+        serve: c.serve_options(),
+        metrics_serve: ferry_server::ServeOptions {
+            max_connections: 64,
+            ..c.serve_options()
+        },
+        housekeeping_interval: interval,
+        budget,
+    };
+    ferry_server::run(app, listener, metrics, settings, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
