@@ -451,3 +451,39 @@ fn a_bare_port_for_listen_says_ip_and_port_are_wanted() {
         "{err}"
     );
 }
+
+#[test]
+fn containerd_fallback_keeps_a_plain_http_upstreams_scheme() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("ferry.toml");
+    // Only written into files: nothing listens there and nothing is contacted.
+    std::fs::write(
+        &config,
+        "[[upstream]]\nurl = \"http://127.0.0.1:5999\"\n\n[[upstream]]\nurl = \"https://127.0.0.1:5998/\"\n",
+    )
+    .unwrap();
+    let dir = tmp.path().join("certs.d");
+    let (ok, err) = stderr_of(ferry(&[
+        "containerd-config",
+        "--mirror",
+        "http://127.0.0.1:8080",
+        "--config",
+        config.to_str().unwrap(),
+        "--registries",
+        "127.0.0.1:5999,127.0.0.1:5998,http://127.0.0.1:5997,127.0.0.1:5996",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    let server = |registry: &str| {
+        let text = std::fs::read_to_string(dir.join(registry).join("hosts.toml")).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        v["server"].as_str().unwrap().to_owned()
+    };
+    // A configured plain-HTTP upstream, a configured https one, a registry given with its scheme,
+    // and one nothing is known about (https, containerd's own default).
+    assert_eq!(server("127.0.0.1:5999"), "http://127.0.0.1:5999");
+    assert_eq!(server("127.0.0.1:5998"), "https://127.0.0.1:5998");
+    assert_eq!(server("127.0.0.1:5997"), "http://127.0.0.1:5997");
+    assert_eq!(server("127.0.0.1:5996"), "https://127.0.0.1:5996");
+}

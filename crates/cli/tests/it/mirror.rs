@@ -66,6 +66,8 @@ async fn containerd_pulls_through_ferry_then_from_cache_when_the_upstream_is_gon
             &ferry.url(),
             "--registries",
             &upstream.host(),
+            "--config",
+            config.to_str().unwrap(),
             "--dir",
         ])
         .arg(containerd.hosts_dir())
@@ -76,14 +78,14 @@ async fn containerd_pulls_through_ferry_then_from_cache_when_the_upstream_is_gon
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The generated fallback is the registry itself over https; keep the test on loopback by
-    // pointing it at a closed port instead.
+    // The generated fallback is the upstream itself, over the plain HTTP it is configured with;
+    // point it at a closed port so the pull after the upstream dies can only come from ferry.
     let hosts_file = containerd
         .hosts_dir()
         .join(upstream.host())
         .join("hosts.toml");
     let generated = std::fs::read_to_string(&hosts_file).unwrap();
-    let fallback = format!("server = \"https://{}\"", upstream.host());
+    let fallback = format!("server = \"http://{}\"", upstream.host());
     assert!(generated.contains(&fallback), "{generated}");
     std::fs::write(
         &hosts_file,
