@@ -322,6 +322,50 @@ async fn offline_serves_the_cache_and_refuses_misses_at_once() {
     assert!(r.text().await.unwrap().contains("offline"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_is_named_in_the_answer_and_warned_about_once() {
+    // A port just released: nothing listens there, so connecting is refused.
+    let dead = ferry_testkit::peers::free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &["--upstream", &format!("http://127.0.0.1:{dead}")],
+    );
+    let c = client();
+    for path in [
+        "dead/app/manifests/v1".to_owned(),
+        format!("dead/app/blobs/sha256:{}", "ab".repeat(32)),
+    ] {
+        let r = c
+            .get(format!("{}/v2/{path}", ferry.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let message = body["errors"][0]["message"].as_str().unwrap().to_owned();
+        assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+        assert!(
+            message.to_lowercase().contains("connection refused"),
+            "the cause is missing from {message:?}"
+        );
+    }
+    // The default log level (info) shows the failure, once for both requests.
+    let log = ferry.process.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("upstream request failed"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains(&format!("127.0.0.1:{dead}"))
+            && warnings[0].to_lowercase().contains("connection refused"),
+        "{}",
+        warnings[0]
+    );
+}
+
 /// The value of the first series whose line starts with `prefix` (name plus labels).
 fn series(text: &str, prefix: &str) -> Option<f64> {
     text.lines()

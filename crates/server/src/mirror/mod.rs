@@ -13,6 +13,7 @@
 pub mod budget;
 mod fill;
 pub(crate) mod flight;
+mod outage;
 mod pull;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,8 @@ pub struct Upstream {
     pub prefetch_blobs: bool,
     /// Largest blob fetched when no manifest seen by this process gave its size.
     pub max_blob_bytes: u64,
+    /// When its failures were last logged.
+    outages: outage::OutageLog,
 }
 
 /// The default largest blob of unknown size fetched from an upstream.
@@ -103,7 +106,24 @@ impl Upstream {
             min_transfer: TransferFloor::default(),
             prefetch_blobs: false,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            outages: outage::OutageLog::default(),
         })
+    }
+
+    /// The answer for a failed upstream request, with a warning in the log (rate limited) when the
+    /// upstream, not the client's request, is at fault.
+    pub(crate) fn fetch_error(&self, e: &ClientError, blob: bool) -> FetchError {
+        if e.kind != ClientKind::NotFound
+            && let Some(unlogged) = self.outages.failed(std::time::Instant::now())
+        {
+            tracing::warn!(
+                upstream = %self.name,
+                error = %e,
+                failures_since_last_warning = unlogged,
+                "upstream request failed (further failures of this upstream are logged at most once a minute)"
+            );
+        }
+        FetchError::from_client(e, blob)
     }
 
     /// Whether `tag` must be revalidated on every pull.
