@@ -3,6 +3,7 @@
 mod archive;
 mod client_config;
 mod config;
+mod environment;
 mod load;
 mod preload;
 
@@ -373,7 +374,9 @@ fn limit_malloc_arenas() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        environment::name_the_variable(e, &<Cli as clap::CommandFactory>::command()).exit()
+    });
     if matches!(cli.command, Command::Serve(_)) {
         limit_malloc_arenas();
     }

@@ -487,3 +487,26 @@ fn containerd_fallback_keeps_a_plain_http_upstreams_scheme() {
     assert_eq!(server("127.0.0.1:5997"), "http://127.0.0.1:5997");
     assert_eq!(server("127.0.0.1:5996"), "https://127.0.0.1:5996");
 }
+
+#[test]
+fn a_bad_environment_variable_is_named_not_its_flag() {
+    for (var, value, wants) in [
+        ("FERRY_LISTEN", "nonsense", "IP:PORT"),
+        ("FERRY_LOG_FORMAT", "xml", "text, json"),
+    ] {
+        let mut c = ferry(&["config", "print"]);
+        c.env(var, value);
+        let (ok, err) = stderr_of(c);
+        assert!(!ok);
+        assert!(
+            err.contains(&format!("environment variable {var}")) && err.contains(wants),
+            "{err}"
+        );
+    }
+    // The same value given as the flag is the flag's fault.
+    let (ok, err) = stderr_of(ferry(&["config", "print", "--listen", "nonsense"]));
+    assert!(
+        !ok && err.contains("'--listen") && !err.contains("FERRY_LISTEN"),
+        "{err}"
+    );
+}
