@@ -81,12 +81,14 @@ pub enum StoreError {
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),
     /// A filesystem operation failed.
-    #[error("storage I/O failed at {path}: {source}")]
+    // The OS error is in the text and deliberately not a `source()`: a chain printer (anyhow's
+    // `{:#}`) would print it twice.
+    #[error("storage I/O failed at {path}: {error}")]
     Io {
         /// Where.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A background task died (a bug).
     #[error("internal task failed: {0}")]
@@ -108,7 +110,7 @@ impl StoreError {
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
-        move |source| StoreError::Io { path, source }
+        move |error| StoreError::Io { path, error }
     }
 
     pub(crate) fn join(e: tokio::task::JoinError) -> StoreError {

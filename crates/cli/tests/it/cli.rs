@@ -510,3 +510,21 @@ fn a_bad_environment_variable_is_named_not_its_flag() {
         "{err}"
     );
 }
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let os =
+        std::io::Error::from_raw_os_error(rustix::io::Errno::NOTDIR.raw_os_error()).to_string();
+    let (ok, err) = stderr_of(ferry(&[
+        "serve",
+        "--data-dir",
+        file.join("sub").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    assert!(!ok, "{err}");
+    assert_eq!(err.matches(&os).count(), 1, "{os:?} in {err}");
+}
