@@ -347,8 +347,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     eprintln!(
-        "pulling {} images from {target}: {} for {:.0}s",
-        options.images.len(),
+        "pulling {} from {target}: {} for {:.0}s",
+        crate::counts::count(options.images.len() as u64, "image", "images"),
         match schedule {
             Schedule::Ramp { max, step } =>
                 format!("1→{max}→1 pullers, {}s per step", step.as_secs_f64()),
@@ -516,8 +516,9 @@ pub async fn generate(args: GenArgs) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "generated {done} images in {} batches ({:.1} MB of blobs) in {secs:.1}s, {:.0} images/s{}",
-        options.batches,
+        "generated {} in {} ({:.1} MB of blobs) in {secs:.1}s, {:.0} images/s{}",
+        crate::counts::count(done as u64, "image", "images"),
+        crate::counts::count(options.batches as u64, "batch", "batches"),
         bytes as f64 / 1e6,
         done as f64 / secs.max(1e-9),
         match &args.registry {

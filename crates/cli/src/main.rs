@@ -3,6 +3,7 @@
 mod archive;
 mod client_config;
 mod config;
+mod counts;
 mod environment;
 mod load;
 mod preload;
@@ -642,8 +643,10 @@ fn report_preload(
         Ok(p) => {
             if print {
                 println!(
-                    "{done} {what}: {} manifests, {} blobs ({} {bytes})",
-                    p.manifests, p.blobs, p.bytes
+                    "{done} {what}: {}, {} ({} {bytes})",
+                    counts::count(p.manifests as u64, "manifest", "manifests"),
+                    counts::count(p.blobs as u64, "blob", "blobs"),
+                    p.bytes
                 );
             }
             tracing::info!(item = %what, manifests = p.manifests, blobs = p.blobs, bytes = p.bytes, "{done}");
@@ -900,8 +903,9 @@ async fn fsck(
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "checked {} blobs ({} bytes)",
-            r.blobs_checked, r.bytes_checked
+            "checked {} ({} bytes)",
+            counts::count(r.blobs_checked, "blob", "blobs"),
+            r.bytes_checked
         );
         for b in &r.corrupt {
             let what = if r.quarantined {
@@ -1099,14 +1103,18 @@ async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         }
         if args.dry_run {
             println!(
-                "{} images selected (dry run: nothing changed)",
-                chosen.len()
+                "{} selected (dry run: nothing changed)",
+                counts::count(chosen.len() as u64, "image", "images")
             );
         } else {
             println!(
-                "{} images deleted; {} blobs ({}) freed",
-                chosen.len(),
-                report["blobs_removed"],
+                "{} deleted; {} ({}) freed",
+                counts::count(chosen.len() as u64, "image", "images"),
+                counts::count(
+                    report["blobs_removed"].as_u64().unwrap_or(0),
+                    "blob",
+                    "blobs"
+                ),
                 human(report["bytes_freed"].as_u64().unwrap_or(0))
             );
         }
@@ -1131,8 +1139,10 @@ async fn gc(c: Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
             println!("{verb} {d}");
         }
         println!(
-            "{verb} {} blobs ({} bytes); {} referenced blobs kept",
-            r.removed, r.bytes_freed, r.kept
+            "{verb} {} ({} bytes); {} kept",
+            counts::count(r.removed, "blob", "blobs"),
+            r.bytes_freed,
+            counts::count(r.kept, "referenced blob", "referenced blobs")
         );
     }
     Ok(ExitCode::SUCCESS)
