@@ -528,3 +528,35 @@ fn an_os_error_is_printed_once() {
     assert!(!ok, "{err}");
     assert_eq!(err.matches(&os).count(), 1, "{os:?} in {err}");
 }
+
+#[test]
+fn readme_names_every_peer_ci_installs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split_once("## Two commands")
+        .and_then(|(_, rest)| rest.split("\n## ").next())
+        .expect("README has a \"Two commands\" section");
+    // The Debian packages, and the tools installed outside Debian under `$tools/<name>/bin`.
+    let mut peers: Vec<&str> = ci
+        .lines()
+        .find_map(|l| l.strip_prefix("peers=("))
+        .and_then(|l| l.split(')').next())
+        .expect(".ci/run lists its peers as peers=(…)")
+        .split_whitespace()
+        .collect();
+    peers.extend(
+        ci.split("$tools/")
+            .skip(1)
+            .filter_map(|s| s.split_once("/bin/"))
+            .map(|(name, _)| name),
+    );
+    assert!(peers.contains(&"helm"), "{peers:?}");
+    for p in peers {
+        assert!(
+            section.contains(&format!("`{p}`")),
+            "README's \"Two commands\" does not name `{p}`, which .ci/run installs:\n{section}"
+        );
+    }
+}
