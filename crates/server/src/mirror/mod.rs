@@ -544,6 +544,17 @@ impl FetchError {
     }
 
     pub fn store(e: StoreError) -> FetchError {
+        if let StoreError::Full { .. } = e {
+            // Logged once per episode where the answer is counted.
+            tracing::debug!(error = %e, "no space to cache pulled content");
+            return FetchError {
+                status: 507,
+                code: ErrorCode::StorageFull,
+                message: "the registry's storage is full: the pulled content could not be cached"
+                    .to_owned(),
+                retry_after: None,
+            };
+        }
         tracing::error!(error = %e, "store failed during pull-through");
         FetchError::internal("storing pulled content failed; see the server log")
     }
