@@ -369,8 +369,7 @@ impl UpstreamConfig {
             client,
             Duration::from_secs(self.tag_ttl_secs),
             self.always_revalidate.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        )?;
         upstream.min_transfer = ferry_server::TransferFloor {
             bytes_per_sec,
             grace: Duration::from_secs(self.min_transfer_grace_secs),
@@ -813,9 +812,11 @@ impl Config {
             min_free_bytes: ferry_policy::units::parse_size(&self.cache.min_free_space)
                 .map_err(|e| anyhow::anyhow!("cache.min_free_space: {e}"))?,
         };
-        ferry_server::Mirror::new(upstreams, self.default_upstream.as_deref(), options)
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!(e))
+        Ok(Some(ferry_server::Mirror::new(
+            upstreams,
+            self.default_upstream.as_deref(),
+            options,
+        )?))
     }
 
     /// The floor under clients' transfer rates.
