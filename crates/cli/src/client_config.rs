@@ -5,6 +5,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::config::UpstreamConfig;
+
 /// `http(s)://host[:port]` with nothing after it.
 fn check_mirror(mirror: &str) -> anyhow::Result<(&str, &str)> {
     let (scheme, host) = mirror
@@ -21,15 +23,28 @@ fn check_mirror(mirror: &str) -> anyhow::Result<(&str, &str)> {
     Ok((scheme, host))
 }
 
+/// Where containerd falls back to when the mirror fails: the registry itself, over the scheme it
+/// really speaks. `upstream_url` is the mirror's configured URL for this registry, if any (a
+/// plain-HTTP upstream must not be written as https, or the fallback can never work).
+fn fallback(registry: &str, upstream_url: Option<&str>) -> String {
+    match (registry, upstream_url) {
+        ("_default", _) => String::new(),
+        (_, Some(url)) => url.trim_end_matches('/').to_owned(),
+        ("docker.io", None) => "https://registry-1.docker.io".to_owned(),
+        (r, None) => format!("https://{r}"),
+    }
+}
+
 /// The hosts.toml for one registry: pulls and resolves go to the mirror; the registry itself stays
 /// the fallback (containerd adds `?ns=<registry>` to mirror requests, which ferry routes by).
-pub fn hosts_toml(mirror: &str, registry: &str) -> anyhow::Result<String> {
+/// `upstream_url` is the URL the mirror is configured with for `registry`, if known.
+pub fn hosts_toml(
+    mirror: &str,
+    registry: &str,
+    upstream_url: Option<&str>,
+) -> anyhow::Result<String> {
     let (scheme, host) = check_mirror(mirror)?;
-    let fallback = match registry {
-        "docker.io" => "https://registry-1.docker.io".to_owned(),
-        "_default" => String::new(),
-        r => format!("https://{r}"),
-    };
+    let fallback = fallback(registry, upstream_url);
     let mut s = String::from(
         "# Written by `ferry containerd-config`: pulls go through the ferry mirror.\n",
     );
@@ -46,19 +61,31 @@ pub fn hosts_toml(mirror: &str, registry: &str) -> anyhow::Result<String> {
 }
 
 /// Writes (or with `dry_run` prints) `<dir>/<registry>/hosts.toml` for each registry.
+///
+/// A registry is `host[:port]`, `_default`, or `http(s)://host[:port]` to give its scheme; a
+/// registry that is one of `upstreams` (by routing name) falls back to that upstream's URL.
 pub fn containerd(
     mirror: &str,
     registries: &[String],
+    upstreams: &[UpstreamConfig],
     dir: &Path,
     dry_run: bool,
 ) -> anyhow::Result<()> {
     for r in registries {
-        let r = r.trim();
+        let given = r.trim();
+        let (r, url) = match given.split_once("://") {
+            Some(("http" | "https", host)) => (host.trim_end_matches('/'), Some(given)),
+            _ => (given, None),
+        };
         anyhow::ensure!(
-            !r.is_empty() && !r.contains('/') && r != "." && r != "..",
-            "registry {r:?} must be a host[:port] such as docker.io or _default"
+            !r.is_empty() && !r.contains('/') && !r.contains("://") && r != "." && r != "..",
+            "registry {given:?} must be a host[:port] such as docker.io, http(s)://host[:port], or _default"
         );
-        let text = hosts_toml(mirror, r)?;
+        let configured = upstreams
+            .iter()
+            .find(|u| u.routing_name().is_ok_and(|n| n == r))
+            .map(|u| u.url.as_str());
+        let text = hosts_toml(mirror, r, url.or(configured))?;
         let path = dir.join(r).join("hosts.toml");
         if dry_run {
             println!("# {}\n{text}", path.display());
@@ -89,7 +116,7 @@ mod tests {
 
     #[test]
     fn hosts_files() {
-        let t = hosts_toml("http://127.0.0.1:8080", "docker.io").unwrap();
+        let t = hosts_toml("http://127.0.0.1:8080", "docker.io", None).unwrap();
         let v: toml::Value = toml::from_str(&t).unwrap();
         assert_eq!(v["server"].as_str(), Some("https://registry-1.docker.io"));
         assert_eq!(
@@ -98,14 +125,14 @@ mod tests {
         );
         assert!(
             toml::from_str::<toml::Value>(
-                &hosts_toml("https://m.example:5000", "_default").unwrap()
+                &hosts_toml("https://m.example:5000", "_default", None).unwrap()
             )
             .unwrap()
             .get("server")
             .is_none()
         );
-        assert!(hosts_toml("ftp://x", "docker.io").is_err());
-        assert!(hosts_toml("http://x/path", "docker.io").is_err());
+        assert!(hosts_toml("ftp://x", "docker.io", None).is_err());
+        assert!(hosts_toml("http://x/path", "docker.io", None).is_err());
         let d: serde_json::Value =
             serde_json::from_str(&docker("http://10-0-0-1.local:8080").unwrap()).unwrap();
         assert_eq!(d["registry-mirrors"][0], "http://10-0-0-1.local:8080");

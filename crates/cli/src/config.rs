@@ -369,8 +369,7 @@ impl UpstreamConfig {
             client,
             Duration::from_secs(self.tag_ttl_secs),
             self.always_revalidate.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        )?;
         upstream.min_transfer = ferry_server::TransferFloor {
             bytes_per_sec,
             grace: Duration::from_secs(self.min_transfer_grace_secs),
@@ -484,6 +483,145 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `text` cut before each table header (`[x]`, `[[x]]`); the first piece holds the top-level keys.
+fn sections(text: &str) -> Vec<&str> {
+    let mut starts = vec![0];
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if at > 0 && line.starts_with('[') {
+            starts.push(at);
+        }
+        at += line.len();
+    }
+    starts.push(text.len());
+    starts
+        .windows(2)
+        .map(|w| &text[w[0]..w[1]])
+        .filter(|c| !c.trim().is_empty())
+        .collect()
+}
+
+/// Optional keys of each table, with what they mean and an example value: `config print` shows
+/// them commented out when unset.
+const OPTIONAL_KEYS: &[(&str, &str, &str, &str)] = &[
+    (
+        "",
+        "admin_token_file",
+        "File holding the admin API's bearer token (16+ characters); the API is off without one",
+        "\"/etc/ferry/admin-token\"",
+    ),
+    (
+        "",
+        "metrics_listen",
+        "Where to serve /metrics (OpenMetrics); off when unset",
+        "\"127.0.0.1:2112\"",
+    ),
+    (
+        "",
+        "default_upstream",
+        "The upstream used when a request names none (needed only with several upstreams)",
+        "\"docker.io\"",
+    ),
+    (
+        "",
+        "local_namespaces",
+        "Repository prefixes that stay ferry's own (pushable) when a default upstream takes the rest",
+        "[\"team\", \"ci/builds\"]",
+    ),
+    (
+        "limits",
+        "max_unpacked_archive",
+        "Largest decompressed gzip image archive imported; unset: 100 x the archive, at least 64 MiB",
+        "\"50GiB\"",
+    ),
+    (
+        "cache",
+        "max_size",
+        "Store size above which least recently pulled cached images are evicted; unset: no limit",
+        "\"50GiB\"",
+    ),
+    (
+        "cache.prune",
+        "accessed_before",
+        "Remove cached images not pulled for this long",
+        "\"30d\"",
+    ),
+    (
+        "cache.prune",
+        "created_before",
+        "Remove cached images stored this long ago",
+        "\"90d\"",
+    ),
+    (
+        "cache.prune",
+        "pattern",
+        "Only images whose repository:tag matches this regular expression",
+        "\"^docker.io/library/\"",
+    ),
+    (
+        "upstream",
+        "name",
+        "The registry name requests select it by; default: the URL's host[:port]",
+        "\"docker.io\"",
+    ),
+    (
+        "upstream",
+        "username",
+        "User name for basic auth or token requests",
+        "\"robot\"",
+    ),
+    (
+        "upstream",
+        "password_env",
+        "Environment variable holding the password",
+        "\"FERRY_UPSTREAM_PASSWORD\"",
+    ),
+    (
+        "upstream",
+        "password",
+        "The password itself (prefer password_env or docker_config)",
+        "\"secret\"",
+    ),
+    (
+        "upstream",
+        "docker_config",
+        "A docker config.json whose auths / credential helpers supply credentials",
+        "\"/root/.docker/config.json\"",
+    ),
+    (
+        "upstream",
+        "ca_file",
+        "Extra CA certificates (PEM) to trust",
+        "\"/etc/ferry/upstream-ca.pem\"",
+    ),
+    (
+        "upstream",
+        "client_cert_file",
+        "Client certificate (PEM) for mutual TLS",
+        "\"/etc/ferry/client.pem\"",
+    ),
+    (
+        "upstream",
+        "client_key_file",
+        "Client key (PEM) for mutual TLS",
+        "\"/etc/ferry/client-key.pem\"",
+    ),
+];
+
+/// Commented-out examples of the optional keys of `section` that `chunk` does not set.
+fn unset_examples(section: &str, chunk: &str) -> String {
+    let set = |key: &str| {
+        chunk
+            .lines()
+            .any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+    };
+    OPTIONAL_KEYS
+        .iter()
+        .filter(|(s, key, _, _)| *s == section && !set(key))
+        .map(|(_, key, meaning, example)| format!("# {meaning}:\n# {key} = {example}\n"))
+        .collect()
+}
+
 /// `~/.local/share/ferry` (the platform's data dir), or `./ferry-data` when there is no home.
 pub fn default_data_dir() -> PathBuf {
     dirs::data_dir()
@@ -570,9 +708,37 @@ impl Config {
         Ok(crate::archive::ArchiveLimits { max_unpacked })
     }
 
-    /// The effective configuration as TOML.
+    /// The effective configuration as TOML: every key, the optional ones that are unset as
+    /// commented-out examples with their meaning, so the output is a complete template.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let text = toml::to_string_pretty(self).unwrap_or_default();
+        let mut out = String::new();
+        for chunk in sections(&text) {
+            let header = chunk.lines().next().unwrap_or_default().trim();
+            let section = header.trim_matches(|c| c == '[' || c == ']');
+            let section = if header.starts_with('[') { section } else { "" };
+            out.push_str(chunk.trim_end());
+            out.push('\n');
+            out.push_str(&unset_examples(section, chunk));
+            out.push('\n');
+        }
+        if self.cache.prune.is_empty() {
+            out.push_str("# Standing prune rules, applied to cached images every housekeeping round:\n# [[cache.prune]]\n");
+            out.push_str(&unset_examples("cache.prune", ""));
+            out.push('\n');
+        }
+        if self.upstream.is_empty() {
+            out.push_str("# An upstream registry to mirror (repeat the table for more):\n");
+            let example =
+                toml::to_string_pretty(&UpstreamConfig::from_url("https://registry-1.docker.io"))
+                    .unwrap_or_default();
+            out.push_str("# [[upstream]]\n");
+            for line in example.lines() {
+                out.push_str(&format!("# {line}\n"));
+            }
+            out.push_str(&unset_examples("upstream", &example));
+        }
+        out.trim_end().to_owned() + "\n"
     }
 
     /// Store tunables.
@@ -646,9 +812,11 @@ impl Config {
             min_free_bytes: ferry_server::units::parse_size(&self.cache.min_free_space)
                 .map_err(|e| anyhow::anyhow!("cache.min_free_space: {e}"))?,
         };
-        ferry_server::Mirror::new(upstreams, self.default_upstream.as_deref(), options)
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!(e))
+        Ok(Some(ferry_server::Mirror::new(
+            upstreams,
+            self.default_upstream.as_deref(),
+            options,
+        )?))
     }
 
     /// The floor under clients' transfer rates.
@@ -682,6 +850,70 @@ mod tests {
         let c = Config::default();
         let back = Config::parse(&c.to_toml()).unwrap();
         assert_eq!(back.to_toml(), c.to_toml());
+    }
+
+    /// Every key the parser accepts in `section`, from serde's own list of the struct's fields
+    /// (the error for an unknown key names them all), so a new key cannot be missed.
+    fn accepted_keys(section: &str) -> Vec<String> {
+        let probe = match section {
+            "" => "zz_unknown = 1\n".to_owned(),
+            "upstream" => "[[upstream]]\nurl = \"http://x\"\nzz_unknown = 1\n".to_owned(),
+            "cache.prune" => "[[cache.prune]]\nzz_unknown = 1\n".to_owned(),
+            s => format!("[{s}]\nzz_unknown = 1\n"),
+        };
+        let err = format!("{:#}", Config::parse(&probe).unwrap_err());
+        let expected = err
+            .split_once("expected one of")
+            .unwrap_or_else(|| panic!("{err}"))
+            .1;
+        let keys: Vec<String> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        assert!(keys.len() > 2, "{err}");
+        keys
+    }
+
+    /// `(table, key)` of every key line in `text`, commented out or not.
+    fn printed_keys(text: &str) -> Vec<(String, String)> {
+        let mut table = String::new();
+        let mut keys = Vec::new();
+        for line in text.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if line.starts_with('[') {
+                table = line.trim_matches(|c| c == '[' || c == ']').to_owned();
+                // A table is a key of its parent.
+                let (parent, name) = table.rsplit_once('.').unwrap_or(("", &table));
+                keys.push((parent.to_owned(), name.to_owned()));
+            } else if let Some((k, _)) = line.split_once(" = ") {
+                keys.push((table.clone(), k.to_owned()));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn config_print_shows_every_key_the_parser_accepts() {
+        let with_upstream = Config::parse(
+            "[[upstream]]\nurl = \"http://127.0.0.1:5000\"\n[[cache.prune]]\naccessed_before = \"30d\"\n",
+        )
+        .unwrap();
+        for config in [Config::default(), with_upstream] {
+            let text = config.to_toml();
+            // Still the configuration it prints.
+            assert_eq!(Config::parse(&text).unwrap().to_toml(), text);
+            let printed = printed_keys(&text);
+            for table in ["", "registry", "limits", "cache", "cache.prune", "upstream"] {
+                for key in accepted_keys(table) {
+                    assert!(
+                        printed.contains(&(table.to_owned(), key.clone())),
+                        "[{table}] {key} is missing from `config print`:\n{text}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

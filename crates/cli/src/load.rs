@@ -207,11 +207,6 @@ impl GenArgs {
     }
 }
 
-/// `1 batch`, `3 batches`.
-fn counted(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 fn authority(url: &str, flag: &str) -> anyhow::Result<String> {
     let a = url
         .strip_prefix("http://")
@@ -352,8 +347,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     eprintln!(
-        "pulling {} images from {target}: {} for {:.0}s",
-        options.images.len(),
+        "pulling {} from {target}: {} for {:.0}s",
+        crate::counts::count(options.images.len() as u64, "image", "images"),
         match schedule {
             Schedule::Ramp { max, step } =>
                 format!("1→{max}→1 pullers, {}s per step", step.as_secs_f64()),
@@ -522,8 +517,8 @@ pub async fn generate(args: GenArgs) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "generated {} in {} ({:.1} MB of blobs) in {secs:.1}s, {:.0} images/s{}",
-        counted(done, "image", "images"),
-        counted(options.batches, "batch", "batches"),
+        crate::counts::count(done as u64, "image", "images"),
+        crate::counts::count(options.batches as u64, "batch", "batches"),
         bytes as f64 / 1e6,
         done as f64 / secs.max(1e-9),
         match &args.registry {

@@ -4,6 +4,8 @@ mod archive;
 mod client_config;
 mod commands;
 mod config;
+mod counts;
+mod environment;
 mod load;
 mod preload;
 
@@ -82,7 +84,7 @@ enum Command {
     Config(ConfigCommand),
     /// Write containerd hosts.toml files that send pulls through a ferry mirror.
     #[command(
-        after_help = "Examples:\n  ferry containerd-config --mirror http://127.0.0.1:8080 --registries docker.io,quay.io --dir /etc/containerd/certs.d\n  ferry containerd-config --mirror http://ferry.local:8080 --registries docker.io --dir ./certs.d --dry-run\n\ncontainerd must point at the directory: config_path = \"/etc/containerd/certs.d\" in its CRI registry\nsection, or `ctr images pull --hosts-dir /etc/containerd/certs.d …`."
+        after_help = "Examples:\n  ferry containerd-config --mirror http://127.0.0.1:8080 --registries docker.io,quay.io --dir /etc/containerd/certs.d\n  ferry containerd-config --mirror http://ferry.local:8080 --registries docker.io --dir ./certs.d --dry-run\n  ferry containerd-config --mirror http://ferry.local:8080 --config /etc/ferry/ferry.toml --registries registry.lan:5000 --dry-run\n\ncontainerd must point at the directory: config_path = \"/etc/containerd/certs.d\" in its CRI registry\nsection, or `ctr images pull --hosts-dir /etc/containerd/certs.d …`."
     )]
     ContainerdConfig(ContainerdConfigArgs),
     /// Print the Docker daemon.json settings that use a ferry mirror for Docker Hub.
@@ -112,9 +114,14 @@ struct ContainerdConfigArgs {
     /// The ferry mirror, e.g. `http://127.0.0.1:8080`.
     #[arg(long)]
     mirror: String,
-    /// Registries to send through the mirror, comma separated (`_default` covers all others).
+    /// Registries to send through the mirror, comma separated (`_default` covers all others);
+    /// `http://host:port` marks a plain-HTTP registry.
     #[arg(long, value_delimiter = ',', required = true)]
     registries: Vec<String>,
+    /// The mirror's TOML configuration: a registry that is one of its `[[upstream]]`s falls back
+    /// to that upstream's URL (so a plain-HTTP upstream stays http).
+    #[arg(long, env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
     /// containerd's hosts directory.
     #[arg(long, default_value = "/etc/containerd/certs.d")]
     dir: PathBuf,
@@ -149,7 +156,9 @@ fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        environment::name_the_variable(e, &<Cli as clap::CommandFactory>::command()).exit()
+    });
     if matches!(cli.command, Command::Serve(_)) {
         limit_malloc_arenas();
     }
@@ -220,7 +229,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ContainerdConfig(args) => {
-            client_config::containerd(&args.mirror, &args.registries, &args.dir, args.dry_run)?;
+            let upstreams = match &args.config {
+                Some(path) => config::Config::load(Some(path))?.upstream,
+                None => Vec::new(),
+            };
+            client_config::containerd(
+                &args.mirror,
+                &args.registries,
+                &upstreams,
+                &args.dir,
+                args.dry_run,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::DockerConfig(args) => {

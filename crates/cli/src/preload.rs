@@ -304,7 +304,7 @@ pub async fn import(
             .unwrap_or(ferry_oci::DOCKER_HUB);
         let key = mirror
             .cache_repo(registry, &reference.repo)
-            .map_err(|e| anyhow::anyhow!("{reference}: {e}"))?;
+            .with_context(|| reference.to_string())?;
         let blobs: Vec<crate::archive::ArchivedBlob> = content
             .blobs()
             .into_iter()

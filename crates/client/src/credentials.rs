@@ -36,6 +36,11 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A docker `config.json` that is not valid JSON of the expected shape (the file owner's to fix).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid docker config.json: {0}")]
+pub struct DockerConfigError(String);
+
 /// The parts of docker's `config.json` that hold credentials.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -82,14 +87,14 @@ impl DockerConfig {
         DockerConfig::parse(&bytes).map_err(|e| {
             ClientError::new(
                 ErrorKind::Request,
-                format!("docker config {} is invalid: {e}", path.display()),
+                format!("docker config {}: {e}", path.display()),
             )
         })
     }
 
     /// Parses `config.json` bytes.
-    pub fn parse(bytes: &[u8]) -> Result<DockerConfig, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    pub fn parse(bytes: &[u8]) -> Result<DockerConfig, DockerConfigError> {
+        serde_json::from_slice(bytes).map_err(|e| DockerConfigError(e.to_string()))
     }
 
     /// Credentials for `registry` (`host[:port]`): a credential helper if one is configured for it
@@ -227,6 +232,16 @@ mod tests {
         );
         assert!(cfg.credentials_for("bad.io").is_err());
         assert!(!format!("{:?}", basic("u", "secret")).contains("secret"));
+    }
+
+    #[test]
+    fn a_broken_config_json_says_so() {
+        let e = DockerConfig::parse(b"{\"auths\": 5}").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("not a valid docker config.json: "),
+            "{e}"
+        );
     }
 
     #[test]

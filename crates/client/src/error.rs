@@ -91,6 +91,52 @@ impl ClientError {
             // Body and decode errors: the connection broke mid-transfer.
             ErrorKind::Unavailable
         };
-        ClientError::new(kind, format!("{what}: {e}"))
+        ClientError::new(kind, format!("{what}: {}", with_causes(e)))
+    }
+}
+
+/// `e` followed by each cause in its source chain that its text does not already say: reqwest's
+/// own text ("error sending request for url …") leaves out why (e.g. "Connection refused").
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !t.is_empty() && !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        // A port just released: nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{port}/v2/"))
+            .send()
+            .await
+            .unwrap_err();
+        let c = ClientError::from_reqwest(&e, "GET /v2/");
+        assert_eq!(c.kind, ErrorKind::Connect);
+        assert!(
+            c.message.to_lowercase().contains("refused"),
+            "{}",
+            c.message
+        );
     }
 }

@@ -16,6 +16,6 @@ mod error;
 mod registry;
 
 pub use auth::Challenge;
-pub use credentials::{Credentials, DockerConfig};
+pub use credentials::{Credentials, DockerConfig, DockerConfigError};
 pub use error::{ClientError, ErrorKind};
 pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions, TagPage};

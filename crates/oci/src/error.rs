@@ -29,6 +29,9 @@ pub enum ErrorCode {
     Internal,
     /// The upstream registry failed (pull-through).
     Unavailable,
+    /// Not in the spec's table (it has no code for this): the registry's storage is full, answered
+    /// 507 Insufficient Storage.
+    StorageFull,
 }
 
 impl ErrorCode {
@@ -55,6 +58,7 @@ impl ErrorCode {
             NotFound => "NOT_FOUND",
             Internal => "INTERNAL_ERROR",
             Unavailable => "UNAVAILABLE",
+            StorageFull => "STORAGE_FULL",
         }
     }
 
@@ -72,6 +76,7 @@ impl ErrorCode {
             RangeInvalid => 416,
             Internal => 500,
             Unavailable => 502,
+            StorageFull => 507,
         }
     }
 
@@ -98,6 +103,7 @@ impl ErrorCode {
             NotFound => "no such endpoint",
             Internal => "internal server error",
             Unavailable => "upstream registry unavailable",
+            StorageFull => "the registry's storage is full",
         }
     }
 }

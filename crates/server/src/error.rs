@@ -14,7 +14,14 @@ pub struct ApiError {
     pub error: OciError,
     /// Extra headers (e.g. `Range` on a 416 upload chunk).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// For the server log only: what the store said when it found the storage full.
+    full_storage_cause: Option<String>,
 }
+
+/// Marks a response that says the storage is full (carrying the store's words for the log), so
+/// the dispatcher counts it and logs the episode.
+#[derive(Debug, Clone)]
+pub(crate) struct StorageFullAnswer(pub Option<String>);
 
 impl ApiError {
     /// An error with the code's default status.
@@ -23,6 +30,7 @@ impl ApiError {
             status: StatusCode::from_u16(code.default_status()).unwrap_or(StatusCode::BAD_REQUEST),
             error: OciError::new(code, message),
             headers: Vec::new(),
+            full_storage_cause: None,
         }
     }
 
@@ -59,6 +67,10 @@ impl IntoResponse for ApiError {
         for (k, v) in self.headers {
             h.insert(k, v);
         }
+        if self.error.code == ErrorCode::StorageFull {
+            res.extensions_mut()
+                .insert(StorageFullAnswer(self.full_storage_cause));
+        }
         res
     }
 }
@@ -92,6 +104,15 @@ impl From<StoreError> for ApiError {
             StoreError::Body(_) => ApiError::new(C::BlobUploadInvalid, msg),
             StoreError::TooManyUploads(_) | StoreError::TooManyUploadsFromClient(_) => {
                 ApiError::new(C::TooManyRequests, msg).header(header::RETRY_AFTER, "60")
+            }
+            StoreError::Full { .. } => {
+                let mut e = ApiError::new(
+                    C::StorageFull,
+                    "the registry's storage is full: nothing was stored; retry once space is freed",
+                );
+                // Logged once per episode by the dispatcher, not once per request.
+                e.full_storage_cause = Some(msg);
+                e
             }
             StoreError::Locked(_)
             | StoreError::Io { .. }

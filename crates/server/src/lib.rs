@@ -35,7 +35,9 @@ pub use error::ApiError;
 pub use lifecycle::{RunError, RunSettings, run};
 pub use listen::{ClientAddr, RateFloor, ServeOptions, serve};
 pub use metrics::Metrics;
-pub use mirror::{Mirror, MirrorOptions, TransferFloor, Upstream};
+pub use mirror::{
+    CacheRepoError, Mirror, MirrorConfigError, MirrorOptions, TransferFloor, Upstream,
+};
 
 /// Behaviour switches of the registry API.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //! are read from it when scraped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -81,6 +82,10 @@ pub struct Metrics {
     uploads_open: Gauge,
     /// Blobs removed to keep the cache within its byte budget.
     pub evictions: Counter,
+    /// Requests answered 507 because the storage is full.
+    storage_full: Counter,
+    /// Whether the last write found the storage full (an episode is logged when it starts and ends).
+    storage_is_full: AtomicBool,
 }
 
 fn latency_histogram() -> Histogram {
@@ -106,6 +111,8 @@ impl Default for Metrics {
             cache_repositories: Gauge::default(),
             uploads_open: Gauge::default(),
             evictions: Counter::default(),
+            storage_full: Counter::default(),
+            storage_is_full: AtomicBool::new(false),
             registry: Registry::default(),
         };
         registry.register(
@@ -174,11 +181,37 @@ impl Default for Metrics {
             "Blobs evicted to stay within the byte budget",
             m.evictions.clone(),
         );
+        registry.register(
+            "storage_full",
+            "Requests answered 507 because the storage (disk or quota) is full",
+            m.storage_full.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    /// Counts an answer saying the storage is full; the first of an episode is logged (a full
+    /// disk fails every write, and a warning per request would bury the log).
+    pub(crate) fn storage_full(&self, cause: Option<&str>) {
+        self.storage_full.inc();
+        if !self.storage_is_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                cause = cause.unwrap_or("no space to cache pulled content"),
+                "the storage is full: writes are answered 507 until space is freed (`ferry gc`, `ferry prune`, a smaller cache.max_size); further failures are counted in ferry_storage_full_total, not logged"
+            );
+        }
+    }
+
+    /// Notes a write that succeeded: it ends a storage-full episode.
+    pub(crate) fn storage_wrote(&self) {
+        if self.storage_is_full.load(Ordering::Relaxed)
+            && self.storage_is_full.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!("the storage accepts writes again");
+        }
+    }
+
     /// Counts a pull (a GET of a manifest or blob).
     pub(crate) fn pull(&self, namespace: &str, kind: &'static str, source: &'static str) {
         self.pulls

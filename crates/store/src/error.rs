@@ -81,12 +81,22 @@ pub enum StoreError {
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),
     /// A filesystem operation failed.
-    #[error("storage I/O failed at {path}: {source}")]
+    // The OS error is in the text and deliberately not a `source()`: a chain printer (anyhow's
+    // `{:#}`) would print it twice.
+    #[error("storage I/O failed at {path}: {error}")]
     Io {
         /// Where.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// A write failed because the filesystem (or the quota) is full.
+    #[error("storage is full at {path}: {error}")]
+    Full {
+        /// Where.
+        path: PathBuf,
+        /// The OS's word for it (ENOSPC, EDQUOT).
+        error: std::io::Error,
     },
     /// A background task died (a bug).
     #[error("internal task failed: {0}")]
@@ -98,6 +108,7 @@ impl StoreError {
     pub fn fault(&self) -> Fault {
         match self {
             StoreError::Io { .. }
+            | StoreError::Full { .. }
             | StoreError::Task(_)
             | StoreError::Locked(_)
             | StoreError::NotAStore(_)
@@ -108,10 +119,43 @@ impl StoreError {
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
-        move |source| StoreError::Io { path, source }
+        move |error| {
+            if is_full(&error) {
+                StoreError::Full { path, error }
+            } else {
+                StoreError::Io { path, error }
+            }
+        }
     }
 
     pub(crate) fn join(e: tokio::task::JoinError) -> StoreError {
         StoreError::Task(e.to_string())
+    }
+}
+
+/// Whether `e` says the disk or the quota is full.
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_or_quota_is_told_apart_from_other_io_errors() {
+        let io = |e: std::io::Error| StoreError::io("/data/blobs/x")(e);
+        for errno in [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT] {
+            let e = io(std::io::Error::from_raw_os_error(errno.raw_os_error()));
+            assert!(matches!(e, StoreError::Full { .. }), "{e:?}");
+            assert_eq!(e.fault(), Fault::Internal);
+        }
+        let e = io(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::IO.raw_os_error(),
+        ));
+        assert!(matches!(e, StoreError::Io { .. }), "{e:?}");
     }
 }

@@ -45,8 +45,9 @@ pub async fn fsck(
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "checked {} blobs ({} bytes)",
-            r.blobs_checked, r.bytes_checked
+            "checked {} ({} bytes)",
+            crate::counts::count(r.blobs_checked, "blob", "blobs"),
+            r.bytes_checked
         );
         for b in &r.corrupt {
             let what = if r.quarantined {

@@ -37,8 +37,10 @@ pub async fn gc(c: Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode
             println!("{verb} {d}");
         }
         println!(
-            "{verb} {} blobs ({} bytes); {} referenced blobs kept",
-            r.removed, r.bytes_freed, r.kept
+            "{verb} {} ({} bytes); {} kept",
+            crate::counts::count(r.removed, "blob", "blobs"),
+            r.bytes_freed,
+            crate::counts::count(r.kept, "referenced blob", "referenced blobs")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -161,8 +161,10 @@ pub fn report_preload(
         Ok(p) => {
             if print {
                 println!(
-                    "{done} {what}: {} manifests, {} blobs ({} {bytes})",
-                    p.manifests, p.blobs, p.bytes
+                    "{done} {what}: {}, {} ({} {bytes})",
+                    crate::counts::count(p.manifests as u64, "manifest", "manifests"),
+                    crate::counts::count(p.blobs as u64, "blob", "blobs"),
+                    p.bytes
                 );
             }
             tracing::info!(item = %what, manifests = p.manifests, blobs = p.blobs, bytes = p.bytes, "{done}");

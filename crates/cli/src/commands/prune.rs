@@ -84,14 +84,18 @@ pub async fn prune(c: Config, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         }
         if args.dry_run {
             println!(
-                "{} images selected (dry run: nothing changed)",
-                chosen.len()
+                "{} selected (dry run: nothing changed)",
+                crate::counts::count(chosen.len() as u64, "image", "images")
             );
         } else {
             println!(
-                "{} images deleted; {} blobs ({}) freed",
-                chosen.len(),
-                report["blobs_removed"],
+                "{} deleted; {} ({}) freed",
+                crate::counts::count(chosen.len() as u64, "image", "images"),
+                crate::counts::count(
+                    report["blobs_removed"].as_u64().unwrap_or(0),
+                    "blob",
+                    "blobs"
+                ),
                 human(report["bytes_freed"].as_u64().unwrap_or(0))
             );
         }

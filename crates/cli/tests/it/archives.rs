@@ -108,7 +108,7 @@ fn archives_from_skopeo_seed_an_offline_cache() {
         String::from_utf8_lossy(&out.stderr)
     );
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("1 manifests, 3 blobs"), "{said}");
+    assert!(said.contains("1 manifest, 3 blobs"), "{said}");
     // The OCI layout directory, renamed; its blobs are in the store already.
     let out = ferry(&[
         "preload",
@@ -536,7 +536,7 @@ fn archive_repeated_tags_and_layers_import_once() {
     let out = preload_bounded(tmp.path(), &archive, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("1 manifests, 2 blobs"), "{}", stderr(&out));
+    assert!(said.contains("1 manifest, 2 blobs"), "{}", stderr(&out));
 
     // 1,000 copies of an entry, under 100 tags: each name → manifest pair once.
     let tags: Vec<String> = (0..100).map(|i| format!("{UPSTREAM}/q/app:t{i}")).collect();

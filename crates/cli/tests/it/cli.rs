@@ -496,3 +496,112 @@ fn a_port_in_use_stops_serve_before_it_creates_the_data_dir() {
     assert!(!err.contains("serving"), "{err}");
     assert!(!data.exists(), "the data directory was created first");
 }
+
+#[test]
+fn containerd_fallback_keeps_a_plain_http_upstreams_scheme() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("ferry.toml");
+    // Only written into files: nothing listens there and nothing is contacted.
+    std::fs::write(
+        &config,
+        "[[upstream]]\nurl = \"http://127.0.0.1:5999\"\n\n[[upstream]]\nurl = \"https://127.0.0.1:5998/\"\n",
+    )
+    .unwrap();
+    let dir = tmp.path().join("certs.d");
+    let (ok, err) = stderr_of(ferry(&[
+        "containerd-config",
+        "--mirror",
+        "http://127.0.0.1:8080",
+        "--config",
+        config.to_str().unwrap(),
+        "--registries",
+        "127.0.0.1:5999,127.0.0.1:5998,http://127.0.0.1:5997,127.0.0.1:5996",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    let server = |registry: &str| {
+        let text = std::fs::read_to_string(dir.join(registry).join("hosts.toml")).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        v["server"].as_str().unwrap().to_owned()
+    };
+    // A configured plain-HTTP upstream, a configured https one, a registry given with its scheme,
+    // and one nothing is known about (https, containerd's own default).
+    assert_eq!(server("127.0.0.1:5999"), "http://127.0.0.1:5999");
+    assert_eq!(server("127.0.0.1:5998"), "https://127.0.0.1:5998");
+    assert_eq!(server("127.0.0.1:5997"), "http://127.0.0.1:5997");
+    assert_eq!(server("127.0.0.1:5996"), "https://127.0.0.1:5996");
+}
+
+#[test]
+fn a_bad_environment_variable_is_named_not_its_flag() {
+    for (var, value, wants) in [
+        ("FERRY_LISTEN", "nonsense", "IP:PORT"),
+        ("FERRY_LOG_FORMAT", "xml", "text, json"),
+    ] {
+        let mut c = ferry(&["config", "print"]);
+        c.env(var, value);
+        let (ok, err) = stderr_of(c);
+        assert!(!ok);
+        assert!(
+            err.contains(&format!("environment variable {var}")) && err.contains(wants),
+            "{err}"
+        );
+    }
+    // The same value given as the flag is the flag's fault.
+    let (ok, err) = stderr_of(ferry(&["config", "print", "--listen", "nonsense"]));
+    assert!(
+        !ok && err.contains("'--listen") && !err.contains("FERRY_LISTEN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let os =
+        std::io::Error::from_raw_os_error(rustix::io::Errno::NOTDIR.raw_os_error()).to_string();
+    let (ok, err) = stderr_of(ferry(&[
+        "serve",
+        "--data-dir",
+        file.join("sub").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    assert!(!ok, "{err}");
+    assert_eq!(err.matches(&os).count(), 1, "{os:?} in {err}");
+}
+
+#[test]
+fn readme_names_every_peer_ci_installs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split_once("## Two commands")
+        .and_then(|(_, rest)| rest.split("\n## ").next())
+        .expect("README has a \"Two commands\" section");
+    // The Debian packages, and the tools installed outside Debian under `$tools/<name>/bin`.
+    let mut peers: Vec<&str> = ci
+        .lines()
+        .find_map(|l| l.strip_prefix("peers=("))
+        .and_then(|l| l.split(')').next())
+        .expect(".ci/run lists its peers as peers=(…)")
+        .split_whitespace()
+        .collect();
+    peers.extend(
+        ci.split("$tools/")
+            .skip(1)
+            .filter_map(|s| s.split_once("/bin/"))
+            .map(|(name, _)| name),
+    );
+    assert!(peers.contains(&"helm"), "{peers:?}");
+    for p in peers {
+        assert!(
+            section.contains(&format!("`{p}`")),
+            "README's \"Two commands\" does not name `{p}`, which .ci/run installs:\n{section}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ mod load;
 mod mirror;
 mod peers;
 mod security;
+mod storage;
 mod tour;
 
 use std::path::Path;

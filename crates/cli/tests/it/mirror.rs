@@ -66,6 +66,8 @@ async fn containerd_pulls_through_ferry_then_from_cache_when_the_upstream_is_gon
             &ferry.url(),
             "--registries",
             &upstream.host(),
+            "--config",
+            config.to_str().unwrap(),
             "--dir",
         ])
         .arg(containerd.hosts_dir())
@@ -76,14 +78,14 @@ async fn containerd_pulls_through_ferry_then_from_cache_when_the_upstream_is_gon
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The generated fallback is the registry itself over https; keep the test on loopback by
-    // pointing it at a closed port instead.
+    // The generated fallback is the upstream itself, over the plain HTTP it is configured with;
+    // point it at a closed port so the pull after the upstream dies can only come from ferry.
     let hosts_file = containerd
         .hosts_dir()
         .join(upstream.host())
         .join("hosts.toml");
     let generated = std::fs::read_to_string(&hosts_file).unwrap();
-    let fallback = format!("server = \"https://{}\"", upstream.host());
+    let fallback = format!("server = \"http://{}\"", upstream.host());
     assert!(generated.contains(&fallback), "{generated}");
     std::fs::write(
         &hosts_file,
@@ -318,6 +320,50 @@ async fn offline_serves_the_cache_and_refuses_misses_at_once() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("offline"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_is_named_in_the_answer_and_warned_about_once() {
+    // A port just released: nothing listens there, so connecting is refused.
+    let dead = ferry_testkit::peers::free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &["--upstream", &format!("http://127.0.0.1:{dead}")],
+    );
+    let c = client();
+    for path in [
+        "dead/app/manifests/v1".to_owned(),
+        format!("dead/app/blobs/sha256:{}", "ab".repeat(32)),
+    ] {
+        let r = c
+            .get(format!("{}/v2/{path}", ferry.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let message = body["errors"][0]["message"].as_str().unwrap().to_owned();
+        assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+        assert!(
+            message.to_lowercase().contains("connection refused"),
+            "the cause is missing from {message:?}"
+        );
+    }
+    // The default log level (info) shows the failure, once for both requests.
+    let log = ferry.process.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("upstream request failed"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains(&format!("127.0.0.1:{dead}"))
+            && warnings[0].to_lowercase().contains("connection refused"),
+        "{}",
+        warnings[0]
+    );
 }
 
 /// The value of the first series whose line starts with `prefix` (name plus labels).

@@ -52,6 +52,15 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
     .await;
     res.headers_mut()
         .insert("docker-distribution-api-version", API_VERSION);
+    if let Some(crate::error::StorageFullAnswer(cause)) = res.extensions().get() {
+        metrics.storage_full(cause.as_deref());
+    } else if matches!(
+        method,
+        http::Method::PUT | http::Method::POST | http::Method::PATCH
+    ) && res.status().is_success()
+    {
+        metrics.storage_wrote();
+    }
     metrics
         .requests
         .get_or_create(&RequestLabels {

@@ -195,7 +195,7 @@ async fn fetch(
         .client
         .get_blob(repo, digest, 0)
         .await
-        .map_err(|e| FetchError::from_client(&e, true))?;
+        .map_err(|e| upstream.fetch_error(&e, true))?;
     let total = first.total;
     // A manifest's size bounds a transfer that announces none. When the upstream announces
     // another, the manifest may be the one that is wrong (anyone can push one naming any digest
@@ -283,7 +283,7 @@ async fn fetch(
         };
         if let Some(e) = interrupted {
             if resumes >= MAX_RESUMES {
-                return Err(FetchError::from_client(&e, true));
+                return Err(upstream.fetch_error(&e, true));
             }
             resumes += 1;
             let from = ingest.written();
@@ -292,7 +292,7 @@ async fn fetch(
                 .client
                 .get_blob(repo, digest, from)
                 .await
-                .map_err(|e| FetchError::from_client(&e, true))?;
+                .map_err(|e| upstream.fetch_error(&e, true))?;
             if r.start != from {
                 return Err(FetchError::upstream_protocol(
                     "upstream cannot resume (ignored Range)",

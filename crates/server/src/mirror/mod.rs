@@ -13,6 +13,7 @@
 pub mod budget;
 mod fill;
 pub(crate) mod flight;
+mod outage;
 mod pull;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,65 @@ pub struct Upstream {
     pub prefetch_blobs: bool,
     /// Largest blob fetched when no manifest seen by this process gave its size.
     pub max_blob_bytes: u64,
+    /// When its failures were last logged.
+    outages: outage::OutageLog,
+}
+
+/// Why a mirror cannot be built from its configuration: the operator's to fix, nothing is served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MirrorConfigError {
+    /// An upstream's name cannot be a store prefix.
+    #[error(
+        "upstream name {0:?} must be host[:port] (letters, digits, '.', '-', one ':port'; no IPv6 literals)"
+    )]
+    UpstreamName(String),
+    /// Two upstreams have the same name.
+    #[error("upstream {0:?} is configured twice")]
+    DuplicateUpstream(String),
+    /// The default upstream is none of the configured ones.
+    #[error("default upstream {name:?} is not a configured upstream ({configured})")]
+    UnknownDefault {
+        /// As configured.
+        name: String,
+        /// The configured upstreams, comma separated.
+        configured: String,
+    },
+    /// A local namespace is not a valid repository name.
+    // The name error is in the text, not a `source()`, so a chain printer says it once.
+    #[error("local namespace {namespace:?}: {reason}")]
+    LocalNamespaceName {
+        /// As configured.
+        namespace: String,
+        /// Why it is not a repository name.
+        reason: ferry_oci::NameError,
+    },
+    /// A local namespace lies inside an upstream's cache namespace.
+    #[error("local namespace {namespace:?} is inside the cache namespace of upstream {upstream}")]
+    LocalNamespaceInCache {
+        /// As configured.
+        namespace: String,
+        /// The upstream whose cache it would overlap.
+        upstream: String,
+    },
+}
+
+/// Why an image cannot be placed in the mirror's cache (see [`Mirror::cache_repo`]): the image's
+/// name does not fit this mirror.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheRepoError {
+    /// Its registry is not one of the mirror's upstreams.
+    #[error(
+        "the image names registry {registry:?}, which is not a configured upstream (configured: {configured})"
+    )]
+    NotAnUpstream {
+        /// The image's registry.
+        registry: String,
+        /// The configured upstreams, comma separated.
+        configured: String,
+    },
+    /// Its repository name cannot be cached under the upstream's prefix (e.g. too long).
+    #[error("{0}")]
+    Name(String),
 }
 
 /// The default largest blob of unknown size fetched from an upstream.
@@ -89,12 +149,10 @@ impl Upstream {
         client: Registry,
         tag_ttl: Duration,
         always_revalidate: Vec<String>,
-    ) -> Result<Upstream, String> {
+    ) -> Result<Upstream, MirrorConfigError> {
         let name = normalize_registry(name);
         let prefix = name.replace(':', "__");
-        RepoName::new(&prefix).map_err(|_| {
-            format!("upstream name {name:?} must be host[:port] (letters, digits, '.', '-', one ':port'; no IPv6 literals)")
-        })?;
+        RepoName::new(&prefix).map_err(|_| MirrorConfigError::UpstreamName(name.clone()))?;
         Ok(Upstream {
             name,
             prefix,
@@ -104,7 +162,24 @@ impl Upstream {
             min_transfer: TransferFloor::default(),
             prefetch_blobs: false,
             max_blob_bytes: DEFAULT_MAX_BLOB_BYTES,
+            outages: outage::OutageLog::default(),
         })
+    }
+
+    /// The answer for a failed upstream request, with a warning in the log (rate limited) when the
+    /// upstream, not the client's request, is at fault.
+    pub(crate) fn fetch_error(&self, e: &ClientError, blob: bool) -> FetchError {
+        if e.kind != ClientKind::NotFound
+            && let Some(unlogged) = self.outages.failed(std::time::Instant::now())
+        {
+            tracing::warn!(
+                upstream = %self.name,
+                error = %e,
+                failures_since_last_warning = unlogged,
+                "upstream request failed (further failures of this upstream are logged at most once a minute)"
+            );
+        }
+        FetchError::from_client(e, blob)
     }
 
     /// Whether `tag` must be revalidated on every pull.
@@ -242,35 +317,38 @@ impl Mirror {
         upstreams: Vec<Upstream>,
         default: Option<&str>,
         options: MirrorOptions,
-    ) -> Result<Mirror, String> {
+    ) -> Result<Mirror, MirrorConfigError> {
         let mut map = BTreeMap::new();
         for u in upstreams {
             let name = u.name.clone();
             if map.insert(name.clone(), Arc::new(u)).is_some() {
-                return Err(format!("upstream {name:?} is configured twice"));
+                return Err(MirrorConfigError::DuplicateUpstream(name));
             }
         }
         let default = match default {
             Some(d) => Some(map.get(&normalize_registry(d)).cloned().ok_or_else(|| {
-                format!(
-                    "default upstream {d:?} is not a configured upstream ({})",
-                    map.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
+                MirrorConfigError::UnknownDefault {
+                    name: d.to_owned(),
+                    configured: map.keys().cloned().collect::<Vec<_>>().join(", "),
+                }
             })?),
             None if map.len() == 1 => map.values().next().cloned(),
             None => None,
         };
         for ns in &options.local_namespaces {
-            RepoName::new(ns).map_err(|e| format!("local namespace {ns:?}: {e}"))?;
+            RepoName::new(ns).map_err(|reason| MirrorConfigError::LocalNamespaceName {
+                namespace: ns.clone(),
+                reason,
+            })?;
             let first = ns.split('/').next().unwrap_or("");
             if let Some(u) = map
                 .values()
                 .find(|u| u.prefix == first || u.name == normalize_registry(first))
             {
-                return Err(format!(
-                    "local namespace {ns:?} is inside the cache namespace of upstream {}",
-                    u.name
-                ));
+                return Err(MirrorConfigError::LocalNamespaceInCache {
+                    namespace: ns.clone(),
+                    upstream: u.name.clone(),
+                });
             }
         }
         // Room for two of the largest manifests being parsed at once, at least 128 MiB.
@@ -307,13 +385,16 @@ impl Mirror {
 
     /// The store repository caching `repo` of upstream `registry` (as a pull through the mirror
     /// would store it), for seeding the cache from image archives.
-    pub fn cache_repo(&self, registry: &str, repo: &RepoName) -> Result<RepoName, String> {
+    pub fn cache_repo(&self, registry: &str, repo: &RepoName) -> Result<RepoName, CacheRepoError> {
         let up = self
             .lookup(registry)
-            .ok_or_else(|| self.unknown(registry, "the image").error.message)?;
+            .ok_or_else(|| CacheRepoError::NotAnUpstream {
+                registry: registry.to_owned(),
+                configured: self.configured(),
+            })?;
         up.upstream_repo(repo)
             .and_then(|r| up.store_repo(&r))
-            .map_err(|e| e.error.message)
+            .map_err(|e| CacheRepoError::Name(e.error.message))
     }
 
     fn lookup(&self, name: &str) -> Option<Arc<Upstream>> {
@@ -325,13 +406,18 @@ impl Mirror {
             ErrorCode::NameUnknown,
             format!(
                 "{how} names registry {name:?}, which is not a configured upstream (configured: {})",
-                self.upstreams
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.configured()
             ),
         )
+    }
+
+    /// The configured upstreams' names, comma separated.
+    fn configured(&self) -> String {
+        self.upstreams
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Picks the target of a request.
@@ -497,6 +583,17 @@ impl FetchError {
     }
 
     pub fn store(e: StoreError) -> FetchError {
+        if let StoreError::Full { .. } = e {
+            // Logged once per episode where the answer is counted.
+            tracing::debug!(error = %e, "no space to cache pulled content");
+            return FetchError {
+                status: 507,
+                code: ErrorCode::StorageFull,
+                message: "the registry's storage is full: the pulled content could not be cached"
+                    .to_owned(),
+                retry_after: None,
+            };
+        }
         tracing::error!(error = %e, "store failed during pull-through");
         FetchError::internal("storing pulled content failed; see the server log")
     }
@@ -526,5 +623,81 @@ impl FetchError {
             e = e.header(http::header::RETRY_AFTER, &s.to_string());
         }
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(name: &str) -> Upstream {
+        let client = Registry::new(ferry_client::RegistryOptions {
+            endpoint: format!("http://{name}"),
+            ..ferry_client::RegistryOptions::default()
+        })
+        .unwrap();
+        Upstream::new(name, client, Duration::from_secs(1), Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn configuration_mistakes_are_typed_and_say_what_to_fix() {
+        let client = upstream("127.0.0.1:1").client;
+        assert_eq!(
+            Upstream::new("[::1]:5000", client, Duration::ZERO, Vec::new()).unwrap_err(),
+            MirrorConfigError::UpstreamName("[::1]:5000".into())
+        );
+        let twice = Mirror::new(
+            vec![upstream("127.0.0.1:1"), upstream("127.0.0.1:1")],
+            None,
+            MirrorOptions::default(),
+        );
+        assert_eq!(
+            twice.err(),
+            Some(MirrorConfigError::DuplicateUpstream("127.0.0.1:1".into()))
+        );
+        let e = Mirror::new(
+            vec![upstream("127.0.0.1:1")],
+            Some("quay.io"),
+            MirrorOptions::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(&e, MirrorConfigError::UnknownDefault { name, configured } if name == "quay.io" && configured == "127.0.0.1:1"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "default upstream \"quay.io\" is not a configured upstream (127.0.0.1:1)"
+        );
+        let e = Mirror::new(
+            vec![upstream("127.0.0.1:1")],
+            None,
+            MirrorOptions {
+                local_namespaces: vec!["127.0.0.1__1/team".into()],
+                ..MirrorOptions::default()
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(e, MirrorConfigError::LocalNamespaceInCache { .. }),
+            "{e:?}"
+        );
+        let m = Mirror::new(
+            vec![upstream("127.0.0.1:1")],
+            None,
+            MirrorOptions::default(),
+        )
+        .unwrap();
+        let repo = RepoName::new("team/app").unwrap();
+        assert_eq!(
+            m.cache_repo("127.0.0.1:1", &repo).unwrap().as_str(),
+            "127.0.0.1__1/team/app"
+        );
+        assert!(matches!(
+            m.cache_repo("quay.io", &repo),
+            Err(CacheRepoError::NotAnUpstream { .. })
+        ));
     }
 }

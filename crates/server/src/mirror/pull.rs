@@ -246,7 +246,7 @@ async fn refresh_manifest(
     budget: &crate::BufferBudget,
 ) -> Result<Arc<Manifest>, FetchError> {
     let mut _charged = crate::BufferPermit::none();
-    let client_err = |e: ferry_client::ClientError| FetchError::from_client(&e, false);
+    let client_err = |e: ferry_client::ClientError| up.fetch_error(&e, false);
     match reference {
         ManifestRef::Digest(d) => {
             let r = up
@@ -490,7 +490,7 @@ pub(crate) async fn get_tags(
                     .client
                     .list_tags(&r, n, last.as_deref(), MAX_TAG_LIST_BYTES)
                     .await
-                    .map_err(|e| FetchError::from_client(&e, false))?;
+                    .map_err(|e| upc.fetch_error(&e, false))?;
                 // Only names that are tags: the list is relayed, not trusted. Some registries
                 // (Distribution before 3.0) ignore `n` and `last` on tag lists: the page is cut
                 // here (the OCI spec orders tags lexically).
