@@ -310,17 +310,26 @@ async fn fetch(
     }
 }
 
-/// Refuses a fill that would leave less than `min_free` bytes free after writing `more`.
+/// Refuses a fill that would leave less than `min_free` bytes free after writing `more`: the
+/// storage counts as full, answered and counted as a full disk is.
 fn check_space(store: &Store, more: u64, min_free: u64) -> Result<(), FetchError> {
     match store.available_space() {
-        Some(free) if free < more.saturating_add(min_free) => Err(FetchError {
-            status: 507,
-            code: ferry_oci::ErrorCode::Unavailable,
-            message: format!(
-                "not enough disk space to cache this blob ({free} bytes free, {more} needed, {min_free} kept free); free space or lower the cache budget"
-            ),
-            retry_after: None,
-        }),
+        Some(free) if free < more.saturating_add(min_free) => {
+            let outcome = if more > 0 {
+                format!("this blob ({more} bytes) was not cached")
+            } else {
+                "caching this blob was abandoned".to_owned()
+            };
+            Err(FetchError::storage_full(
+                format!(
+                    "the registry's storage is full: {free} bytes are free and the cache keeps min_free_space ({min_free} bytes) free, so {outcome}; retry once space is freed"
+                ),
+                format!(
+                    "{free} bytes free at {}, below min_free_space ({min_free} bytes) plus {more} to cache",
+                    store.root().display()
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }

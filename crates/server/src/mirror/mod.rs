@@ -546,6 +546,9 @@ pub(crate) struct FetchError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// For the server log only: why the storage counts as full (the OS error, or the free space
+    /// left), logged once per episode where the answer is counted.
+    pub full_storage_cause: Option<String>,
 }
 
 impl FetchError {
@@ -570,6 +573,7 @@ impl FetchError {
             code,
             message: format!("upstream: {}{hint}", e.message),
             retry_after: e.retry_after.map(|d| d.as_secs()),
+            full_storage_cause: None,
         }
     }
 
@@ -579,20 +583,27 @@ impl FetchError {
             code: ErrorCode::Internal,
             message: message.to_owned(),
             retry_after: None,
+            full_storage_cause: None,
+        }
+    }
+
+    /// 507 `STORAGE_FULL`, the answer a push to a full store gets; `cause` is for the log.
+    pub fn storage_full(message: String, cause: String) -> FetchError {
+        FetchError {
+            status: 507,
+            code: ErrorCode::StorageFull,
+            message,
+            retry_after: None,
+            full_storage_cause: Some(cause),
         }
     }
 
     pub fn store(e: StoreError) -> FetchError {
         if let StoreError::Full { .. } = e {
-            // Logged once per episode where the answer is counted.
-            tracing::debug!(error = %e, "no space to cache pulled content");
-            return FetchError {
-                status: 507,
-                code: ErrorCode::StorageFull,
-                message: "the registry's storage is full: the pulled content could not be cached"
-                    .to_owned(),
-                retry_after: None,
-            };
+            return FetchError::storage_full(
+                "the registry's storage is full: the pulled content could not be cached".to_owned(),
+                e.to_string(),
+            );
         }
         tracing::error!(error = %e, "store failed during pull-through");
         FetchError::internal("storing pulled content failed; see the server log")
@@ -604,6 +615,7 @@ impl FetchError {
             code: ErrorCode::Unavailable,
             message: format!("upstream: {message}"),
             retry_after: None,
+            full_storage_cause: None,
         }
     }
 
@@ -613,6 +625,7 @@ impl FetchError {
             code: ErrorCode::Unavailable,
             message: format!("upstream: {message}"),
             retry_after: None,
+            full_storage_cause: None,
         }
     }
 
@@ -621,6 +634,9 @@ impl FetchError {
             .status(StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_GATEWAY));
         if let Some(s) = self.retry_after {
             e = e.header(http::header::RETRY_AFTER, &s.to_string());
+        }
+        if let Some(cause) = self.full_storage_cause {
+            e = e.full_storage_cause(cause);
         }
         e
     }

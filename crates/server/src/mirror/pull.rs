@@ -505,6 +505,7 @@ pub(crate) async fn get_tags(
                     message: "the server is holding as many tag lists as it allows; retry shortly"
                         .to_owned(),
                     retry_after: Some(1),
+                    full_storage_cause: None,
                 })?;
                 let held = crate::HeldBytes {
                     bytes,
