@@ -191,11 +191,7 @@ async fn fetch(
 ) -> Result<u64, FetchError> {
     let digest = &guard.digest;
     // Nothing from the upstream is written before its size is known to fit.
-    let first = upstream
-        .client
-        .get_blob(repo, digest, 0)
-        .await
-        .map_err(|e| upstream.fetch_error(&e, true))?;
+    let first = upstream.answered(upstream.client.get_blob(repo, digest, 0).await, true)?;
     let total = first.total;
     // A manifest's size bounds a transfer that announces none. When the upstream announces
     // another, the manifest may be the one that is wrong (anyone can push one naming any digest
@@ -288,11 +284,7 @@ async fn fetch(
             resumes += 1;
             let from = ingest.written();
             tracing::info!(%digest, from, attempt = resumes, error = %e, "resuming interrupted upstream transfer");
-            let r = upstream
-                .client
-                .get_blob(repo, digest, from)
-                .await
-                .map_err(|e| upstream.fetch_error(&e, true))?;
+            let r = upstream.answered(upstream.client.get_blob(repo, digest, from).await, true)?;
             if r.start != from {
                 return Err(FetchError::upstream_protocol(
                     "upstream cannot resume (ignored Range)",

@@ -169,9 +169,10 @@ impl Upstream {
     /// The answer for a failed upstream request, with a warning in the log (rate limited) when the
     /// upstream, not the client's request, is at fault.
     pub(crate) fn fetch_error(&self, e: &ClientError, blob: bool) -> FetchError {
-        if e.kind != ClientKind::NotFound
-            && let Some(unlogged) = self.outages.failed(std::time::Instant::now())
-        {
+        if e.kind == ClientKind::NotFound {
+            // An answer all the same: the upstream is reachable.
+            self.reached();
+        } else if let Some(unlogged) = self.outages.failed(std::time::Instant::now()) {
             tracing::warn!(
                 upstream = %self.name,
                 error = %e,
@@ -180,6 +181,34 @@ impl Upstream {
             );
         }
         FetchError::from_client(e, blob)
+    }
+
+    /// The outcome of an upstream request: a failure as [`Upstream::fetch_error`] answers it, a
+    /// success noted as the upstream being reachable.
+    pub(crate) fn answered<T>(
+        &self,
+        r: Result<T, ClientError>,
+        blob: bool,
+    ) -> Result<T, FetchError> {
+        match r {
+            Ok(v) => {
+                self.reached();
+                Ok(v)
+            }
+            Err(e) => Err(self.fetch_error(&e, blob)),
+        }
+    }
+
+    /// Notes that the upstream answered; the first answer after a logged failure is logged.
+    fn reached(&self) {
+        if let Some(r) = self.outages.succeeded(std::time::Instant::now()) {
+            tracing::info!(
+                upstream = %self.name,
+                failures_not_logged = r.unlogged,
+                down_for_secs = r.down_for.as_secs(),
+                "upstream reachable again"
+            );
+        }
     }
 
     /// Whether `tag` must be revalidated on every pull.
