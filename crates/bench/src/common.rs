@@ -1,14 +1,51 @@
-//! What the benchmarks share: pushing seeded images, laying them out for nginx, verifying every path,
-//! running wrk and summarising its runs.
+//! What the benchmarks share: their common options, pushing seeded images, laying them out for
+//! nginx, verifying every path, running wrk and summarising its runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use ferry_oci::{Digest, MediaType};
 use ferry_testkit::image::Image;
 use ferry_testkit::peers::find;
 use futures_util::{StreamExt, TryStreamExt};
+
+/// The options every benchmark takes. A benchmark's other options are `Option`s: given, they win;
+/// else `--quick` picks the small run's value, and without it the full-size default applies.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// The ferry binary to benchmark (`cargo xtask bench` builds it and passes it here)
+    #[arg(long, value_name = "PATH")]
+    ferry: Option<PathBuf>,
+    /// Where to write the results [default: target/bench of the workspace]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// A small, short run: the --quick values in the options' help apply to those not given
+    #[arg(long)]
+    pub quick: bool,
+}
+
+impl CommonArgs {
+    /// `given` when the option was given, else its `--quick` or its full-size default.
+    pub fn sized<T>(&self, given: Option<T>, full: T, quick: T) -> T {
+        given.unwrap_or(if self.quick { quick } else { full })
+    }
+
+    /// The ferry binary, which must exist; `bench` names the benchmark in the hint.
+    pub fn ferry(&self, bench: &str) -> anyhow::Result<PathBuf> {
+        match &self.ferry {
+            Some(p) if p.is_file() => Ok(p.clone()),
+            _ => bail!("--ferry must name the ferry binary (cargo xtask bench {bench} builds it)"),
+        }
+    }
+
+    /// Where results go: `--out`, else `target/bench/` of the workspace.
+    pub fn out(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"))
+    }
+}
 
 pub fn repo(i: usize) -> String {
     format!("bench/img-{i:04}")

@@ -17,12 +17,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use ferry_load::generate::GenOptions;
 use ferry_report::Results;
 use ferry_testkit::peers::{DockerRegistry, Ferry, Nginx, find};
 
-use crate::common::{machine, now_utc};
+use crate::common::{CommonArgs, machine, now_utc};
+
+/// `ferry-bench load`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Images generated into the upstream [default: 1500; --quick: 200]
+    #[arg(long, value_name = "N")]
+    images: Option<usize>,
+    /// Batches the images fall into (one puller per batch; at most --images) [default: 10; --quick: 4]
+    #[arg(long, value_name = "B")]
+    batches: Option<usize>,
+    /// Seconds per step of the ramp [default: 60; --quick: 3]
+    #[arg(long = "iteration-seconds", value_name = "S")]
+    step_secs: Option<f64>,
+    /// Seconds per tally row [default: 15; --quick: 1]
+    #[arg(long = "tally-seconds", value_name = "T")]
+    tally_secs: Option<f64>,
+}
 
 /// Benchmark parameters.
 #[derive(Debug, Clone)]
@@ -38,42 +57,18 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(args: &[String]) -> anyhow::Result<Options> {
-        let mut o = Options {
-            ferry: PathBuf::new(),
-            images: 1500,
-            batches: 10,
-            step_secs: 60.0,
-            tally_secs: 15.0,
-            driver_secs: 10,
-            out: crate::default_out(),
-            quick: false,
+    pub fn new(a: Args) -> anyhow::Result<Options> {
+        let c = &a.common;
+        let o = Options {
+            ferry: c.ferry("load")?,
+            images: c.sized(a.images, 1500, 200),
+            batches: c.sized(a.batches, 10, 4),
+            step_secs: c.sized(a.step_secs, 60.0, 3.0),
+            tally_secs: c.sized(a.tally_secs, 15.0, 1.0),
+            driver_secs: c.sized(None, 10, 4),
+            out: c.out(),
+            quick: c.quick,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = || it.next().with_context(|| format!("{a} needs a value"));
-            match a.as_str() {
-                "--ferry" => o.ferry = PathBuf::from(val()?),
-                "--images" => o.images = val()?.parse()?,
-                "--batches" => o.batches = val()?.parse()?,
-                "--iteration-seconds" => o.step_secs = val()?.parse()?,
-                "--tally-seconds" => o.tally_secs = val()?.parse()?,
-                "--out" => o.out = PathBuf::from(val()?),
-                "--quick" => {
-                    o.quick = true;
-                    o.images = 200;
-                    o.batches = 4;
-                    o.step_secs = 3.0;
-                    o.tally_secs = 1.0;
-                    o.driver_secs = 4;
-                }
-                other => bail!("unknown option {other:?}\n{}", crate::usage()),
-            }
-        }
-        ensure!(
-            o.ferry.is_file(),
-            "--ferry must name the ferry binary (cargo xtask bench load builds it)"
-        );
         ensure!(
             o.batches >= 1 && o.batches <= o.images && o.step_secs > 0.0 && o.tally_secs > 0.0,
             "need 1 ≤ --batches ≤ --images and positive --iteration-seconds and --tally-seconds"

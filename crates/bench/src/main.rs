@@ -13,23 +13,31 @@ mod load;
 mod mirror;
 mod serve;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn usage() -> &'static str {
-    "usage: ferry-bench serve --ferry PATH [--quick] [--images N] [--stored N] [--pullers N]\n                     [--seconds S] [--repeats R] [--big-mib M] [--out DIR]\n       ferry-bench mirror --ferry PATH [--quick] [--images N] [--pullers 1,4,10]\n                     [--seconds S] [--repeats R] [--out DIR]\n       ferry-bench load --ferry PATH [--quick] [--images N] [--batches B]\n                     [--iteration-seconds S] [--tally-seconds T] [--out DIR]\n\nexamples: cargo xtask bench serve --quick\n          cargo xtask bench mirror --quick\n          cargo xtask bench load --quick"
+use clap::Parser;
+
+/// ferry's side-by-side benchmarks (run through `cargo xtask bench <name>`, which builds ferry in
+/// release mode and passes --ferry).
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry-bench",
+    after_help = "Examples:\n  cargo xtask bench serve --quick\n  cargo xtask bench mirror --quick\n  cargo xtask bench load --quick"
+)]
+enum Bench {
+    /// Cached pulls of many small images and one large blob: ferry, Distribution and nginx.
+    Serve(serve::Args),
+    /// ferry as a pull-through cache versus the Distribution proxy, cold and cached.
+    Mirror(mirror::Args),
+    /// ociregistry's load test with `ferry load`: ferry, the Distribution proxy and nginx.
+    Load(load::Args),
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("serve") => serve::Options::parse(&args[1..]).and_then(serve::run),
-        Some("mirror") => mirror::Options::parse(&args[1..]).and_then(mirror::run),
-        Some("load") => load::Options::parse(&args[1..]).and_then(load::run),
-        _ => {
-            eprintln!("{}", usage());
-            return ExitCode::from(2);
-        }
+    let result = match Bench::parse() {
+        Bench::Serve(a) => serve::Options::new(a).and_then(serve::run),
+        Bench::Mirror(a) => mirror::Options::new(a).and_then(mirror::run),
+        Bench::Load(a) => load::Options::new(a).and_then(load::run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,9 +46,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Where results go by default: `target/bench/` of the workspace.
-fn default_out() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench")
 }

@@ -9,12 +9,32 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use ferry_testkit::image::{Image, image};
 use ferry_testkit::peers::{DockerRegistry, Ferry, Nginx, find, rss};
 use futures_util::StreamExt;
 
 use crate::common::*;
+
+/// `ferry-bench mirror`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Images in the upstream, each pulled once per cold pass [default: 1500; --quick: 200]
+    #[arg(long, value_name = "N")]
+    images: Option<usize>,
+    /// Concurrency levels, each measured: pullers of a cold pass, wrk connections of the cached
+    /// runs [default: 1,4,10]
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',')]
+    pullers: Option<Vec<usize>>,
+    /// Seconds per cached run [default: 10; --quick: 3]
+    #[arg(long, value_name = "S")]
+    seconds: Option<u64>,
+    /// Cached runs per server, of which the median is reported [default: 3; --quick: 1]
+    #[arg(long, value_name = "R")]
+    repeats: Option<usize>,
+}
 
 /// Benchmark parameters.
 #[derive(Debug, Clone)]
@@ -29,44 +49,17 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(args: &[String]) -> anyhow::Result<Options> {
-        let mut o = Options {
-            ferry: PathBuf::new(),
-            images: 1500,
-            pullers: vec![1, 4, 10],
-            seconds: 10,
-            repeats: 3,
-            out: crate::default_out(),
-            quick: false,
+    pub fn new(a: Args) -> anyhow::Result<Options> {
+        let c = &a.common;
+        let o = Options {
+            ferry: c.ferry("mirror")?,
+            images: c.sized(a.images, 1500, 200),
+            pullers: c.sized(a.pullers, vec![1, 4, 10], vec![1, 4, 10]),
+            seconds: c.sized(a.seconds, 10, 3),
+            repeats: c.sized(a.repeats, 3, 1),
+            out: c.out(),
+            quick: c.quick,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = || it.next().with_context(|| format!("{a} needs a value"));
-            match a.as_str() {
-                "--ferry" => o.ferry = PathBuf::from(val()?),
-                "--images" => o.images = val()?.parse()?,
-                "--pullers" => {
-                    o.pullers = val()?
-                        .split(',')
-                        .map(str::parse)
-                        .collect::<Result<_, _>>()?
-                }
-                "--seconds" => o.seconds = val()?.parse()?,
-                "--repeats" => o.repeats = val()?.parse()?,
-                "--out" => o.out = PathBuf::from(val()?),
-                "--quick" => {
-                    o.quick = true;
-                    o.images = 200;
-                    o.seconds = 3;
-                    o.repeats = 1;
-                }
-                other => bail!("unknown option {other:?}\n{}", crate::usage()),
-            }
-        }
-        ensure!(
-            o.ferry.is_file(),
-            "--ferry must name the ferry binary (cargo xtask bench mirror builds it)"
-        );
         ensure!(
             o.images > 0
                 && o.repeats > 0

@@ -2,11 +2,36 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use ferry_testkit::image::{Image, Rng, image};
 use ferry_testkit::peers::{DockerRegistry, Ferry, Nginx, find, rss};
 
 use crate::common::*;
+
+/// `ferry-bench serve`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Images pulled in each run [default: 1000; --quick: 200]
+    #[arg(long, value_name = "N")]
+    images: Option<usize>,
+    /// Images stored in each server (at least --images) [default: 1500; --quick: 300]
+    #[arg(long, value_name = "N")]
+    stored: Option<usize>,
+    /// wrk connections [default: 10]
+    #[arg(long, value_name = "N")]
+    pullers: Option<usize>,
+    /// Seconds per run [default: 10; --quick: 3]
+    #[arg(long, value_name = "S")]
+    seconds: Option<u64>,
+    /// Runs per server, of which the median is reported [default: 3; --quick: 1]
+    #[arg(long, value_name = "R")]
+    repeats: Option<usize>,
+    /// Size of the large blob in MiB [default: 1024; --quick: 256]
+    #[arg(long, value_name = "M")]
+    big_mib: Option<u64>,
+}
 
 /// Benchmark parameters.
 #[derive(Debug, Clone)]
@@ -23,45 +48,19 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(args: &[String]) -> anyhow::Result<Options> {
-        let mut o = Options {
-            ferry: PathBuf::new(),
-            images: 1000,
-            stored: 1500,
-            pullers: 10,
-            seconds: 10,
-            repeats: 3,
-            big_mib: 1024,
-            out: crate::default_out(),
-            quick: false,
+    pub fn new(a: Args) -> anyhow::Result<Options> {
+        let c = &a.common;
+        let o = Options {
+            ferry: c.ferry("serve")?,
+            images: c.sized(a.images, 1000, 200),
+            stored: c.sized(a.stored, 1500, 300),
+            pullers: c.sized(a.pullers, 10, 10),
+            seconds: c.sized(a.seconds, 10, 3),
+            repeats: c.sized(a.repeats, 3, 1),
+            big_mib: c.sized(a.big_mib, 1024, 256),
+            out: c.out(),
+            quick: c.quick,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = || it.next().with_context(|| format!("{a} needs a value"));
-            match a.as_str() {
-                "--ferry" => o.ferry = PathBuf::from(val()?),
-                "--images" => o.images = val()?.parse()?,
-                "--stored" => o.stored = val()?.parse()?,
-                "--pullers" => o.pullers = val()?.parse()?,
-                "--seconds" => o.seconds = val()?.parse()?,
-                "--repeats" => o.repeats = val()?.parse()?,
-                "--big-mib" => o.big_mib = val()?.parse()?,
-                "--out" => o.out = PathBuf::from(val()?),
-                "--quick" => {
-                    o.quick = true;
-                    o.images = 200;
-                    o.stored = 300;
-                    o.seconds = 3;
-                    o.repeats = 1;
-                    o.big_mib = 256;
-                }
-                other => bail!("unknown option {other:?}\n{}", crate::usage()),
-            }
-        }
-        ensure!(
-            o.ferry.is_file(),
-            "--ferry must name the ferry binary (cargo xtask bench serve builds it)"
-        );
         ensure!(
             o.stored >= o.images && o.images > 0 && o.repeats > 0 && o.pullers > 0,
             "--stored must be at least --images; --images, --repeats and --pullers at least 1"
@@ -350,4 +349,62 @@ fn render(r: &serde_json::Value) -> String {
         f(&t["small_ferry_vs_distribution"])
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// The options `ferry-bench serve --ferry <an existing file> <args>` gives.
+    fn options(args: &[&str]) -> anyhow::Result<Options> {
+        let exe = std::env::current_exe().unwrap();
+        let cli = Cli::try_parse_from(
+            ["serve", "--ferry", exe.to_str().unwrap()]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )?;
+        Options::new(cli.args)
+    }
+
+    fn sizes(o: &Options) -> (usize, usize, usize, u64, usize, u64, bool) {
+        (
+            o.images, o.stored, o.pullers, o.seconds, o.repeats, o.big_mib, o.quick,
+        )
+    }
+
+    #[test]
+    fn quick_sizes_the_options_not_given_and_given_ones_win() {
+        assert_eq!(
+            sizes(&options(&[]).unwrap()),
+            (1000, 1500, 10, 10, 3, 1024, false)
+        );
+        assert_eq!(
+            sizes(&options(&["--quick"]).unwrap()),
+            (200, 300, 10, 3, 1, 256, true)
+        );
+        for args in [
+            ["--images", "250", "--quick"],
+            ["--quick", "--images", "250"],
+        ] {
+            assert_eq!(
+                sizes(&options(&args).unwrap()),
+                (250, 300, 10, 3, 1, 256, true),
+                "{args:?}"
+            );
+        }
+        assert!(
+            options(&["--images", "400", "--quick"]).is_err(),
+            "more than --stored"
+        );
+        assert!(options(&["--bogus"]).is_err());
+        assert!(options(&["--images"]).is_err());
+    }
 }

@@ -752,26 +752,30 @@ impl Config {
         }
     }
 
-    /// The admin token: from `admin_token_file`, else `FERRY_ADMIN_TOKEN`; refused if short.
+    /// The admin token: from `admin_token_file`, else `FERRY_ADMIN_TOKEN`; refused if short. An
+    /// error names where the token came from: the file or the variable.
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
-        let token = match &self.admin_token_file {
-            Some(p) => Some(
+        let (token, source) = match &self.admin_token_file {
+            Some(p) => (
                 std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read admin_token_file {}", p.display()))?
                     .trim()
                     .to_owned(),
+                format!("admin_token_file {}", p.display()),
             ),
-            None => std::env::var("FERRY_ADMIN_TOKEN")
-                .ok()
-                .map(|t| t.trim().to_owned()),
+            None => match std::env::var("FERRY_ADMIN_TOKEN") {
+                Ok(t) => (t.trim().to_owned(), "FERRY_ADMIN_TOKEN".to_owned()),
+                Err(std::env::VarError::NotPresent) => return Ok(None),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    anyhow::bail!("FERRY_ADMIN_TOKEN: the admin token is not valid UTF-8")
+                }
+            },
         };
-        if let Some(t) = &token {
-            anyhow::ensure!(
-                t.len() >= 16,
-                "the admin token must be at least 16 characters (e.g. `openssl rand -hex 32`)"
-            );
-        }
-        Ok(token)
+        anyhow::ensure!(
+            token.len() >= 16,
+            "{source}: the admin token must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+        );
+        Ok(Some(token))
     }
 
     /// Registry API switches.

@@ -359,39 +359,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let results =
         ferry_load::run::run(options, args.label.clone().unwrap_or(args.target.clone())).await;
     let s = &results.summary;
-    let lat = |k: &str| {
-        s.latency_ms
-            .get(k)
-            .map(|p| {
-                format!(
-                    "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                    p.p50, p.p99, p.max
-                )
-            })
-            .unwrap_or_else(|| "-".into())
-    };
-    println!(
-        "{} images in {:.1}s: {:.1} images/s, {:.0} requests/s, {} failed pulls{}\nimage pull latency: {}\nblob request latency: {}",
-        s.images,
-        s.duration_secs,
-        s.images_per_sec,
-        s.requests_per_sec,
-        s.errors,
-        if s.error_kinds.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({})",
-                s.error_kinds
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        },
-        lat("image"),
-        lat("blob"),
-    );
+    println!("{}", summary_text(s));
     if let Some(p) = &args.out {
         std::fs::write(p, serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
@@ -414,6 +382,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         std::fs::write(p, w).with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(s.images > 0)
+}
+
+/// What `ferry load run` prints when it is done: totals, rates, failures by kind, latencies.
+fn summary_text(s: &ferry_report::results::Summary) -> String {
+    let lat = |k: &str| {
+        s.latency_ms
+            .get(k)
+            .map(|p| {
+                format!(
+                    "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    p.p50, p.p99, p.max
+                )
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "{} in {:.1}s: {:.1} images/s, {:.0} requests/s, {}{}\nimage pull latency: {}\nblob request latency: {}",
+        crate::counts::count(s.images, "image", "images"),
+        s.duration_secs,
+        s.images_per_sec,
+        s.requests_per_sec,
+        crate::counts::count(s.errors, "failed pull", "failed pulls"),
+        if s.error_kinds.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                s.error_kinds
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        lat("image"),
+        lat("blob"),
+    )
 }
 
 /// `ferry load gen`.
@@ -527,4 +532,45 @@ pub async fn generate(args: GenArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ferry_report::results::Summary;
+
+    use super::summary_text;
+
+    fn summary(images: u64, errors: u64) -> Summary {
+        Summary {
+            images,
+            images_per_sec: 0.5,
+            requests: images * 6,
+            requests_per_sec: 3.0,
+            bytes: 0,
+            errors,
+            error_kinds: BTreeMap::from([("http_404".to_owned(), errors)]),
+            duration_secs: 2.0,
+            latency_ms: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_one_image_and_one_failed_pull_in_the_singular() {
+        let one = summary_text(&summary(1, 1));
+        assert!(
+            one.starts_with(
+                "1 image in 2.0s: 0.5 images/s, 3 requests/s, 1 failed pull (http_404: 1)\n"
+            ),
+            "{one}"
+        );
+        let two = summary_text(&summary(2, 2));
+        assert!(
+            two.starts_with(
+                "2 images in 2.0s: 0.5 images/s, 3 requests/s, 2 failed pulls (http_404: 2)\n"
+            ),
+            "{two}"
+        );
+    }
 }

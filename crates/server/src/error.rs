@@ -48,6 +48,12 @@ impl ApiError {
         self
     }
 
+    /// For the log only: why the storage counts as full (see [`StorageFullAnswer`]).
+    pub(crate) fn full_storage_cause(mut self, cause: String) -> ApiError {
+        self.full_storage_cause = Some(cause);
+        self
+    }
+
     /// Adds structured detail.
     pub fn detail(mut self, detail: serde_json::Value) -> ApiError {
         self.error.detail = Some(detail);
@@ -105,15 +111,12 @@ impl From<StoreError> for ApiError {
             StoreError::TooManyUploads(_) | StoreError::TooManyUploadsFromClient(_) => {
                 ApiError::new(C::TooManyRequests, msg).header(header::RETRY_AFTER, "60")
             }
-            StoreError::Full { .. } => {
-                let mut e = ApiError::new(
-                    C::StorageFull,
-                    "the registry's storage is full: nothing was stored; retry once space is freed",
-                );
-                // Logged once per episode by the dispatcher, not once per request.
-                e.full_storage_cause = Some(msg);
-                e
-            }
+            // Logged once per episode by the dispatcher, not once per request.
+            StoreError::Full { .. } => ApiError::new(
+                C::StorageFull,
+                "the registry's storage is full: nothing was stored; retry once space is freed",
+            )
+            .full_storage_cause(msg),
             StoreError::Locked(_)
             | StoreError::Io { .. }
             | StoreError::Task(_)

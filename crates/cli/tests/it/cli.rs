@@ -468,8 +468,48 @@ fn a_short_admin_token_stops_serve_before_it_serves() {
     c.env("FERRY_ADMIN_TOKEN", "short");
     let (ok, err) = stderr_of(c);
     assert!(!ok, "{err}");
-    assert!(err.contains("at least 16 characters"), "{err}");
+    assert!(
+        err.contains("FERRY_ADMIN_TOKEN: the admin token must be at least 16 characters"),
+        "names the variable: {err}"
+    );
     assert!(!err.contains("serving"), "logged as serving first: {err}");
+    assert!(!data.exists(), "the data directory was created first");
+}
+
+/// A short token read from `admin_token_file` is reported with the file's name, not the
+/// variable's (the variable is ignored when the file is configured).
+#[test]
+fn a_short_admin_token_file_is_named_in_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let token = tmp.path().join("admin.token");
+    std::fs::write(&token, "short\n").unwrap();
+    let config = tmp.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!("admin_token_file = \"{}\"\n", token.display()),
+    )
+    .unwrap();
+    let mut c = ferry(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    c.env("FERRY_ADMIN_TOKEN", "0123456789abcdef0123");
+    let (ok, err) = stderr_of(c);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "admin_token_file {}: the admin token must be at least 16 characters",
+            token.display()
+        )),
+        "names the file: {err}"
+    );
+    assert!(!err.contains("FERRY_ADMIN_TOKEN"), "{err}");
     assert!(!data.exists(), "the data directory was created first");
 }
 

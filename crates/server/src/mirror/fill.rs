@@ -191,11 +191,7 @@ async fn fetch(
 ) -> Result<u64, FetchError> {
     let digest = &guard.digest;
     // Nothing from the upstream is written before its size is known to fit.
-    let first = upstream
-        .client
-        .get_blob(repo, digest, 0)
-        .await
-        .map_err(|e| upstream.fetch_error(&e, true))?;
+    let first = upstream.answered(upstream.client.get_blob(repo, digest, 0).await, true)?;
     let total = first.total;
     // A manifest's size bounds a transfer that announces none. When the upstream announces
     // another, the manifest may be the one that is wrong (anyone can push one naming any digest
@@ -288,11 +284,7 @@ async fn fetch(
             resumes += 1;
             let from = ingest.written();
             tracing::info!(%digest, from, attempt = resumes, error = %e, "resuming interrupted upstream transfer");
-            let r = upstream
-                .client
-                .get_blob(repo, digest, from)
-                .await
-                .map_err(|e| upstream.fetch_error(&e, true))?;
+            let r = upstream.answered(upstream.client.get_blob(repo, digest, from).await, true)?;
             if r.start != from {
                 return Err(FetchError::upstream_protocol(
                     "upstream cannot resume (ignored Range)",
@@ -310,17 +302,26 @@ async fn fetch(
     }
 }
 
-/// Refuses a fill that would leave less than `min_free` bytes free after writing `more`.
+/// Refuses a fill that would leave less than `min_free` bytes free after writing `more`: the
+/// storage counts as full, answered and counted as a full disk is.
 fn check_space(store: &Store, more: u64, min_free: u64) -> Result<(), FetchError> {
     match store.available_space() {
-        Some(free) if free < more.saturating_add(min_free) => Err(FetchError {
-            status: 507,
-            code: ferry_oci::ErrorCode::Unavailable,
-            message: format!(
-                "not enough disk space to cache this blob ({free} bytes free, {more} needed, {min_free} kept free); free space or lower the cache budget"
-            ),
-            retry_after: None,
-        }),
+        Some(free) if free < more.saturating_add(min_free) => {
+            let outcome = if more > 0 {
+                format!("this blob ({more} bytes) was not cached")
+            } else {
+                "caching this blob was abandoned".to_owned()
+            };
+            Err(FetchError::storage_full(
+                format!(
+                    "the registry's storage is full: {free} bytes are free and the cache keeps min_free_space ({min_free} bytes) free, so {outcome}; retry once space is freed"
+                ),
+                format!(
+                    "{free} bytes free at {}, below min_free_space ({min_free} bytes) plus {more} to cache",
+                    store.root().display()
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }

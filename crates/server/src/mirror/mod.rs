@@ -169,9 +169,10 @@ impl Upstream {
     /// The answer for a failed upstream request, with a warning in the log (rate limited) when the
     /// upstream, not the client's request, is at fault.
     pub(crate) fn fetch_error(&self, e: &ClientError, blob: bool) -> FetchError {
-        if e.kind != ClientKind::NotFound
-            && let Some(unlogged) = self.outages.failed(std::time::Instant::now())
-        {
+        if e.kind == ClientKind::NotFound {
+            // An answer all the same: the upstream is reachable.
+            self.reached();
+        } else if let Some(unlogged) = self.outages.failed(std::time::Instant::now()) {
             tracing::warn!(
                 upstream = %self.name,
                 error = %e,
@@ -180,6 +181,34 @@ impl Upstream {
             );
         }
         FetchError::from_client(e, blob)
+    }
+
+    /// The outcome of an upstream request: a failure as [`Upstream::fetch_error`] answers it, a
+    /// success noted as the upstream being reachable.
+    pub(crate) fn answered<T>(
+        &self,
+        r: Result<T, ClientError>,
+        blob: bool,
+    ) -> Result<T, FetchError> {
+        match r {
+            Ok(v) => {
+                self.reached();
+                Ok(v)
+            }
+            Err(e) => Err(self.fetch_error(&e, blob)),
+        }
+    }
+
+    /// Notes that the upstream answered; the first answer after a logged failure is logged.
+    fn reached(&self) {
+        if let Some(r) = self.outages.succeeded(std::time::Instant::now()) {
+            tracing::info!(
+                upstream = %self.name,
+                failures_not_logged = r.unlogged,
+                down_for_secs = r.down_for.as_secs(),
+                "upstream reachable again"
+            );
+        }
     }
 
     /// Whether `tag` must be revalidated on every pull.
@@ -546,6 +575,9 @@ pub(crate) struct FetchError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// For the server log only: why the storage counts as full (the OS error, or the free space
+    /// left), logged once per episode where the answer is counted.
+    pub full_storage_cause: Option<String>,
 }
 
 impl FetchError {
@@ -570,6 +602,7 @@ impl FetchError {
             code,
             message: format!("upstream: {}{hint}", e.message),
             retry_after: e.retry_after.map(|d| d.as_secs()),
+            full_storage_cause: None,
         }
     }
 
@@ -579,20 +612,27 @@ impl FetchError {
             code: ErrorCode::Internal,
             message: message.to_owned(),
             retry_after: None,
+            full_storage_cause: None,
+        }
+    }
+
+    /// 507 `STORAGE_FULL`, the answer a push to a full store gets; `cause` is for the log.
+    pub fn storage_full(message: String, cause: String) -> FetchError {
+        FetchError {
+            status: 507,
+            code: ErrorCode::StorageFull,
+            message,
+            retry_after: None,
+            full_storage_cause: Some(cause),
         }
     }
 
     pub fn store(e: StoreError) -> FetchError {
         if let StoreError::Full { .. } = e {
-            // Logged once per episode where the answer is counted.
-            tracing::debug!(error = %e, "no space to cache pulled content");
-            return FetchError {
-                status: 507,
-                code: ErrorCode::StorageFull,
-                message: "the registry's storage is full: the pulled content could not be cached"
-                    .to_owned(),
-                retry_after: None,
-            };
+            return FetchError::storage_full(
+                "the registry's storage is full: the pulled content could not be cached".to_owned(),
+                e.to_string(),
+            );
         }
         tracing::error!(error = %e, "store failed during pull-through");
         FetchError::internal("storing pulled content failed; see the server log")
@@ -604,6 +644,7 @@ impl FetchError {
             code: ErrorCode::Unavailable,
             message: format!("upstream: {message}"),
             retry_after: None,
+            full_storage_cause: None,
         }
     }
 
@@ -613,6 +654,7 @@ impl FetchError {
             code: ErrorCode::Unavailable,
             message: format!("upstream: {message}"),
             retry_after: None,
+            full_storage_cause: None,
         }
     }
 
@@ -621,6 +663,9 @@ impl FetchError {
             .status(StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_GATEWAY));
         if let Some(s) = self.retry_after {
             e = e.header(http::header::RETRY_AFTER, &s.to_string());
+        }
+        if let Some(cause) = self.full_storage_cause {
+            e = e.full_storage_cause(cause);
         }
         e
     }

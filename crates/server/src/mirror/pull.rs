@@ -246,14 +246,9 @@ async fn refresh_manifest(
     budget: &crate::BufferBudget,
 ) -> Result<Arc<Manifest>, FetchError> {
     let mut _charged = crate::BufferPermit::none();
-    let client_err = |e: ferry_client::ClientError| up.fetch_error(&e, false);
     match reference {
         ManifestRef::Digest(d) => {
-            let r = up
-                .client
-                .get_manifest(repo, d.as_str(), max)
-                .await
-                .map_err(client_err)?;
+            let r = up.answered(up.client.get_manifest(repo, d.as_str(), max).await, false)?;
             drop(std::mem::take(&mut _charged));
             _charged = budget
                 .charge_waiting(r.bytes.len() * crate::MANIFEST_PARSE_FACTOR)
@@ -275,11 +270,7 @@ async fn refresh_manifest(
         ManifestRef::Tag(t) => {
             if let Ok(cached) = store.resolve_manifest(key, reference) {
                 // A HEAD costs no body and, on Docker Hub, no pull from the rate limit.
-                let head = up
-                    .client
-                    .head_manifest(repo, t.as_str())
-                    .await
-                    .map_err(client_err)?;
+                let head = up.answered(up.client.head_manifest(repo, t.as_str()).await, false)?;
                 if head.digest.as_ref() == Some(&cached.digest)
                     && let Ok(stored) = store.get_manifest(key, reference).await
                 {
@@ -298,11 +289,7 @@ async fn refresh_manifest(
                 }
                 // Moved upstream, or the cached copy went meanwhile: fetch it.
             }
-            let r = up
-                .client
-                .get_manifest(repo, t.as_str(), max)
-                .await
-                .map_err(client_err)?;
+            let r = up.answered(up.client.get_manifest(repo, t.as_str(), max).await, false)?;
             let algorithm = r
                 .digest
                 .as_ref()
@@ -486,11 +473,12 @@ pub(crate) async fn get_tags(
                     .acquire_owned()
                     .await
                     .map_err(|_| FetchError::internal("tag list fetches closed"))?;
-                let page = upc
-                    .client
-                    .list_tags(&r, n, last.as_deref(), MAX_TAG_LIST_BYTES)
-                    .await
-                    .map_err(|e| upc.fetch_error(&e, false))?;
+                let page = upc.answered(
+                    upc.client
+                        .list_tags(&r, n, last.as_deref(), MAX_TAG_LIST_BYTES)
+                        .await,
+                    false,
+                )?;
                 // Only names that are tags: the list is relayed, not trusted. Some registries
                 // (Distribution before 3.0) ignore `n` and `last` on tag lists: the page is cut
                 // here (the OCI spec orders tags lexically).
@@ -505,6 +493,7 @@ pub(crate) async fn get_tags(
                     message: "the server is holding as many tag lists as it allows; retry shortly"
                         .to_owned(),
                     retry_after: Some(1),
+                    full_storage_cause: None,
                 })?;
                 let held = crate::HeldBytes {
                     bytes,

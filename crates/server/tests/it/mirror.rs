@@ -220,6 +220,41 @@ async fn wrong_bytes_from_upstream_never_reach_a_client_whole_nor_the_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_refused_by_min_free_space_is_a_counted_storage_full_answer() {
+    // More free space than any disk has: the fill's pre-check refuses every blob.
+    let m = Mirrored::start_with(MirrorSetup {
+        options: ferry_server::MirrorOptions {
+            min_free_bytes: u64::MAX / 2,
+            ..ferry_server::MirrorOptions::default()
+        },
+        ..MirrorSetup::default()
+    })
+    .await;
+    let img = image(206, 1, 10_000, "amd64");
+    m.seed("lib/app", "v1", &img).await;
+    let layer = &img.layers[0];
+    let url = m.mirror.url(&format!("/v2/lib/app/blobs/{}", layer.digest));
+    for pulls in 1..=2 {
+        match get(&m.mirror.client, &url).await {
+            Outcome::Refused(507, body) => {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["errors"][0]["code"], "STORAGE_FULL", "{body}");
+                let message = v["errors"][0]["message"].as_str().unwrap();
+                assert!(message.contains("min_free_space"), "{message}");
+            }
+            other => panic!("pull {pulls}: {other:?}"),
+        }
+        assert_eq!(
+            series(&m.mirror, "ferry_storage_full_total "),
+            pulls as f64,
+            "each refused pull is counted"
+        );
+    }
+    assert!(!m.mirror.app.store.has_content_now(&layer.digest));
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_of_a_manifest_fetch_outlive_a_leader_that_disconnects() {
     let m = Mirrored::start().await;
     let img = image(204, 1, 10_000, "amd64");
