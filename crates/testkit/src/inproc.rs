@@ -111,23 +111,7 @@ impl Registry {
 
     /// Monolithic upload; asserts 201.
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
-        let d = Digest::sha256(bytes);
-        let r = self
-            .req(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-            )
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
-        d
+        push_blob(&self.client, &self.base, repo, bytes).await
     }
 
     pub async fn put_manifest(
@@ -137,29 +121,70 @@ impl Registry {
         media_type: &str,
         bytes: &[u8],
     ) -> reqwest::Response {
-        self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
-            .header("content-type", media_type)
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap()
+        put_manifest(&self.client, &self.base, repo, reference, media_type, bytes).await
     }
 
     /// Pushes config, layers and manifest; asserts 201.
     pub async fn push_image(&self, repo: &str, tag: &str, image: &Image) {
-        for b in image.blobs() {
-            self.push_blob(repo, &b.bytes).await;
-        }
-        let r = self
-            .put_manifest(repo, tag, &image.manifest.media_type, &image.manifest.bytes)
-            .await;
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
+        push_image(&self.client, &self.base, repo, tag, image).await
     }
+}
+
+/// Monolithic upload to the registry at `base`; asserts 201.
+async fn push_blob(client: &reqwest::Client, base: &str, repo: &str, bytes: &[u8]) -> Digest {
+    let d = Digest::sha256(bytes);
+    let r = client
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    d
+}
+
+async fn put_manifest(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> reqwest::Response {
+    client
+        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
+        .header("content-type", media_type)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Pushes config, layers and manifest to the registry at `base`; asserts 201.
+async fn push_image(client: &reqwest::Client, base: &str, repo: &str, tag: &str, image: &Image) {
+    for b in image.blobs() {
+        push_blob(client, base, repo, &b.bytes).await;
+    }
+    let r = put_manifest(
+        client,
+        base,
+        repo,
+        tag,
+        &image.manifest.media_type,
+        &image.manifest.bytes,
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
 }
 
 /// The name the mirror knows its upstream by (`?ns=`, `X-Registry`, in-path namespace), and the
@@ -212,6 +237,11 @@ pub struct MirrorServer {
 impl MirrorServer {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Pushes config, layers and manifest (to a local namespace); asserts 201.
+    pub async fn push_image(&self, repo: &str, tag: &str, image: &Image) {
+        push_image(&self.client, &self.base, repo, tag, image).await
     }
 
     /// Stops the server and waits for its lifecycle to end (listeners drained, statistics

@@ -382,30 +382,7 @@ async fn housekeeping_evicts_the_least_recently_pulled_unpinned_image_to_fit_the
         m.seed(&format!("c/img{i}"), "v1", img).await;
     }
     let local = image(219, 2, 300_000, "amd64");
-    for b in local.blobs() {
-        let r = m
-            .mirror
-            .client
-            .post(
-                m.mirror
-                    .url(&format!("/v2/mine/app/blobs/uploads/?digest={}", b.digest)),
-            )
-            .body(b.bytes.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
-    let r = m
-        .mirror
-        .client
-        .put(m.mirror.url("/v2/mine/app/manifests/v1"))
-        .header("content-type", MediaType::OCI_MANIFEST)
-        .body(local.manifest.bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    m.mirror.push_image("mine/app", "v1", &local).await;
     // img0 (pinned) and img1 are pulled a second before img2: img1 is the least recently pulled
     // unpinned image.
     pull_verified(&m.mirror, "c/img0", &imgs[0]).await;
@@ -463,30 +440,7 @@ async fn a_standing_prune_rule_removes_the_cached_images_it_selects() {
         pull_verified(&m.mirror, &format!("r/img{i}"), img).await;
     }
     let local = image(229, 1, 50_000, "amd64");
-    for b in local.blobs() {
-        let r = m
-            .mirror
-            .client
-            .post(
-                m.mirror
-                    .url(&format!("/v2/mine/img1/blobs/uploads/?digest={}", b.digest)),
-            )
-            .body(b.bytes.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
-    let r = m
-        .mirror
-        .client
-        .put(m.mirror.url("/v2/mine/img1/manifests/v1"))
-        .header("content-type", MediaType::OCI_MANIFEST)
-        .body(local.manifest.bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    m.mirror.push_image("mine/img1", "v1", &local).await;
     // Not pulled since before now, named img0 or img1: img0 is pinned, img2 does not match, and the
     // pushed mine/img1 is not cached content, so only the cached img1 may go.
     let budget = CacheBudget {
