@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_oci::Digest;
-use ferry_testkit::peers::{Process, accepting, free_port, in_ci, wait_until};
+use ferry_testkit::peers::{Ferry, Process, accepting, free_port, in_ci, wait_until};
 
 use crate::{client, ferry_bin};
 
@@ -20,10 +20,10 @@ fn can_mount_tmpfs(dir: &Path) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_answers_507_counts_it_and_logs_each_episode_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
+/// A ferry on an 8 MiB tmpfs seen only by it, or `None` (skipped loudly) where mounting needs a
+/// root this process does not have. Returns the process and its API and metrics ports.
+fn ferry_on_a_small_disk(dir: &Path, extra: &[String]) -> Option<(Process, u16, u16)> {
+    let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     if !can_mount_tmpfs(&data) {
         assert!(
@@ -31,50 +31,61 @@ async fn a_full_disk_answers_507_counts_it_and_logs_each_episode_once() {
             "CI=true but `unshare -m` + `mount -t tmpfs` failed: this test needs root"
         );
         eprintln!(
-            "SKIPPED a_full_disk_answers_507…: mounting a tmpfs in a private mount namespace needs root (and unshare)"
+            "SKIPPED: mounting a tmpfs in a private mount namespace needs root (and unshare)"
         );
-        return;
+        return None;
     }
     let (port, metrics_port) = (free_port(), free_port());
     let mut cmd = Command::new("unshare");
-    // An 8 MiB disk, seen only by this ferry.
     cmd.args([
         "-m",
         "sh",
         "-c",
-        "mount -t tmpfs -o size=8m tmpfs \"$0\" && exec \"$1\" serve --listen \"$2\" --metrics \"$3\" --data-dir \"$0\"",
+        "mount -t tmpfs -o size=8m tmpfs \"$0\" && exec \"$@\" --data-dir \"$0\"",
     ])
     .arg(&data)
     .arg(ferry_bin())
-    .arg(format!("127.0.0.1:{port}"))
-    .arg(format!("127.0.0.1:{metrics_port}"))
+    .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+    .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+    .args(extra)
     .env_remove("FERRY_LOG")
     .env_remove("FERRY_CONFIG");
-    let ferry = Process::spawn("ferry", cmd, &tmp.path().join("ferry.log"));
+    let ferry = Process::spawn("ferry", cmd, &dir.join("ferry.log"));
     assert!(
         wait_until(Duration::from_secs(20), || accepting(port)),
         "{}",
         ferry.log()
     );
+    Some((ferry, port, metrics_port))
+}
+
+/// 10 MiB that do not fit on the 8 MiB disk.
+fn big(seed: u8) -> Vec<u8> {
+    (0..10u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
+        .collect()
+}
+
+/// Pushes `bytes` as a blob of `repo` in one request.
+async fn push(base: &str, repo: &str, bytes: Vec<u8>) -> reqwest::Response {
+    let d = Digest::sha256(&bytes);
+    client()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_507_counts_it_and_logs_each_episode_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((ferry, port, metrics_port)) = ferry_on_a_small_disk(tmp.path(), &[]) else {
+        return;
+    };
     let base = format!("http://127.0.0.1:{port}");
     let c = client();
-    let push = |bytes: Vec<u8>| {
-        let c = c.clone();
-        let base = base.clone();
-        async move {
-            let d = Digest::sha256(&bytes);
-            c.post(format!("{base}/v2/full/app/blobs/uploads/?digest={d}"))
-                .body(bytes)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    let big = |seed: u8| -> Vec<u8> {
-        (0..10u32 << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
-            .collect()
-    };
+    let push = |bytes: Vec<u8>| push(&base, "full/app", bytes);
     let warnings = |log: &str| log.matches("the storage is full").count();
 
     for seed in 0..3 {
@@ -115,5 +126,61 @@ async fn a_full_disk_answers_507_counts_it_and_logs_each_episode_once() {
     assert!(
         metrics.lines().any(|l| l == "ferry_storage_full_total 4"),
         "{metrics}"
+    );
+}
+
+/// On a mirror that only pulls, a blob cached after a full-disk answer ends the episode (so the
+/// next one is logged again); before, only a successful push did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_blob_ends_a_full_disk_episode_on_a_mirror() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = Ferry::start(ferry_bin(), &tmp.path().join("upstream"), &[]);
+    let small = vec![3u8; 4096];
+    assert_eq!(
+        push(&upstream.url(), "lib/app", small.clone())
+            .await
+            .status(),
+        201
+    );
+    let config = tmp.path().join("ferry.toml");
+    // The cache's own free-space floor would refuse every fill on an 8 MiB disk.
+    std::fs::write(&config, "[cache]\nmin_free_space = \"0\"\n").unwrap();
+    let extra = [
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--upstream".to_owned(),
+        upstream.url(),
+        "--local-namespace".to_owned(),
+        "mine".to_owned(),
+    ];
+    let Some((ferry, port, _)) = ferry_on_a_small_disk(tmp.path(), &extra) else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    // A push that does not fit starts the episode.
+    assert_eq!(push(&base, "mine/app", big(1)).await.status(), 507);
+    assert!(
+        ferry.log().contains("the storage is full"),
+        "{}",
+        ferry.log()
+    );
+    // A pull-through that fits ends it.
+    let r = client()
+        .get(format!(
+            "{base}/v2/lib/app/blobs/{}",
+            Digest::sha256(&small)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &small[..]);
+    // Logged when the fill commits, which may be a moment after the client has its last byte.
+    assert!(
+        wait_until(Duration::from_secs(10), || ferry
+            .log()
+            .contains("the storage accepts writes again")),
+        "{}",
+        ferry.log()
     );
 }

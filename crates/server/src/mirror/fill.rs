@@ -294,7 +294,12 @@ async fn fetch(
         }
     }
     match ingest.commit(store, key).await {
-        Ok(n) => Ok(n),
+        Ok(n) => {
+            // A cached blob is a write that succeeded: it ends a storage-full episode on a mirror
+            // that only pulls (pushes end it in the dispatcher).
+            guard.metrics.storage_wrote();
+            Ok(n)
+        }
         Err(StoreError::DigestMismatch { actual, .. }) => Err(FetchError::upstream_protocol(
             &format!("upstream sent bytes hashing to {actual}, not {digest}; nothing was stored"),
         )),
