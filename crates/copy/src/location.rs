@@ -156,7 +156,7 @@ pub enum LocationError {
     },
     /// The image reference of a `registry://` or `docker-archive:` location is invalid.
     #[error(
-        "invalid image reference {reference:?} in a {transport} location: write [host[:port]/]repository[:tag][@digest]"
+        "invalid image reference {reference:?} after {transport}: write [host[:port]/]repository[:tag][@digest]"
     )]
     BadReference {
         /// The transport whose reference was refused.
@@ -169,7 +169,7 @@ pub enum LocationError {
     },
     /// The `REF` of an `oci:` or `oci-archive:` location is not an OCI ref name.
     #[error(
-        "invalid OCI ref name {reference:?} in a {transport} location: a ref name is components of [A-Za-z0-9] joined by one of - . _ : @ + or by --, separated by '/'; the path ends at the first ':', so a path containing ':' cannot be used here"
+        "invalid OCI ref name {reference:?} after the {transport} path: a ref name is components of [A-Za-z0-9] joined by one of - . _ : @ + or by --, separated by '/'; the path ends at the first ':', so a path containing ':' cannot be used here"
     )]
     BadLayoutRef {
         /// `oci:` or `oci-archive:`.
@@ -425,6 +425,8 @@ impl fmt::Display for ArchiveImage {
 
 /// The canonical spelling (`registry://` for `docker://`, references normalised), which parses
 /// back to the same location.
+/// (A location built by hand rather than parsed, e.g. an `oci:` path containing `:`, may not
+/// parse back: the fields are not re-validated here.)
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.transport().prefix())?;
