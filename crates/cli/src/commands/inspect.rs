@@ -79,19 +79,24 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A client for the registry `host`, with credentials from docker's config.json if it has some.
-fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry> {
+/// `scheme://host` of the registry named `host`: HTTPS unless `plain_http` or a loopback host.
+fn endpoint(host: &str, plain_http: bool) -> String {
     // Docker Hub's API lives on another host than its name.
     let api_host = if host == "docker.io" {
         "registry-1.docker.io"
     } else {
         host
     };
-    let scheme = if args.plain_http || is_loopback(api_host) {
+    let scheme = if plain_http || is_loopback(api_host) {
         "http"
     } else {
         "https"
     };
+    format!("{scheme}://{api_host}")
+}
+
+/// A client for the registry `host`, with credentials from docker's config.json if it has some.
+fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry> {
     let config = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
         .or_else(|| dirs::home_dir().map(|h| h.join(".docker")))
@@ -104,7 +109,7 @@ fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry> {
         None => Credentials::Anonymous,
     };
     Ok(Registry::new(RegistryOptions {
-        endpoint: format!("{scheme}://{api_host}"),
+        endpoint: endpoint(host, args.plain_http),
         credentials,
         insecure_skip_verify: !args.tls_verify,
         ..RegistryOptions::default()
@@ -329,4 +334,33 @@ fn print_text(v: &serde_json::Value) {
         );
     }
     println!("Total size: {} bytes (layers)", v["size"]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_plain_http_and_others_https() {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.3.2.1",
+            "[::1]:5000",
+        ] {
+            assert_eq!(endpoint(host, false), format!("http://{host}"), "{host}");
+        }
+        for host in [
+            "quay.io",
+            "10.0.0.1:5000",
+            "registry.lan",
+            "[::2]:5000",
+            "localhost.example",
+        ] {
+            assert_eq!(endpoint(host, false), format!("https://{host}"), "{host}");
+            assert_eq!(endpoint(host, true), format!("http://{host}"), "{host}");
+        }
+        assert_eq!(endpoint("docker.io", false), "https://registry-1.docker.io");
+    }
 }
