@@ -19,7 +19,7 @@ const MAX_TAG_PAGE: usize = 16 << 20;
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
     /// Speak plain HTTP. Without it ferry uses HTTPS, except for loopback hosts (localhost,
-    /// 127.0.0.0/8, [::1]), which use HTTP as docker treats them as insecure registries.
+    /// 127.0.0.0/8, `[::1]`), which use HTTP as docker treats them as insecure registries.
     #[arg(long)]
     pub plain_http: bool,
     /// Verify the registry's TLS certificate (`--tls-verify=false` accepts any).
@@ -29,7 +29,7 @@ pub struct RegistryArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The image: registry://host[:port]/repo[:tag|@digest] (docker:// too).
+    /// The image: `registry://host[:port]/repo[:tag|@digest]` (`docker://` too).
     pub reference: String,
     /// Print the manifest bytes exactly as the registry serves them.
     #[arg(long, conflicts_with = "json")]
@@ -37,7 +37,7 @@ pub struct InspectArgs {
     /// Print a JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Of an index, inspect the image for this platform: os/arch[/variant].
+    /// Of an index, inspect the image for this platform: `os/arch[/variant]`.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
     #[command(flatten)]
@@ -46,7 +46,7 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct TagsArgs {
-    /// The repository: registry://host[:port]/repo (docker:// too).
+    /// The repository: `registry://host[:port]/repo` (`docker://` too).
     pub repository: String,
     /// Print `{"repository": …, "tags": [...]}`.
     #[arg(long)]
