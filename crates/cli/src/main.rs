@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 
 use commands::fsck::{FsckArgs, fsck};
 use commands::gc::{GcArgs, gc};
+use commands::inspect::{InspectArgs, TagsArgs};
 use commands::list::{ListArgs, list};
 use commands::preload::PreloadArgs;
 use commands::prune::{PruneArgs, prune};
@@ -79,6 +80,17 @@ enum Command {
         after_help = "Examples:\n  ferry gc --data-dir /var/lib/ferry --dry-run\n  ferry gc --data-dir /var/lib/ferry"
     )]
     Gc(GcArgs),
+    /// Show an image in a registry: digest, media type, config, platform, layers and sizes (or
+    /// the platforms of an index).
+    #[command(
+        after_help = "Examples:\n  ferry inspect registry://127.0.0.1:5000/team/app:v1\n  ferry inspect --platform linux/arm64 --json registry://quay.io/org/app:v1\n  ferry inspect --raw docker://docker.io/library/alpine:3.20\n\nLoopback registries (localhost, 127.0.0.0/8, [::1]) are reached over plain HTTP, as docker treats\nthem as insecure registries; any other host over HTTPS unless --plain-http. Credentials come from\ndocker's config.json ($DOCKER_CONFIG or ~/.docker) when it has some for the registry."
+    )]
+    Inspect(InspectArgs),
+    /// List every tag of a repository in a registry, following its pagination.
+    #[command(
+        after_help = "Examples:\n  ferry tags registry://127.0.0.1:5000/team/app\n  ferry tags --json docker://quay.io/org/app\n\nLoopback registries (localhost, 127.0.0.0/8, [::1]) are reached over plain HTTP, as docker treats\nthem as insecure registries; any other host over HTTPS unless --plain-http."
+    )]
+    Tags(TagsArgs),
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -241,6 +253,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 args.dry_run,
             )?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect(args) => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            )?;
+            commands::inspect::inspect(args)
+        }
+        Command::Tags(args) => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            )?;
+            commands::inspect::tags(args)
         }
         Command::DockerConfig(args) => {
             println!("{}", client_config::docker(&args.mirror)?);

@@ -362,6 +362,39 @@ impl Registry {
         Ok(TagPage { body, more })
     }
 
+    /// Every tag of `repo`, following the registry's pagination: each page asks for the tags
+    /// after the last one of the previous page (what a Distribution `Link` header says), until a
+    /// page comes without `Link`. `page_size` is the `n` to ask for (`None`: the registry's
+    /// default); each page's body is bounded by `max_page` bytes.
+    pub async fn all_tags(
+        &self,
+        repo: &RepoName,
+        page_size: Option<usize>,
+        max_page: usize,
+    ) -> Result<Vec<String>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut tags: Vec<String> = Vec::new();
+        loop {
+            let page = self
+                .list_tags(repo, page_size, tags.last().map(String::as_str), max_page)
+                .await?;
+            let parsed: Page = serde_json::from_slice(&page.body).map_err(|e| {
+                ClientError::new(ErrorKind::Protocol, format!("tag list of {repo}: {e}"))
+            })?;
+            let got = parsed.tags.unwrap_or_default();
+            // A page with no tags cannot move `last` on: stop rather than ask for it again.
+            let progress = !got.is_empty();
+            tags.extend(got);
+            if !page.more || !progress {
+                return Ok(tags);
+            }
+        }
+    }
+
     /// `GET /v2/<repo>/blobs/<digest>` from byte `offset` on (a `Range` request when not 0).
     pub async fn get_blob(
         &self,

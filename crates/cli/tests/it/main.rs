@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod faults;
 mod helm;
+mod inspect;
 mod inventory;
 mod load;
 mod mirror;
