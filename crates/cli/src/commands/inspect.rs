@@ -353,7 +353,7 @@ mod tests {
         }
         for host in [
             "quay.io",
-            "10.0.0.1:5000",
+            "198.18.0.1:5000",
             "registry.lan",
             "[::2]:5000",
             "localhost.example",
