@@ -336,6 +336,33 @@ impl Skopeo {
         );
     }
 
+    /// Pushes an index of `children` (image, architecture) and the children with `--all`, through
+    /// an OCI layout written under `work`; returns the index as pushed.
+    pub fn push_index(
+        &self,
+        children: &[(&crate::image::Image, &str)],
+        work: &Path,
+        destination: &str,
+    ) -> crate::image::Blob {
+        let idx = crate::image::index(children);
+        let layout = work.join(format!(
+            "index-{}",
+            destination.replace(['/', ':', '.'], "-")
+        ));
+        let blobs: Vec<_> = children
+            .iter()
+            .flat_map(|(img, _)| img.blobs())
+            .chain(children.iter().map(|(img, _)| &img.manifest))
+            .collect();
+        crate::image::write_layout(&layout, &blobs, &[("multi", &idx)]).expect("write OCI layout");
+        self.copy(
+            &format!("oci:{}:multi", layout.display()),
+            &format!("docker://{destination}"),
+            &["--all"],
+        );
+        idx
+    }
+
     /// The raw manifest bytes of `reference` (`docker://…`).
     pub fn raw(&self, reference: &str) -> Vec<u8> {
         let out = Command::new(&self.bin)

@@ -3,7 +3,7 @@
 use std::process::{Command, Output};
 
 use ferry_oci::Digest;
-use ferry_testkit::image::{Blob, Image, image, index, write_layout};
+use ferry_testkit::image::{Blob, Image, image, write_layout};
 use ferry_testkit::peers::{DockerRegistry, Ferry, Skopeo, free_port};
 
 use crate::ferry_bin;
@@ -66,18 +66,10 @@ fn seeded() -> Option<Seeded> {
     );
     let amd = image(1, 2, 10_000, "amd64");
     let arm = image(2, 2, 10_000, "arm64");
-    let idx = index(&[(&amd, "amd64"), (&arm, "arm64")]);
-    let layout = tmp.path().join("multi");
-    let blobs: Vec<_> = amd
-        .blobs()
-        .chain(arm.blobs())
-        .chain([&amd.manifest, &arm.manifest])
-        .collect();
-    write_layout(&layout, &blobs, &[("multi", &idx)]).unwrap();
-    skopeo.copy(
-        &format!("oci:{}:multi", layout.display()),
-        &format!("docker://{}/team/multi:v1", registry.host()),
-        &["--all"],
+    let idx = skopeo.push_index(
+        &[(&amd, "amd64"), (&arm, "arm64")],
+        tmp.path(),
+        &format!("{}/team/multi:v1", registry.host()),
     );
     Some(Seeded {
         _tmp: tmp,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ferry_oci::{Digest, MediaType};
-use ferry_testkit::image::{Image, image, write_layout};
+use ferry_testkit::image::{Image, image};
 use ferry_testkit::peers::{Containerd, DockerRegistry, Ferry, Skopeo};
 
 use crate::{client, ferry_bin};
@@ -449,25 +449,16 @@ async fn metrics_count_cached_and_upstream_pulls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preload_warms_the_cache_for_chosen_platforms() {
-    use ferry_testkit::image::index;
     let Some(skopeo) = Skopeo::new() else { return };
     let Some(mut upstream) = DockerRegistry::start() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let (amd, arm) = (image(91, 2, 50_000, "amd64"), image(92, 2, 50_000, "arm64"));
-    let idx = index(&[(&amd, "amd64"), (&arm, "arm64")]);
-    let layout = tmp.path().join("layout");
-    let blobs: Vec<_> = amd
-        .blobs()
-        .chain(arm.blobs())
-        .chain([&amd.manifest, &arm.manifest])
-        .collect();
-    write_layout(&layout, &blobs, &[("multi", &idx)]).unwrap();
-    skopeo.copy(
-        &format!("oci:{}:multi", layout.display()),
-        &format!("docker://{}/p/multi:v1", upstream.host()),
-        &["--all"],
+    skopeo.push_index(
+        &[(&amd, "amd64"), (&arm, "arm64")],
+        tmp.path(),
+        &format!("{}/p/multi:v1", upstream.host()),
     );
     let single = image(93, 1, 50_000, "amd64");
     skopeo.push_image(

@@ -1,7 +1,7 @@
 //! ferry with the tools it must interoperate with: skopeo, CNCF Distribution, containerd.
 
 use ferry_oci::Digest;
-use ferry_testkit::image::{image, index, write_layout};
+use ferry_testkit::image::{image, write_layout};
 use ferry_testkit::peers::{Containerd, DockerRegistry, Ferry, Skopeo};
 
 use crate::ferry_bin;
@@ -73,20 +73,12 @@ async fn skopeo_pushes_a_multi_arch_index_and_pulls_each_platform() {
     let tmp = tempfile::tempdir().unwrap();
     let amd = image(1, 2, 10_000, "amd64");
     let arm = image(2, 2, 10_000, "arm64");
-    let idx = index(&[(&amd, "amd64"), (&arm, "arm64")]);
-    let layout = tmp.path().join("layout");
-    let blobs: Vec<_> = amd
-        .blobs()
-        .chain(arm.blobs())
-        .chain([&amd.manifest, &arm.manifest])
-        .collect();
-    write_layout(&layout, &blobs, &[("multi", &idx)]).unwrap();
     let ferry = Ferry::start(ferry_bin(), &tmp.path().join("data"), &[]);
     let remote = format!("docker://{}/multi/arch:latest", ferry.host());
-    skopeo.copy(
-        &format!("oci:{}:multi", layout.display()),
-        &remote,
-        &["--all"],
+    let idx = skopeo.push_index(
+        &[(&amd, "amd64"), (&arm, "arm64")],
+        tmp.path(),
+        &format!("{}/multi/arch:latest", ferry.host()),
     );
     assert_eq!(Digest::sha256(&skopeo.raw(&remote)), idx.digest);
     for (img, arch) in [(&amd, "amd64"), (&arm, "arm64")] {
