@@ -365,12 +365,15 @@ impl Registry {
     /// Every tag of `repo`, following the registry's pagination: each page asks for the tags
     /// after the last one of the previous page (what a Distribution `Link` header says), until a
     /// page comes without `Link`. `page_size` is the `n` to ask for (`None`: the registry's
-    /// default); each page's body is bounded by `max_page` bytes.
+    /// default); each page's body is bounded by `max_page` bytes and all pages together by
+    /// `max_total`, and a page must move past the previous one, so a registry that pages forever
+    /// or repeats itself is an error, not a hang.
     pub async fn all_tags(
         &self,
         repo: &RepoName,
         page_size: Option<usize>,
         max_page: usize,
+        max_total: usize,
     ) -> Result<Vec<String>, ClientError> {
         #[derive(serde::Deserialize)]
         struct Page {
@@ -378,19 +381,37 @@ impl Registry {
             tags: Option<Vec<String>>,
         }
         let mut tags: Vec<String> = Vec::new();
+        let mut total = 0usize;
         loop {
+            let before = tags.last().cloned();
             let page = self
-                .list_tags(repo, page_size, tags.last().map(String::as_str), max_page)
+                .list_tags(repo, page_size, before.as_deref(), max_page)
                 .await?;
+            total += page.body.len();
+            if total > max_total {
+                return Err(ClientError::new(
+                    ErrorKind::Protocol,
+                    format!("tag list of {repo} is larger than {max_total} bytes"),
+                ));
+            }
             let parsed: Page = serde_json::from_slice(&page.body).map_err(|e| {
                 ClientError::new(ErrorKind::Protocol, format!("tag list of {repo}: {e}"))
             })?;
             let got = parsed.tags.unwrap_or_default();
             // A page with no tags cannot move `last` on: stop rather than ask for it again.
-            let progress = !got.is_empty();
+            let empty = got.is_empty();
             tags.extend(got);
-            if !page.more || !progress {
+            if !page.more || empty {
                 return Ok(tags);
+            }
+            if tags.last() == before.as_ref() {
+                return Err(ClientError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "the registry's tag list of {repo} does not move past {:?}",
+                        before.unwrap_or_default()
+                    ),
+                ));
             }
         }
     }
@@ -730,6 +751,61 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A registry on 127.0.0.1 whose tag pages always say there is more: `page(n)` is the body of
+    /// the n-th page.
+    async fn paging_forever(page: fn(usize) -> String) -> Registry {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let body = page(n);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlink: </v2/r/tags/list?last=x>; rel=\"next\"\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        Registry::new(RegistryOptions {
+            endpoint: format!("http://{addr}"),
+            attempts: 1,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_pages_forever_is_cut_off() {
+        let repo = RepoName::new("r").unwrap();
+        let endless = paging_forever(|n| format!(r#"{{"name":"r","tags":["t{n:09}"]}}"#)).await;
+        // Without the bounds these calls never return: the timeout turns that into a failure.
+        let within = std::time::Duration::from_secs(20);
+        let e = tokio::time::timeout(within, endless.all_tags(&repo, None, 1024, 4096))
+            .await
+            .expect("cut off")
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Protocol, "{e}");
+        assert!(e.to_string().contains("larger than 4096 bytes"), "{e}");
+        let stuck = paging_forever(|_| r#"{"name":"r","tags":["same"]}"#.to_owned()).await;
+        let e = stuck
+            .all_tags(&repo, None, 1024, 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("does not move past"), "{e}");
+    }
 
     #[test]
     fn content_ranges() {

@@ -14,6 +14,8 @@ use futures_util::StreamExt;
 const MAX_MANIFEST: usize = 4 << 20;
 const MAX_CONFIG: usize = 16 << 20;
 const MAX_TAG_PAGE: usize = 16 << 20;
+/// All pages of a tag list together: millions of tags, far beyond any real repository.
+const MAX_TAG_LIST: usize = 256 << 20;
 
 /// How to reach the registry (shared by `inspect` and `tags`).
 #[derive(Debug, Args)]
@@ -140,7 +142,7 @@ pub fn tags(args: &TagsArgs) -> anyhow::Result<ExitCode> {
     let registry = client(&host, &args.registry)?;
     let repository = format!("{host}/{}", reference.repo);
     let tags = crate::runtime()?
-        .block_on(registry.all_tags(&reference.repo, args.page_size, MAX_TAG_PAGE))
+        .block_on(registry.all_tags(&reference.repo, args.page_size, MAX_TAG_PAGE, MAX_TAG_LIST))
         .map_err(|e| match e.kind {
             ErrorKind::NotFound => anyhow::anyhow!("repository unknown: {repository}"),
             _ => explain(e, &registry, &host, &repository),
