@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use commands::copy::CopyArgs;
 use commands::fsck::{FsckArgs, fsck};
 use commands::gc::{GcArgs, gc};
 use commands::inspect::{InspectArgs, TagsArgs};
@@ -91,6 +92,11 @@ enum Command {
         after_help = "Examples:\n  ferry tags registry://127.0.0.1:5000/team/app\n  ferry tags --json docker://quay.io/org/app\n\nLoopback registries (localhost, 127.0.0.0/8, [::1]) are reached over plain HTTP, as docker treats\nthem as insecure registries; any other host over HTTPS unless --plain-http."
     )]
     Tags(TagsArgs),
+    /// Copy images between registries, OCI layouts and directories, verifying every blob.
+    #[command(
+        after_help = "Examples:\n  ferry copy registry://127.0.0.1:5000/team/app:v1 oci:/tmp/app-layout:v1\n  ferry copy -j 8 registry://127.0.0.1:5000/team/app:v1 dir:/tmp/app-dir\n  ferry copy --all-platforms registry://127.0.0.1:5000/team/multi:v1 oci:/tmp/multi\n  ferry copy --from-file images.txt 'dir:/tmp/many?unique_names=true'\n\nEvery blob is verified by its digest and kept under a partial name until it is; an interrupted copy\nrun again keeps complete blobs and continues a partial one with a Range request. Manifests are\nwritten byte for byte (digests are kept). Progress goes to stderr, one line per blob."
+    )]
+    Copy(CopyArgs),
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -260,6 +266,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli.log_level.as_deref().unwrap_or("warn"),
             )?;
             commands::inspect::inspect(args)
+        }
+        Command::Copy(args) => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            )?;
+            commands::copy::copy(args)
         }
         Command::Tags(args) => {
             init_logs(

@@ -1,12 +1,31 @@
 //! # ferry-copy
 //!
-//! The transports of `ferry copy`: where an image is read from or written to. Today this crate
-//! holds only the parser of image locations ([`Location`]), with skopeo's spellings accepted as
-//! aliases; the readers, writers and the copy engine come next (issue #12).
+//! `ferry copy`: image locations (transports) and the engine that moves images between them.
 //!
-//! Architecture invariant: `location.rs` does no I/O — parsing a location never touches the
-//! file system or the network, so a command can validate all its arguments before it starts.
+//! - [`Location`] parses where an image is (`registry://`, `oci:`, `oci-archive:`,
+//!   `docker-archive:`, `dir:`, `ferry-store:`), with skopeo's spellings accepted as aliases.
+//! - [`Copier`] copies images: blobs the destination lacks, `-j` at a time per image and `-J`
+//!   images at a time, each verified by digest on its way in and written under a partial name
+//!   until verified; an interrupted copy resumes (complete blobs are kept, a partial one continues
+//!   with `Range`); manifests are written byte-identical, children before the index.
+//! - [`Progress`] receives what happens; drawing it is the binary's business.
+//!
+//! Architecture invariants: `location.rs` does no I/O — parsing a location never touches the
+//! file system or the network, so a command can validate all its arguments before it starts. A
+//! file under a blob's final name at a destination always holds exactly that blob.
 
+mod dest;
+mod engine;
+mod error;
+mod files;
+mod layout;
 mod location;
+mod platform;
+mod progress;
+mod source;
 
+pub use engine::{Copied, Copier, CopyOptions, RegistryFactory, destination_for};
+pub use error::CopyError;
 pub use location::{ArchiveImage, Location, LocationError, Transport};
+pub use platform::{PlatformChoice, PlatformSpec, PlatformSpecError};
+pub use progress::{BlobOutcome, Event, Progress, Silent};

@@ -99,23 +99,30 @@ fn endpoint(host: &str, plain_http: bool) -> String {
 
 /// A client for the registry `host`, with credentials from docker's config.json if it has some.
 fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry> {
+    Ok(registry_client(host, args.plain_http, args.tls_verify)?)
+}
+
+/// A client for the registry `host`, with credentials from docker's config.json if it has some.
+pub(crate) fn registry_client(
+    host: &str,
+    plain_http: bool,
+    tls_verify: bool,
+) -> Result<Registry, ClientError> {
     let config = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
         .or_else(|| dirs::home_dir().map(|h| h.join(".docker")))
         .map(|d| d.join("config.json"))
         .filter(|p| p.is_file());
     let credentials = match config {
-        Some(path) => DockerConfig::load(&path)
-            .and_then(|c| c.credentials_for(host))
-            .with_context(|| format!("credentials for {host}"))?,
+        Some(path) => DockerConfig::load(&path).and_then(|c| c.credentials_for(host))?,
         None => Credentials::Anonymous,
     };
-    Ok(Registry::new(RegistryOptions {
-        endpoint: endpoint(host, args.plain_http),
+    Registry::new(RegistryOptions {
+        endpoint: endpoint(host, plain_http),
         credentials,
-        insecure_skip_verify: !args.tls_verify,
+        insecure_skip_verify: !tls_verify,
         ..RegistryOptions::default()
-    })?)
+    })
 }
 
 /// One line for a failed request, naming what failed and, where it helps, the fix.

@@ -1,5 +1,6 @@
 //! The body of each command, one module each; `main.rs` only parses and dispatches.
 
+pub mod copy;
 pub mod fsck;
 pub mod gc;
 pub mod inspect;

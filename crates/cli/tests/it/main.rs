@@ -2,6 +2,7 @@
 
 mod archives;
 mod cli;
+mod copy;
 mod crash;
 mod faults;
 mod helm;

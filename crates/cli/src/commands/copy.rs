@@ -1,0 +1,370 @@
+//! `ferry copy SRC DST`: images between registries, OCI layouts and directories.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use ferry_copy::{
+    BlobOutcome, Copied, Copier, CopyOptions, Event, Location, PlatformChoice, PlatformSpec,
+    Progress, destination_for,
+};
+
+use crate::commands::inspect::registry_client;
+use crate::counts::count;
+
+/// Most lines read from a `--from-file` list.
+const MAX_LIST_LINES: usize = 100_000;
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// SRC DST, or just DST with --from-file. Locations: registry://host/repo:tag (docker://),
+    /// oci:DIR[:NAME], dir:DIR, dir:DIR?unique_names=true.
+    #[arg(value_name = "LOCATION", num_args = 1..=2, required = true)]
+    pub locations: Vec<String>,
+    /// Copy every source listed in FILE (one location per line, # starts a comment) into DST.
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<std::path::PathBuf>,
+    /// Blobs transferred at once per image.
+    #[arg(short = 'j', long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub layer_jobs: u16,
+    /// Images copied at once.
+    #[arg(short = 'J', long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub image_jobs: u16,
+    /// Times a failed blob transfer is tried again (connection errors, 429, 5xx, broken bodies).
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub retries: u32,
+    /// Of a multi-platform image, copy this platform (`os/arch[/variant]`); repeat for several,
+    /// which are written as a new index of just those. Default: the platform ferry runs on.
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        conflicts_with = "all_platforms"
+    )]
+    pub platform: Vec<PlatformSpec>,
+    /// Copy every platform of a multi-platform image: the index is kept byte for byte.
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print a JSON summary (one object per image) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Speak plain HTTP to registries (loopback registries always are).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Verify the source registry's TLS certificate.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub src_tls_verify: bool,
+    /// Verify the destination registry's TLS certificate.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub dest_tls_verify: bool,
+}
+
+fn parse_location(s: &str, what: &str) -> anyhow::Result<Location> {
+    s.parse::<Location>()
+        .with_context(|| format!("{what} {s:?}"))
+}
+
+/// The (source, destination) pairs asked for, all validated before anything is copied.
+fn plan(args: &CopyArgs) -> anyhow::Result<Vec<(Location, Location)>> {
+    match (&args.from_file, args.locations.as_slice()) {
+        (None, [src, dst]) => {
+            let src = parse_location(src, "source")?;
+            let dst = parse_location(dst, "destination")?;
+            anyhow::ensure!(
+                src.can_be_source(),
+                "source {src}: {} is a destination only",
+                src.transport()
+            );
+            anyhow::ensure!(
+                dst.can_be_destination(),
+                "destination {dst}: an image index (@N) selects from an existing archive; name the image instead"
+            );
+            Ok(vec![(src, dst)])
+        }
+        (None, [_]) => anyhow::bail!(
+            "ferry copy needs a source and a destination (ferry copy SRC DST), or --from-file LIST DST"
+        ),
+        (Some(file), [dst]) => {
+            let dst = parse_location(dst, "destination")?;
+            let text = read_list(file)?;
+            let mut pairs = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let src = parse_location(line, &format!("{}:{}:", file.display(), n + 1))?;
+                let to = destination_for(&src, &dst)
+                    .with_context(|| format!("{}:{}: {line}", file.display(), n + 1))?;
+                pairs.push((src, to));
+            }
+            anyhow::ensure!(!pairs.is_empty(), "{} lists no images", file.display());
+            Ok(pairs)
+        }
+        (Some(_), _) => anyhow::bail!(
+            "with --from-file give only the destination: ferry copy --from-file LIST DST"
+        ),
+        (None, _) => unreachable!("clap allows one or two locations"),
+    }
+}
+
+fn read_list(file: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(file).with_context(|| format!("--from-file {}", file.display()))?;
+    let mut text = String::new();
+    f.take(64 << 20)
+        .read_to_string(&mut text)
+        .with_context(|| format!("--from-file {}", file.display()))?;
+    anyhow::ensure!(
+        text.lines().count() <= MAX_LIST_LINES,
+        "--from-file {} has more than {MAX_LIST_LINES} lines",
+        file.display()
+    );
+    Ok(text)
+}
+
+pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
+    let pairs = plan(args)?;
+    let platforms = if args.all_platforms {
+        PlatformChoice::All
+    } else if args.platform.is_empty() {
+        PlatformChoice::Host
+    } else {
+        PlatformChoice::Only(args.platform.clone())
+    };
+    let mut insecure = HashSet::new();
+    for (s, d) in &pairs {
+        if let (Location::Registry { reference }, false) = (s, args.src_tls_verify) {
+            insecure.insert(reference.registry.clone().unwrap_or_default());
+        }
+        if let (Location::Registry { reference }, false) = (d, args.dest_tls_verify) {
+            insecure.insert(reference.registry.clone().unwrap_or_default());
+        }
+    }
+    let plain_http = args.plain_http;
+    let factory =
+        Box::new(move |host: &str| registry_client(host, plain_http, !insecure.contains(host)));
+    let reporter = Arc::new(Lines::new(args.quiet || args.json));
+    let copier = Copier::new(
+        CopyOptions {
+            layer_jobs: args.layer_jobs.into(),
+            image_jobs: args.image_jobs.into(),
+            platforms,
+            attempts: args.retries + 1,
+        },
+        factory,
+        reporter.clone(),
+    );
+    let started = Instant::now();
+    let results = crate::runtime()?.block_on(async {
+        let ticker = reporter.clone();
+        let tick = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                ticker.summary(started.elapsed());
+            }
+        });
+        let results = copier.copy_many(&pairs).await;
+        tick.abort();
+        results
+    });
+    let elapsed = started.elapsed();
+    let mut failed = 0;
+    let mut total = Total::default();
+    let mut json = Vec::new();
+    for ((src, dst), r) in pairs.iter().zip(&results) {
+        match r {
+            Ok(c) => {
+                total.add(c);
+                json.push(serde_json::json!({
+                    "source": src.to_string(),
+                    "destination": dst.to_string(),
+                    "digest": c.digest.to_string(),
+                    "blobs_copied": c.blobs_copied,
+                    "blobs_present": c.blobs_present,
+                    "blobs_mounted": c.blobs_mounted,
+                    "bytes_copied": c.bytes_copied,
+                    "bytes_resumed": c.bytes_resumed,
+                }));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: copying {src} to {dst}: {e}");
+                json.push(serde_json::json!({
+                    "source": src.to_string(),
+                    "destination": dst.to_string(),
+                    "error": e.to_string(),
+                }));
+            }
+        }
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "images": json,
+            "seconds": elapsed.as_secs_f64(),
+            "bytes_copied": total.bytes_copied,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !args.quiet {
+        eprintln!("{}", total.line(pairs.len() - failed, elapsed));
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{} of {} failed",
+            count(failed as u64, "copy", "copies"),
+            pairs.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Default)]
+struct Total {
+    blobs_copied: usize,
+    blobs_present: usize,
+    blobs_mounted: usize,
+    bytes_copied: u64,
+    bytes_resumed: u64,
+}
+
+impl Total {
+    fn add(&mut self, c: &Copied) {
+        self.blobs_copied += c.blobs_copied;
+        self.blobs_present += c.blobs_present;
+        self.blobs_mounted += c.blobs_mounted;
+        self.bytes_copied += c.bytes_copied;
+        self.bytes_resumed += c.bytes_resumed;
+    }
+
+    /// `copied 1 image: 131.2 MB in 0.41 s (320.0 MB/s); 6 blobs copied, 0 already there`.
+    fn line(&self, images: usize, elapsed: Duration) -> String {
+        let secs = elapsed.as_secs_f64().max(1e-6);
+        let mut s = format!(
+            "copied {}: {} in {secs:.2} s ({}/s); {} copied, {} already at the destination",
+            count(images as u64, "image", "images"),
+            mb(self.bytes_copied),
+            mb((self.bytes_copied as f64 / secs) as u64),
+            count(self.blobs_copied as u64, "blob", "blobs"),
+            self.blobs_present,
+        );
+        if self.blobs_mounted > 0 {
+            s.push_str(&format!(", {} mounted", self.blobs_mounted));
+        }
+        if self.bytes_resumed > 0 {
+            s.push_str(&format!(
+                ", {} kept from an interrupted copy",
+                mb(self.bytes_resumed)
+            ));
+        }
+        s
+    }
+}
+
+/// Bytes as decimal megabytes, as transfer tools print them.
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The progress printer: one line per blob on stderr, and a summary every few seconds. It works
+/// the same with or without a terminal, so logs of CI jobs show progress too.
+struct Lines {
+    quiet: bool,
+    state: Mutex<LineState>,
+}
+
+#[derive(Default)]
+struct LineState {
+    blobs: usize,
+    blobs_done: usize,
+    bytes: u64,
+    bytes_done: u64,
+}
+
+impl Lines {
+    fn new(quiet: bool) -> Lines {
+        let _ = std::io::stderr().is_terminal();
+        Lines {
+            quiet,
+            state: Mutex::default(),
+        }
+    }
+
+    fn summary(&self, elapsed: Duration) {
+        if self.quiet {
+            return;
+        }
+        let s = self.state.lock().expect("progress state poisoned");
+        let secs = elapsed.as_secs_f64().max(1e-6);
+        eprintln!(
+            "… {}/{} blobs, {} of {}, {}/s",
+            s.blobs_done,
+            s.blobs,
+            mb(s.bytes_done),
+            mb(s.bytes),
+            mb((s.bytes_done as f64 / secs) as u64)
+        );
+    }
+}
+
+impl Progress for Lines {
+    fn event(&self, event: Event<'_>) {
+        let mut s = self.state.lock().expect("progress state poisoned");
+        match event {
+            Event::ImageStarted { blobs, bytes, .. } => {
+                s.blobs += blobs;
+                s.bytes += bytes;
+            }
+            Event::BlobProgress { bytes, .. } => s.bytes_done += bytes,
+            Event::BlobDone {
+                image,
+                digest,
+                size,
+                outcome,
+            } => {
+                s.blobs_done += 1;
+                let how = match outcome {
+                    BlobOutcome::Copied { resumed_from: 0 } => "copied".to_owned(),
+                    BlobOutcome::Copied { resumed_from } => {
+                        format!("copied (resumed at {})", mb(resumed_from))
+                    }
+                    BlobOutcome::Present => {
+                        s.bytes_done += size;
+                        "already there".to_owned()
+                    }
+                    BlobOutcome::Mounted => {
+                        s.bytes_done += size;
+                        "mounted".to_owned()
+                    }
+                };
+                if !self.quiet {
+                    eprintln!("{image}: {} {} {how}", short(digest.as_str()), mb(size));
+                }
+            }
+            Event::Retrying { image, what, error } => {
+                if !self.quiet {
+                    eprintln!("{image}: {what}: {error}; trying again");
+                }
+            }
+            Event::ImageDone { image, digest } => {
+                if !self.quiet {
+                    eprintln!("{image}: done, {digest}");
+                }
+            }
+            Event::BlobStarted { .. } => {}
+        }
+    }
+}
+
+/// `sha256:0123456789ab`: enough of a digest to tell blobs apart in a log.
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}

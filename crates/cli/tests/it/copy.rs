@@ -1,0 +1,505 @@
+//! `ferry copy` between a real CNCF Distribution (`docker-registry`), OCI layouts and `dir:`
+//! directories, checked with skopeo where it can read or write the same formats.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ferry_oci::Digest;
+use ferry_testkit::faults::{Fault, FaultProxy, Target};
+use ferry_testkit::image::{Blob, Image, image};
+use ferry_testkit::peers::{DockerRegistry, Skopeo, wait_until};
+
+use crate::ferry_bin;
+
+fn ferry(args: &[&str]) -> Output {
+    Command::new(ferry_bin())
+        .args(args)
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .env_remove("FERRY_LOG")
+        .output()
+        .unwrap()
+}
+
+/// Runs `ferry copy --json ARGS` and returns its summary.
+fn copy_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["copy", "--json"];
+    all.extend_from_slice(args);
+    let out = ferry(&all);
+    assert!(
+        out.status.success(),
+        "ferry {all:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The one-line error of a copy that must fail.
+fn failure(args: &[&str]) -> String {
+    let mut all = vec!["copy"];
+    all.extend_from_slice(args);
+    let out = ferry(&all);
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert!(!out.status.success(), "ferry {all:?} succeeded");
+    assert!(!err.contains("panicked"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert!(!errors.is_empty(), "no error line: {err}");
+    err
+}
+
+fn sha(bytes: &[u8]) -> Digest {
+    Digest::sha256(bytes)
+}
+
+/// Every file under `dir` whose name is a SHA-256 hex holds content of that digest.
+fn assert_blobs_verified(dir: &Path) {
+    for entry in walk(dir) {
+        let name = entry.file_name().unwrap().to_str().unwrap().to_owned();
+        let hex = name.trim_end_matches(".manifest.json");
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert_eq!(
+                sha(&bytes).hex(),
+                hex,
+                "{} is not its digest",
+                entry.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A registry holding `team/app:v1` (one image), `team/other:v1` (sharing the first layer of
+/// app) and `team/multi:v1` (an amd64 + arm64 index).
+struct Seeded {
+    tmp: tempfile::TempDir,
+    registry: DockerRegistry,
+    skopeo: Skopeo,
+    app: Image,
+    other: Image,
+    arm: Image,
+    idx: Blob,
+}
+
+fn seeded() -> Option<Seeded> {
+    let (Some(skopeo), Some(registry)) = (Skopeo::new(), DockerRegistry::start()) else {
+        return None;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let app = image(7, 3, 200_000, "amd64");
+    skopeo.push_image(
+        &app,
+        tmp.path(),
+        &format!("{}/team/app:v1", registry.host()),
+    );
+    let mut other = image(8, 2, 50_000, "amd64");
+    // Share app's first layer, so a copy of both stores it once.
+    other.layers.insert(0, app.layers[0].clone());
+    other = rebuild(other);
+    skopeo.push_image(
+        &other,
+        tmp.path(),
+        &format!("{}/team/other:v1", registry.host()),
+    );
+    let amd = image(1, 2, 10_000, "amd64");
+    let arm = image(2, 2, 10_000, "arm64");
+    let idx = skopeo.push_index(
+        &[(&amd, "amd64"), (&arm, "arm64")],
+        tmp.path(),
+        &format!("{}/team/multi:v1", registry.host()),
+    );
+    Some(Seeded {
+        tmp,
+        registry,
+        skopeo,
+        app,
+        other,
+        arm,
+        idx,
+    })
+}
+
+/// `img` with its manifest written anew for its (changed) layers.
+fn rebuild(img: Image) -> Image {
+    let layers: Vec<serde_json::Value> = img.layers.iter().map(|l| l.descriptor()).collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": img.config.descriptor(),
+        "layers": layers,
+    });
+    Image {
+        manifest: Blob::new(
+            "application/vnd.oci.image.manifest.v1+json",
+            serde_json::to_vec(&manifest).unwrap(),
+        ),
+        ..img
+    }
+}
+
+#[test]
+fn registry_to_layout_to_dir_and_back_keeps_every_digest_and_skopeo_reads_both_ways() {
+    let Some(s) = seeded() else { return };
+    let host = s.registry.host();
+    let layout = s.tmp.path().join("layout");
+    let v = copy_json(&[
+        &format!("registry://{host}/team/app:v1"),
+        &format!("oci:{}:v1", layout.display()),
+    ]);
+    assert_eq!(v["images"][0]["digest"], s.app.manifest.digest.to_string());
+    assert_eq!(v["images"][0]["blobs_copied"], 4);
+    // skopeo reads the layout: the manifest it sees is the registry's, byte for byte.
+    let raw = s
+        .skopeo
+        .run(&["inspect", "--raw", &format!("oci:{}:v1", layout.display())]);
+    assert_eq!(sha(raw.as_bytes()), s.app.manifest.digest);
+    assert!(!layout.join(".ferry-partial").exists());
+    assert_blobs_verified(&layout);
+
+    // layout → dir → registry (by skopeo) → the same digest.
+    let dir = s.tmp.path().join("dir");
+    copy_json(&[
+        &format!("oci:{}:v1", layout.display()),
+        &format!("dir:{}", dir.display()),
+    ]);
+    assert_eq!(
+        std::fs::read(dir.join("manifest.json")).unwrap(),
+        s.app.manifest.bytes
+    );
+    for b in s.app.blobs() {
+        assert_eq!(std::fs::read(dir.join(b.digest.hex())).unwrap(), b.bytes);
+    }
+    s.skopeo.copy(
+        &format!("dir:{}", dir.display()),
+        &format!("docker://{host}/team/back:v1"),
+        &[],
+    );
+    let back = s.skopeo.raw(&format!("docker://{host}/team/back:v1"));
+    assert_eq!(sha(&back), s.app.manifest.digest);
+
+    // A layout written by skopeo is read by ferry.
+    let theirs = s.tmp.path().join("theirs");
+    s.skopeo.copy(
+        &format!("docker://{host}/team/other:v1"),
+        &format!("oci:{}:x", theirs.display()),
+        &[],
+    );
+    let again = s.tmp.path().join("again");
+    let v = copy_json(&[
+        &format!("oci:{}:x", theirs.display()),
+        &format!("dir:{}", again.display()),
+    ]);
+    assert_eq!(
+        v["images"][0]["digest"],
+        s.other.manifest.digest.to_string()
+    );
+    assert_eq!(
+        std::fs::read(again.join("manifest.json")).unwrap(),
+        s.other.manifest.bytes
+    );
+}
+
+#[test]
+fn a_second_copy_finds_every_blob_and_transfers_nothing() {
+    let Some(s) = seeded() else { return };
+    let src = format!("registry://{}/team/app:v1", s.registry.host());
+    let dst = format!("oci:{}:v1", s.tmp.path().join("l").display());
+    copy_json(&[&src, &dst]);
+    let v = copy_json(&[&src, &dst]);
+    assert_eq!(v["images"][0]["blobs_copied"], 0);
+    assert_eq!(v["images"][0]["blobs_present"], 4);
+    assert_eq!(v["images"][0]["bytes_copied"], 0);
+}
+
+#[test]
+fn platforms_of_an_index_one_several_or_all() {
+    let Some(s) = seeded() else { return };
+    let src = format!("registry://{}/team/multi:v1", s.registry.host());
+    // --all-platforms: the index byte for byte.
+    let all = s.tmp.path().join("all");
+    let v = copy_json(&["--all-platforms", &src, &format!("oci:{}:m", all.display())]);
+    assert_eq!(v["images"][0]["digest"], s.idx.digest.to_string());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(all.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], s.idx.digest.to_string());
+    assert_blobs_verified(&all);
+
+    // One platform: that image's manifest, not the index.
+    let one = s.tmp.path().join("one");
+    let v = copy_json(&[
+        "--platform",
+        "linux/arm64",
+        &src,
+        &format!("oci:{}:m", one.display()),
+    ]);
+    assert_eq!(v["images"][0]["digest"], s.arm.manifest.digest.to_string());
+
+    // Both platforms named: all the index has, so the index is kept as it is.
+    let both = s.tmp.path().join("both");
+    let v = copy_json(&[
+        "--platform",
+        "linux/arm64",
+        "--platform",
+        "linux/amd64",
+        &src,
+        &format!("oci:{}:m", both.display()),
+    ]);
+    assert_eq!(v["images"][0]["digest"], s.idx.digest.to_string());
+
+    // A platform the index lacks: one error naming the ones it has; nothing written.
+    let none = s.tmp.path().join("none");
+    let err = failure(&[
+        "--platform",
+        "linux/s390x",
+        &src,
+        &format!("oci:{}:m", none.display()),
+    ]);
+    assert!(err.contains("no platform linux/s390x"), "{err}");
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
+    assert!(!none.exists(), "a failed copy left {}", none.display());
+}
+
+#[test]
+fn many_images_into_one_dir_store_each_shared_layer_once() {
+    let Some(s) = seeded() else { return };
+    let host = s.registry.host();
+    let list = s.tmp.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# two images sharing a layer\nregistry://{host}/team/app:v1\n\nregistry://{host}/team/other:v1\n"
+        ),
+    )
+    .unwrap();
+    let dir = s.tmp.path().join("many");
+    let v = copy_json(&[
+        "--from-file",
+        list.to_str().unwrap(),
+        &format!("dir:{}?unique_names=true", dir.display()),
+    ]);
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    // The shared layer is transferred once in all.
+    let copied: u64 = images
+        .iter()
+        .map(|i| i["blobs_copied"].as_u64().unwrap())
+        .sum();
+    let distinct: std::collections::HashSet<&Digest> = s
+        .app
+        .blobs()
+        .chain(s.other.blobs())
+        .map(|b| &b.digest)
+        .collect();
+    assert_eq!(copied, distinct.len() as u64);
+    let blob_files = walk(&dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().len() == 64)
+        .count();
+    assert_eq!(blob_files, distinct.len());
+    let catalog: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("images.json")).unwrap()).unwrap();
+    let names: Vec<&str> = catalog["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&format!("{host}/team/app:v1").as_str()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("{host}/team/other:v1").as_str()),
+        "{names:?}"
+    );
+    assert_blobs_verified(&dir);
+}
+
+#[test]
+fn concurrent_copies_into_one_layout_keep_every_index_entry() {
+    let Some(s) = seeded() else { return };
+    let host = s.registry.host();
+    let layout = s.tmp.path().join("shared");
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let children: Vec<std::process::Child> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let repo = if i % 2 == 0 { "app" } else { "other" };
+            Command::new(ferry_bin())
+                .args([
+                    "copy",
+                    "-q",
+                    &format!("registry://{host}/team/{repo}:v1"),
+                    &format!("oci:{}:{n}", layout.display()),
+                ])
+                .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut got: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, names);
+    assert_blobs_verified(&layout);
+}
+
+#[test]
+fn a_broken_body_is_continued_with_range_and_a_killed_copy_resumes_its_partial_layer() {
+    let Some(s) = seeded() else { return };
+    let proxy = FaultProxy::start(&s.registry.host());
+    let big = &s.app.layers[1];
+    let blob_path = format!("/v2/team/app/blobs/{}", big.digest);
+
+    // A reset mid-body: the same run asks for the rest with Range and finishes.
+    proxy.inject(Target::Blob, Fault::ResetMidBody, 1);
+    let layout = s.tmp.path().join("reset");
+    let v = copy_json(&[
+        "-j",
+        "1",
+        &format!("registry://{}/team/app:v1", proxy.host()),
+        &format!("oci:{}:v1", layout.display()),
+    ]);
+    assert_eq!(v["images"][0]["digest"], s.app.manifest.digest.to_string());
+    assert_blobs_verified(&layout);
+    let ranged: usize = s
+        .app
+        .blobs()
+        .map(|b| {
+            proxy
+                .ranges("GET", &format!("/v2/team/app/blobs/{}", b.digest))
+                .len()
+        })
+        .sum();
+    assert_eq!(
+        ranged, 1,
+        "exactly the broken blob was continued with Range"
+    );
+    proxy.clear();
+
+    // A copy killed while a layer stalls half way: the partial stays, the final name is never
+    // written, and the next run continues it.
+    proxy.inject(Target::Blob, Fault::Stall, 100);
+    let layout = s.tmp.path().join("killed");
+    let partial = layout
+        .join(".ferry-partial")
+        .join(format!("sha256-{}", big.digest.hex()));
+    let mut child = Command::new(ferry_bin())
+        .args([
+            "copy",
+            "-q",
+            "-j",
+            "8",
+            &format!("registry://{}/team/app:v1", proxy.host()),
+            &format!("oci:{}:v1", layout.display()),
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || {
+            std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0)
+        }),
+        "no partial appeared"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(kept > 0 && kept < big.bytes.len() as u64);
+    assert!(!layout.join("blobs/sha256").join(big.digest.hex()).exists());
+    assert!(!layout.join("index.json").exists());
+    assert_blobs_verified(&layout);
+    proxy.clear();
+    let before = proxy.ranges("GET", &blob_path).len();
+    let v = copy_json(&[
+        &format!("registry://{}/team/app:v1", proxy.host()),
+        &format!("oci:{}:v1", layout.display()),
+    ]);
+    assert_eq!(v["images"][0]["digest"], s.app.manifest.digest.to_string());
+    assert!(v["images"][0]["bytes_resumed"].as_u64().unwrap() >= kept);
+    let ranges = proxy.ranges("GET", &blob_path);
+    assert_eq!(ranges.len(), before + 1);
+    assert_eq!(ranges.last().unwrap(), &format!("bytes={kept}-"));
+    assert_blobs_verified(&layout);
+}
+
+#[test]
+fn a_corrupt_partial_is_fetched_again_whole() {
+    let Some(s) = seeded() else { return };
+    let layout = s.tmp.path().join("corrupt");
+    let big = &s.app.layers[0];
+    let partial = layout
+        .join(".ferry-partial")
+        .join(format!("sha256-{}", big.digest.hex()));
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    // The right length of prefix with the wrong bytes, as a crash may leave behind.
+    std::fs::write(&partial, vec![0xAA; big.bytes.len() / 2]).unwrap();
+    let v = copy_json(&[
+        &format!("registry://{}/team/app:v1", s.registry.host()),
+        &format!("oci:{}:v1", layout.display()),
+    ]);
+    assert_eq!(v["images"][0]["digest"], s.app.manifest.digest.to_string());
+    assert_eq!(v["images"][0]["bytes_resumed"], 0);
+    assert_blobs_verified(&layout);
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_and_leaves_nothing() {
+    let Some(s) = seeded() else { return };
+    let host = s.registry.host();
+    let out = s.tmp.path().join("out");
+    let dst = format!("oci:{}", out.display());
+    let err = failure(&["nope:/x", &dst]);
+    assert!(err.contains("names no known transport"), "{err}");
+    let err = failure(&["registry://UPPER/Case:v1", &dst]);
+    assert!(err.contains("source"), "{err}");
+    let err = failure(&[&format!("registry://{host}/team/missing:v1"), &dst]);
+    assert!(err.contains("not found"), "{err}");
+    let err = failure(&[&format!("registry://{host}/team/app:v1")]);
+    assert!(err.contains("needs a source and a destination"), "{err}");
+    assert!(!out.exists(), "a failed copy left {}", out.display());
+    // A destination that cannot be created.
+    let err = failure(&[
+        &format!("registry://{host}/team/app:v1"),
+        "oci:/proc/ferry-cannot-write-here",
+    ]);
+    assert!(err.contains("/proc/ferry-cannot-write-here"), "{err}");
+    // dir: without unique_names holds one image.
+    let list = s.tmp.path().join("l.txt");
+    std::fs::write(&list, format!("registry://{host}/team/app:v1\n")).unwrap();
+    let err = failure(&[
+        "--from-file",
+        list.to_str().unwrap(),
+        &format!("dir:{}", out.display()),
+    ]);
+    assert!(err.contains("unique_names=true"), "{err}");
+    assert!(!out.exists());
+}

@@ -1,0 +1,431 @@
+//! The copy engine: resolves what to copy from a source, moves the blobs that the destination
+//! lacks (`layer_jobs` at a time per image, `image_jobs` images at a time), then writes the
+//! manifests byte for byte, children before the index, the named manifest last, so a reader never
+//! sees a manifest whose blobs are missing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ferry_client::{ClientError, Registry};
+use ferry_oci::{Descriptor, Digest, Manifest};
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use crate::dest::Dest;
+use crate::error::CopyError;
+use crate::files::{self, Reporter};
+use crate::location::Location;
+use crate::platform::{PlatformChoice, PlatformSpec, descriptor_platform};
+use crate::progress::{BlobOutcome, Event, Progress};
+use crate::source::Source;
+
+/// How a copy runs.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Blobs transferred at once per image (`-j`).
+    pub layer_jobs: usize,
+    /// Images copied at once (`-J`).
+    pub image_jobs: usize,
+    /// What to take from a multi-platform image.
+    pub platforms: PlatformChoice,
+    /// Attempts per blob transfer (1 = no retries).
+    pub attempts: u32,
+}
+
+impl Default for CopyOptions {
+    fn default() -> CopyOptions {
+        CopyOptions {
+            layer_jobs: 4,
+            image_jobs: 3,
+            platforms: PlatformChoice::Host,
+            attempts: 3,
+        }
+    }
+}
+
+/// What one image's copy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    /// The digest of the manifest written at the destination.
+    pub digest: Digest,
+    /// Blobs transferred.
+    pub blobs_copied: usize,
+    /// Blobs the destination had already.
+    pub blobs_present: usize,
+    /// Blobs the destination registry mounted from another repository.
+    pub blobs_mounted: usize,
+    /// Bytes transferred (not counting bytes kept from an interrupted copy).
+    pub bytes_copied: u64,
+    /// Bytes of partial blobs kept from an interrupted copy.
+    pub bytes_resumed: u64,
+    /// Bytes of blobs not transferred because the destination had them.
+    pub bytes_present: u64,
+}
+
+/// Builds the client for a registry host (the binary decides schemes, credentials and TLS).
+pub type RegistryFactory = dyn Fn(&str) -> Result<Registry, ClientError> + Send + Sync;
+
+/// Copies images. One per process: it holds one client per registry host (so connections and
+/// tokens are shared by every copy) and serialises writers of the same blob.
+pub struct Copier {
+    options: CopyOptions,
+    factory: Box<RegistryFactory>,
+    progress: Arc<dyn Progress>,
+    registries: Mutex<HashMap<String, Arc<Registry>>>,
+    /// One lock per destination blob file being written by this process.
+    writing: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Copier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Copier")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Copier {
+    /// A copier with these options, building registry clients with `factory` and reporting to
+    /// `progress`.
+    pub fn new(
+        options: CopyOptions,
+        factory: Box<RegistryFactory>,
+        progress: Arc<dyn Progress>,
+    ) -> Copier {
+        Copier {
+            options,
+            factory,
+            progress,
+            registries: Mutex::default(),
+            writing: Mutex::default(),
+        }
+    }
+
+    fn registry(&self, host: &str) -> Result<Arc<Registry>, CopyError> {
+        let mut map = self.registries.lock().expect("registry map poisoned");
+        if let Some(r) = map.get(host) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new((self.factory)(host).map_err(|e| CopyError::registry(host, e))?);
+        map.insert(host.to_owned(), r.clone());
+        Ok(r)
+    }
+
+    fn open_source(&self, location: &Location) -> Result<Source, CopyError> {
+        match location {
+            Location::Registry { reference } => Ok(Source::Registry {
+                registry: self.registry(reference.registry.as_deref().unwrap_or_default())?,
+                reference: reference.clone(),
+            }),
+            Location::OciLayout { dir, reference } => Ok(Source::Layout {
+                dir: dir.clone(),
+                reference: reference.clone(),
+            }),
+            Location::Dir {
+                dir,
+                unique_names: false,
+            } => Ok(Source::Dir { dir: dir.clone() }),
+            Location::Dir {
+                unique_names: true, ..
+            } => Err(CopyError::Unsupported(
+                "reading from dir:…?unique_names=true is not supported yet; it is a destination",
+            )),
+            Location::OciArchive { .. } | Location::DockerArchive { .. } => Err(
+                CopyError::Unsupported("reading archives with ferry copy is not supported yet"),
+            ),
+            Location::FerryStore { .. } => Err(CopyError::Unsupported(
+                "ferry-store: is a destination only; read a store's images from its registry API (registry://)",
+            )),
+        }
+    }
+
+    fn open_dest(&self, location: &Location, source: &Source) -> Result<Dest, CopyError> {
+        match location {
+            Location::OciLayout { dir, reference } => Ok(Dest::Layout {
+                dir: dir.clone(),
+                name: reference.clone(),
+                image_name: source.image_name(),
+            }),
+            Location::Dir { dir, unique_names } => Ok(Dest::Dir {
+                dir: dir.clone(),
+                unique: *unique_names,
+                image_name: source.image_name(),
+            }),
+            _ => Err(CopyError::Unsupported(
+                "writing to this destination with ferry copy is not supported yet",
+            )),
+        }
+    }
+
+    /// Copies one image.
+    pub async fn copy(
+        &self,
+        source: &Location,
+        destination: &Location,
+    ) -> Result<Copied, CopyError> {
+        let results = self
+            .copy_many(&[(source.clone(), destination.clone())])
+            .await;
+        results.into_iter().next().expect("one result per pair")
+    }
+
+    /// Copies each (source, destination) pair, `image_jobs` at a time, then makes the files
+    /// written durable (one `syncfs` per destination directory). One result per pair, in order.
+    pub async fn copy_many(
+        &self,
+        pairs: &[(Location, Location)],
+    ) -> Vec<Result<Copied, CopyError>> {
+        let mut results: Vec<Result<Copied, CopyError>> = stream::iter(pairs)
+            .map(|(s, d)| self.copy_one(s, d))
+            .buffered(self.options.image_jobs.max(1))
+            .collect()
+            .await;
+        let dirs: HashSet<PathBuf> = pairs
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Location::OciLayout { dir, .. } | Location::Dir { dir, .. } => Some(dir.clone()),
+                _ => None,
+            })
+            .collect();
+        for dir in dirs {
+            let _ = tokio::fs::remove_dir(dir.join(files::PARTIAL_DIR)).await;
+            if let Err(e) = files::sync_dir(&dir).await {
+                // Unsynced content may be lost in a crash: fail every copy into this directory.
+                let message = e.to_string();
+                for (r, (_, d)) in results.iter_mut().zip(pairs) {
+                    let into_dir = matches!(d, Location::OciLayout { dir: x, .. } | Location::Dir { dir: x, .. } if *x == dir);
+                    if into_dir && r.is_ok() {
+                        *r = Err(CopyError::io(
+                            &dir,
+                            std::io::Error::other(format!("sync failed: {message}")),
+                        ));
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    async fn copy_one(
+        &self,
+        source: &Location,
+        destination: &Location,
+    ) -> Result<Copied, CopyError> {
+        if !source.can_be_source() {
+            return Err(CopyError::Unsupported(
+                "ferry-store: is a destination only; read a store's images from its registry API (registry://)",
+            ));
+        }
+        let image: Arc<str> = Arc::from(source.to_string());
+        let src = self.open_source(source)?;
+        let dst = self.open_dest(destination, &src)?;
+        let top = src.top().await?;
+        let (to_write, images) = self.select(&src, &image, top).await?;
+        dst.prepare().await?;
+
+        // Distinct blobs of every image, in manifest order.
+        let mut seen = HashSet::new();
+        let blobs: Vec<Descriptor> = images
+            .iter()
+            .flat_map(|m| m.blob_references())
+            .filter(|d| !d.is_foreign() && seen.insert(d.digest.clone()))
+            .cloned()
+            .collect();
+        self.progress.event(Event::ImageStarted {
+            image: &image,
+            blobs: blobs.len(),
+            bytes: blobs.iter().map(|d| d.size).sum(),
+        });
+        let reporter = Reporter {
+            progress: self.progress.clone(),
+            image: image.clone(),
+        };
+        let outcomes: Vec<(u64, BlobOutcome)> = stream::iter(blobs.iter())
+            .map(|d| async {
+                Ok::<_, CopyError>((d.size, self.put_blob(&src, &dst, d, &reporter).await?))
+            })
+            .buffer_unordered(self.options.layer_jobs.max(1))
+            .try_collect()
+            .await?;
+
+        for m in &images {
+            if m.digest() != to_write.digest() {
+                dst.put_manifest(m, false).await?;
+            }
+        }
+        dst.put_manifest(&to_write, true).await?;
+        self.progress.event(Event::ImageDone {
+            image: &image,
+            digest: to_write.digest(),
+        });
+        let mut copied = Copied {
+            digest: to_write.digest().clone(),
+            blobs_copied: 0,
+            blobs_present: 0,
+            blobs_mounted: 0,
+            bytes_copied: 0,
+            bytes_resumed: 0,
+            bytes_present: 0,
+        };
+        for (size, outcome) in outcomes {
+            match outcome {
+                BlobOutcome::Copied { resumed_from } => {
+                    copied.blobs_copied += 1;
+                    copied.bytes_copied += size - resumed_from;
+                    copied.bytes_resumed += resumed_from;
+                }
+                BlobOutcome::Present => {
+                    copied.blobs_present += 1;
+                    copied.bytes_present += size;
+                }
+                BlobOutcome::Mounted => copied.blobs_mounted += 1,
+            }
+        }
+        Ok(copied)
+    }
+
+    async fn put_blob(
+        &self,
+        src: &Source,
+        dst: &Dest,
+        desc: &Descriptor,
+        reporter: &Reporter,
+    ) -> Result<BlobOutcome, CopyError> {
+        // Two images of one copy sharing a layer write it once: the second waits and finds it.
+        let key = dst.root().join(desc.digest.as_str());
+        let lock = self
+            .writing
+            .lock()
+            .expect("writer map poisoned")
+            .entry(key)
+            .or_default()
+            .clone();
+        let _held = lock.lock().await;
+        self.progress.event(Event::BlobStarted {
+            image: &reporter.image,
+            digest: &desc.digest,
+            size: desc.size,
+        });
+        let outcome = dst
+            .put_blob(src, desc, self.options.attempts, reporter)
+            .await?;
+        self.progress.event(Event::BlobDone {
+            image: &reporter.image,
+            digest: &desc.digest,
+            size: desc.size,
+            outcome,
+        });
+        Ok(outcome)
+    }
+
+    /// What to write for `top`: the manifest the destination is named with, and the image
+    /// manifests whose blobs it needs (for an index copied whole, its children).
+    async fn select(
+        &self,
+        src: &Source,
+        image: &str,
+        top: Manifest,
+    ) -> Result<(Manifest, Vec<Manifest>), CopyError> {
+        if !top.media_type().is_index() {
+            return Ok((top.clone(), vec![top]));
+        }
+        let pick = |spec: &PlatformSpec| -> Result<Descriptor, CopyError> {
+            top.manifests
+                .iter()
+                .find(|d| d.platform.as_ref().is_some_and(|p| spec.matches(p)))
+                .cloned()
+                .ok_or_else(|| CopyError::Platform {
+                    image: image.to_owned(),
+                    wanted: spec.to_string(),
+                    available: top
+                        .manifests
+                        .iter()
+                        .map(descriptor_platform)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+        };
+        let chosen: Vec<Descriptor> = match &self.options.platforms {
+            PlatformChoice::All => top.manifests.clone(),
+            PlatformChoice::Host => vec![pick(&PlatformSpec::host())?],
+            PlatformChoice::Only(specs) => {
+                let mut v: Vec<Descriptor> = Vec::new();
+                for s in specs {
+                    let d = pick(s)?;
+                    if !v.contains(&d) {
+                        v.push(d);
+                    }
+                }
+                v
+            }
+        };
+        let mut children = Vec::with_capacity(chosen.len());
+        for d in &chosen {
+            let child = src.child(d).await?;
+            if child.media_type().is_index() {
+                return Err(CopyError::malformed(
+                    image,
+                    "an index inside an index is not supported",
+                ));
+            }
+            children.push(child);
+        }
+        let whole = chosen.len() == top.manifests.len();
+        match (&self.options.platforms, children.len()) {
+            (PlatformChoice::All, _) => Ok((top, children)),
+            (_, 1) if !matches!(self.options.platforms, PlatformChoice::All) => {
+                Ok((children[0].clone(), children))
+            }
+            _ if whole => Ok((top, children)),
+            _ => {
+                // A subset of platforms: a new index listing just them (a new digest).
+                let mut index: serde_json::Value = serde_json::from_slice(top.bytes())
+                    .map_err(|e| CopyError::malformed(image, e))?;
+                index["manifests"] =
+                    serde_json::to_value(&chosen).map_err(|e| CopyError::malformed(image, e))?;
+                let bytes =
+                    serde_json::to_vec(&index).map_err(|e| CopyError::malformed(image, e))?;
+                let sub = Manifest::parse(bytes, Some(top.media_type().as_str()))
+                    .map_err(|e| CopyError::malformed(image, e))?;
+                Ok((sub, children))
+            }
+        }
+    }
+}
+
+/// Where `source` goes when many images are copied into `destination`: an OCI layout or a
+/// `dir:…?unique_names=true` names each image by its source's full name; a single-image
+/// destination (`dir:` without `unique_names`, an explicitly named layout entry) cannot hold many.
+pub fn destination_for(source: &Location, destination: &Location) -> Result<Location, CopyError> {
+    let name = match source {
+        Location::Registry { reference } => Some(reference.to_string()),
+        Location::OciLayout { reference, .. } => reference.clone(),
+        _ => None,
+    };
+    let many = |why: &str| CopyError::Destination {
+        destination: destination.to_string(),
+        why: why.to_owned(),
+    };
+    match destination {
+        Location::OciLayout {
+            dir,
+            reference: None,
+        } => Ok(Location::OciLayout {
+            dir: dir.clone(),
+            reference: Some(name.ok_or_else(|| {
+                many("the source has no name to record in the layout's index.json")
+            })?),
+        }),
+        Location::OciLayout { .. } => Err(many(
+            "names one image; to copy many into a layout write oci:DIR without a name",
+        )),
+        Location::Dir {
+            unique_names: true, ..
+        } => Ok(destination.clone()),
+        Location::Dir { dir, .. } => Err(many(&format!(
+            "holds one image; for many write dir:{}?unique_names=true",
+            dir.display()
+        ))),
+        _ => Err(many("cannot hold many images yet")),
+    }
+}

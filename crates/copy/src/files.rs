@@ -1,0 +1,372 @@
+//! Blobs written to files: every byte hashed on its way in, kept under a partial name until it is
+//! verified, then renamed into place. A partial left by an interrupted copy is continued, not
+//! restarted: its bytes are hashed again and the rest is asked for with `Range`.
+//!
+//! Architecture invariant: a file under a blob's final name always holds exactly that blob.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ferry_client::Registry;
+use ferry_oci::{Descriptor, Digest, Hasher, RepoName};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::CopyError;
+use crate::progress::{Event, Progress};
+
+/// Where partial blobs live, inside the destination directory (the same file system as the final
+/// names, so a rename is atomic).
+pub(crate) const PARTIAL_DIR: &str = ".ferry-partial";
+
+/// Read and write buffer size: large enough that a syscall per buffer is negligible.
+const BUFFER: usize = 1 << 20;
+/// A download that receives nothing for this long writes out what it buffered.
+const FLUSH_WHEN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reports bytes of one blob of one image.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    pub progress: Arc<dyn Progress>,
+    pub image: Arc<str>,
+}
+
+impl Reporter {
+    pub(crate) fn bytes(&self, digest: &Digest, bytes: u64) {
+        self.progress.event(Event::BlobProgress {
+            image: &self.image,
+            digest,
+            bytes,
+        });
+    }
+
+    pub(crate) fn retrying(&self, what: &str, error: &str) {
+        self.progress.event(Event::Retrying {
+            image: &self.image,
+            what,
+            error,
+        });
+    }
+}
+
+/// The partial file of `digest` under the destination directory `root`.
+pub(crate) fn partial_path(root: &Path, digest: &Digest) -> PathBuf {
+    root.join(PARTIAL_DIR)
+        .join(format!("{}-{}", digest.algorithm().as_str(), digest.hex()))
+}
+
+/// Whether `path` holds a blob of `size` bytes (a file under a final name was verified when it
+/// was renamed there).
+pub(crate) async fn present(path: &Path, size: u64) -> bool {
+    tokio::fs::metadata(path)
+        .await
+        .is_ok_and(|m| m.is_file() && m.len() == size)
+}
+
+/// An exclusive lock on a partial file, held while it is written, so two processes copying into
+/// one directory never write the same partial at once.
+pub(crate) struct PartialLock {
+    _file: std::fs::File,
+}
+
+pub(crate) async fn lock_partial(path: PathBuf) -> Result<PartialLock, CopyError> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| CopyError::io(parent, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .append(true)
+            .open(&path)
+            .map_err(|e| CopyError::io(&path, e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| CopyError::io(&path, e.into()))?;
+        Ok(PartialLock { _file: file })
+    })
+    .await
+    .expect("lock task panicked")
+}
+
+/// Moves a verified partial to its final name.
+pub(crate) async fn commit(partial: &Path, target: &Path) -> Result<(), CopyError> {
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| CopyError::io(parent, e))?;
+    }
+    tokio::fs::rename(partial, target)
+        .await
+        .map_err(|e| CopyError::io(target, e))
+}
+
+fn check(desc: &Descriptor, hasher: Hasher, len: u64, what: &str) -> Result<(), CopyError> {
+    if len != desc.size {
+        return Err(CopyError::Size {
+            what: what.to_owned(),
+            expected: desc.size,
+            actual: len,
+        });
+    }
+    let actual = hasher.finish();
+    if actual != desc.digest {
+        return Err(CopyError::Integrity {
+            what: what.to_owned(),
+            expected: desc.digest.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Copies the blob file `from` to `partial`, hashing it; on a mismatch the partial is removed.
+pub(crate) async fn copy_verified(
+    from: PathBuf,
+    partial: PathBuf,
+    desc: Descriptor,
+    reporter: Reporter,
+) -> Result<(), CopyError> {
+    tokio::task::spawn_blocking(move || {
+        let what = format!("blob {} from {}", desc.digest, from.display());
+        let result = (|| {
+            let mut src = std::fs::File::open(&from).map_err(|e| CopyError::io(&from, e))?;
+            let mut dst =
+                std::fs::File::create(&partial).map_err(|e| CopyError::io(&partial, e))?;
+            let mut hasher = desc.digest.algorithm().hasher();
+            let mut buf = vec![0u8; BUFFER];
+            let mut len = 0u64;
+            loop {
+                let n = src.read(&mut buf).map_err(|e| CopyError::io(&from, e))?;
+                if n == 0 {
+                    break;
+                }
+                len += n as u64;
+                if len > desc.size {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                dst.write_all(&buf[..n])
+                    .map_err(|e| CopyError::io(&partial, e))?;
+                reporter.bytes(&desc.digest, n as u64);
+            }
+            check(&desc, hasher, len, &what)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        result
+    })
+    .await
+    .expect("copy task panicked")
+}
+
+/// Hashes the first bytes of a partial file (what an interrupted copy left), returning the hasher
+/// and how many bytes are kept; a partial longer than the blob is emptied.
+async fn resume_point(
+    partial: PathBuf,
+    digest: Digest,
+    size: u64,
+) -> Result<(Hasher, u64), CopyError> {
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)
+            .map_err(|e| CopyError::io(&partial, e))?;
+        let mut len = f.metadata().map_err(|e| CopyError::io(&partial, e))?.len();
+        let mut hasher = digest.algorithm().hasher();
+        if len >= size {
+            // Longer than the blob, or whole but never verified (the rename did not happen): the
+            // cheapest correct thing is to fetch it again.
+            f.set_len(0).map_err(|e| CopyError::io(&partial, e))?;
+            len = 0;
+        }
+        let mut buf = vec![0u8; BUFFER];
+        let mut read = 0u64;
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| CopyError::io(&partial, e))?;
+        while read < len {
+            let want = ((len - read) as usize).min(BUFFER);
+            f.read_exact(&mut buf[..want])
+                .map_err(|e| CopyError::io(&partial, e))?;
+            hasher.update(&buf[..want]);
+            read += want as u64;
+        }
+        Ok((hasher, len))
+    })
+    .await
+    .expect("hash task panicked")
+}
+
+/// Downloads a blob from a registry into `partial`, continuing what an earlier attempt left there
+/// with `Range`, retrying a broken body up to `attempts` times. Returns how many bytes of an
+/// earlier partial were kept.
+pub(crate) async fn download(
+    registry: &Registry,
+    repo: &RepoName,
+    desc: &Descriptor,
+    partial: &Path,
+    attempts: u32,
+    reporter: &Reporter,
+) -> Result<u64, CopyError> {
+    let what = format!("blob {} of {repo}", desc.digest);
+    let (mut hasher, mut len) =
+        resume_point(partial.to_owned(), desc.digest.clone(), desc.size).await?;
+    let mut resumed_from = len;
+    let mut kept_prefix = len > 0;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = attempt >= attempts.max(1);
+        let response = match registry.get_blob(repo, &desc.digest, len).await {
+            Ok(r) => r,
+            Err(e) if e.retryable() && !last => {
+                reporter.retrying(&what, &e.to_string());
+                // The client has backed off already; this spaces whole-transfer retries.
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(5))).await;
+                continue;
+            }
+            Err(e) => return Err(CopyError::registry(&what, e)),
+        };
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(partial)
+            .await
+            .map_err(|e| CopyError::io(partial, e))?;
+        if response.start == 0 && len > 0 {
+            // The registry ignored the Range: start over.
+            file.set_len(0)
+                .await
+                .map_err(|e| CopyError::io(partial, e))?;
+            hasher = desc.digest.algorithm().hasher();
+            len = 0;
+            resumed_from = 0;
+            kept_prefix = false;
+        }
+        let mut out = tokio::io::BufWriter::with_capacity(BUFFER, file);
+        {
+            use tokio::io::AsyncSeekExt;
+            out.seek(SeekFrom::Start(len))
+                .await
+                .map_err(|e| CopyError::io(partial, e))?;
+        }
+        let mut body = response.into_stream();
+        let mut broken = None;
+        loop {
+            // What arrived is on disk whenever the transfer pauses, so a copy killed while a
+            // registry stalls resumes from there.
+            let next = match tokio::time::timeout(FLUSH_WHEN_IDLE, body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    out.flush().await.map_err(|e| CopyError::io(partial, e))?;
+                    body.next().await
+                }
+            };
+            let Some(chunk) = next else { break };
+            match chunk {
+                Ok(bytes) => {
+                    if len + bytes.len() as u64 > desc.size {
+                        let _ = tokio::fs::remove_file(partial).await;
+                        return Err(CopyError::Size {
+                            what,
+                            expected: desc.size,
+                            actual: len + bytes.len() as u64,
+                        });
+                    }
+                    hasher.update(&bytes);
+                    out.write_all(&bytes)
+                        .await
+                        .map_err(|e| CopyError::io(partial, e))?;
+                    len += bytes.len() as u64;
+                    reporter.bytes(&desc.digest, bytes.len() as u64);
+                }
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        out.flush().await.map_err(|e| CopyError::io(partial, e))?;
+        drop(out);
+        match broken {
+            Some(e) if !last => {
+                reporter.retrying(&what, &e.to_string());
+                continue;
+            }
+            Some(e) => return Err(CopyError::registry(&what, e)),
+            None if len < desc.size && !last => {
+                reporter.retrying(&what, "the body ended early");
+                continue;
+            }
+            None => {}
+        }
+        let verdict = check(desc, hasher, len, &what);
+        if verdict.is_err() {
+            let _ = tokio::fs::remove_file(partial).await;
+            if kept_prefix && !last {
+                // The kept prefix may be what was corrupt (a crash can leave garbage at the end
+                // of a file): fetch the whole blob once more before blaming the registry.
+                kept_prefix = false;
+                resumed_from = 0;
+                tokio::fs::File::create(partial)
+                    .await
+                    .map_err(|e| CopyError::io(partial, e))?;
+                hasher = desc.digest.algorithm().hasher();
+                len = 0;
+                reporter.retrying(&what, "the resumed blob did not verify; fetching it whole");
+                continue;
+            }
+            return verdict.map(|()| 0);
+        }
+        return Ok(resumed_from);
+    }
+}
+
+/// Writes small content (a manifest) under its final name: temp file, then rename.
+pub(crate) async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CopyError> {
+    let path = path.to_owned();
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || write_atomically_blocking(&path, &bytes))
+        .await
+        .expect("write task panicked")
+}
+
+pub(crate) fn write_atomically_blocking(path: &Path, bytes: &[u8]) -> Result<(), CopyError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| CopyError::io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        uuid_like()
+    ));
+    std::fs::write(&tmp, bytes).map_err(|e| CopyError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        CopyError::io(path, e)
+    })
+}
+
+/// A name no other writer in this or another process picks at the same time.
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Makes everything written under `dir` durable: one `syncfs` of its file system.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<(), CopyError> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&dir).map_err(|e| CopyError::io(&dir, e))?;
+        rustix::fs::syncfs(&f).map_err(|e| CopyError::io(&dir, e.into()))
+    })
+    .await
+    .expect("sync task panicked")
+}
