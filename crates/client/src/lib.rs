@@ -12,10 +12,13 @@
 
 mod auth;
 mod credentials;
+mod download;
 mod error;
 mod registry;
+mod upload;
 
 pub use auth::Challenge;
 pub use credentials::{Credentials, DockerConfig, DockerConfigError};
+pub use download::Fetched;
 pub use error::{ClientError, ErrorKind};
 pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions, TagPage};

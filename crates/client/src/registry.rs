@@ -1,6 +1,7 @@
 //! The registry client proper.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -70,15 +71,131 @@ pub struct ManifestResponse {
     pub digest: Option<Digest>,
 }
 
+/// What a request needs a token for: the token cache is keyed by this scope's text, which names
+/// the repository (and a mount's source), and a [`Registry`] serves one host, so a cached token is
+/// only ever reused for the same registry, repository and actions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Access<'a> {
+    /// `repository:<repo>:pull`
+    Pull,
+    /// `repository:<repo>:pull,push`
+    Push,
+    /// `repository:<repo>:pull,push repository:<from>:pull` (a cross-repository mount)
+    Mount(&'a RepoName),
+}
+
+impl Access<'_> {
+    fn scope(self, repo: &RepoName) -> String {
+        match self {
+            Access::Pull => format!("repository:{repo}:pull"),
+            Access::Push => format!("repository:{repo}:pull,push"),
+            Access::Mount(from) => {
+                format!("repository:{repo}:pull,push repository:{from}:pull")
+            }
+        }
+    }
+}
+
+/// A request body, and whether it can be sent again for a retry.
+pub(crate) enum Payload<'a> {
+    /// No body.
+    Empty,
+    /// Bytes in memory with their content type (cheap to clone, resent on retries).
+    Bytes(&'static str, Bytes),
+    /// `len` bytes of a file from `offset`, reopened for every attempt.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+    },
+    /// A stream of `len` bytes that can be sent once only: a request that would need it again
+    /// returns what it got instead.
+    Once(Mutex<Option<reqwest::Body>>, u64),
+}
+
+impl Payload<'_> {
+    fn resendable(&self) -> bool {
+        match self {
+            Payload::Once(body, _) => body.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
+            _ => true,
+        }
+    }
+
+    /// Adds the body (and its type and length) to `req`; `None` if a once-only body was sent.
+    async fn attach(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Option<reqwest::RequestBuilder>, ClientError> {
+        const OCTETS: &str = "application/octet-stream";
+        Ok(Some(match self {
+            Payload::Empty => req,
+            Payload::Bytes(content_type, bytes) => req
+                .header(header::CONTENT_TYPE, *content_type)
+                .body(bytes.clone()),
+            Payload::File { path, offset, len } => {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let local = |e: std::io::Error| {
+                    ClientError::new(
+                        ErrorKind::Local,
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                };
+                let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+                file.seek(std::io::SeekFrom::Start(*offset))
+                    .await
+                    .map_err(local)?;
+                let stream =
+                    tokio_util::io::ReaderStream::with_capacity(file.take(*len), FILE_READ_CHUNK);
+                req.header(header::CONTENT_TYPE, OCTETS)
+                    .header(header::CONTENT_LENGTH, *len)
+                    .body(reqwest::Body::wrap_stream(stream))
+            }
+            Payload::Once(body, len) => {
+                let Some(body) = body.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                    return Ok(None);
+                };
+                req.header(header::CONTENT_TYPE, OCTETS)
+                    .header(header::CONTENT_LENGTH, *len)
+                    .body(body)
+            }
+        }))
+    }
+}
+
+/// Reads of a file being uploaded.
+const FILE_READ_CHUNK: usize = 256 * 1024;
+
 /// One request as [`Registry::send_with`] sends it.
-struct Request<'a> {
-    method: Method,
-    url: &'a str,
-    repo: &'a RepoName,
-    range: Option<&'a str>,
-    whole: bool,
-    push: bool,
-    body: Option<(&'static str, Bytes)>,
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub repo: &'a RepoName,
+    pub range: Option<&'a str>,
+    /// Apply the whole-request timeout (small bodies); streams are bounded by the read timeout.
+    pub whole: bool,
+    pub access: Access<'a>,
+    pub payload: Payload<'a>,
+    /// More headers (e.g. a chunk's `Content-Range`).
+    pub headers: Vec<(header::HeaderName, String)>,
+    /// Retry failures a retry may fix (off where the caller retries a larger sequence).
+    pub retry: bool,
+}
+
+impl<'a> Request<'a> {
+    /// A request with no body, retried, with a pull-scoped token.
+    pub fn new(method: Method, url: &'a str, repo: &'a RepoName) -> Request<'a> {
+        Request {
+            method,
+            url,
+            repo,
+            range: None,
+            whole: true,
+            access: Access::Pull,
+            payload: Payload::Empty,
+            headers: Vec::new(),
+            retry: true,
+        }
+    }
 }
 
 /// One page of an upstream's tag list.
@@ -122,7 +239,7 @@ impl BlobResponse {
 /// A client for one upstream registry. Cheap to share; connections and tokens are pooled.
 #[derive(Debug)]
 pub struct Registry {
-    options: RegistryOptions,
+    pub(crate) options: RegistryOptions,
     http: reqwest::Client,
     /// Bearer tokens by scope. Bounded by the number of repositories pulled through, and each entry
     /// is replaced when it expires.
@@ -239,13 +356,8 @@ impl Registry {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.options.endpoint);
         let r = self
             .send_with(Request {
-                method: Method::HEAD,
-                url: &url,
-                repo,
-                range: None,
-                whole: true,
-                push: true,
-                body: None,
+                access: Access::Push,
+                ..Request::new(Method::HEAD, &url, repo)
             })
             .await?;
         match r.status() {
@@ -253,48 +365,6 @@ impl Registry {
             StatusCode::NOT_FOUND => Ok(false),
             _ => check(&r, "blob HEAD").map(|()| false),
         }
-    }
-
-    /// Uploads a blob held in memory: `POST` to open an upload, then one `PUT` with the bytes and
-    /// the digest (the form every registry supports).
-    pub async fn push_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        bytes: Bytes,
-    ) -> Result<(), ClientError> {
-        let url = format!("{}/v2/{repo}/blobs/uploads/", self.options.endpoint);
-        let r = self
-            .send_with(Request {
-                method: Method::POST,
-                url: &url,
-                repo,
-                range: None,
-                whole: true,
-                push: true,
-                body: None,
-            })
-            .await?;
-        check(&r, "upload POST")?;
-        let location = r
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ClientError::new(ErrorKind::Protocol, "upload POST without Location"))?;
-        let mut put = self.resolve(location)?;
-        put.query_pairs_mut().append_pair("digest", digest.as_str());
-        let r = self
-            .send_with(Request {
-                method: Method::PUT,
-                url: put.as_str(),
-                repo,
-                range: None,
-                whole: false,
-                push: true,
-                body: Some(("application/octet-stream", bytes)),
-            })
-            .await?;
-        check(&r, "upload PUT")
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>`; the digest the registry reports, if any.
@@ -308,13 +378,9 @@ impl Registry {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.options.endpoint);
         let r = self
             .send_with(Request {
-                method: Method::PUT,
-                url: &url,
-                repo,
-                range: None,
-                whole: true,
-                push: true,
-                body: Some((media_type, bytes)),
+                access: Access::Push,
+                payload: Payload::Bytes(media_type, bytes),
+                ..Request::new(Method::PUT, &url, repo)
             })
             .await?;
         check(&r, "manifest PUT")?;
@@ -322,7 +388,7 @@ impl Registry {
     }
 
     /// A `Location` header (absolute, or relative to the endpoint) as a URL.
-    fn resolve(&self, location: &str) -> Result<reqwest::Url, ClientError> {
+    pub(crate) fn resolve(&self, location: &str) -> Result<reqwest::Url, ClientError> {
         let base = reqwest::Url::parse(&format!("{}/", self.options.endpoint))
             .map_err(|e| ClientError::new(ErrorKind::Request, e.to_string()))?;
         base.join(location).map_err(|e| {
@@ -468,33 +534,35 @@ impl Registry {
         whole: bool,
     ) -> Result<reqwest::Response, ClientError> {
         self.send_with(Request {
-            method,
-            url,
-            repo,
             range,
             whole,
-            push: false,
-            body: None,
+            ..Request::new(method, url, repo)
         })
         .await
     }
 
-    /// [`Registry::send`] for any request: `push` asks for a push-scoped token, `body` (cheap to
-    /// clone, resent on retries) is the content with its type.
-    async fn send_with(&self, rq: Request<'_>) -> Result<reqwest::Response, ClientError> {
+    /// [`Registry::send`] for any request: its access decides the token's scope, its payload the
+    /// body (resent on retries when it can be).
+    pub(crate) async fn send_with(
+        &self,
+        rq: Request<'_>,
+    ) -> Result<reqwest::Response, ClientError> {
         let Request {
             method,
             url,
             repo,
             range,
             whole,
-            push,
-            body,
+            access,
+            payload,
+            headers,
+            retry,
         } = rq;
-        let scope = if push {
-            format!("repository:{repo}:pull,push")
+        let scope = access.scope(repo);
+        let attempts = if retry {
+            self.options.attempts.max(1)
         } else {
-            format!("repository:{repo}:pull")
+            1
         };
         let mut attempt = 0;
         let mut authed_retry = false;
@@ -510,13 +578,17 @@ impl Registry {
             if let Some(r) = range {
                 req = req.header(header::RANGE, r);
             }
-            if let Some((content_type, bytes)) = &body {
-                req = req
-                    .header(header::CONTENT_TYPE, *content_type)
-                    .body(bytes.clone());
+            for (name, value) in &headers {
+                req = req.header(name, value);
             }
-            req = self.authorize(req, &scope);
-            let last = attempt >= self.options.attempts.max(1);
+            let Some(req) = payload.attach(req).await? else {
+                return Err(ClientError::new(
+                    ErrorKind::Request,
+                    format!("{method} {url}: a streamed body cannot be sent twice"),
+                ));
+            };
+            let req = self.authorize(req, &scope);
+            let last = attempt >= attempts || !payload.resendable();
             let r = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -529,7 +601,7 @@ impl Registry {
                 }
             };
             let status = r.status();
-            if status == StatusCode::UNAUTHORIZED && !authed_retry {
+            if status == StatusCode::UNAUTHORIZED && !authed_retry && payload.resendable() {
                 authed_retry = true;
                 let challenge = r
                     .headers()
@@ -542,13 +614,8 @@ impl Registry {
                         service,
                         scope: asked,
                     }) => {
-                        self.fetch_token(
-                            &realm,
-                            service.as_deref(),
-                            asked.as_deref().unwrap_or(&scope),
-                            &scope,
-                        )
-                        .await?;
+                        self.fetch_token(&realm, service.as_deref(), asked.as_deref(), &scope)
+                            .await?;
                         attempt -= 1;
                         continue;
                     }
@@ -592,11 +659,13 @@ impl Registry {
         req
     }
 
+    /// Fetches a token for the scopes the challenge asked for and the ones `key` names (a
+    /// registry's challenge may leave out a mount's source), and caches it under `key`.
     async fn fetch_token(
         &self,
         realm: &str,
         service: Option<&str>,
-        scope: &str,
+        asked: Option<&str>,
         key: &str,
     ) -> Result<(), ClientError> {
         let realm_url = reqwest::Url::parse(realm).map_err(|e| {
@@ -632,7 +701,17 @@ impl Registry {
             );
         }
         let mut req = self.http.get(realm).timeout(self.options.request_timeout);
-        let mut query = vec![("scope", scope)];
+        let mut scopes: Vec<&str> = Vec::new();
+        for one in asked
+            .unwrap_or("")
+            .split_whitespace()
+            .chain(key.split_whitespace())
+        {
+            if !scopes.contains(&one) {
+                scopes.push(one);
+            }
+        }
+        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", *s)).collect();
         if let Some(s) = service {
             query.push(("service", s));
         }
@@ -691,7 +770,7 @@ async fn read_bounded(
     Ok(buf)
 }
 
-fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {
+pub(crate) fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {
     if r.status().is_success() {
         Ok(())
     } else {
@@ -703,7 +782,7 @@ fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2))
 }
 
