@@ -14,6 +14,7 @@ mod auth;
 mod credentials;
 mod download;
 mod error;
+mod pace;
 mod registry;
 mod upload;
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ferry_oci::{Digest, MediaType, RepoName};
@@ -13,6 +13,8 @@ use reqwest::{Method, StatusCode, header};
 use crate::auth::{Challenge, Token};
 use crate::credentials::Credentials;
 use crate::error::{ClientError, ErrorKind};
+use crate::pace::RateLimit;
+pub(crate) use crate::pace::backoff;
 
 /// How to reach and treat one upstream registry.
 #[derive(Debug, Clone)]
@@ -33,13 +35,20 @@ pub struct RegistryOptions {
     pub request_timeout: Duration,
     /// Longest silence while reading a response body.
     pub read_timeout: Duration,
-    /// Attempts per request (1 = no retries).
+    /// Attempts per request (1 = no retries). Connection failures, timeouts and 429, 502, 503
+    /// and 504 answers are retried after an exponential backoff with jitter, or after the
+    /// answer's `Retry-After`; other 4xx answers never are.
     pub attempts: u32,
     /// A `Retry-After` longer than this is not waited for; the error goes to the caller.
     pub max_retry_after: Duration,
     /// Send credentials to a token realm on another host over plain HTTP (a registry's
     /// `WWW-Authenticate` names the realm, so otherwise an upstream could send them anywhere).
     pub allow_plain_http_realm: bool,
+    /// Requests per second, at most, over every request of this [`Registry`] (token requests,
+    /// retries and redirects included), evenly spaced. A process that must stay under one limit
+    /// for several tasks shares one `Registry` between them (it is cheap to share: connections,
+    /// tokens and the limit are all inside); two `Registry` values have two limits.
+    pub rate_limit: Option<f64>,
 }
 
 impl Default for RegistryOptions {
@@ -56,6 +65,7 @@ impl Default for RegistryOptions {
             attempts: 3,
             max_retry_after: Duration::from_secs(5),
             allow_plain_http_realm: false,
+            rate_limit: None,
         }
     }
 }
@@ -240,7 +250,11 @@ impl BlobResponse {
 #[derive(Debug)]
 pub struct Registry {
     pub(crate) options: RegistryOptions,
+    /// The endpoint as a URL: requests to its origin (scheme, host, port) carry credentials,
+    /// requests redirected anywhere else do not.
+    origin: reqwest::Url,
     http: reqwest::Client,
+    limit: Option<RateLimit>,
     /// Bearer tokens by scope. Bounded by the number of repositories pulled through, and each entry
     /// is replaced when it expires.
     tokens: Mutex<HashMap<String, Token>>,
@@ -264,7 +278,19 @@ impl Registry {
                 options.endpoint
             )));
         }
+        let origin = reqwest::Url::parse(&ep)
+            .map_err(|e| bad(format!("upstream endpoint {:?}: {e}", options.endpoint)))?;
+        let limit = match options.rate_limit {
+            None => None,
+            Some(rate) => Some(RateLimit::new(rate).ok_or_else(|| {
+                bad(format!(
+                    "rate limit {rate} is not a positive number of requests per second"
+                ))
+            })?),
+        };
         let mut b = reqwest::Client::builder()
+            // Redirects are followed by `send_with`, which decides where credentials go.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
@@ -288,7 +314,9 @@ impl Registry {
         options.endpoint = ep;
         Ok(Registry {
             options,
+            origin,
             http,
+            limit,
             tokens: Mutex::default(),
             basic: std::sync::atomic::AtomicBool::new(false),
         })
@@ -566,11 +594,15 @@ impl Registry {
         };
         let mut attempt = 0;
         let mut authed_retry = false;
+        let mut target = reqwest::Url::parse(url)
+            .map_err(|e| ClientError::new(ErrorKind::Request, format!("{url}: {e}")))?;
+        let mut redirects = 0;
         loop {
             attempt += 1;
+            let to_registry = same_origin(&target, &self.origin);
             let mut req = self
                 .http
-                .request(method.clone(), url)
+                .request(method.clone(), target.clone())
                 .header(header::ACCEPT, MediaType::ACCEPT_ALL);
             if whole {
                 req = req.timeout(self.options.request_timeout);
@@ -587,8 +619,15 @@ impl Registry {
                     format!("{method} {url}: a streamed body cannot be sent twice"),
                 ));
             };
-            let req = self.authorize(req, &scope);
+            // Credentials go to the registry only, never to where it redirects on another origin
+            // (blob storage URLs are signed; they need none).
+            let req = if to_registry {
+                self.authorize(req, &scope)
+            } else {
+                req
+            };
             let last = attempt >= attempts || !payload.resendable();
+            self.pace().await;
             let r = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -601,7 +640,35 @@ impl Registry {
                 }
             };
             let status = r.status();
-            if status == StatusCode::UNAUTHORIZED && !authed_retry && payload.resendable() {
+            if status.is_redirection()
+                && matches!(method, Method::GET | Method::HEAD)
+                && redirects < MAX_REDIRECTS
+                && let Some(location) = r
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+            {
+                target = target.join(location).map_err(|e| {
+                    ClientError::new(
+                        ErrorKind::Protocol,
+                        format!("{method} {url}: unusable redirect {location:?}: {e}"),
+                    )
+                })?;
+                if !matches!(target.scheme(), "http" | "https") {
+                    return Err(ClientError::new(
+                        ErrorKind::Protocol,
+                        format!("{method} {url}: redirect to a non-HTTP URL"),
+                    ));
+                }
+                redirects += 1;
+                attempt -= 1;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && to_registry
+                && !authed_retry
+                && payload.resendable()
+            {
                 authed_retry = true;
                 let challenge = r
                     .headers()
@@ -637,6 +704,13 @@ impl Registry {
                 }
             }
             return Ok(r);
+        }
+    }
+
+    /// Waits for the rate limit, if there is one.
+    async fn pace(&self) {
+        if let Some(limit) = &self.limit {
+            limit.wait().await;
         }
     }
 
@@ -700,7 +774,6 @@ impl Registry {
                 "sending this upstream's credentials to its token realm"
             );
         }
-        let mut req = self.http.get(realm).timeout(self.options.request_timeout);
         let mut scopes: Vec<&str> = Vec::new();
         for one in asked
             .unwrap_or("")
@@ -715,14 +788,41 @@ impl Registry {
         if let Some(s) = service {
             query.push(("service", s));
         }
-        req = req.query(&query);
-        if let Credentials::Basic { username, password } = &self.options.credentials {
-            req = req.basic_auth(username, Some(password));
-        }
-        let r = req
-            .send()
-            .await
-            .map_err(|e| ClientError::from_reqwest(&e, "token request"))?;
+        let mut target = realm_url.clone();
+        let mut redirects = 0;
+        let r = loop {
+            let mut req = self
+                .http
+                .get(target.clone())
+                .timeout(self.options.request_timeout);
+            if redirects == 0 {
+                req = req.query(&query);
+            }
+            // The credentials go to the realm's origin only.
+            if let Credentials::Basic { username, password } = &self.options.credentials
+                && same_origin(&target, &realm_url)
+            {
+                req = req.basic_auth(username, Some(password));
+            }
+            self.pace().await;
+            let r = req
+                .send()
+                .await
+                .map_err(|e| ClientError::from_reqwest(&e, "token request"))?;
+            let next = r
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| target.join(l).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"));
+            match next {
+                Some(next) if r.status().is_redirection() && redirects < MAX_REDIRECTS => {
+                    target = next;
+                    redirects += 1;
+                }
+                _ => break r,
+            }
+        };
         if !r.status().is_success() {
             let mut e =
                 ClientError::from_status(r.status().as_u16(), retry_after(&r), "token request");
@@ -782,19 +882,31 @@ pub(crate) fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError
     }
 }
 
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2))
+/// Redirects followed for one request.
+const MAX_REDIRECTS: u32 = 5;
+
+/// Whether two URLs have the same scheme, host and port.
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
+/// `Retry-After`, in seconds or as an HTTP date (a date in the past is no wait).
 fn retry_after(r: &reqwest::Response) -> Option<Duration> {
-    r.headers()
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    parse_retry_after(
+        r.headers().get(header::RETRY_AFTER)?.to_str().ok()?,
+        SystemTime::now(),
+    )
+}
+
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn digest_header(r: &reqwest::Response) -> Option<Digest> {
@@ -884,6 +996,21 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("does not move past"), "{e}");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = httpdate::parse_http_date("Wed, 02 Dec 2026 10:00:00 GMT").unwrap();
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 02 Dec 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 02 Dec 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

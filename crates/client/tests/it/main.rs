@@ -1,5 +1,7 @@
-//! ferry-client against real and scripted registries on 127.0.0.1.
+//! ferry-client against real and scripted registries on loopback addresses.
 
 mod common;
 mod download;
+mod redirects;
+mod retries;
 mod upload;
