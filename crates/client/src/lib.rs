@@ -19,7 +19,9 @@ mod registry;
 mod upload;
 
 pub use auth::Challenge;
-pub use credentials::{Credentials, DockerConfig, DockerConfigError};
+pub use credentials::{
+    CredentialSources, Credentials, DockerConfig, DockerConfigError, resolve_credentials,
+};
 pub use download::Fetched;
 pub use error::{ClientError, ErrorKind};
 pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions, TagPage};

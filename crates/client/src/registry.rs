@@ -255,8 +255,10 @@ pub struct Registry {
     origin: reqwest::Url,
     http: reqwest::Client,
     limit: Option<RateLimit>,
-    /// Bearer tokens by scope. Bounded by the number of repositories pulled through, and each entry
-    /// is replaced when it expires.
+    /// Bearer tokens by scope. The scope names the repository and the actions (see `Access`),
+    /// and a `Registry` talks to one registry, so the cache is in effect keyed by registry,
+    /// repository and scope. Bounded by the number of repositories used, and each entry is
+    /// replaced when it expires.
     tokens: Mutex<HashMap<String, Token>>,
     /// Set once the registry asked for basic auth: send it up front from then on.
     basic: std::sync::atomic::AtomicBool,
@@ -675,12 +677,14 @@ impl Registry {
                     .get(header::WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(Challenge::parse);
+                let given_token = matches!(self.options.credentials, Credentials::Bearer { .. });
                 match challenge {
+                    // A token given by the user is the only one there is: its refusal stands.
                     Some(Challenge::Bearer {
                         realm,
                         service,
                         scope: asked,
-                    }) => {
+                    }) if !given_token => {
                         self.fetch_token(&realm, service.as_deref(), asked.as_deref(), &scope)
                             .await?;
                         attempt -= 1;
@@ -715,6 +719,9 @@ impl Registry {
     }
 
     fn authorize(&self, req: reqwest::RequestBuilder, scope: &str) -> reqwest::RequestBuilder {
+        if let Credentials::Bearer { token } = &self.options.credentials {
+            return req.bearer_auth(token);
+        }
         let token = {
             let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
             tokens

@@ -1,5 +1,6 @@
 //! ferry-client against real and scripted registries on loopback addresses.
 
+mod auth;
 mod common;
 mod download;
 mod redirects;
