@@ -238,6 +238,11 @@ pub struct BlobResponse {
 }
 
 impl BlobResponse {
+    /// The HTTP version of the response (HTTP/2 when TLS negotiated it).
+    pub fn http_version(&self) -> reqwest::Version {
+        self.response.version()
+    }
+
     /// The body as a stream of chunks.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + Unpin {
         self.response

@@ -3,6 +3,7 @@
 mod auth;
 mod common;
 mod download;
+mod http2;
 mod redirects;
 mod retries;
 mod upload;
