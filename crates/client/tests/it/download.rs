@@ -1,7 +1,9 @@
 //! `Registry::fetch_blob_to`: resume with `Range`, continue after a cut, verify, start over.
 
 use bytes::Bytes;
-use ferry_client::{ErrorKind, Fetched};
+use std::time::Duration;
+
+use ferry_client::{ErrorKind, Fetched, Registry, RegistryOptions};
 use ferry_oci::{Digest, RepoName};
 use ferry_testkit::faults::{Fault, FaultProxy, Target};
 use ferry_testkit::peers::DockerRegistry;
@@ -57,13 +59,20 @@ async fn a_body_cut_off_midway_continues_from_what_is_on_disk() {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = format!("/v2/{repo}/blobs/{digest}");
-    for (i, fault) in [Fault::ResetMidBody, Fault::TruncateBody]
+    // A stalled body is cut off by the read timeout.
+    let impatient = Registry::new(RegistryOptions {
+        endpoint: format!("http://{}", proxy.host()),
+        read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .unwrap();
+    for (i, fault) in [Fault::ResetMidBody, Fault::TruncateBody, Fault::Stall]
         .into_iter()
         .enumerate()
     {
         proxy.inject(Target::Blob, fault.clone(), 1);
         let partial = dir.path().join(format!("blob{i}"));
-        let got = client(&format!("http://{}", proxy.host()), 3)
+        let got = impatient
             .fetch_blob_to(&repo, &digest, Some(blob.len() as u64), &partial)
             .await
             .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
@@ -152,5 +161,38 @@ async fn a_registry_that_ignores_range_rewrites_the_file_from_the_start() {
             downloaded: 40_000
         }
     );
+    assert!(std::fs::read(&partial).unwrap() == blob);
+}
+
+#[tokio::test]
+async fn a_partial_that_is_already_whole_is_verified_not_fetched() {
+    let Some((_registry, proxy, repo, blob, digest)) = registry_with_blob(30_000).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    let c = client(&format!("http://{}", proxy.host()), 3);
+    let whole = Fetched {
+        resumed_from: 30_000,
+        downloaded: 0,
+    };
+    // With the size known, no request at all.
+    let partial = dir.path().join("known");
+    std::fs::write(&partial, &blob).unwrap();
+    let got = c
+        .fetch_blob_to(&repo, &digest, Some(30_000), &partial)
+        .await
+        .unwrap();
+    assert_eq!(got, whole);
+    assert_eq!(proxy.requests("GET", &path), 0);
+    // Without it, the registry's 416 for the range after the end says the same.
+    let partial = dir.path().join("unknown");
+    std::fs::write(&partial, &blob).unwrap();
+    let got = c
+        .fetch_blob_to(&repo, &digest, None, &partial)
+        .await
+        .unwrap();
+    assert_eq!(got, whole);
+    assert_eq!(proxy.ranges("GET", &path), ["bytes=30000-"]);
     assert!(std::fs::read(&partial).unwrap() == blob);
 }
