@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Protocol,
     /// Our request was wrong (a bug or bad configuration).
     Request,
+    /// A local file could not be read or written (permissions, a full disk): this machine's to
+    /// fix, not the registry's.
+    Local,
 }
 
 /// A failed registry request.
@@ -56,6 +59,14 @@ impl ClientError {
                 | ErrorKind::Timeout
                 | ErrorKind::Connect
                 | ErrorKind::TooManyRequests
+        )
+    }
+
+    /// A local file error about `path`.
+    pub(crate) fn local(what: &str, path: &std::path::Path, e: &std::io::Error) -> ClientError {
+        ClientError::new(
+            ErrorKind::Local,
+            format!("cannot {what} {}: {e}", path.display()),
         )
     }
 

@@ -1,8 +1,9 @@
 //! The registry client proper.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ferry_oci::{Digest, MediaType, RepoName};
@@ -12,6 +13,8 @@ use reqwest::{Method, StatusCode, header};
 use crate::auth::{Challenge, Token};
 use crate::credentials::Credentials;
 use crate::error::{ClientError, ErrorKind};
+use crate::pace::RateLimit;
+pub(crate) use crate::pace::backoff;
 
 /// How to reach and treat one upstream registry.
 #[derive(Debug, Clone)]
@@ -32,13 +35,20 @@ pub struct RegistryOptions {
     pub request_timeout: Duration,
     /// Longest silence while reading a response body.
     pub read_timeout: Duration,
-    /// Attempts per request (1 = no retries).
+    /// Attempts per request (1 = no retries). Connection failures, timeouts and 429, 502, 503
+    /// and 504 answers are retried after an exponential backoff with jitter, or after the
+    /// answer's `Retry-After`; other 4xx answers never are.
     pub attempts: u32,
     /// A `Retry-After` longer than this is not waited for; the error goes to the caller.
     pub max_retry_after: Duration,
     /// Send credentials to a token realm on another host over plain HTTP (a registry's
     /// `WWW-Authenticate` names the realm, so otherwise an upstream could send them anywhere).
     pub allow_plain_http_realm: bool,
+    /// Requests per second, at most, over every request of this [`Registry`] (token requests,
+    /// retries and redirects included), evenly spaced. A process that must stay under one limit
+    /// for several tasks shares one `Registry` between them (it is cheap to share: connections,
+    /// tokens and the limit are all inside); two `Registry` values have two limits.
+    pub rate_limit: Option<f64>,
 }
 
 impl Default for RegistryOptions {
@@ -55,6 +65,7 @@ impl Default for RegistryOptions {
             attempts: 3,
             max_retry_after: Duration::from_secs(5),
             allow_plain_http_realm: false,
+            rate_limit: None,
         }
     }
 }
@@ -70,15 +81,131 @@ pub struct ManifestResponse {
     pub digest: Option<Digest>,
 }
 
+/// What a request needs a token for: the token cache is keyed by this scope's text, which names
+/// the repository (and a mount's source), and a [`Registry`] serves one host, so a cached token is
+/// only ever reused for the same registry, repository and actions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Access<'a> {
+    /// `repository:<repo>:pull`
+    Pull,
+    /// `repository:<repo>:pull,push`
+    Push,
+    /// `repository:<repo>:pull,push repository:<from>:pull` (a cross-repository mount)
+    Mount(&'a RepoName),
+}
+
+impl Access<'_> {
+    fn scope(self, repo: &RepoName) -> String {
+        match self {
+            Access::Pull => format!("repository:{repo}:pull"),
+            Access::Push => format!("repository:{repo}:pull,push"),
+            Access::Mount(from) => {
+                format!("repository:{repo}:pull,push repository:{from}:pull")
+            }
+        }
+    }
+}
+
+/// A request body, and whether it can be sent again for a retry.
+pub(crate) enum Payload<'a> {
+    /// No body.
+    Empty,
+    /// Bytes in memory with their content type (cheap to clone, resent on retries).
+    Bytes(&'static str, Bytes),
+    /// `len` bytes of a file from `offset`, reopened for every attempt.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+    },
+    /// A stream of `len` bytes that can be sent once only: a request that would need it again
+    /// returns what it got instead.
+    Once(Mutex<Option<reqwest::Body>>, u64),
+}
+
+impl Payload<'_> {
+    fn resendable(&self) -> bool {
+        match self {
+            Payload::Once(body, _) => body.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
+            _ => true,
+        }
+    }
+
+    /// Adds the body (and its type and length) to `req`; `None` if a once-only body was sent.
+    async fn attach(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Option<reqwest::RequestBuilder>, ClientError> {
+        const OCTETS: &str = "application/octet-stream";
+        Ok(Some(match self {
+            Payload::Empty => req,
+            Payload::Bytes(content_type, bytes) => req
+                .header(header::CONTENT_TYPE, *content_type)
+                .body(bytes.clone()),
+            Payload::File { path, offset, len } => {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let local = |e: std::io::Error| {
+                    ClientError::new(
+                        ErrorKind::Local,
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                };
+                let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+                file.seek(std::io::SeekFrom::Start(*offset))
+                    .await
+                    .map_err(local)?;
+                let stream =
+                    tokio_util::io::ReaderStream::with_capacity(file.take(*len), FILE_READ_CHUNK);
+                req.header(header::CONTENT_TYPE, OCTETS)
+                    .header(header::CONTENT_LENGTH, *len)
+                    .body(reqwest::Body::wrap_stream(stream))
+            }
+            Payload::Once(body, len) => {
+                let Some(body) = body.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                    return Ok(None);
+                };
+                req.header(header::CONTENT_TYPE, OCTETS)
+                    .header(header::CONTENT_LENGTH, *len)
+                    .body(body)
+            }
+        }))
+    }
+}
+
+/// Reads of a file being uploaded.
+const FILE_READ_CHUNK: usize = 256 * 1024;
+
 /// One request as [`Registry::send_with`] sends it.
-struct Request<'a> {
-    method: Method,
-    url: &'a str,
-    repo: &'a RepoName,
-    range: Option<&'a str>,
-    whole: bool,
-    push: bool,
-    body: Option<(&'static str, Bytes)>,
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub repo: &'a RepoName,
+    pub range: Option<&'a str>,
+    /// Apply the whole-request timeout (small bodies); streams are bounded by the read timeout.
+    pub whole: bool,
+    pub access: Access<'a>,
+    pub payload: Payload<'a>,
+    /// More headers (e.g. a chunk's `Content-Range`).
+    pub headers: Vec<(header::HeaderName, String)>,
+    /// Retry failures a retry may fix (off where the caller retries a larger sequence).
+    pub retry: bool,
+}
+
+impl<'a> Request<'a> {
+    /// A request with no body, retried, with a pull-scoped token.
+    pub fn new(method: Method, url: &'a str, repo: &'a RepoName) -> Request<'a> {
+        Request {
+            method,
+            url,
+            repo,
+            range: None,
+            whole: true,
+            access: Access::Pull,
+            payload: Payload::Empty,
+            headers: Vec::new(),
+            retry: true,
+        }
+    }
 }
 
 /// One page of an upstream's tag list.
@@ -111,6 +238,11 @@ pub struct BlobResponse {
 }
 
 impl BlobResponse {
+    /// The HTTP version of the response (HTTP/2 when TLS negotiated it).
+    pub fn http_version(&self) -> reqwest::Version {
+        self.response.version()
+    }
+
     /// The body as a stream of chunks.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + Unpin {
         self.response
@@ -122,10 +254,16 @@ impl BlobResponse {
 /// A client for one upstream registry. Cheap to share; connections and tokens are pooled.
 #[derive(Debug)]
 pub struct Registry {
-    options: RegistryOptions,
+    pub(crate) options: RegistryOptions,
+    /// The endpoint as a URL: requests to its origin (scheme, host, port) carry credentials,
+    /// requests redirected anywhere else do not.
+    origin: reqwest::Url,
     http: reqwest::Client,
-    /// Bearer tokens by scope. Bounded by the number of repositories pulled through, and each entry
-    /// is replaced when it expires.
+    limit: Option<RateLimit>,
+    /// Bearer tokens by scope. The scope names the repository and the actions (see `Access`),
+    /// and a `Registry` talks to one registry, so the cache is in effect keyed by registry,
+    /// repository and scope. Bounded by the number of repositories used, and each entry is
+    /// replaced when it expires.
     tokens: Mutex<HashMap<String, Token>>,
     /// Set once the registry asked for basic auth: send it up front from then on.
     basic: std::sync::atomic::AtomicBool,
@@ -147,7 +285,19 @@ impl Registry {
                 options.endpoint
             )));
         }
+        let origin = reqwest::Url::parse(&ep)
+            .map_err(|e| bad(format!("upstream endpoint {:?}: {e}", options.endpoint)))?;
+        let limit = match options.rate_limit {
+            None => None,
+            Some(rate) => Some(RateLimit::new(rate).ok_or_else(|| {
+                bad(format!(
+                    "rate limit {rate} is not a positive number of requests per second"
+                ))
+            })?),
+        };
         let mut b = reqwest::Client::builder()
+            // Redirects are followed by `send_with`, which decides where credentials go.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
@@ -171,7 +321,9 @@ impl Registry {
         options.endpoint = ep;
         Ok(Registry {
             options,
+            origin,
             http,
+            limit,
             tokens: Mutex::default(),
             basic: std::sync::atomic::AtomicBool::new(false),
         })
@@ -239,13 +391,8 @@ impl Registry {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.options.endpoint);
         let r = self
             .send_with(Request {
-                method: Method::HEAD,
-                url: &url,
-                repo,
-                range: None,
-                whole: true,
-                push: true,
-                body: None,
+                access: Access::Push,
+                ..Request::new(Method::HEAD, &url, repo)
             })
             .await?;
         match r.status() {
@@ -253,48 +400,6 @@ impl Registry {
             StatusCode::NOT_FOUND => Ok(false),
             _ => check(&r, "blob HEAD").map(|()| false),
         }
-    }
-
-    /// Uploads a blob held in memory: `POST` to open an upload, then one `PUT` with the bytes and
-    /// the digest (the form every registry supports).
-    pub async fn push_blob(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        bytes: Bytes,
-    ) -> Result<(), ClientError> {
-        let url = format!("{}/v2/{repo}/blobs/uploads/", self.options.endpoint);
-        let r = self
-            .send_with(Request {
-                method: Method::POST,
-                url: &url,
-                repo,
-                range: None,
-                whole: true,
-                push: true,
-                body: None,
-            })
-            .await?;
-        check(&r, "upload POST")?;
-        let location = r
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ClientError::new(ErrorKind::Protocol, "upload POST without Location"))?;
-        let mut put = self.resolve(location)?;
-        put.query_pairs_mut().append_pair("digest", digest.as_str());
-        let r = self
-            .send_with(Request {
-                method: Method::PUT,
-                url: put.as_str(),
-                repo,
-                range: None,
-                whole: false,
-                push: true,
-                body: Some(("application/octet-stream", bytes)),
-            })
-            .await?;
-        check(&r, "upload PUT")
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>`; the digest the registry reports, if any.
@@ -308,13 +413,9 @@ impl Registry {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.options.endpoint);
         let r = self
             .send_with(Request {
-                method: Method::PUT,
-                url: &url,
-                repo,
-                range: None,
-                whole: true,
-                push: true,
-                body: Some((media_type, bytes)),
+                access: Access::Push,
+                payload: Payload::Bytes(media_type, bytes),
+                ..Request::new(Method::PUT, &url, repo)
             })
             .await?;
         check(&r, "manifest PUT")?;
@@ -322,7 +423,7 @@ impl Registry {
     }
 
     /// A `Location` header (absolute, or relative to the endpoint) as a URL.
-    fn resolve(&self, location: &str) -> Result<reqwest::Url, ClientError> {
+    pub(crate) fn resolve(&self, location: &str) -> Result<reqwest::Url, ClientError> {
         let base = reqwest::Url::parse(&format!("{}/", self.options.endpoint))
             .map_err(|e| ClientError::new(ErrorKind::Request, e.to_string()))?;
         base.join(location).map_err(|e| {
@@ -468,41 +569,47 @@ impl Registry {
         whole: bool,
     ) -> Result<reqwest::Response, ClientError> {
         self.send_with(Request {
-            method,
-            url,
-            repo,
             range,
             whole,
-            push: false,
-            body: None,
+            ..Request::new(method, url, repo)
         })
         .await
     }
 
-    /// [`Registry::send`] for any request: `push` asks for a push-scoped token, `body` (cheap to
-    /// clone, resent on retries) is the content with its type.
-    async fn send_with(&self, rq: Request<'_>) -> Result<reqwest::Response, ClientError> {
+    /// [`Registry::send`] for any request: its access decides the token's scope, its payload the
+    /// body (resent on retries when it can be).
+    pub(crate) async fn send_with(
+        &self,
+        rq: Request<'_>,
+    ) -> Result<reqwest::Response, ClientError> {
         let Request {
             method,
             url,
             repo,
             range,
             whole,
-            push,
-            body,
+            access,
+            payload,
+            headers,
+            retry,
         } = rq;
-        let scope = if push {
-            format!("repository:{repo}:pull,push")
+        let scope = access.scope(repo);
+        let attempts = if retry {
+            self.options.attempts.max(1)
         } else {
-            format!("repository:{repo}:pull")
+            1
         };
         let mut attempt = 0;
         let mut authed_retry = false;
+        let mut target = reqwest::Url::parse(url)
+            .map_err(|e| ClientError::new(ErrorKind::Request, format!("{url}: {e}")))?;
+        let mut redirects = 0;
         loop {
             attempt += 1;
+            let to_registry = same_origin(&target, &self.origin);
             let mut req = self
                 .http
-                .request(method.clone(), url)
+                .request(method.clone(), target.clone())
                 .header(header::ACCEPT, MediaType::ACCEPT_ALL);
             if whole {
                 req = req.timeout(self.options.request_timeout);
@@ -510,13 +617,24 @@ impl Registry {
             if let Some(r) = range {
                 req = req.header(header::RANGE, r);
             }
-            if let Some((content_type, bytes)) = &body {
-                req = req
-                    .header(header::CONTENT_TYPE, *content_type)
-                    .body(bytes.clone());
+            for (name, value) in &headers {
+                req = req.header(name, value);
             }
-            req = self.authorize(req, &scope);
-            let last = attempt >= self.options.attempts.max(1);
+            let Some(req) = payload.attach(req).await? else {
+                return Err(ClientError::new(
+                    ErrorKind::Request,
+                    format!("{method} {url}: a streamed body cannot be sent twice"),
+                ));
+            };
+            // Credentials go to the registry only, never to where it redirects on another origin
+            // (blob storage URLs are signed; they need none).
+            let req = if to_registry {
+                self.authorize(req, &scope)
+            } else {
+                req
+            };
+            let last = attempt >= attempts || !payload.resendable();
+            self.pace().await;
             let r = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -529,26 +647,51 @@ impl Registry {
                 }
             };
             let status = r.status();
-            if status == StatusCode::UNAUTHORIZED && !authed_retry {
+            if status.is_redirection()
+                && matches!(method, Method::GET | Method::HEAD)
+                && redirects < MAX_REDIRECTS
+                && let Some(location) = r
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+            {
+                target = target.join(location).map_err(|e| {
+                    ClientError::new(
+                        ErrorKind::Protocol,
+                        format!("{method} {url}: unusable redirect {location:?}: {e}"),
+                    )
+                })?;
+                if !matches!(target.scheme(), "http" | "https") {
+                    return Err(ClientError::new(
+                        ErrorKind::Protocol,
+                        format!("{method} {url}: redirect to a non-HTTP URL"),
+                    ));
+                }
+                redirects += 1;
+                attempt -= 1;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && to_registry
+                && !authed_retry
+                && payload.resendable()
+            {
                 authed_retry = true;
                 let challenge = r
                     .headers()
                     .get(header::WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(Challenge::parse);
+                let given_token = matches!(self.options.credentials, Credentials::Bearer { .. });
                 match challenge {
+                    // A token given by the user is the only one there is: its refusal stands.
                     Some(Challenge::Bearer {
                         realm,
                         service,
                         scope: asked,
-                    }) => {
-                        self.fetch_token(
-                            &realm,
-                            service.as_deref(),
-                            asked.as_deref().unwrap_or(&scope),
-                            &scope,
-                        )
-                        .await?;
+                    }) if !given_token => {
+                        self.fetch_token(&realm, service.as_deref(), asked.as_deref(), &scope)
+                            .await?;
                         attempt -= 1;
                         continue;
                     }
@@ -573,7 +716,17 @@ impl Registry {
         }
     }
 
+    /// Waits for the rate limit, if there is one.
+    async fn pace(&self) {
+        if let Some(limit) = &self.limit {
+            limit.wait().await;
+        }
+    }
+
     fn authorize(&self, req: reqwest::RequestBuilder, scope: &str) -> reqwest::RequestBuilder {
+        if let Credentials::Bearer { token } = &self.options.credentials {
+            return req.bearer_auth(token);
+        }
         let token = {
             let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
             tokens
@@ -592,11 +745,13 @@ impl Registry {
         req
     }
 
+    /// Fetches a token for the scopes the challenge asked for and the ones `key` names (a
+    /// registry's challenge may leave out a mount's source), and caches it under `key`.
     async fn fetch_token(
         &self,
         realm: &str,
         service: Option<&str>,
-        scope: &str,
+        asked: Option<&str>,
         key: &str,
     ) -> Result<(), ClientError> {
         let realm_url = reqwest::Url::parse(realm).map_err(|e| {
@@ -631,19 +786,55 @@ impl Registry {
                 "sending this upstream's credentials to its token realm"
             );
         }
-        let mut req = self.http.get(realm).timeout(self.options.request_timeout);
-        let mut query = vec![("scope", scope)];
+        let mut scopes: Vec<&str> = Vec::new();
+        for one in asked
+            .unwrap_or("")
+            .split_whitespace()
+            .chain(key.split_whitespace())
+        {
+            if !scopes.contains(&one) {
+                scopes.push(one);
+            }
+        }
+        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", *s)).collect();
         if let Some(s) = service {
             query.push(("service", s));
         }
-        req = req.query(&query);
-        if let Credentials::Basic { username, password } = &self.options.credentials {
-            req = req.basic_auth(username, Some(password));
-        }
-        let r = req
-            .send()
-            .await
-            .map_err(|e| ClientError::from_reqwest(&e, "token request"))?;
+        let mut target = realm_url.clone();
+        let mut redirects = 0;
+        let r = loop {
+            let mut req = self
+                .http
+                .get(target.clone())
+                .timeout(self.options.request_timeout);
+            if redirects == 0 {
+                req = req.query(&query);
+            }
+            // The credentials go to the realm's origin only.
+            if let Credentials::Basic { username, password } = &self.options.credentials
+                && same_origin(&target, &realm_url)
+            {
+                req = req.basic_auth(username, Some(password));
+            }
+            self.pace().await;
+            let r = req
+                .send()
+                .await
+                .map_err(|e| ClientError::from_reqwest(&e, "token request"))?;
+            let next = r
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| target.join(l).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"));
+            match next {
+                Some(next) if r.status().is_redirection() && redirects < MAX_REDIRECTS => {
+                    target = next;
+                    redirects += 1;
+                }
+                _ => break r,
+            }
+        };
         if !r.status().is_success() {
             let mut e =
                 ClientError::from_status(r.status().as_u16(), retry_after(&r), "token request");
@@ -691,7 +882,7 @@ async fn read_bounded(
     Ok(buf)
 }
 
-fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {
+pub(crate) fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {
     if r.status().is_success() {
         Ok(())
     } else {
@@ -703,19 +894,31 @@ fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2))
+/// Redirects followed for one request.
+const MAX_REDIRECTS: u32 = 5;
+
+/// Whether two URLs have the same scheme, host and port.
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
+/// `Retry-After`, in seconds or as an HTTP date (a date in the past is no wait).
 fn retry_after(r: &reqwest::Response) -> Option<Duration> {
-    r.headers()
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    parse_retry_after(
+        r.headers().get(header::RETRY_AFTER)?.to_str().ok()?,
+        SystemTime::now(),
+    )
+}
+
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn digest_header(r: &reqwest::Response) -> Option<Digest> {
@@ -805,6 +1008,21 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("does not move past"), "{e}");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = httpdate::parse_http_date("Wed, 02 Dec 2026 10:00:00 GMT").unwrap();
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 02 Dec 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 02 Dec 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `ferry copy SRC DST`: images between registries, OCI layouts and directories.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use ferry_client::CredentialSources;
 use ferry_copy::{
     BlobOutcome, Copied, Copier, CopyOptions, Event, Location, PlatformChoice, PlatformSpec,
     Progress, destination_for,
@@ -55,6 +56,25 @@ pub struct CopyArgs {
     /// Print a JSON summary (one object per image) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Credentials for the source registry, `USER:PASSWORD` (else auth files and docker's config).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub src_creds: Option<String>,
+    /// Credentials for the destination registry, `USER:PASSWORD`.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub dest_creds: Option<String>,
+    /// A bearer token for the source registry.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "src_creds")]
+    pub src_token: Option<String>,
+    /// A bearer token for the destination registry.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "dest_creds")]
+    pub dest_token: Option<String>,
+    /// An auth file (containers' auth.json or docker's config.json) to take credentials from,
+    /// before $REGISTRY_AUTH_FILE, containers' auth.json and docker's config.json.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<std::path::PathBuf>,
+    /// Requests per second to each registry, at most (stays under registries' 429s).
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<f64>,
     /// Speak plain HTTP to registries (loopback registries always are).
     #[arg(long)]
     pub plain_http: bool,
@@ -149,8 +169,36 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let plain_http = args.plain_http;
-    let factory =
-        Box::new(move |host: &str| registry_client(host, plain_http, !insecure.contains(host)));
+    // Which credentials go to which host: the destination's to its registry, the sources' to
+    // theirs.
+    let mut sources: HashMap<String, CredentialSources> = HashMap::new();
+    for (s, d) in &pairs {
+        for (loc, creds, token) in [
+            (s, &args.src_creds, &args.src_token),
+            (d, &args.dest_creds, &args.dest_token),
+        ] {
+            if let Location::Registry { reference } = loc {
+                sources.insert(
+                    reference.registry.clone().unwrap_or_default(),
+                    CredentialSources {
+                        creds: creds.clone(),
+                        token: token.clone(),
+                        auth_file: args.authfile.clone(),
+                    },
+                );
+            }
+        }
+    }
+    let rate_limit = args.rate_limit;
+    let factory = Box::new(move |host: &str| {
+        registry_client(
+            host,
+            plain_http,
+            !insecure.contains(host),
+            sources.get(host).unwrap_or(&CredentialSources::default()),
+            rate_limit,
+        )
+    });
     let reporter = Arc::new(Lines::new(args.quiet || args.json));
     let copier = Copier::new(
         CopyOptions {

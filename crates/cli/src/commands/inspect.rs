@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use ferry_client::{ClientError, Credentials, DockerConfig, ErrorKind, Registry, RegistryOptions};
+use ferry_client::{
+    ClientError, CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials,
+};
 use ferry_copy::Location;
 use ferry_oci::{Manifest, Reference};
 use futures_util::StreamExt;
@@ -97,28 +99,32 @@ fn endpoint(host: &str, plain_http: bool) -> String {
     format!("{scheme}://{api_host}")
 }
 
-/// A client for the registry `host`, with credentials from docker's config.json if it has some.
+/// A client for the registry `host`, with the credentials `ferry_client::resolve_credentials`
+/// finds for it (auth files, docker's config.json and its helpers), else anonymous.
 fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry> {
-    Ok(registry_client(host, args.plain_http, args.tls_verify)?)
+    Ok(registry_client(
+        host,
+        args.plain_http,
+        args.tls_verify,
+        &CredentialSources::default(),
+        None,
+    )
+    .with_context(|| format!("credentials for {host}"))?)
 }
 
-/// A client for the registry `host`, with credentials from docker's config.json if it has some.
+/// A client for the registry `host`, with the credentials `ferry_client::resolve_credentials`
+/// finds for it from `sources`, else anonymous.
 pub(crate) fn registry_client(
     host: &str,
     plain_http: bool,
     tls_verify: bool,
+    sources: &CredentialSources,
+    rate_limit: Option<f64>,
 ) -> Result<Registry, ClientError> {
-    let config = std::env::var_os("DOCKER_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| dirs::home_dir().map(|h| h.join(".docker")))
-        .map(|d| d.join("config.json"))
-        .filter(|p| p.is_file());
-    let credentials = match config {
-        Some(path) => DockerConfig::load(&path).and_then(|c| c.credentials_for(host))?,
-        None => Credentials::Anonymous,
-    };
+    let credentials = resolve_credentials(host, sources)?;
     Registry::new(RegistryOptions {
         endpoint: endpoint(host, plain_http),
+        rate_limit,
         credentials,
         insecure_skip_verify: !tls_verify,
         ..RegistryOptions::default()
