@@ -56,6 +56,14 @@ impl ArchiveError {
         ArchiveError::new(ArchiveErrorKind::Limit, message)
     }
 
+    pub(crate) fn content(message: impl Into<String>) -> ArchiveError {
+        ArchiveError::new(ArchiveErrorKind::Content, message)
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> ArchiveError {
+        ArchiveError::new(ArchiveErrorKind::Usage, message)
+    }
+
     /// `what` failed because of `source`. An early end of input is the archive's (truncated), not
     /// the operating system's, and is said in the message.
     pub(crate) fn io(what: impl Display, source: std::io::Error) -> ArchiveError {

@@ -17,6 +17,7 @@ mod files;
 mod limits;
 mod oci;
 mod tar_index;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -28,6 +29,7 @@ use ferry_oci::{Descriptor, Digest, Manifest, Reference, Tag};
 pub use error::{ArchiveError, ArchiveErrorKind};
 pub use files::{file_kind, is_archive};
 pub use limits::ArchiveLimits;
+pub use writer::{ArchiveEntry, ArchiveWriter, DockerSaveEntry, OciLayoutWriter};
 
 use crate::Platform;
 use error::{At, bail, ensure};
