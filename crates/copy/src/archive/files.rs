@@ -7,7 +7,7 @@ use super::error::{ArchiveError, At, bail, ensure};
 use super::limits::{
     AUTO_UNPACK_FLOOR, AUTO_UNPACK_RATIO, ArchiveLimits, KEEP_FREE_IN_TMP, MAX_METADATA_BYTES,
 };
-use super::tar_index::{PlainTar, TAR_LIMITS, TarIndex, Unpack, index_tar, read_up_to};
+use super::tar_index::{PlainTar, TAR_LIMITS, TarIndex, Unpack, index_tar_ended, read_up_to};
 
 /// "a FIFO", "a directory", …: what a path that is not a regular file is, for messages.
 pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
@@ -61,6 +61,8 @@ pub(super) enum Files {
     Tar {
         path: PathBuf,
         entries: TarIndex,
+        /// The tar stopped between entries, without its end marker: it may be truncated.
+        unterminated: bool,
         /// The decompressed copy of a gzip archive, removed on drop.
         _decompressed: Option<tempfile::TempPath>,
     },
@@ -90,10 +92,11 @@ impl Files {
                 pos: 0,
                 len: meta.len(),
             };
-            let entries = index_tar(&mut tar, &TAR_LIMITS).at(|| path.display())?;
+            let (entries, ended) = index_tar_ended(&mut tar, &TAR_LIMITS).at(|| path.display())?;
             return Ok(Files::Tar {
                 path: path.to_owned(),
                 entries,
+                unterminated: !ended,
                 _decompressed: None,
             });
         }
@@ -118,7 +121,19 @@ impl Files {
             })?,
             limit,
         );
-        let indexed = index_tar(&mut tar, &TAR_LIMITS);
+        let indexed = index_tar_ended(&mut tar, &TAR_LIMITS).and_then(|indexed| {
+            // The rest of the stream (what follows the end marker, then gzip's checksum) is read
+            // too: a damaged byte in what was indexed shows only there.
+            let mut rest = [0u8; 8192];
+            loop {
+                match tar.read(&mut rest) {
+                    Ok(0) => return Ok(indexed),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(ArchiveError::io("after the end of the tar", e)),
+                }
+            }
+        });
         if tar.exceeded {
             let why = match limits.max_unpacked {
                 _ if limit < configured => format!(
@@ -147,7 +162,7 @@ impl Files {
                 .archive_fault()
                 .at(format!("{}: not a valid gzip file", path.display())));
         }
-        let entries = indexed.at(|| path.display())?;
+        let (entries, ended) = indexed.at(|| path.display())?;
         tar.out.flush().map_err(|e| {
             ArchiveError::io("cannot write the decompressed archive (is TMPDIR full?)", e)
         })?;
@@ -155,8 +170,20 @@ impl Files {
         Ok(Files::Tar {
             path: p.to_path_buf(),
             entries,
+            unterminated: !ended,
             _decompressed: Some(p),
         })
+    }
+
+    /// What to add to a message about something missing: that the archive looks truncated, if
+    /// it does.
+    pub(super) fn truncation_hint(&self) -> &'static str {
+        match self {
+            Files::Tar {
+                unterminated: true, ..
+            } => " (the archive ends early: truncated?)",
+            _ => "",
+        }
     }
 
     pub(super) fn exists(&self, name: &str) -> bool {
@@ -204,7 +231,10 @@ impl Files {
             }
             Files::Tar { path, entries, .. } => {
                 let (offset, size) = *entries.get(name).ok_or_else(|| {
-                    ArchiveError::invalid(format!("{name} is missing from the archive"))
+                    ArchiveError::invalid(format!(
+                        "{name} is missing from the archive{}",
+                        self.truncation_hint()
+                    ))
                 })?;
                 let cannot_read =
                     |e| ArchiveError::io(format!("cannot read {}", path.display()), e);

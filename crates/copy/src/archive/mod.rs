@@ -145,7 +145,8 @@ impl Archive {
             } else {
                 bail!(
                     invalid,
-                    "neither an OCI layout (index.json) nor a docker-save archive (manifest.json)"
+                    "neither an OCI layout (index.json) nor a docker-save archive (manifest.json){}",
+                    files.truncation_hint()
                 )
             }
         })()

@@ -171,13 +171,23 @@ fn pax_value<'a>(records: &'a [u8], key: &str) -> Option<&'a [u8]> {
 /// Entry name → (offset of its data, size), for regular files and links to them.
 pub(super) type TarIndex = HashMap<String, (u64, u64)>;
 
-/// Indexes a tar by walking its 512-byte headers: nothing but a header, or an extension block
-/// within `limits.extension`, is read into memory, so a hostile archive cannot make ferry hold
-/// more than its limits whatever it claims.
+/// [`index_tar_ended`] without the end marker.
+#[cfg(test)]
 pub(super) fn index_tar(
     s: &mut impl TarStream,
     limits: &TarLimits,
 ) -> Result<TarIndex, ArchiveError> {
+    index_tar_ended(s, limits).map(|(entries, _)| entries)
+}
+
+/// Indexes a tar by walking its 512-byte headers: nothing but a header, or an extension block
+/// within `limits.extension`, is read into memory, so a hostile archive cannot make ferry hold
+/// more than its limits whatever it claims. Also says whether the tar ended with its end marker
+/// (a zero block), rather than just stopping between entries, as a truncated one does.
+pub(super) fn index_tar_ended(
+    s: &mut impl TarStream,
+    limits: &TarLimits,
+) -> Result<(TarIndex, bool), ArchiveError> {
     let too_large = |at: u64| {
         ArchiveError::invalid(format!(
             "damaged tar archive: the entry at byte {at} is too large"
@@ -192,6 +202,7 @@ pub(super) fn index_tar(
     let mut headers = 0u64;
     let mut pos = 0u64;
     let mut block = [0u8; 512];
+    let mut ended = false;
     loop {
         let at = pos;
         if !read_block(s, &mut block)
@@ -201,6 +212,7 @@ pub(super) fn index_tar(
         }
         // A zero block ends the archive (a second one follows; nothing after them is read).
         if block.iter().all(|b| *b == 0) {
+            ended = true;
             break;
         }
         headers += 1;
@@ -338,7 +350,7 @@ pub(super) fn index_tar(
             entries.insert(name, e);
         }
     }
-    Ok(entries)
+    Ok((entries, ended))
 }
 
 /// `./a//b/../c` → `a/c`.
