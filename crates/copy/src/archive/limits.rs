@@ -39,8 +39,8 @@ pub(super) const KEEP_FREE_IN_TMP: u64 = 256 << 20;
 /// What the user bounds about reading archives.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ArchiveLimits {
-    /// Largest decompressed copy of a gzip archive; `None`: [`AUTO_UNPACK_RATIO`] times its size,
-    /// at least [`AUTO_UNPACK_FLOOR`].
+    /// Largest decompressed copy of a gzip archive; `None`: 100 times its size, at least 64 MiB
+    /// (`AUTO_UNPACK_RATIO`, `AUTO_UNPACK_FLOOR`).
     pub max_unpacked: Option<u64>,
 }
 

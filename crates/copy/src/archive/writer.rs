@@ -279,15 +279,20 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     fn entry_header(&mut self, path: &str, size: u64) -> Result<(), ArchiveError> {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(path)
-            .map_err(|e| ArchiveError::io(format!("cannot name {path} in a tar"), e))?;
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_entry_type(tar::EntryType::Regular);
+        let mut h = header(size, tar::EntryType::Regular);
+        if h.set_path(path).is_err() {
+            // Longer than ustar holds (a sha512 blob's name is 128 characters): a PAX record
+            // carries the name, and the header keeps its end.
+            let record = pax_record("path", path);
+            let mut x = header(record.len() as u64, tar::EntryType::XHeader);
+            x.set_path("PaxHeader")
+                .and_then(|()| h.set_path(&path[path.len().saturating_sub(100)..]))
+                .map_err(|e| ArchiveError::io(format!("cannot name {path} in a tar"), e))?;
+            x.set_cksum();
+            self.out.write_all(x.as_bytes()).map_err(write_error)?;
+            self.out.write_all(&record).map_err(write_error)?;
+            self.padding(record.len() as u64)?;
+        }
         h.set_cksum();
         self.out.write_all(h.as_bytes()).map_err(write_error)
     }
@@ -304,6 +309,29 @@ impl<W: Write> ArchiveWriter<W> {
         self.out.write_all(bytes).map_err(write_error)?;
         self.padding(bytes.len() as u64)
     }
+}
+
+/// A ustar header of an entry of `size` bytes, deterministic (mtime 0, mode 0644, uid and gid
+/// 0); its name and checksum are the caller's to set.
+fn header(size: u64, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(kind);
+    h
+}
+
+/// `LEN KEY=VALUE\n`, where LEN counts the whole record, its own digits included.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3;
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    format!("{len} {key}={value}\n").into_bytes()
 }
 
 fn write_error(e: std::io::Error) -> ArchiveError {
@@ -341,7 +369,8 @@ fn repositories_json(images: &[&DockerSaveEntry]) -> Option<Vec<u8>> {
     let mut repositories: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
     for i in images {
         let Some(top) = i.layers.last() else { continue };
-        for t in &i.repo_tags {
+        // A name by digest has no tag to list.
+        for t in i.repo_tags.iter().filter(|t| !t.contains('@')) {
             // The tag follows the last `:` after the last `/` (a registry's port comes before).
             let name_end = t.rfind('/').map_or(0, |s| s + 1);
             if let Some(colon) = t[name_end..].rfind(':') {

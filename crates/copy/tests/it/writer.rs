@@ -140,3 +140,60 @@ fn archives_are_deterministic_and_docker_files_point_at_the_blobs() {
         assert_eq!(files[&format!("blobs/sha256/{}", d.hex())], b);
     }
 }
+
+/// A sha512 blob's name does not fit a ustar header: it is carried whole, and read back.
+#[test]
+fn a_name_longer_than_ustar_holds_is_written_whole() {
+    let bytes = b"a sha512 layer".as_slice();
+    let d = Digest::of(ferry_oci::Algorithm::Sha512, bytes);
+    let mut w = ArchiveWriter::new(Vec::new());
+    w.add_blob(&d, bytes.len() as u64, bytes).unwrap();
+    let tar = w.finish(&[]).unwrap();
+    let mut names = Vec::new();
+    for e in tar::Archive::new(tar.as_slice()).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        if name.starts_with("blobs/") {
+            let mut got = Vec::new();
+            e.read_to_end(&mut got).unwrap();
+            assert_eq!(got, bytes);
+        }
+        names.push(name);
+    }
+    assert_eq!(
+        names,
+        [
+            format!("blobs/sha512/{}", d.hex()),
+            "oci-layout".into(),
+            "index.json".into()
+        ]
+    );
+
+    // ferry's reader finds it too, as an image's layer.
+    let config = b"{}".as_slice();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": ferry_oci::MediaType::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256(config), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": bytes.len()}],
+    }))
+    .unwrap();
+    let manifest = ferry_oci::Manifest::parse(manifest, None).unwrap();
+    let mut w = ArchiveWriter::new(Vec::new());
+    for b in [bytes, config, manifest.bytes()] {
+        let digest = if b == bytes {
+            d.clone()
+        } else {
+            Digest::sha256(b)
+        };
+        w.add_blob(&digest, b.len() as u64, b).unwrap();
+    }
+    let tar = w
+        .finish(&[ferry_copy::archive::ArchiveEntry::new(&manifest, None)])
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sha512.tar");
+    std::fs::write(&path, tar).unwrap();
+    let blobs = crate::read_blobs(&crate::open(&path).unwrap());
+    assert_eq!(blobs[d.as_str()], bytes);
+}
