@@ -695,7 +695,7 @@ impl Config {
     }
 
     /// Bounds on reading image archives.
-    pub fn archive_limits(&self) -> anyhow::Result<crate::archive::ArchiveLimits> {
+    pub fn archive_limits(&self) -> anyhow::Result<ferry_copy::archive::ArchiveLimits> {
         let max_unpacked = self
             .limits
             .max_unpacked_archive
@@ -705,7 +705,7 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!("limits.max_unpacked_archive: {e}"))
             })
             .transpose()?;
-        Ok(crate::archive::ArchiveLimits { max_unpacked })
+        Ok(ferry_copy::archive::ArchiveLimits { max_unpacked })
     }
 
     /// The effective configuration as TOML: every key, the optional ones that are unset as

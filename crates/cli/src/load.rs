@@ -483,13 +483,17 @@ pub async fn generate(args: GenArgs) -> anyhow::Result<()> {
                         Some(h) => format!("{h}/{}", img.reference()),
                         None => img.reference(),
                     };
+                    let name = ferry_oci::Reference::parse(&name)
+                        .with_context(|| format!("{name:?} is not an image name"))?;
                     let path = dir.join(format!("{}_{}.tar", img.repo, img.tag));
                     let img2 = img.clone();
                     tokio::task::spawn_blocking(move || {
                         let f = std::fs::File::create(&path)?;
-                        let mut w = std::io::BufWriter::new(f);
-                        ferry_load::generate::write_archive(&mut w, &img2, &name)?;
-                        w.flush()
+                        let w = std::io::BufWriter::new(f);
+                        ferry_load::generate::write_archive(w, &img2, &name)?
+                            .into_inner()
+                            .map_err(|e| e.into_error())?;
+                        anyhow::Ok(())
                     })
                     .await
                     .context("writing an archive failed")?

@@ -1,6 +1,5 @@
 //! The `ferry` binary: clap definitions and dispatch; each command's body is in `commands/`.
 
-mod archive;
 mod client_config;
 mod commands;
 mod config;
@@ -292,7 +291,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .preload
                 .iter()
                 .cloned()
-                .partition(|p| archive::is_archive(p));
+                .partition(|p| ferry_copy::archive::is_archive(p));
             let lists: Vec<String> = lists.iter().map(|p| p.display().to_string()).collect();
             let refs = preload::references(&lists)?;
             runtime()?.block_on(serve(c, refs, archives))?;

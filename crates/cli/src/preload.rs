@@ -2,62 +2,10 @@
 //! same path a client takes, coalescing and digest checks included).
 
 use anyhow::{Context, bail, ensure};
+use ferry_copy::Platform;
+use ferry_copy::archive::{Archive, ArchivedBlob};
 use ferry_oci::{Digest, Manifest, MediaType, Reference, Tag};
 use futures_util::StreamExt;
-
-/// `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlatformFilter {
-    os: String,
-    arch: String,
-    variant: Option<String>,
-}
-
-impl std::str::FromStr for PlatformFilter {
-    type Err = String;
-    fn from_str(s: &str) -> Result<PlatformFilter, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        };
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(PlatformFilter {
-                os: (*os).into(),
-                arch: (*arch).into(),
-                variant: None,
-            }),
-            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(PlatformFilter {
-                os: (*os).into(),
-                arch: (*arch).into(),
-                variant: Some((*v).into()),
-            }),
-            _ => Err(format!(
-                "invalid platform {s:?}: use os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm64/v8"
-            )),
-        }
-    }
-}
-
-impl PlatformFilter {
-    /// Whether index entry `child` is wanted: any platform when `filters` is empty, else one that
-    /// some filter matches.
-    pub fn wanted(filters: &[PlatformFilter], child: &ferry_oci::Descriptor) -> bool {
-        filters.is_empty()
-            || child
-                .platform
-                .as_ref()
-                .is_some_and(|p| filters.iter().any(|f| f.matches(p)))
-    }
-
-    /// Whether `p` is this platform (any variant when none was given).
-    pub fn matches(&self, p: &ferry_oci::Platform) -> bool {
-        p.os == self.os
-            && p.architecture == self.arch
-            && (self.variant.is_none() || p.variant == self.variant)
-    }
-}
 
 /// Outcome of preloading one reference.
 #[derive(Debug, Default)]
@@ -94,7 +42,7 @@ pub fn references(items: &[String]) -> anyhow::Result<Vec<Reference>> {
             // Never opened: reading a FIFO waits for a writer, a device reads forever.
             Ok(m) if !m.is_dir() => bail!(
                 "{item} is {}, not a regular file: give a file listing references, an image archive or a reference",
-                crate::archive::file_kind(&m)
+                ferry_copy::archive::file_kind(&m)
             ),
             // An argument is read as a line of a list would be.
             _ => {
@@ -202,7 +150,7 @@ pub async fn preload(
     c: &reqwest::Client,
     mirror: &str,
     r: &Reference,
-    platforms: &[PlatformFilter],
+    platforms: &[Platform],
     jobs: usize,
 ) -> anyhow::Result<Preloaded> {
     let ns = r.registry.as_deref().unwrap_or(ferry_oci::DOCKER_HUB);
@@ -215,7 +163,7 @@ pub async fn preload(
     };
     if top.media_type().is_index() {
         for child in &top.manifests {
-            if PlatformFilter::wanted(platforms, child) {
+            if Platform::wanted(platforms, child) {
                 images.push(get_manifest(c, mirror, ns, repo, child.digest.as_str()).await?);
                 out.manifests += 1;
             }
@@ -264,7 +212,7 @@ pub async fn preload(
 pub async fn import(
     store: &std::sync::Arc<ferry_store::Store>,
     mirror: &ferry_server::Mirror,
-    archive: std::sync::Arc<crate::archive::Archive>,
+    archive: std::sync::Arc<Archive>,
     name: Option<&Reference>,
     jobs: usize,
 ) -> anyhow::Result<Preloaded> {
@@ -305,7 +253,7 @@ pub async fn import(
         let key = mirror
             .cache_repo(registry, &reference.repo)
             .with_context(|| reference.to_string())?;
-        let blobs: Vec<crate::archive::ArchivedBlob> = content
+        let blobs: Vec<ArchivedBlob> = content
             .blobs()
             .into_iter()
             .filter(|d| placed_blobs.insert((key.clone(), d.digest.clone())))
@@ -367,16 +315,6 @@ pub async fn import(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn platforms() {
-        let p: PlatformFilter = "linux/arm64/v8".parse().unwrap();
-        assert_eq!(p.variant.as_deref(), Some("v8"));
-        for bad in ["", "linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
-            assert!(bad.parse::<PlatformFilter>().is_err(), "{bad}");
-        }
-    }
 
     /// A reference list file holding `bytes`, and its name.
     fn list(bytes: &[u8]) -> (tempfile::NamedTempFile, String) {
@@ -441,12 +379,5 @@ mod tests {
             e.contains("more than 100000 references") && e.contains("line 100001"),
             "{e}"
         );
-    }
-
-    proptest! {
-        #[test]
-        fn platform_parse_never_panics(s in "\\\\PC{0,40}") {
-            let _ = s.parse::<PlatformFilter>();
-        }
     }
 }

@@ -15,7 +15,7 @@ use crate::dest::Dest;
 use crate::error::CopyError;
 use crate::files::{self, Reporter};
 use crate::location::Location;
-use crate::platform::{PlatformChoice, PlatformSpec, descriptor_platform};
+use crate::platform::{PlatformChoice, Platform, descriptor_platform};
 use crate::progress::{BlobOutcome, Event, Progress};
 use crate::source::Source;
 
@@ -329,7 +329,7 @@ impl Copier {
         if !top.media_type().is_index() {
             return Ok((top.clone(), vec![top]));
         }
-        let pick = |spec: &PlatformSpec| -> Result<Descriptor, CopyError> {
+        let pick = |spec: &Platform| -> Result<Descriptor, CopyError> {
             top.manifests
                 .iter()
                 .find(|d| d.platform.as_ref().is_some_and(|p| spec.matches(p)))
@@ -347,7 +347,7 @@ impl Copier {
         };
         let chosen: Vec<Descriptor> = match &self.options.platforms {
             PlatformChoice::All => top.manifests.clone(),
-            PlatformChoice::Host => vec![pick(&PlatformSpec::host())?],
+            PlatformChoice::Host => vec![pick(&Platform::host())?],
             PlatformChoice::Only(specs) => {
                 let mut v: Vec<Descriptor> = Vec::new();
                 for s in specs {

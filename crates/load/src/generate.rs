@@ -8,7 +8,8 @@ use std::io::Write;
 
 use bytes::Bytes;
 use ferry_client::{ClientError, Registry};
-use ferry_oci::{MediaType, RepoName};
+use ferry_copy::archive::{ArchiveEntry, ArchiveError, ArchiveWriter, DockerSaveEntry};
+use ferry_oci::{Descriptor, MediaType, Reference, RepoName};
 use futures_util::StreamExt;
 
 use crate::image::{Blob, Rng, image, index};
@@ -241,54 +242,45 @@ pub async fn push(
 }
 
 /// Writes `img` as one tar that is both an OCI image layout (`oci-archive`) and a `docker save`
-/// archive (`manifest.json`, as Docker 25+ writes them), named `reference` (e.g.
-/// `127.0.0.1:5000/repo:tag`). Multi-platform images get no `manifest.json` (docker save lists one
-/// platform; OCI tools read the index).
-pub fn write_archive(
-    out: impl Write,
+/// archive (`manifest.json`, as Docker 25+ writes them), named `name` (e.g.
+/// `127.0.0.1:5000/repo:tag`), with [`ArchiveWriter`]. Multi-platform images get no
+/// `manifest.json` (docker save lists one platform; OCI tools read the index).
+pub fn write_archive<W: Write>(
+    out: W,
     img: &GeneratedImage,
-    reference: &str,
-) -> std::io::Result<()> {
-    let mut tar = tar::Builder::new(out);
-    let mut add = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, name, bytes)
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let mut top = img.top.descriptor();
-    top["annotations"] = serde_json::json!({
-        "io.containerd.image.name": reference,
-        "org.opencontainers.image.ref.name": img.tag,
-    });
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MediaType::OCI_INDEX,
-        "manifests": [top],
-    });
-    add("index.json", &serde_json::to_vec(&index)?)?;
-    let mut seen = std::collections::HashSet::new();
+    name: &Reference,
+) -> Result<W, ArchiveError> {
+    let mut w = ArchiveWriter::new(out);
     for b in std::iter::once(&img.top)
         .chain(&img.children)
         .chain(&img.blobs)
     {
-        if seen.insert(b.digest.clone()) {
-            add(&format!("blobs/sha256/{}", b.digest.hex()), &b.bytes)?;
-        }
+        w.add_blob(&b.digest, b.bytes.len() as u64, b.bytes.as_slice())?;
     }
-    if img.children.is_empty() {
-        let path = |b: &Blob| format!("blobs/sha256/{}", b.digest.hex());
-        let docker = serde_json::json!([{
-            "Config": path(&img.blobs[0]),
-            "RepoTags": [reference],
-            "Layers": img.blobs[1..].iter().map(path).collect::<Vec<_>>(),
-        }]);
-        add("manifest.json", &serde_json::to_vec(&docker)?)?;
-    }
-    tar.finish()
+    // A single-platform image's blobs are its config, then its layers.
+    let docker = match img.blobs.split_first() {
+        Some((config, layers)) if img.children.is_empty() => Some(DockerSaveEntry {
+            config: config.digest.clone(),
+            layers: layers.iter().map(|l| l.digest.clone()).collect(),
+            repo_tags: vec![name.to_string()],
+        }),
+        _ => None,
+    };
+    let entry = ArchiveEntry {
+        manifest: Descriptor {
+            media_type: img.top.media_type.clone(),
+            digest: img.top.digest.clone(),
+            size: img.top.bytes.len() as u64,
+            artifact_type: None,
+            annotations: None,
+            platform: None,
+            urls: None,
+        },
+        ref_name: Some(img.tag.clone()),
+        image_name: Some(name.clone()),
+        docker,
+    };
+    w.finish(&[entry])
 }
 
 #[cfg(test)]

@@ -332,12 +332,17 @@ async fn pull(
                 .collect::<Result<_, _>>()?,
         };
         let path = dir.join(format!("{repo}_{tag}.tar").replace('/', "_"));
-        let name = format!("{}/{repo}:{tag}", o.target);
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
-            crate::generate::write_archive(&mut w, &img, &name)?;
-            std::io::Write::flush(&mut w)
-        })
+        let name = ferry_oci::Reference::parse(&format!("{}/{repo}:{tag}", o.target))
+            .map_err(|_| Failure::Protocol)?;
+        tokio::task::spawn_blocking(
+            move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                let w = std::io::BufWriter::new(std::fs::File::create(path)?);
+                crate::generate::write_archive(w, &img, &name)?
+                    .into_inner()
+                    .map_err(|e| e.into_error())?;
+                Ok(())
+            },
+        )
         .await
         .map_err(|_| Failure::Protocol)?
         .map_err(|_| Failure::Io)?;

@@ -2,30 +2,38 @@
 
 use std::path::Path;
 
-use ferry_oci::MediaType;
+use ferry_copy::archive::{ArchiveEntry, ArchiveError, OciLayoutWriter};
+use ferry_oci::Descriptor;
 
 pub use ferry_load::image::{Blob, Image, Rng, image, index};
 
 /// Writes an OCI image layout at `dir` holding `blobs`, with `index.json` naming each
-/// `(tag, top-level manifest or index)`.
-pub fn write_layout(dir: &Path, blobs: &[&Blob], tags: &[(&str, &Blob)]) -> std::io::Result<()> {
-    let blob_dir = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blob_dir)?;
+/// `(ref.name, top-level manifest or index)`, through ferry-copy's [`OciLayoutWriter`].
+pub fn write_layout(
+    dir: &Path,
+    blobs: &[&Blob],
+    tags: &[(&str, &Blob)],
+) -> Result<(), ArchiveError> {
+    let mut layout = OciLayoutWriter::create(dir)?;
     for b in blobs.iter().copied().chain(tags.iter().map(|(_, b)| *b)) {
-        std::fs::write(blob_dir.join(b.digest.hex()), &b.bytes)?;
+        layout.add_blob(&b.digest, b.bytes.len() as u64, b.bytes.as_slice())?;
     }
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let manifests: Vec<serde_json::Value> = tags
+    let entries: Vec<ArchiveEntry> = tags
         .iter()
-        .map(|(tag, b)| {
-            let mut d = b.descriptor();
-            d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
-            d
+        .map(|(name, b)| ArchiveEntry {
+            manifest: Descriptor {
+                media_type: b.media_type.clone(),
+                digest: b.digest.clone(),
+                size: b.bytes.len() as u64,
+                artifact_type: None,
+                annotations: None,
+                platform: None,
+                urls: None,
+            },
+            ref_name: Some((*name).to_owned()),
+            image_name: None,
+            docker: None,
         })
         .collect();
-    let index = serde_json::json!({"schemaVersion": 2, "mediaType": MediaType::OCI_INDEX, "manifests": manifests});
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&index).expect("json"),
-    )
+    layout.finish(&entries)
 }

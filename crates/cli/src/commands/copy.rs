@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use ferry_client::CredentialSources;
 use ferry_copy::{
-    BlobOutcome, Copied, Copier, CopyOptions, Event, Location, PlatformChoice, PlatformSpec,
+    BlobOutcome, Copied, Copier, CopyOptions, Event, Location, PlatformChoice, Platform,
     Progress, destination_for,
 };
 
@@ -46,7 +46,7 @@ pub struct CopyArgs {
         value_name = "OS/ARCH[/VARIANT]",
         conflicts_with = "all_platforms"
     )]
-    pub platform: Vec<PlatformSpec>,
+    pub platform: Vec<Platform>,
     /// Copy every platform of a multi-platform image: the index is kept byte for byte.
     #[arg(long)]
     pub all_platforms: bool,

@@ -102,14 +102,14 @@ fn endpoint(host: &str, plain_http: bool) -> String {
 /// A client for the registry `host`, with the credentials `ferry_client::resolve_credentials`
 /// finds for it (auth files, docker's config.json and its helpers), else anonymous.
 fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry> {
-    Ok(registry_client(
+    registry_client(
         host,
         args.plain_http,
         args.tls_verify,
         &CredentialSources::default(),
         None,
     )
-    .with_context(|| format!("credentials for {host}"))?)
+    .with_context(|| format!("credentials for {host}"))
 }
 
 /// A client for the registry `host`, with the credentials `ferry_client::resolve_credentials`

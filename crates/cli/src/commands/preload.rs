@@ -11,7 +11,9 @@ use futures_util::StreamExt;
 
 use super::DataArgs;
 use super::open_store;
-use crate::{archive, config, preload};
+use ferry_copy::{Platform, archive};
+
+use crate::{config, preload};
 
 #[derive(Debug, Args)]
 pub struct PreloadArgs {
@@ -20,7 +22,7 @@ pub struct PreloadArgs {
     pub mirror: String,
     /// Only these platforms of multi-platform images (repeatable; default all).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: Vec<preload::PlatformFilter>,
+    pub platform: Vec<Platform>,
     /// Blobs fetched at once per image.
     #[arg(short = 'j', long, default_value_t = 4)]
     pub jobs: usize,
@@ -118,7 +120,7 @@ pub fn run(args: &PreloadArgs) -> anyhow::Result<ExitCode> {
 pub async fn run_preload(
     mirror: &str,
     refs: Vec<ferry_oci::Reference>,
-    platforms: &[preload::PlatformFilter],
+    platforms: &[Platform],
     jobs: usize,
     images: usize,
     print: bool,
@@ -184,7 +186,7 @@ pub fn report_preload(
 #[derive(Debug)]
 pub struct ImportOptions<'a> {
     /// Platforms of multi-platform images kept (all when empty).
-    pub platforms: &'a [preload::PlatformFilter],
+    pub platforms: &'a [Platform],
     /// What reading one archive may cost.
     pub limits: archive::ArchiveLimits,
     /// A name for an archive's only image.
@@ -210,7 +212,7 @@ pub async fn import_archives(
         };
         let result = match opened {
             Ok(Ok(a)) => preload::import(store, mirror, Arc::new(a), o.name, o.jobs).await,
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(anyhow::anyhow!("reading the archive failed: {e}")),
         };
         ok &= report_preload(
