@@ -11,11 +11,15 @@
 //! 502 or 504) instead of collapsing everything into a 500.
 
 mod auth;
+mod catalog;
 mod credentials;
 mod error;
+mod quay;
 mod registry;
 
 pub use auth::Challenge;
+pub use catalog::CatalogPage;
 pub use credentials::{Credentials, DockerConfig, DockerConfigError};
 pub use error::{ClientError, ErrorKind};
+pub use quay::{Quay, QuayOptions, QuayTag};
 pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions, TagPage};

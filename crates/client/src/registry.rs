@@ -496,6 +496,21 @@ impl Registry {
         } else {
             format!("repository:{repo}:pull")
         };
+        self.send_scoped(method, url, &scope, range, whole, body)
+            .await
+    }
+
+    /// Sends with a token for `scope` (a repository's, or `registry:catalog:*` for the catalog),
+    /// authenticating and retrying as [`Registry::send`] says.
+    pub(crate) async fn send_scoped(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        range: Option<&str>,
+        whole: bool,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut attempt = 0;
         let mut authed_retry = false;
         loop {
@@ -515,7 +530,7 @@ impl Registry {
                     .header(header::CONTENT_TYPE, *content_type)
                     .body(bytes.clone());
             }
-            req = self.authorize(req, &scope);
+            req = self.authorize(req, scope);
             let last = attempt >= self.options.attempts.max(1);
             let r = match req.send().await {
                 Ok(r) => r,
@@ -545,8 +560,8 @@ impl Registry {
                         self.fetch_token(
                             &realm,
                             service.as_deref(),
-                            asked.as_deref().unwrap_or(&scope),
-                            &scope,
+                            asked.as_deref().unwrap_or(scope),
+                            scope,
                         )
                         .await?;
                         attempt -= 1;
@@ -671,7 +686,7 @@ impl Registry {
 const MAX_TOKEN_BYTES: usize = 1 << 20;
 
 /// Reads a response body of at most `max` bytes.
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     r: reqwest::Response,
     max: usize,
     what: &str,
@@ -691,7 +706,7 @@ async fn read_bounded(
     Ok(buf)
 }
 
-fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {
+pub(crate) fn check(r: &reqwest::Response, what: &str) -> Result<(), ClientError> {
     if r.status().is_success() {
         Ok(())
     } else {
