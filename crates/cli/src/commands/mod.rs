@@ -2,6 +2,7 @@
 
 pub mod fsck;
 pub mod gc;
+pub mod info;
 pub mod inspect;
 pub mod inventory_view;
 pub mod list;

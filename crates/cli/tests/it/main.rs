@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod faults;
 mod helm;
+mod info;
 mod inspect;
 mod inventory;
 mod load;
