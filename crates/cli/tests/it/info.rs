@@ -267,12 +267,74 @@ mod fake_quay {
     use super::*;
     use axum::body::Body;
     use axum::http::{Request, Response, StatusCode, header};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     pub struct State {
         /// `namespace/name` → tags (each tag's image).
         pub repos: BTreeMap<String, BTreeMap<String, Image>>,
         /// Path and query of every API request.
         pub seen: Mutex<Vec<String>>,
+        /// While set to `(n, total)`: each manifest request is answered only once `n` manifest
+        /// requests are in flight together (or all `total` have arrived), so a client that keeps
+        /// `n` in flight is seen doing it, and one that keeps fewer waits out `HOLD_LIMIT`.
+        pub hold: Mutex<Option<(usize, usize)>>,
+        pub manifests_in_flight: AtomicUsize,
+        pub manifests_started: AtomicUsize,
+        /// The most manifest requests ever in flight together.
+        pub most_in_flight: AtomicUsize,
+        /// Manifest requests up to this number (in arrival order) may be answered.
+        pub released: AtomicUsize,
+        pub changed: tokio::sync::Notify,
+    }
+
+    impl State {
+        pub fn new(repos: BTreeMap<String, BTreeMap<String, Image>>) -> State {
+            State {
+                repos,
+                seen: Mutex::default(),
+                hold: Mutex::default(),
+                manifests_in_flight: AtomicUsize::new(0),
+                manifests_started: AtomicUsize::new(0),
+                most_in_flight: AtomicUsize::new(0),
+                released: AtomicUsize::new(0),
+                changed: tokio::sync::Notify::new(),
+            }
+        }
+    }
+
+    /// A failsafe, not a synchronisation: a client that never reaches the concurrency a hold
+    /// waits for still gets its answers, late, and the test then fails on `most_in_flight`.
+    const HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    const OVERSHOOT_WINDOW: std::time::Duration = std::time::Duration::from_millis(200);
+
+    /// Counts a manifest request in and, under a hold, waits for its company.
+    async fn manifest_arrives(state: &State) {
+        let me = state.manifests_started.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = state.manifests_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let Some((n, total)) = *state.hold.lock().unwrap() else {
+            return;
+        };
+        if now >= n || me >= total {
+            // This request completes a cohort (or is the last): it and every one before it may
+            // go, after a moment in which a client that overshoots would send more (and be seen
+            // in `most_in_flight`). A client within bounds sends nothing then: the pause only
+            // costs time, it orders nothing.
+            tokio::time::sleep(OVERSHOOT_WINDOW).await;
+            state.released.fetch_max(me, Ordering::SeqCst);
+            state.changed.notify_waiters();
+        }
+        let deadline = tokio::time::Instant::now() + HOLD_LIMIT;
+        loop {
+            let notified = state.changed.notified();
+            if state.released.load(Ordering::SeqCst) >= me {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
@@ -391,11 +453,14 @@ mod fake_quay {
                 if kind == "manifests"
                     && (reference == tag || reference == img.manifest.digest.as_str())
                 {
-                    return reply(
+                    manifest_arrives(&state).await;
+                    let r = reply(
                         StatusCode::OK,
                         MediaType::OCI_MANIFEST,
                         img.manifest.bytes.clone(),
                     );
+                    state.manifests_in_flight.fetch_sub(1, Ordering::SeqCst);
+                    return r;
                 }
                 if kind == "blobs"
                     && let Some(b) = img.blobs().find(|b| b.digest.as_str() == reference)
@@ -447,10 +512,7 @@ fn info_resolves_quay_patterns_through_its_rest_api() {
         }
         repos.insert(name.to_owned(), tags);
     }
-    let state = Arc::new(fake_quay::State {
-        repos,
-        seen: Mutex::default(),
-    });
+    let state = Arc::new(fake_quay::State::new(repos));
     let (host, _rt) = fake_quay::start(state.clone());
     let info = |args: &[&str], token: Option<&str>| {
         let mut cmd = std::process::Command::new(crate::ferry_bin());
@@ -464,10 +526,19 @@ fn info_resolves_quay_patterns_through_its_rest_api() {
         cmd.output().unwrap()
     };
 
+    // Ten images, three requests at a time: the fake answers manifests only in threes.
+    *state.hold.lock().unwrap() = Some((3, 10));
     let out = info(
-        &["info", "--json", &format!("quay://{host}/org/app-*:v?")],
+        &[
+            "info",
+            "--json",
+            "--jobs",
+            "3",
+            &format!("quay://{host}/org/app-*:v?"),
+        ],
         Some("t0ken"),
     );
+    *state.hold.lock().unwrap() = None;
     assert!(
         out.status.success(),
         "{}",
@@ -494,6 +565,13 @@ fn info_resolves_quay_patterns_through_its_rest_api() {
         }
     }
     assert_eq!(got, want);
+    assert_eq!(
+        state
+            .most_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "--jobs 3 keeps three manifest requests in flight, never more"
+    );
     let seen = state.seen.lock().unwrap().clone();
     // The repository list was followed through its page tokens, and tag lists through pages.
     assert!(
