@@ -4,7 +4,10 @@
 //! fetches manifests and streams blobs (from any offset, so an interrupted transfer resumes with
 //! `Range`), authenticates the way registries expect (anonymous or credentialed bearer tokens from
 //! the `WWW-Authenticate` challenge, cached until they expire; HTTP basic), and retries what a retry
-//! can fix (connection failures, 502/503/504, 429 within a bounded `Retry-After`).
+//! can fix (connection failures, 502/503/504, 429 within a bounded `Retry-After`). It lists what a
+//! registry holds — tag lists and the catalog, page by page, bounded
+//! ([`Registry::all_repositories`]) — and, for Quay, which serves no catalog, a namespace's
+//! repositories and tags through Quay's REST API ([`Quay`]).
 //!
 //! Every failure is a [`ClientError`] that says whose fault it is and whether retrying may help, so
 //! the server can answer its own client precisely (404 stays 404, 429 stays 429, a dead upstream is a

@@ -263,6 +263,81 @@ impl Quay {
 mod tests {
     use super::*;
 
+    /// A Quay on 127.0.0.1 whose every answer is `page(n)` for the n-th request: it never says
+    /// it is done.
+    async fn endless(page: fn(usize) -> String, max_total_bytes: usize) -> Quay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let body = page(n);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        Quay::new(QuayOptions {
+            endpoint: format!("http://{addr}"),
+            max_total_bytes,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn listings_that_never_end_are_cut_off() {
+        let within = std::time::Duration::from_secs(20);
+        let repos = endless(
+            |n| format!(r#"{{"repositories":[{{"namespace":"org","name":"r{n:09}"}}],"next_page":"t{n}"}}"#),
+            4096,
+        )
+        .await;
+        let e = tokio::time::timeout(within, repos.repositories("org"))
+            .await
+            .expect("cut off")
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Protocol, "{e}");
+        assert!(e.to_string().contains("larger than 4096 bytes"), "{e}");
+
+        let stuck = endless(
+            |_| {
+                r#"{"repositories":[{"namespace":"org","name":"r"}],"next_page":"same"}"#.to_owned()
+            },
+            1 << 20,
+        )
+        .await;
+        let e = tokio::time::timeout(within, stuck.repositories("org"))
+            .await
+            .expect("cut off")
+            .unwrap_err();
+        assert!(e.to_string().contains("does not move past"), "{e}");
+
+        let tags = endless(
+            |n| format!(r#"{{"tags":[{{"name":"t{n:09}"}}],"page":{n},"has_additional":true}}"#),
+            4096,
+        )
+        .await;
+        let e = tokio::time::timeout(within, tags.tags("org/r", None))
+            .await
+            .expect("cut off")
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than 4096 bytes"), "{e}");
+    }
+
     #[test]
     fn endpoints_are_checked_and_tokens_never_printed() {
         for bad in ["", "quay.io", "http://", "https://quay.io/api"] {
