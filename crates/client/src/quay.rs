@@ -40,6 +40,11 @@ pub struct QuayOptions {
     pub max_page_bytes: usize,
     /// Largest listing (all pages together) read.
     pub max_total_bytes: usize,
+    /// Attempts per page (1 = no retries): connection failures, 429 and 502/503/504 are retried,
+    /// as the registry client retries them.
+    pub attempts: u32,
+    /// A `Retry-After` longer than this is not waited for; the error goes to the caller.
+    pub max_retry_after: Duration,
 }
 
 impl Default for QuayOptions {
@@ -52,6 +57,8 @@ impl Default for QuayOptions {
             request_timeout: Duration::from_secs(30),
             max_page_bytes: 16 << 20,
             max_total_bytes: 256 << 20,
+            attempts: 3,
+            max_retry_after: Duration::from_secs(5),
         }
     }
 }
@@ -118,8 +125,33 @@ impl Quay {
         &self.options.endpoint
     }
 
-    /// One page of JSON from `path` with `query`.
+    /// One page of JSON from `path` with `query`, retried while a retry may help (Quay's API
+    /// rate-limits with 429 and `Retry-After`).
     async fn get_page<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        what: &str,
+    ) -> Result<(T, usize), ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.get_page_once(path, query, what).await {
+                Err(e) if e.retryable() && attempt < self.options.attempts.max(1) => {
+                    let wait = e
+                        .retry_after
+                        .unwrap_or(Duration::from_millis(100 << attempt.min(4)));
+                    if wait > self.options.max_retry_after {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn get_page_once<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, &str)],
@@ -266,6 +298,15 @@ mod tests {
     /// A Quay on 127.0.0.1 whose every answer is `page(n)` for the n-th request: it never says
     /// it is done.
     async fn endless(page: fn(usize) -> String, max_total_bytes: usize) -> Quay {
+        serve(page, |_| 200, max_total_bytes).await
+    }
+
+    /// A Quay on 127.0.0.1 that answers the n-th request with `status(n)` and `page(n)`.
+    async fn serve(
+        page: fn(usize) -> String,
+        status: fn(usize) -> u16,
+        max_total_bytes: usize,
+    ) -> Quay {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -284,7 +325,8 @@ mod tests {
                 }
                 let body = page(n);
                 let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    status(n),
                     body.len()
                 );
                 let _ = conn.write_all(reply.as_bytes()).await;
@@ -336,6 +378,23 @@ mod tests {
             .expect("cut off")
             .unwrap_err();
         assert!(e.to_string().contains("larger than 4096 bytes"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn rate_limits_and_unavailability_are_retried_and_other_refusals_are_not() {
+        let flaky = serve(
+            |_| r#"{"tags":[{"name":"v1"}],"page":1,"has_additional":false}"#.to_owned(),
+            |n| [429, 503, 200][n.min(2)],
+            1 << 20,
+        )
+        .await;
+        let tags = flaky.tags("org/r", Some("v1")).await.unwrap();
+        assert_eq!(tags.len(), 1);
+        assert_eq!(tags[0].name, "v1");
+
+        let refused = serve(|_| "{}".to_owned(), |n| [403, 200][n.min(1)], 1 << 20).await;
+        let e = refused.repositories("org").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Denied, "{e}");
     }
 
     #[test]
