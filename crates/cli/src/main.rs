@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use commands::copy::CopyArgs;
 use commands::fsck::{FsckArgs, fsck};
 use commands::gc::{GcArgs, gc};
+use commands::info::{CatalogArgs, InfoArgs};
 use commands::inspect::{InspectArgs, TagsArgs};
 use commands::list::{ListArgs, list};
 use commands::preload::PreloadArgs;
@@ -96,6 +97,17 @@ enum Command {
         after_help = "Examples:\n  ferry copy registry://127.0.0.1:5000/team/app:v1 oci:/tmp/app-layout:v1\n  ferry copy -j 8 registry://127.0.0.1:5000/team/app:v1 dir:/tmp/app-dir\n  ferry copy --all-platforms registry://127.0.0.1:5000/team/multi:v1 oci:/tmp/multi\n  ferry copy --from-file images.txt 'dir:/tmp/many?unique_names=true'\n\nEvery blob is verified by its digest and kept under a partial name until it is; an interrupted copy\nrun again keeps complete blobs and continues a partial one with a Range request. Manifests are\nwritten byte for byte (digests are kept). Progress goes to stderr, one line per blob."
     )]
     Copy(CopyArgs),
+    /// List every repository of a registry (its /v2/_catalog), following its pagination.
+    #[command(
+        after_help = "Examples:\n  ferry catalog registry://127.0.0.1:5000\n  ferry catalog --json --page-size 100 registry://127.0.0.1:5000\n\nLoopback registries (localhost, 127.0.0.0/8, [::1]) are reached over plain HTTP; any other host\nover HTTPS unless --plain-http. Docker Hub, Quay and GHCR serve no catalog: use ferry tags there."
+    )]
+    Catalog(CatalogArgs),
+    /// One line per image (name, digest, media type, platforms, size of the layers) for images
+    /// named by wildcards, resolved over the registry's catalog and tag lists or Quay's API.
+    #[command(
+        after_help = "Examples:\n  ferry info 'registry://127.0.0.1:5000/team/*:latest'\n  ferry info --json --jobs 16 'registry://127.0.0.1:5000/team/app-?:v1.*'\n  ferry info registry://127.0.0.1:5000/team/app:v1\n  QUAY_TOKEN=… ferry info 'quay://org/*:latest'\n\n* matches any run of characters and ? one, in the repository's last component and in the tag\n(team/* is team/app, not team/app/api). Output: name, digest, media type, platforms, size, tab-\nseparated. An image that fails is reported on stderr and the others still print; the exit code\nis then 1. quay:// lists repositories and tags through Quay's REST API (host quay.io unless one\nis named) and reads manifests through its registry API."
+    )]
+    Info(InfoArgs),
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -279,6 +291,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli.log_level.as_deref().unwrap_or("warn"),
             )?;
             commands::inspect::tags(args)
+        }
+        Command::Catalog(args) => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            )?;
+            commands::info::catalog(args)
+        }
+        Command::Info(args) => {
+            init_logs(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            )?;
+            commands::info::info(args)
         }
         Command::DockerConfig(args) => {
             println!("{}", client_config::docker(&args.mirror)?);

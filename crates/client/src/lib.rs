@@ -26,23 +26,30 @@
 //!   `Retry-After` (seconds or an HTTP date, up to [`RegistryOptions::max_retry_after`]); other
 //!   4xx answers never are. [`RegistryOptions::rate_limit`] spaces every request of a
 //!   `Registry` evenly.
+//! - **Listings.** The catalog, page by page and bounded ([`Registry::all_repositories`]); for
+//!   Quay, which serves no catalog, a namespace's repositories and tags through Quay's REST API
+//!   ([`Quay`]).
 //!
 //! Every failure is a [`ClientError`] that says whose fault it is and whether retrying may help, so
 //! the server can answer its own client precisely (404 stays 404, 429 stays 429, a dead upstream is a
 //! 502 or 504) instead of collapsing everything into a 500.
 
 mod auth;
+mod catalog;
 mod credentials;
 mod download;
 mod error;
 mod pace;
+mod quay;
 mod registry;
 mod upload;
 
 pub use auth::Challenge;
+pub use catalog::CatalogPage;
 pub use credentials::{
     CredentialSources, Credentials, DockerConfig, DockerConfigError, resolve_credentials,
 };
 pub use download::Fetched;
 pub use error::{ClientError, ErrorKind};
+pub use quay::{Quay, QuayOptions, QuayTag};
 pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions, TagPage};

@@ -92,6 +92,8 @@ pub(crate) enum Access<'a> {
     Push,
     /// `repository:<repo>:pull,push repository:<from>:pull` (a cross-repository mount)
     Mount(&'a RepoName),
+    /// `registry:catalog:*` (the catalog; the request's repository is not part of the scope)
+    Catalog,
 }
 
 impl Access<'_> {
@@ -102,6 +104,7 @@ impl Access<'_> {
             Access::Mount(from) => {
                 format!("repository:{repo}:pull,push repository:{from}:pull")
             }
+            Access::Catalog => "registry:catalog:*".to_owned(),
         }
     }
 }
@@ -862,7 +865,7 @@ impl Registry {
 const MAX_TOKEN_BYTES: usize = 1 << 20;
 
 /// Reads a response body of at most `max` bytes.
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     r: reqwest::Response,
     max: usize,
     what: &str,

@@ -15,7 +15,7 @@ use crate::dest::Dest;
 use crate::error::CopyError;
 use crate::files::{self, Reporter};
 use crate::location::Location;
-use crate::platform::{PlatformChoice, Platform, descriptor_platform};
+use crate::platform::{Platform, PlatformChoice, descriptor_platform};
 use crate::progress::{BlobOutcome, Event, Progress};
 use crate::source::Source;
 
@@ -136,6 +136,11 @@ impl Copier {
             Location::FerryStore { .. } => Err(CopyError::Unsupported(
                 "ferry-store: is a destination only; read a store's images from its registry API (registry://)",
             )),
+            Location::RegistryPattern { .. } | Location::Quay { .. } => {
+                Err(CopyError::Unsupported(
+                    "a wildcard names many images: resolve it first (ferry info lists them) and copy them with --from-file",
+                ))
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 //! between them.
 //!
 //! - [`Location`] parses where an image is (`registry://`, `oci:`, `oci-archive:`,
-//!   `docker-archive:`, `dir:`, `ferry-store:`), with skopeo's spellings accepted as aliases.
+//!   `docker-archive:`, `dir:`, `ferry-store:`), with skopeo's spellings accepted as aliases, and
+//!   wildcard sources ([`ImagePattern`]: `registry://host/ns/*:latest`, `quay://org/*:tag`).
 //! - [`archive`]: one reader for OCI layouts, `oci-archive` and `docker save` tars (plain or
 //!   gzip), and one writer per format.
 //! - [`Copier`] copies images: blobs the destination lacks, `-j` at a time per image and `-J`
@@ -32,6 +33,8 @@ mod source;
 
 pub use engine::{Copied, Copier, CopyOptions, RegistryFactory, destination_for};
 pub use error::CopyError;
-pub use location::{ArchiveImage, Location, LocationError, Transport};
+pub use location::{
+    ArchiveImage, ImagePattern, Location, LocationError, PatternProblem, Transport,
+};
 pub use platform::{Platform, PlatformChoice, PlatformError};
 pub use progress::{BlobOutcome, Event, Progress, Silent};

@@ -11,18 +11,24 @@
 //! | `docker-archive:FILE[:NAME[:TAG]]`, `docker-archive:FILE:@INDEX` | a `docker save` tar; a name (normalised, `:latest` added) or the index of an image in its manifest |
 //! | `dir:DIR`, `dir:DIR?unique_names=true` | one image as plain files; with `unique_names`, many images sharing one store of layers |
 //! | `ferry-store:DATA_DIR` | the data directory of a `ferry serve` (destination only) |
+//! | `registry://HOST/NS/PAT[:TAGPAT]` | (source only) every image whose repository and tag match shell-style patterns: see [`ImagePattern`] |
+//! | `quay://[HOST/]NAMESPACE/PAT[:TAGPAT]` | (source only) images of a Quay namespace, listed through Quay's REST API; `HOST` defaults to `quay.io` |
 //!
 //! The path of `oci:`, `oci-archive:` and `docker-archive:` ends at the FIRST `:`, as in
 //! containers/image (`oci/internal.SplitPathAndImage` and `docker/archive.ParseReference`): the
 //! reference part may itself contain `:` (`oci:/tmp/l:docker.io/library/alpine:3.20` names the
 //! image `docker.io/library/alpine:3.20` in `/tmp/l`), so such paths cannot contain `:`. The
 //! query of `dir:` starts at the first `?`. `dir:` and `ferry-store:` take the rest verbatim.
+//!
+//! Wildcards (`*`, `?`) are read only after `registry://`/`docker://` and `quay://`: a registry
+//! location without one parses exactly as before, into [`Location::Registry`].
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use ferry_oci::{NameError, Reference};
+use ferry_oci::{NameError, Reference, RepoName, Tag};
+use ferry_policy::{has_wildcard, wildcard_match};
 
 /// Where an image is read from or written to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +75,96 @@ pub enum Location {
         /// The server's data directory.
         data_dir: PathBuf,
     },
+    /// Images in a registry named by wildcards: `registry://host/ns/*:latest` (alias
+    /// `docker://`). Source only; resolved over the registry's `_catalog` and tag lists. A
+    /// `registry://` location without a wildcard is [`Location::Registry`].
+    RegistryPattern {
+        /// The pattern, normalised like a reference (`docker.io`, `library/`).
+        pattern: ImagePattern,
+    },
+    /// Images in a Quay namespace: `quay://[host/]namespace/repo[:tag]`, wildcards allowed in
+    /// the repository's last component and the tag. Source only; resolved over Quay's REST API.
+    Quay {
+        /// The pattern; its registry is `quay.io` unless one is named.
+        pattern: ImagePattern,
+    },
+}
+
+/// Images named by shell-style wildcards: `*` matches any run of characters, `?` one character.
+///
+/// A wildcard may appear in the repository's LAST component and in the tag, nowhere else: the
+/// components before it are literal (a Quay namespace, or a prefix of catalog names), and `*`
+/// never matches across `/` (`team/*` matches `team/app`, not `team/app/api`). So at most one
+/// repository component is a pattern, and resolving one needs one listing, never a walk over a
+/// tree. A pattern never names a digest; without a tag it means `latest`, as a reference does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImagePattern {
+    registry: String,
+    repository: String,
+    tag: String,
+}
+
+impl ImagePattern {
+    /// The registry host (with port).
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The repository pattern (`ns/app*`).
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The tag pattern (`latest`, `v1.*`).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The literal components before the last one (`team/sub` of `team/sub/app*`; empty for a
+    /// one-component pattern). For `quay://` the first of them is the namespace.
+    pub fn parent(&self) -> &str {
+        self.repository.rsplit_once('/').map_or("", |(p, _)| p)
+    }
+
+    /// Whether the repository part has a wildcard.
+    pub fn repository_has_wildcard(&self) -> bool {
+        has_wildcard(&self.repository)
+    }
+
+    /// Whether the tag part has a wildcard.
+    pub fn tag_has_wildcard(&self) -> bool {
+        has_wildcard(&self.tag)
+    }
+
+    /// Whether the pattern has any wildcard (without one it names exactly one image).
+    pub fn has_wildcard(&self) -> bool {
+        self.repository_has_wildcard() || self.tag_has_wildcard()
+    }
+
+    /// Whether the repository `name` (`team/app`) matches: as many components, the leading ones
+    /// equal, the last one matching the pattern's last.
+    pub fn matches_repository(&self, name: &str) -> bool {
+        let (parent, last) = match name.rsplit_once('/') {
+            Some((p, l)) => (p, l),
+            None => ("", name),
+        };
+        let pattern_last = self
+            .repository
+            .rsplit_once('/')
+            .map_or(self.repository.as_str(), |(_, l)| l);
+        parent == self.parent() && wildcard_match(pattern_last, last)
+    }
+
+    /// Whether `tag` matches the tag pattern.
+    pub fn matches_tag(&self, tag: &str) -> bool {
+        wildcard_match(&self.tag, tag)
+    }
+}
+
+impl fmt::Display for ImagePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.registry, self.repository, self.tag)
+    }
 }
 
 /// Which image of a `docker-archive:` is meant.
@@ -96,6 +192,8 @@ pub enum Transport {
     Dir,
     /// `ferry-store:`.
     FerryStore,
+    /// `quay://`.
+    Quay,
 }
 
 impl Transport {
@@ -108,6 +206,7 @@ impl Transport {
             Transport::DockerArchive => "docker-archive:",
             Transport::Dir => "dir:",
             Transport::FerryStore => "ferry-store:",
+            Transport::Quay => "quay://",
         }
     }
 }
@@ -120,7 +219,7 @@ impl fmt::Display for Transport {
 
 /// Every accepted prefix, aliases included. No prefix starts another (`oci:` is not a prefix of
 /// `oci-archive:`), so the order does not matter for matching.
-const PREFIXES: [(&str, Transport); 7] = [
+const PREFIXES: [(&str, Transport); 8] = [
     ("registry://", Transport::Registry),
     ("docker://", Transport::Registry),
     ("oci:", Transport::OciLayout),
@@ -128,11 +227,12 @@ const PREFIXES: [(&str, Transport); 7] = [
     ("docker-archive:", Transport::DockerArchive),
     ("dir:", Transport::Dir),
     ("ferry-store:", Transport::FerryStore),
+    ("quay://", Transport::Quay),
 ];
 
 /// The known transports, as the error message lists them.
 const KNOWN: &str =
-    "registry:// (or docker://), oci:, oci-archive:, docker-archive:, dir:, ferry-store:";
+    "registry:// (or docker://), oci:, oci-archive:, docker-archive:, dir:, ferry-store:, quay://";
 
 /// Why a location was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,6 +307,45 @@ pub enum LocationError {
         /// The value, as given.
         value: String,
     },
+    /// A wildcard location (`registry://…*…`, `quay://…`) is not a valid pattern.
+    #[error("invalid image pattern {pattern:?} after {transport}: {reason}")]
+    BadPattern {
+        /// `registry://` or `quay://`.
+        transport: Transport,
+        /// The pattern, as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: PatternProblem,
+    },
+}
+
+/// What is wrong with an image pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PatternProblem {
+    /// A wildcard in a component other than the repository's last, or in the host.
+    #[error(
+        "a wildcard (* or ?) may appear only in the repository's last component and in the tag, e.g. host/team/app-*:v1.*"
+    )]
+    WildcardPlace,
+    /// A digest in a pattern.
+    #[error("a pattern names tags, not a digest; drop the @digest")]
+    Digest,
+    /// The host part is not `host[:port]`.
+    #[error("the registry host is not host[:port]")]
+    Host,
+    /// A repository component outside the name grammar (wildcards aside).
+    #[error(
+        "repository components are lowercase [a-z0-9] joined by '.', '_', '__' or '-' (plus * and ? in the last one)"
+    )]
+    Repository,
+    /// A tag outside the tag grammar (wildcards aside).
+    #[error(
+        "a tag is 1-128 characters of [A-Za-z0-9_.-] (plus * and ?) and does not start with '.' or '-'"
+    )]
+    Tag,
+    /// `quay://` needs `namespace/repository`.
+    #[error("quay:// needs namespace/repository, e.g. quay://org/*:latest")]
+    QuayNamespace,
 }
 
 fn suggestion_text(suggestion: &Option<String>) -> String {
@@ -226,6 +365,8 @@ impl Location {
             Location::DockerArchive { .. } => Transport::DockerArchive,
             Location::Dir { .. } => Transport::Dir,
             Location::FerryStore { .. } => Transport::FerryStore,
+            Location::RegistryPattern { .. } => Transport::Registry,
+            Location::Quay { .. } => Transport::Quay,
         }
     }
 
@@ -234,15 +375,25 @@ impl Location {
         !matches!(self, Location::FerryStore { .. })
     }
 
+    /// The pattern, for a location that names images by pattern (`quay://` always does, even
+    /// without a wildcard).
+    pub fn pattern(&self) -> Option<&ImagePattern> {
+        match self {
+            Location::RegistryPattern { pattern } | Location::Quay { pattern } => Some(pattern),
+            _ => None,
+        }
+    }
+
     /// Whether images can be written here. A `docker-archive:` naming an image by index cannot:
-    /// an index only selects among images already in an archive.
+    /// an index only selects among images already in an archive; nor can a pattern.
     pub fn can_be_destination(&self) -> bool {
         !matches!(
             self,
             Location::DockerArchive {
                 image: Some(ArchiveImage::Index(_)),
                 ..
-            }
+            } | Location::RegistryPattern { .. }
+                | Location::Quay { .. }
         )
     }
 }
@@ -258,8 +409,14 @@ impl FromStr for Location {
             return Err(unknown_transport(input));
         };
         match transport {
+            Transport::Registry if has_wildcard(rest) => Ok(Location::RegistryPattern {
+                pattern: parse_pattern(transport, rest)?,
+            }),
             Transport::Registry => Ok(Location::Registry {
                 reference: parse_reference(transport, rest)?,
+            }),
+            Transport::Quay => Ok(Location::Quay {
+                pattern: parse_pattern(transport, rest)?,
             }),
             Transport::OciLayout | Transport::OciArchive => {
                 let (path, reference) = split_path(transport, rest)?;
@@ -324,6 +481,85 @@ fn parse_reference(transport: Transport, s: &str) -> Result<Reference, LocationE
         reference: s.to_owned(),
         source,
     })
+}
+
+/// `[host/]repository[:tag]` with wildcards in the repository's last component and the tag.
+/// The host is the first component when it looks like one (a `.` or `:`, or `localhost`), as in
+/// a docker reference; without one, `registry://` means Docker Hub (normalised like a reference)
+/// and `quay://` means `quay.io`.
+fn parse_pattern(transport: Transport, s: &str) -> Result<ImagePattern, LocationError> {
+    let bad = |reason| LocationError::BadPattern {
+        transport,
+        pattern: s.to_owned(),
+        reason,
+    };
+    if s.contains('@') {
+        return Err(bad(PatternProblem::Digest));
+    }
+    let last_slash = s.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match s[last_slash..].rfind(':') {
+        Some(i) => (&s[..last_slash + i], &s[last_slash + i + 1..]),
+        None => (s, "latest"),
+    };
+    let (host, path) = match name.split_once('/') {
+        Some((first, path))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (Some(first), path)
+        }
+        _ => (None, name),
+    };
+    if let Some(h) = host {
+        if has_wildcard(h) {
+            return Err(bad(PatternProblem::WildcardPlace));
+        }
+        // The reference parser owns the host grammar; ask it about a name on that host.
+        if Reference::parse(&format!("{h}/x")).is_err() {
+            return Err(bad(PatternProblem::Host));
+        }
+    }
+    let components: Vec<&str> = path.split('/').collect();
+    let (last, leading) = components.split_last().expect("split yields one at least");
+    if leading.iter().any(|c| has_wildcard(c)) {
+        return Err(bad(PatternProblem::WildcardPlace));
+    }
+    if leading.iter().any(|c| RepoName::new(c).is_err()) || !is_name_pattern(last) {
+        return Err(bad(PatternProblem::Repository));
+    }
+    if !is_tag_pattern(tag) {
+        return Err(bad(PatternProblem::Tag));
+    }
+    let (registry, repository) = match (transport, host) {
+        (Transport::Quay, _) if components.len() < 2 => {
+            return Err(bad(PatternProblem::QuayNamespace));
+        }
+        (Transport::Quay, h) => (h.unwrap_or("quay.io").to_owned(), path.to_owned()),
+        (_, Some(h)) if h != "docker.io" && h != "index.docker.io" => {
+            (h.to_owned(), path.to_owned())
+        }
+        // Docker Hub, as a reference normalises it: one-component names are library/.
+        (_, _) if components.len() == 1 => ("docker.io".to_owned(), format!("library/{path}")),
+        (_, _) => ("docker.io".to_owned(), path.to_owned()),
+    };
+    if repository.len() > 255 {
+        return Err(bad(PatternProblem::Repository));
+    }
+    Ok(ImagePattern {
+        registry,
+        repository,
+        tag: tag.to_owned(),
+    })
+}
+
+/// A repository component with `*`/`?` allowed: what remains once every wildcard is read as one
+/// letter is a valid component, so anything it matches can be a name.
+fn is_name_pattern(c: &str) -> bool {
+    !c.is_empty() && RepoName::new(&c.replace(['*', '?'], "a")).is_ok()
+}
+
+/// A tag with `*`/`?` allowed, read the same way.
+fn is_tag_pattern(t: &str) -> bool {
+    Tag::is_valid(&t.replace(['*', '?'], "a"))
 }
 
 /// `PATH[:REF]`, split at the first `:` as containers/image does.
@@ -461,6 +697,7 @@ impl fmt::Display for Location {
                 Ok(())
             }
             Location::FerryStore { data_dir } => write!(f, "{}", data_dir.display()),
+            Location::RegistryPattern { pattern } | Location::Quay { pattern } => pattern.fmt(f),
         }
     }
 }
@@ -793,6 +1030,178 @@ mod tests {
         );
     }
 
+    fn pattern(s: &str) -> ImagePattern {
+        parse(s).pattern().cloned().expect("a pattern")
+    }
+
+    #[test]
+    fn patterns_parse_normalise_and_print_back() {
+        for (input, registry, repository, tag, shown) in [
+            (
+                "registry://127.0.0.1:5000/team/*:latest",
+                "127.0.0.1:5000",
+                "team/*",
+                "latest",
+                "registry://127.0.0.1:5000/team/*:latest",
+            ),
+            (
+                "docker://localhost/team/app-?:v1.*",
+                "localhost",
+                "team/app-?",
+                "v1.*",
+                "registry://localhost/team/app-?:v1.*",
+            ),
+            // A tag pattern alone is a pattern too; no tag means latest.
+            (
+                "registry://example.com/a/b:*",
+                "example.com",
+                "a/b",
+                "*",
+                "registry://example.com/a/b:*",
+            ),
+            (
+                "registry://example.com:5000/*",
+                "example.com:5000",
+                "*",
+                "latest",
+                "registry://example.com:5000/*:latest",
+            ),
+            // Docker Hub, normalised as a reference is.
+            (
+                "registry://alp*",
+                "docker.io",
+                "library/alp*",
+                "latest",
+                "registry://docker.io/library/alp*:latest",
+            ),
+            (
+                "registry://index.docker.io/org/*:3",
+                "docker.io",
+                "org/*",
+                "3",
+                "registry://docker.io/org/*:3",
+            ),
+            (
+                "quay://org/*:latest",
+                "quay.io",
+                "org/*",
+                "latest",
+                "quay://quay.io/org/*:latest",
+            ),
+            (
+                "quay://127.0.0.1:8080/org/app",
+                "127.0.0.1:8080",
+                "org/app",
+                "latest",
+                "quay://127.0.0.1:8080/org/app:latest",
+            ),
+        ] {
+            let p = pattern(input);
+            assert_eq!(
+                (p.registry(), p.repository(), p.tag()),
+                (registry, repository, tag),
+                "{input}"
+            );
+            assert_eq!(parse(input).to_string(), shown, "{input}");
+            assert!(!parse(input).can_be_destination(), "{input}");
+            assert!(parse(input).can_be_source(), "{input}");
+        }
+        assert_eq!(parse("quay://org/*").transport(), Transport::Quay);
+        assert_eq!(
+            parse("registry://h.io/o/*").transport(),
+            Transport::Registry
+        );
+        assert!(!pattern("quay://org/app:v1").has_wildcard());
+    }
+
+    #[test]
+    fn pattern_refusals_say_what_is_wrong() {
+        for (input, transport, problem) in [
+            (
+                "registry://h.io/*/app",
+                Transport::Registry,
+                PatternProblem::WildcardPlace,
+            ),
+            (
+                "registry://h*.io/app/*",
+                Transport::Registry,
+                PatternProblem::WildcardPlace,
+            ),
+            (
+                "quay://*/app",
+                Transport::Quay,
+                PatternProblem::WildcardPlace,
+            ),
+            (
+                "registry://h.io/app*@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                Transport::Registry,
+                PatternProblem::Digest,
+            ),
+            (
+                "registry://h.io/App*",
+                Transport::Registry,
+                PatternProblem::Repository,
+            ),
+            (
+                "registry://h.io/a//b*",
+                Transport::Registry,
+                PatternProblem::Repository,
+            ),
+            (
+                "registry://h.io/a*:-x",
+                Transport::Registry,
+                PatternProblem::Tag,
+            ),
+            (
+                "registry://h.io/a*:",
+                Transport::Registry,
+                PatternProblem::Tag,
+            ),
+            (
+                "registry://h_x.io/a*",
+                Transport::Registry,
+                PatternProblem::Host,
+            ),
+            ("quay://org", Transport::Quay, PatternProblem::QuayNamespace),
+            (
+                "quay://quay.io/app*",
+                Transport::Quay,
+                PatternProblem::QuayNamespace,
+            ),
+            ("quay://", Transport::Quay, PatternProblem::Repository),
+        ] {
+            let e = refused(input);
+            let LocationError::BadPattern {
+                transport: t,
+                reason,
+                ..
+            } = &e
+            else {
+                panic!("{input}: {e:?}");
+            };
+            assert_eq!((*t, *reason), (transport, problem), "{input}");
+            assert!(e.to_string().contains(&problem.to_string()), "{e}");
+        }
+    }
+
+    #[test]
+    fn patterns_match_names_in_their_last_component_and_tags() {
+        let p = pattern("registry://h.io/team/app-*:v1.?");
+        assert!(p.matches_repository("team/app-a"));
+        assert!(p.matches_repository("team/app-"));
+        assert!(!p.matches_repository("team/app"));
+        assert!(!p.matches_repository("team/app-a/b"), "* does not cross /");
+        assert!(!p.matches_repository("other/app-a"));
+        assert!(!p.matches_repository("app-a"));
+        assert!(p.matches_tag("v1.2"));
+        assert!(!p.matches_tag("v1.23"));
+        assert_eq!(p.parent(), "team");
+        let top = pattern("registry://h.io/*");
+        assert!(top.matches_repository("anything"));
+        assert!(!top.matches_repository("a/b"));
+        assert_eq!(top.parent(), "");
+    }
+
     #[test]
     fn layout_ref_names() {
         for ok in [
@@ -852,8 +1261,41 @@ mod tests {
             })
     }
 
+    /// A pattern as written: an optional host, literal leading components, a last component and
+    /// a tag each with or without wildcards.
+    fn pattern_text() -> impl Strategy<Value = String> {
+        (
+            prop::option::of("[a-z]{1,6}\\.(io|com)(:[1-9][0-9]{0,3})?|localhost|quay\\.io"),
+            prop::collection::vec("[a-z0-9]{1,5}([._-][a-z0-9]{1,3})?", 0..3),
+            "[a-z0-9*?]{0,3}[*?]?[a-z0-9*?]{0,3}",
+            prop::option::of("[A-Za-z0-9_*?][A-Za-z0-9._*?-]{0,8}"),
+        )
+            .prop_map(|(host, leading, last, tag)| {
+                let mut s = host.map(|h| format!("{h}/")).unwrap_or_default();
+                for c in leading {
+                    s.push_str(&c);
+                    s.push('/');
+                }
+                s.push_str(&last);
+                if let Some(t) = tag {
+                    s.push(':');
+                    s.push_str(&t);
+                }
+                s
+            })
+    }
+
     fn location() -> impl Strategy<Value = Location> {
         prop_oneof![
+            pattern_text().prop_filter_map("a wildcard pattern", |p| {
+                format!("registry://{p}")
+                    .parse::<Location>()
+                    .ok()
+                    .filter(|l| matches!(l, Location::RegistryPattern { .. }))
+            }),
+            pattern_text().prop_filter_map("a quay pattern", |p| {
+                format!("quay://{p}").parse::<Location>().ok()
+            }),
             registry_reference().prop_map(|reference| Location::Registry { reference }),
             (plain_path(), prop::option::of(layout_ref())).prop_map(|(d, reference)| {
                 Location::OciLayout {
@@ -901,6 +1343,47 @@ mod tests {
             prop_assert_eq!(shown.parse::<Location>(), Ok(l), "{}", shown);
         }
 
+        /// Without a wildcard, a registry location is exactly the normalised reference, as it was
+        /// before patterns existed; with one, it is a pattern, never a reference.
+        #[test]
+        fn wildcard_free_registry_locations_parse_as_references(r in registry_reference(), docker in any::<bool>()) {
+            let text = r.to_string();
+            let prefix = if docker { "docker://" } else { "registry://" };
+            prop_assert_eq!(
+                format!("{prefix}{text}").parse::<Location>(),
+                Ok(Location::Registry { reference: Reference::parse_normalized(&text).unwrap() })
+            );
+        }
+
+        #[test]
+        fn registry_patterns_with_a_wildcard_are_patterns(p in pattern_text()) {
+            let input = format!("registry://{p}");
+            let direct = parse_pattern(Transport::Registry, &p);
+            match input.parse::<Location>() {
+                Ok(Location::RegistryPattern { pattern }) => {
+                    prop_assert!(has_wildcard(&p));
+                    prop_assert_eq!(Ok(pattern), direct);
+                }
+                Ok(Location::Registry { .. }) => prop_assert!(!has_wildcard(&p)),
+                Ok(other) => prop_assert!(false, "{} parsed as {:?}", input, other),
+                // Refused: a plain reference that is invalid, or a pattern that is.
+                Err(_) => prop_assert!(!has_wildcard(&p) || direct.is_err(), "{}", input),
+            }
+        }
+
+        /// Replacing every wildcard with a letter gives a name and tag the pattern matches.
+        #[test]
+        fn a_pattern_matches_its_own_instances(p in pattern_text()) {
+            if let Ok(Location::Quay { pattern } | Location::RegistryPattern { pattern }) =
+                format!("quay://{p}").parse::<Location>()
+            {
+                let name = pattern.repository().replace(['*', '?'], "x");
+                prop_assert!(pattern.matches_repository(&name), "{} {}", pattern, name);
+                let tag = pattern.tag().replace(['*', '?'], "x");
+                prop_assert!(pattern.matches_tag(&tag), "{} {}", pattern, tag);
+            }
+        }
+
         #[test]
         fn parsing_anything_never_panics(s in "\\PC{0,40}") {
             let _ = s.parse::<Location>();
@@ -909,7 +1392,7 @@ mod tests {
         #[test]
         fn parsing_anything_after_a_prefix_never_panics(
             prefix in prop::sample::select(PREFIXES.iter().map(|p| p.0).collect::<Vec<_>>()),
-            s in "[a-zA-Z0-9:/@?=&._+-]{0,30}",
+            s in "[a-zA-Z0-9:/@?=&._+*-]{0,30}",
         ) {
             let _ = format!("{prefix}{s}").parse::<Location>();
         }

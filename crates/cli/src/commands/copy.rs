@@ -11,8 +11,8 @@ use anyhow::Context;
 use clap::Args;
 use ferry_client::CredentialSources;
 use ferry_copy::{
-    BlobOutcome, Copied, Copier, CopyOptions, Event, Location, PlatformChoice, Platform,
-    Progress, destination_for,
+    BlobOutcome, Copied, Copier, CopyOptions, Event, Location, Platform, PlatformChoice, Progress,
+    destination_for,
 };
 
 use crate::commands::inspect::registry_client;

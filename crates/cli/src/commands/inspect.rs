@@ -9,15 +9,15 @@ use ferry_client::{
     ClientError, CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials,
 };
 use ferry_copy::Location;
-use ferry_oci::{Manifest, Reference};
+use ferry_oci::{Manifest, Reference, RepoName};
 use futures_util::StreamExt;
 
 /// Manifests and config blobs are small; anything bigger is not one.
-const MAX_MANIFEST: usize = 4 << 20;
+pub(crate) const MAX_MANIFEST: usize = 4 << 20;
 const MAX_CONFIG: usize = 16 << 20;
-const MAX_TAG_PAGE: usize = 16 << 20;
+pub(crate) const MAX_TAG_PAGE: usize = 16 << 20;
 /// All pages of a tag list together: millions of tags, far beyond any real repository.
-const MAX_TAG_LIST: usize = 256 << 20;
+pub(crate) const MAX_TAG_LIST: usize = 256 << 20;
 
 /// How to reach the registry (shared by `inspect` and `tags`).
 #[derive(Debug, Args)]
@@ -63,7 +63,7 @@ pub struct TagsArgs {
 }
 
 /// The registry reference in `input`, or an error saying why it is not one.
-fn registry_reference(input: &str, command: &str) -> anyhow::Result<Reference> {
+pub(crate) fn registry_reference(input: &str, command: &str) -> anyhow::Result<Reference> {
     match input.parse::<Location>()? {
         Location::Registry { reference } => Ok(reference),
         other => anyhow::bail!(
@@ -74,7 +74,7 @@ fn registry_reference(input: &str, command: &str) -> anyhow::Result<Reference> {
 }
 
 /// Whether `host` (`name[:port]`) is a loopback address, which docker reaches over plain HTTP.
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
@@ -84,7 +84,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// `scheme://host` of the registry named `host`: HTTPS unless `plain_http` or a loopback host.
-fn endpoint(host: &str, plain_http: bool) -> String {
+pub(crate) fn endpoint(host: &str, plain_http: bool) -> String {
     // Docker Hub's API lives on another host than its name.
     let api_host = if host == "docker.io" {
         "registry-1.docker.io"
@@ -101,7 +101,7 @@ fn endpoint(host: &str, plain_http: bool) -> String {
 
 /// A client for the registry `host`, with the credentials `ferry_client::resolve_credentials`
 /// finds for it (auth files, docker's config.json and its helpers), else anonymous.
-fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry> {
+pub(crate) fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry> {
     registry_client(
         host,
         args.plain_http,
@@ -132,7 +132,12 @@ pub(crate) fn registry_client(
 }
 
 /// One line for a failed request, naming what failed and, where it helps, the fix.
-fn explain(e: ClientError, registry: &Registry, host: &str, what: &str) -> anyhow::Error {
+pub(crate) fn explain(
+    e: ClientError,
+    registry: &Registry,
+    host: &str,
+    what: &str,
+) -> anyhow::Error {
     let hint = if registry.endpoint().starts_with("https://") {
         " (is the registry running? for a plain-HTTP registry add --plain-http)"
     } else {
@@ -172,7 +177,7 @@ pub fn tags(args: &TagsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `os/arch[/variant]` of a platform.
-fn platform_name(p: &ferry_oci::Platform) -> String {
+pub(crate) fn platform_name(p: &ferry_oci::Platform) -> String {
     match &p.variant {
         Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
         None => format!("{}/{}", p.os, p.architecture),
@@ -226,56 +231,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             out.flush()?;
             return Ok(ExitCode::SUCCESS);
         }
-        let mut v = serde_json::json!({
-            "name": name,
-            "digest": manifest.digest().to_string(),
-            "mediaType": manifest.media_type().as_str(),
-        });
-        if manifest.media_type().is_index() {
-            v["manifests"] = manifest
-                .manifests
-                .iter()
-                .map(|d| {
-                    serde_json::json!({
-                        "platform": d.platform.as_ref().map(platform_name),
-                        "digest": d.digest.to_string(),
-                        "size": d.size,
-                        "mediaType": d.media_type,
-                    })
-                })
-                .collect();
-        } else {
-            if let Some(config) = &manifest.config {
-                v["config"] = serde_json::json!(config.digest.to_string());
-                let bytes = read_config(&registry, &reference, config, &host, name).await?;
-                #[derive(serde::Deserialize)]
-                struct ImageConfig {
-                    os: Option<String>,
-                    architecture: Option<String>,
-                    variant: Option<String>,
-                }
-                // Not every artifact's config is an image config: the platform is then absent.
-                if let Ok(c) = serde_json::from_slice::<ImageConfig>(&bytes) {
-                    v["os"] = serde_json::json!(c.os);
-                    v["architecture"] = serde_json::json!(c.architecture);
-                    if c.variant.is_some() {
-                        v["variant"] = serde_json::json!(c.variant);
-                    }
-                }
-            }
-            v["layers"] = manifest
-                .layers
-                .iter()
-                .map(|d| {
-                    serde_json::json!({
-                        "digest": d.digest.to_string(),
-                        "size": d.size,
-                        "mediaType": d.media_type,
-                    })
-                })
-                .collect();
-            v["size"] = serde_json::json!(manifest.layers.iter().map(|d| d.size).sum::<u64>());
-        }
+        let v = describe(&registry, &reference.repo, &manifest, &host, name).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
@@ -285,7 +241,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn parse(got: &ferry_client::ManifestResponse, name: &str) -> anyhow::Result<Manifest> {
+pub(crate) fn parse(got: &ferry_client::ManifestResponse, name: &str) -> anyhow::Result<Manifest> {
     let content_type = (!got.media_type.is_empty()).then_some(got.media_type.as_str());
     Manifest::parse(got.bytes.to_vec(), content_type)
         .with_context(|| format!("{name}: the registry served an unusable manifest"))
@@ -293,14 +249,14 @@ fn parse(got: &ferry_client::ManifestResponse, name: &str) -> anyhow::Result<Man
 
 async fn read_config(
     registry: &Registry,
-    reference: &Reference,
+    repo: &RepoName,
     config: &ferry_oci::Descriptor,
     host: &str,
     name: &str,
 ) -> anyhow::Result<Vec<u8>> {
     let what = format!("config {} of {name}", config.digest);
     let r = registry
-        .get_blob(&reference.repo, &config.digest, 0)
+        .get_blob(repo, &config.digest, 0)
         .await
         .map_err(|e| explain(e, registry, host, &what))?;
     let mut body = r.into_stream();
@@ -310,6 +266,69 @@ async fn read_config(
         anyhow::ensure!(buf.len() <= MAX_CONFIG, "{what} is over {MAX_CONFIG} bytes");
     }
     Ok(buf)
+}
+
+/// What `ferry inspect --json` prints of `manifest` (fetched as `name` from `repo`): digest,
+/// media type, and either an index's platforms or an image's config, platform, layers and their
+/// total size. `ferry info` builds its summaries on it.
+pub(crate) async fn describe(
+    registry: &Registry,
+    repo: &RepoName,
+    manifest: &Manifest,
+    host: &str,
+    name: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::json!({
+        "name": name,
+        "digest": manifest.digest().to_string(),
+        "mediaType": manifest.media_type().as_str(),
+    });
+    if manifest.media_type().is_index() {
+        v["manifests"] = manifest
+            .manifests
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "platform": d.platform.as_ref().map(platform_name),
+                    "digest": d.digest.to_string(),
+                    "size": d.size,
+                    "mediaType": d.media_type,
+                })
+            })
+            .collect();
+    } else {
+        if let Some(config) = &manifest.config {
+            v["config"] = serde_json::json!(config.digest.to_string());
+            let bytes = read_config(registry, repo, config, host, name).await?;
+            #[derive(serde::Deserialize)]
+            struct ImageConfig {
+                os: Option<String>,
+                architecture: Option<String>,
+                variant: Option<String>,
+            }
+            // Not every artifact's config is an image config: the platform is then absent.
+            if let Ok(c) = serde_json::from_slice::<ImageConfig>(&bytes) {
+                v["os"] = serde_json::json!(c.os);
+                v["architecture"] = serde_json::json!(c.architecture);
+                if c.variant.is_some() {
+                    v["variant"] = serde_json::json!(c.variant);
+                }
+            }
+        }
+        v["layers"] = manifest
+            .layers
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "digest": d.digest.to_string(),
+                    "size": d.size,
+                    "mediaType": d.media_type,
+                })
+            })
+            .collect();
+        v["size"] = serde_json::json!(manifest.layers.iter().map(|d| d.size).sum::<u64>());
+    }
+    Ok(v)
 }
 
 fn print_text(v: &serde_json::Value) {

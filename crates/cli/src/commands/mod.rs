@@ -3,6 +3,7 @@
 pub mod copy;
 pub mod fsck;
 pub mod gc;
+pub mod info;
 pub mod inspect;
 pub mod inventory_view;
 pub mod list;

@@ -8,7 +8,7 @@ use ferry_testkit::peers::{DockerRegistry, Ferry, Skopeo, free_port};
 
 use crate::ferry_bin;
 
-fn ferry(args: &[&str]) -> Output {
+pub(crate) fn ferry(args: &[&str]) -> Output {
     Command::new(ferry_bin())
         .args(args)
         // No credentials from the machine's docker config.
@@ -18,7 +18,7 @@ fn ferry(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout_ok(args: &[&str]) -> String {
+pub(crate) fn stdout_ok(args: &[&str]) -> String {
     let out = ferry(args);
     assert!(
         out.status.success(),
@@ -28,12 +28,12 @@ fn stdout_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn json(args: &[&str]) -> serde_json::Value {
+pub(crate) fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout_ok(args)).unwrap()
 }
 
 /// The one-line error of a command that must fail.
-fn failure(args: &[&str]) -> String {
+pub(crate) fn failure(args: &[&str]) -> String {
     let out = ferry(args);
     let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     assert!(!out.status.success(), "ferry {args:?} succeeded");

@@ -6,6 +6,7 @@ mod copy;
 mod crash;
 mod faults;
 mod helm;
+mod info;
 mod inspect;
 mod inventory;
 mod load;
