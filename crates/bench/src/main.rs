@@ -6,6 +6,10 @@
 //! large blob from ferry and from nginx; then ferry's memory with the store full. Prints a table of
 //! medians and ratios and writes JSON.
 //!
+//! `mirror`: ferry as a pull-through cache against the Distribution proxy. `load`: ociregistry's
+//! load test with `ferry load`. `copy`: `ferry copy` and `ferry info` against skopeo on issue #12's
+//! workflows, on loopback and through a delaying proxy (`delay.rs`).
+//!
 //! Everything runs on 127.0.0.1 and stops by itself; nothing is timed inside a test.
 
 mod common;
