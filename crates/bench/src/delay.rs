@@ -7,16 +7,23 @@
 //! of bytes in flight, as a long network does. A new connection also costs one round trip before
 //! its first byte moves (the TCP handshake a real link would pay), which is what separates tools
 //! that reuse connections from tools that open new ones.
+//!
+//! Optionally each connection also gets a window: at most that many bytes in flight per direction,
+//! a byte leaving the window a one-way delay after it was delivered (when its acknowledgement
+//! would be back). That bounds one connection to window ÷ RTT, as a TCP window does on a long
+//! link; without it a single connection is as fast as loopback.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -24,6 +31,15 @@ use tokio::time::Instant;
 /// delay's worth of loopback traffic needs.
 const QUEUE: usize = 8192;
 const READ_SIZE: usize = 64 * 1024;
+
+/// What the forwarder adds to every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// Added to every byte's trip in each direction (a round trip of twice that).
+    pub one_way: Duration,
+    /// Most bytes in flight per connection and direction; `None` for no limit.
+    pub window: Option<usize>,
+}
 
 /// A running delaying forwarder; stops accepting and drops its connections when dropped.
 #[derive(Debug)]
@@ -33,10 +49,9 @@ pub struct DelayProxy {
 }
 
 impl DelayProxy {
-    /// Listens on 127.0.0.1:0 and forwards every connection to `target` with `one_way` added in
-    /// each direction (a round trip of twice that). Must be called within a tokio runtime, which
-    /// keeps running the forwarder until it is dropped.
-    pub async fn start(target: SocketAddr, one_way: Duration) -> io::Result<DelayProxy> {
+    /// Listens on 127.0.0.1:0 and forwards every connection to `target` through `link`. Must be
+    /// called within a tokio runtime, which keeps running the forwarder until it is dropped.
+    pub async fn start(target: SocketAddr, link: Link) -> io::Result<DelayProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let accept = tokio::spawn(async move {
@@ -46,7 +61,7 @@ impl DelayProxy {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((client, _)) = accepted else { continue };
-                        conns.spawn(forward(client, target, one_way));
+                        conns.spawn(forward(client, target, link));
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }
@@ -72,7 +87,7 @@ impl Drop for DelayProxy {
     }
 }
 
-async fn forward(client: TcpStream, target: SocketAddr, one_way: Duration) {
+async fn forward(client: TcpStream, target: SocketAddr, link: Link) {
     let accepted = Instant::now();
     let Ok(server) = TcpStream::connect(target).await else {
         return;
@@ -83,29 +98,43 @@ async fn forward(client: TcpStream, target: SocketAddr, one_way: Duration) {
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     // The handshake's round trip: nothing the client sends moves before it would have completed.
-    let handshake_done = accepted + 2 * one_way;
+    let handshake_done = accepted + 2 * link.one_way;
     tokio::join!(
-        pump(client_read, server_write, one_way, handshake_done),
-        pump(server_read, client_write, one_way, accepted),
+        pump(client_read, server_write, link, handshake_done),
+        pump(server_read, client_write, link, accepted),
     );
 }
 
 /// Copies `from` to `to`, each chunk written `one_way` after it was read (or after `not_before`,
-/// whichever is later); end of stream is passed on the same way, as a write shutdown.
-async fn pump(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-    one_way: Duration,
-    not_before: Instant,
-) {
+/// whichever is later); end of stream is passed on the same way, as a write shutdown. With a
+/// window, reading waits while a window's worth of bytes is in flight.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: Link, not_before: Instant) {
+    let one_way = link.one_way;
+    let window = link
+        .window
+        .map(|w| w.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)));
+    let in_flight = window.map(|w| Arc::new(Semaphore::new(w)));
+    let read_size = window.map_or(READ_SIZE, |w| w.min(READ_SIZE));
     let (tx, mut rx) = mpsc::channel::<(Instant, Option<Bytes>)>(QUEUE);
+    let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<(Instant, usize)>();
+    let reader_window = in_flight.clone();
+    let writer_window = in_flight.clone();
     let read = async move {
         let mut buf = BytesMut::new();
         loop {
-            buf.reserve(READ_SIZE);
-            let chunk = match from.read_buf(&mut buf).await {
+            buf.reserve(read_size);
+            let chunk = match (&mut from).take(read_size as u64).read_buf(&mut buf).await {
                 Ok(0) | Err(_) => None,
-                Ok(_) => Some(buf.split().freeze()),
+                Ok(n) => {
+                    if let Some(w) = &reader_window {
+                        // n ≤ read_size ≤ the window, which fits in u32.
+                        match w.acquire_many(n as u32).await {
+                            Ok(permits) => permits.forget(),
+                            Err(_) => break,
+                        }
+                    }
+                    Some(buf.split().freeze())
+                }
             };
             let end = chunk.is_none();
             let due = Instant::now().max(not_before) + one_way;
@@ -122,6 +151,8 @@ async fn pump(
                     if to.write_all(&bytes).await.is_err() {
                         break;
                     }
+                    // Its acknowledgement is back at the sender one way later.
+                    let _ = acked_tx.send((Instant::now() + one_way, bytes.len()));
                 }
                 None => {
                     let _ = to.shutdown().await;
@@ -129,8 +160,20 @@ async fn pump(
                 }
             }
         }
+        // A reader waiting for window space would otherwise wait for acknowledgements forever.
+        if let Some(w) = &writer_window {
+            w.close();
+        }
     };
-    tokio::join!(read, write);
+    let ack = async move {
+        while let Some((due, n)) = acked_rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if let Some(w) = &in_flight {
+                w.add_permits(n);
+            }
+        }
+    };
+    tokio::join!(read, write, ack);
 }
 
 #[cfg(test)]
@@ -160,7 +203,15 @@ mod tests {
         let one_way = Duration::from_millis(40);
         let body = pattern(3 * 1024 * 1024 + 17);
         let server = responder(5, body.clone()).await;
-        let proxy = DelayProxy::start(server, one_way).await.unwrap();
+        let proxy = DelayProxy::start(
+            server,
+            Link {
+                one_way,
+                window: None,
+            },
+        )
+        .await
+        .unwrap();
         let started = Instant::now();
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
         c.write_all(b"hello").await.unwrap();
@@ -176,13 +227,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_window_bounds_a_connection_to_a_window_per_round_trip() {
+        // 4 MiB in 256 KiB windows at a 50 ms round trip: 16 windows, the last sent after 15
+        // round trips and delivered half a round trip later, so at least 775 ms.
+        let link = Link {
+            one_way: Duration::from_millis(25),
+            window: Some(256 * 1024),
+        };
+        let body = pattern(4 * 1024 * 1024);
+        let server = responder(1, body.clone()).await;
+        let proxy = DelayProxy::start(server, link).await.unwrap();
+        let started = Instant::now();
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.unwrap();
+        let took = started.elapsed();
+        assert!(got == body, "the bytes arrived changed or out of order");
+        assert!(
+            took >= Duration::from_millis(775),
+            "4 MiB took {took:?} through 256 KiB windows at a 50 ms round trip"
+        );
+    }
+
+    #[tokio::test]
     async fn the_delay_does_not_cap_throughput() {
         // 64 MiB through a 50 ms delay: queued chunks move in a window, so this takes a few round
         // trips; sleeping per chunk would take at least 1024 × 50 ms.
         let one_way = Duration::from_millis(50);
         let body = pattern(64 * 1024 * 1024);
         let server = responder(1, body.clone()).await;
-        let proxy = DelayProxy::start(server, one_way).await.unwrap();
+        let proxy = DelayProxy::start(
+            server,
+            Link {
+                one_way,
+                window: None,
+            },
+        )
+        .await
+        .unwrap();
         let started = Instant::now();
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
         c.write_all(b"x").await.unwrap();
