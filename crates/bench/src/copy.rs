@@ -471,13 +471,13 @@ fn arms(o: &Options, w: Workflow) -> Vec<Arm> {
         } else {
             vec![None]
         };
-        let big_js: Vec<Option<usize>> = if w.uses_image_jobs() {
+        let image_js: Vec<Option<usize>> = if w.uses_image_jobs() {
             o.image_jobs.iter().copied().map(Some).collect()
         } else {
             vec![None]
         };
         for j in &js {
-            for bj in &big_js {
+            for bj in &image_js {
                 v.push(Arm {
                     tool: "ferry",
                     layer_jobs: *j,
