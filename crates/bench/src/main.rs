@@ -6,9 +6,15 @@
 //! large blob from ferry and from nginx; then ferry's memory with the store full. Prints a table of
 //! medians and ratios and writes JSON.
 //!
+//! `mirror`: ferry as a pull-through cache against the Distribution proxy. `load`: ociregistry's
+//! load test with `ferry load`. `copy`: `ferry copy` and `ferry info` against skopeo on issue #12's
+//! workflows, on loopback and through a delaying proxy (`delay.rs`).
+//!
 //! Everything runs on 127.0.0.1 and stops by itself; nothing is timed inside a test.
 
 mod common;
+mod copy;
+mod delay;
 mod load;
 mod mirror;
 mod serve;
@@ -22,7 +28,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry-bench",
-    after_help = "Examples:\n  cargo xtask bench serve --quick\n  cargo xtask bench mirror --quick\n  cargo xtask bench load --quick"
+    after_help = "Examples:\n  cargo xtask bench serve --quick\n  cargo xtask bench mirror --quick\n  cargo xtask bench load --quick\n  cargo xtask bench copy --quick"
 )]
 enum Bench {
     /// Cached pulls of many small images and one large blob: ferry, Distribution and nginx.
@@ -31,6 +37,9 @@ enum Bench {
     Mirror(mirror::Args),
     /// ociregistry's load test with `ferry load`: ferry, the Distribution proxy and nginx.
     Load(load::Args),
+    /// `ferry copy` and `ferry info` against skopeo: pull, tar, push, bulk info and many images
+    /// into one directory, on loopback and with a round-trip time added.
+    Copy(copy::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +47,7 @@ fn main() -> ExitCode {
         Bench::Serve(a) => serve::Options::new(a).and_then(serve::run),
         Bench::Mirror(a) => mirror::Options::new(a).and_then(mirror::run),
         Bench::Load(a) => load::Options::new(a).and_then(load::run),
+        Bench::Copy(a) => copy::Options::new(a).and_then(copy::run).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
