@@ -1,20 +1,18 @@
 //! `ferry copy SRC DST`: images between registries, OCI layouts and directories.
 
 use std::collections::{HashMap, HashSet};
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use ferry_client::CredentialSources;
 use ferry_copy::{
-    BlobOutcome, Copied, Copier, CopyOptions, Event, Location, Platform, PlatformChoice, Progress,
-    destination_for,
+    Copied, Copier, CopyOptions, Location, Platform, PlatformChoice, destination_for,
 };
 
+use crate::commands::copy_progress::{CopyProgress, mb};
 use crate::commands::inspect::registry_client;
 use crate::counts::count;
 
@@ -199,7 +197,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             rate_limit,
         )
     });
-    let reporter = Arc::new(Lines::new(args.quiet || args.json));
+    let reporter = Arc::new(CopyProgress::for_stderr(args.quiet || args.json));
     let copier = Copier::new(
         CopyOptions {
             layer_jobs: args.layer_jobs.into(),
@@ -218,13 +216,14 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             every.tick().await;
             loop {
                 every.tick().await;
-                ticker.summary(started.elapsed());
+                ticker.tick(started.elapsed());
             }
         });
         let results = copier.copy_many(&pairs).await;
         tick.abort();
         results
     });
+    reporter.finish();
     let elapsed = started.elapsed();
     let mut failed = 0;
     let mut total = Total::default();
@@ -315,104 +314,4 @@ impl Total {
         }
         s
     }
-}
-
-/// Bytes as decimal megabytes, as transfer tools print them.
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-/// The progress printer: one line per blob on stderr, and a summary every few seconds. It works
-/// the same with or without a terminal, so logs of CI jobs show progress too.
-struct Lines {
-    quiet: bool,
-    state: Mutex<LineState>,
-}
-
-#[derive(Default)]
-struct LineState {
-    blobs: usize,
-    blobs_done: usize,
-    bytes: u64,
-    bytes_done: u64,
-}
-
-impl Lines {
-    fn new(quiet: bool) -> Lines {
-        let _ = std::io::stderr().is_terminal();
-        Lines {
-            quiet,
-            state: Mutex::default(),
-        }
-    }
-
-    fn summary(&self, elapsed: Duration) {
-        if self.quiet {
-            return;
-        }
-        let s = self.state.lock().expect("progress state poisoned");
-        let secs = elapsed.as_secs_f64().max(1e-6);
-        eprintln!(
-            "… {}/{} blobs, {} of {}, {}/s",
-            s.blobs_done,
-            s.blobs,
-            mb(s.bytes_done),
-            mb(s.bytes),
-            mb((s.bytes_done as f64 / secs) as u64)
-        );
-    }
-}
-
-impl Progress for Lines {
-    fn event(&self, event: Event<'_>) {
-        let mut s = self.state.lock().expect("progress state poisoned");
-        match event {
-            Event::ImageStarted { blobs, bytes, .. } => {
-                s.blobs += blobs;
-                s.bytes += bytes;
-            }
-            Event::BlobProgress { bytes, .. } => s.bytes_done += bytes,
-            Event::BlobDone {
-                image,
-                digest,
-                size,
-                outcome,
-            } => {
-                s.blobs_done += 1;
-                let how = match outcome {
-                    BlobOutcome::Copied { resumed_from: 0 } => "copied".to_owned(),
-                    BlobOutcome::Copied { resumed_from } => {
-                        format!("copied (resumed at {})", mb(resumed_from))
-                    }
-                    BlobOutcome::Present => {
-                        s.bytes_done += size;
-                        "already there".to_owned()
-                    }
-                    BlobOutcome::Mounted => {
-                        s.bytes_done += size;
-                        "mounted".to_owned()
-                    }
-                };
-                if !self.quiet {
-                    eprintln!("{image}: {} {} {how}", short(digest.as_str()), mb(size));
-                }
-            }
-            Event::Retrying { image, what, error } => {
-                if !self.quiet {
-                    eprintln!("{image}: {what}: {error}; trying again");
-                }
-            }
-            Event::ImageDone { image, digest } => {
-                if !self.quiet {
-                    eprintln!("{image}: done, {digest}");
-                }
-            }
-            Event::BlobStarted { .. } => {}
-        }
-    }
-}
-
-/// `sha256:0123456789ab`: enough of a digest to tell blobs apart in a log.
-fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
 }

@@ -1,6 +1,7 @@
 //! The body of each command, one module each; `main.rs` only parses and dispatches.
 
 pub mod copy;
+pub mod copy_progress;
 pub mod fsck;
 pub mod gc;
 pub mod info;

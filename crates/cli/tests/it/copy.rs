@@ -223,6 +223,73 @@ fn a_second_copy_finds_every_blob_and_transfers_nothing() {
 }
 
 #[test]
+fn without_a_terminal_progress_is_one_line_per_blob_on_stderr_and_quiet_prints_nothing() {
+    let Some(s) = seeded() else { return };
+    let src = format!("registry://{}/team/app:v1", s.registry.host());
+    let dst = format!("oci:{}:v1", s.tmp.path().join("l").display());
+    // The test's stderr is a pipe: the line printer, not bars.
+    let out = ferry(&["copy", &src, &dst]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "progress on stdout: {:?}",
+        out.stdout
+    );
+    let blob_lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(&format!("{src}: sha256:")))
+        .collect();
+    assert_eq!(blob_lines.len(), s.app.blobs().count(), "{err}");
+    for b in s.app.blobs() {
+        let short = &b.digest.as_str()[..19];
+        assert_eq!(
+            blob_lines.iter().filter(|l| l.contains(short)).count(),
+            1,
+            "{short} in {err}"
+        );
+    }
+    assert!(blob_lines.iter().all(|l| l.ends_with(" copied")), "{err}");
+    assert!(
+        err.contains(&format!("{src}: done, {}", s.app.manifest.digest)),
+        "{err}"
+    );
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("copied 1 image: ")
+            && last.contains("MB/s")
+            && last.contains(", 0 already at the destination"),
+        "{last}"
+    );
+    assert!(!err.contains('\x1b'), "terminal escapes in a log: {err:?}");
+
+    // Again: every blob is there; the final line says so.
+    let out = ferry(&["copy", &src, &dst]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches(" already there\n").count(), 4, "{err}");
+    assert!(
+        err.trim_end()
+            .ends_with("0 blobs copied, 4 already at the destination"),
+        "{err}"
+    );
+
+    // --quiet: nothing at all on success, on either stream.
+    let quiet = format!("oci:{}:v1", s.tmp.path().join("q").display());
+    let out = ferry(&["copy", "--quiet", &src, &quiet]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+
+    // --json: the summary alone on stdout, no progress lines on stderr.
+    let json = format!("oci:{}:v1", s.tmp.path().join("j").display());
+    let out = ferry(&["copy", "--json", &src, &json]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"][0]["blobs_copied"], 4);
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
 fn platforms_of_an_index_one_several_or_all() {
     let Some(s) = seeded() else { return };
     let src = format!("registry://{}/team/multi:v1", s.registry.host());
