@@ -22,7 +22,8 @@ const MAX_LIST_LINES: usize = 100_000;
 #[derive(Debug, Args)]
 pub struct CopyArgs {
     /// SRC DST, or just DST with --from-file. Locations: registry://host/repo:tag (docker://),
-    /// oci:DIR[:NAME], dir:DIR, dir:DIR?unique_names=true.
+    /// oci:DIR[:NAME], dir:DIR, dir:DIR?unique_names=true. A source may be a wildcard,
+    /// registry://host/ns/*:latest or quay://[host/]ns/*:tag: every image it names is copied.
     #[arg(value_name = "LOCATION", num_args = 1..=2, required = true)]
     pub locations: Vec<String>,
     /// Copy every source listed in FILE (one location per line, # starts a comment) into DST.
@@ -73,6 +74,9 @@ pub struct CopyArgs {
     /// Requests per second to each registry, at most (stays under registries' 429s).
     #[arg(long, value_name = "N")]
     pub rate_limit: Option<f64>,
+    /// Bearer token for Quay's REST API, to list a quay:// source's repositories and tags.
+    #[arg(long, env = "QUAY_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub quay_token: Option<String>,
     /// Speak plain HTTP to registries (loopback registries always are).
     #[arg(long)]
     pub plain_http: bool,
@@ -104,6 +108,9 @@ fn plan(args: &CopyArgs) -> anyhow::Result<Vec<(Location, Location)>> {
                 dst.can_be_destination(),
                 "destination {dst}: an image index (@N) selects from an existing archive; name the image instead"
             );
+            if src.pattern().is_some() {
+                return crate::commands::copy_wildcard::expand(args, &src, &dst);
+            }
             Ok(vec![(src, dst)])
         }
         (None, [_]) => anyhow::bail!(

@@ -102,13 +102,14 @@ fn catalog_error(e: ferry_client::ClientError, registry: &Registry, host: &str) 
     }
 }
 
-/// One image to summarise: where, and under which name to show it.
-struct Wanted {
+/// One image a location names: where, and under which name to show it.
+pub(crate) struct Wanted {
     host: String,
     repo: RepoName,
     /// A tag or a digest.
     reference: String,
-    name: String,
+    /// `host/repo:tag` or `host/repo@digest`.
+    pub(crate) name: String,
 }
 
 impl Wanted {
@@ -169,11 +170,15 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<ExitCode> {
                     };
                     wanted.push(Wanted::new(&host, reference.repo.clone(), r));
                 }
-                Location::RegistryPattern { pattern } => {
-                    wanted.extend(resolve_registry(registry, pattern, args.page_size, jobs).await?);
-                }
-                Location::Quay { pattern } => {
-                    wanted.extend(resolve_quay(args, pattern, jobs).await?);
+                Location::RegistryPattern { .. } | Location::Quay { .. } => {
+                    let listing = Listing {
+                        page_size: args.page_size,
+                        jobs,
+                        plain_http: args.registry.plain_http,
+                        tls_verify: args.registry.tls_verify,
+                        quay_token: args.token.clone(),
+                    };
+                    wanted.extend(resolve_pattern(registry, l, &listing).await?);
                 }
                 _ => unreachable!("refused above"),
             }
@@ -223,9 +228,38 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// How to list what a pattern names.
+pub(crate) struct Listing {
+    /// Repositories per catalog page (default: the registry's page size).
+    pub page_size: Option<usize>,
+    /// Tag lists read at once.
+    pub jobs: usize,
+    /// For Quay's REST API: plain HTTP, certificate checks, and a bearer token.
+    pub plain_http: bool,
+    pub tls_verify: bool,
+    pub quay_token: Option<String>,
+}
+
+/// The images a `registry://` pattern or a `quay://` location names, in order of repository,
+/// then tag. `registry` is a client for the pattern's host. `ferry info` and `ferry copy` both
+/// resolve wildcards here.
+pub(crate) async fn resolve_pattern(
+    registry: &Registry,
+    location: &Location,
+    listing: &Listing,
+) -> anyhow::Result<Vec<Wanted>> {
+    match location {
+        Location::RegistryPattern { pattern } => {
+            resolve_registry(registry, pattern, listing.page_size, listing.jobs).await
+        }
+        Location::Quay { pattern } => resolve_quay(listing, pattern).await,
+        other => anyhow::bail!("{other} is not a pattern"),
+    }
+}
+
 /// The images a `registry://` pattern names: the catalog's matching repositories (or the one
-/// literal repository), then each one's matching tags (or the literal tag), tag lists read
-/// `jobs` at a time. Sorted by repository, then tag.
+/// literal repository), then each one's matching tags (or the literal tag of a literal
+/// repository), tag lists read `jobs` at a time. Sorted by repository, then tag.
 async fn resolve_registry(
     registry: &Registry,
     pattern: &ImagePattern,
@@ -250,7 +284,9 @@ async fn resolve_registry(
         .map(|name| async move {
             let repo = RepoName::new(&name)
                 .with_context(|| format!("the catalog of {host} lists {name:?}"))?;
-            if !pattern.tag_has_wildcard() {
+            // Of many repositories, `*:latest` means those that have a `latest` (as Quay's
+            // `specificTag` does), so their tag lists are read too.
+            if !pattern.tag_has_wildcard() && !pattern.repository_has_wildcard() {
                 return Ok(vec![Wanted::new(host, repo, pattern.tag().to_owned())]);
             }
             let mut tags = registry
@@ -274,20 +310,17 @@ async fn resolve_registry(
 /// The images a `quay://` pattern names, listed through Quay's REST API: the namespace's
 /// matching repositories, then each one's matching active tags (Quay filters a literal tag
 /// itself, `specificTag`). A pattern without a wildcard is that image, listed nowhere.
-async fn resolve_quay(
-    args: &InfoArgs,
-    pattern: &ImagePattern,
-    jobs: usize,
-) -> anyhow::Result<Vec<Wanted>> {
+async fn resolve_quay(listing: &Listing, pattern: &ImagePattern) -> anyhow::Result<Vec<Wanted>> {
+    let jobs = listing.jobs;
     let host = pattern.registry();
     if !pattern.has_wildcard() {
         let repo = RepoName::new(pattern.repository())?;
         return Ok(vec![Wanted::new(host, repo, pattern.tag().to_owned())]);
     }
     let quay = Quay::new(QuayOptions {
-        endpoint: endpoint(host, args.registry.plain_http),
-        token: args.token.clone(),
-        insecure_skip_verify: !args.registry.tls_verify,
+        endpoint: endpoint(host, listing.plain_http),
+        token: listing.quay_token.clone(),
+        insecure_skip_verify: !listing.tls_verify,
         ..QuayOptions::default()
     })?;
     let quay = &quay;

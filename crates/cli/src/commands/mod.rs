@@ -2,6 +2,7 @@
 
 pub mod copy;
 pub mod copy_progress;
+pub mod copy_wildcard;
 pub mod fsck;
 pub mod gc;
 pub mod info;

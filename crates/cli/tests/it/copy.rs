@@ -570,3 +570,126 @@ fn bad_input_gets_one_clear_error_and_leaves_nothing() {
     assert!(err.contains("unique_names=true"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_wildcard_source_copies_every_image_it_names_and_nothing_else() {
+    let Some(registry) = DockerRegistry::start() else {
+        return;
+    };
+    let host = registry.host();
+    let client = ferry_client::Registry::new(ferry_client::RegistryOptions {
+        endpoint: format!("http://{host}"),
+        ..Default::default()
+    })
+    .unwrap();
+    // team/app-a..c:latest match; team/lib:latest (another name) and team/app-d (no `latest`)
+    // must not be copied.
+    let apps: Vec<(String, Image)> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                format!("team/app-{n}"),
+                image(30 + i as u64, 2, 3000, "amd64"),
+            )
+        })
+        .collect();
+    let lib = image(40, 1, 2000, "amd64");
+    let app_d = image(41, 1, 2000, "amd64");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        for (repo, img) in &apps {
+            crate::info::push(&client, repo, "latest", img).await;
+        }
+        crate::info::push(&client, "team/lib", "latest", &lib).await;
+        crate::info::push(&client, "team/app-d", "v1", &app_d).await;
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let pattern = format!("registry://{host}/team/app-*:latest");
+
+    // Into one OCI layout: an index.json entry per image, named by its source.
+    let layout = tmp.path().join("layout");
+    let v = copy_json(&[&pattern, &format!("oci:{}", layout.display())]);
+    let sources: Vec<&str> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["source"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = apps
+        .iter()
+        .map(|(r, _)| format!("registry://{host}/{r}:latest"))
+        .collect();
+    assert_eq!(sources, want);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut entries: Vec<(String, String)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                m["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    entries.sort();
+    let want: Vec<(String, String)> = apps
+        .iter()
+        .map(|(r, img)| {
+            (
+                format!("{host}/{r}:latest"),
+                img.manifest.digest.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(entries, want);
+    assert_blobs_verified(&layout);
+    let blobs = layout.join("blobs/sha256");
+    for decoy in [&lib, &app_d] {
+        assert!(
+            !blobs.join(decoy.manifest.digest.hex()).exists(),
+            "a decoy was copied"
+        );
+    }
+
+    // Into dir:…?unique_names=true: the same three names.
+    let dir = tmp.path().join("many");
+    copy_json(&[
+        &pattern,
+        &format!("dir:{}?unique_names=true", dir.display()),
+    ]);
+    let catalog: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("images.json")).unwrap()).unwrap();
+    let mut names: Vec<&str> = catalog["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let want: Vec<String> = apps
+        .iter()
+        .map(|(r, _)| format!("{host}/{r}:latest"))
+        .collect();
+    assert_eq!(names, want);
+
+    // A pattern that names nothing is an error naming it, and writes nothing.
+    let none = format!("registry://{host}/team/nothing-*:latest");
+    let empty = tmp.path().join("empty");
+    let err = failure(&[&none, &format!("oci:{}", empty.display())]);
+    assert!(
+        err.contains(&none) && err.contains("matches no image"),
+        "{err}"
+    );
+    assert!(!empty.exists());
+    // A single-image destination cannot take a wildcard's many images.
+    let err = failure(&[
+        &pattern,
+        &format!("dir:{}", tmp.path().join("one").display()),
+    ]);
+    assert!(err.contains("unique_names=true"), "{err}");
+}

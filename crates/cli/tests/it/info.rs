@@ -13,7 +13,7 @@ use ferry_testkit::peers::{DockerRegistry, free_port};
 use crate::inspect::{failure, ferry, json, stdout_ok};
 
 /// Pushes `img` to `repo:tag` with ferry's own client (much faster than a skopeo per image).
-async fn push(registry: &Registry, repo: &str, tag: &str, img: &Image) {
+pub(crate) async fn push(registry: &Registry, repo: &str, tag: &str, img: &Image) {
     let repo = RepoName::new(repo).unwrap();
     for b in img.blobs() {
         registry
