@@ -42,6 +42,7 @@ pub(crate) fn expand(
         plain_http: args.plain_http,
         tls_verify: args.src_tls_verify,
         quay_token: args.quay_token.clone(),
+        quay_token_option: "--quay-token",
     };
     let wanted = crate::runtime()?
         .block_on(resolve_pattern(&registry, src, &listing))

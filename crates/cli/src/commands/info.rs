@@ -177,6 +177,7 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<ExitCode> {
                         plain_http: args.registry.plain_http,
                         tls_verify: args.registry.tls_verify,
                         quay_token: args.token.clone(),
+                        quay_token_option: "--token",
                     };
                     wanted.extend(resolve_pattern(registry, l, &listing).await?);
                 }
@@ -238,6 +239,8 @@ pub(crate) struct Listing {
     pub plain_http: bool,
     pub tls_verify: bool,
     pub quay_token: Option<String>,
+    /// The option that takes the Quay token, for the message when Quay refuses.
+    pub quay_token_option: &'static str,
 }
 
 /// The images a `registry://` pattern or a `quay://` location names, in order of repository,
@@ -328,7 +331,14 @@ async fn resolve_quay(listing: &Listing, pattern: &ImagePattern) -> anyhow::Resu
     let mut repos: Vec<String> = if pattern.repository_has_wildcard() {
         quay.repositories(namespace)
             .await
-            .map_err(|e| quay_error(e, host, &format!("repositories of {host}/{namespace}")))?
+            .map_err(|e| {
+                quay_error(
+                    e,
+                    host,
+                    &format!("repositories of {host}/{namespace}"),
+                    listing.quay_token_option,
+                )
+            })?
             .into_iter()
             .filter(|r| pattern.matches_repository(r))
             .collect()
@@ -345,7 +355,14 @@ async fn resolve_quay(listing: &Listing, pattern: &ImagePattern) -> anyhow::Resu
             let mut tags: Vec<String> = quay
                 .tags(repo.as_str(), specific)
                 .await
-                .map_err(|e| quay_error(e, host, &format!("tags of {host}/{repo}")))?
+                .map_err(|e| {
+                    quay_error(
+                        e,
+                        host,
+                        &format!("tags of {host}/{repo}"),
+                        listing.quay_token_option,
+                    )
+                })?
                 .into_iter()
                 .map(|t| t.name)
                 .filter(|t| pattern.matches_tag(t))
@@ -364,11 +381,16 @@ async fn resolve_quay(listing: &Listing, pattern: &ImagePattern) -> anyhow::Resu
     Ok(per_repo.into_iter().flatten().collect())
 }
 
-fn quay_error(e: ferry_client::ClientError, host: &str, what: &str) -> anyhow::Error {
+fn quay_error(
+    e: ferry_client::ClientError,
+    host: &str,
+    what: &str,
+    token_option: &str,
+) -> anyhow::Error {
     match e.kind {
         ErrorKind::Connect => anyhow::anyhow!("cannot connect to {host}: {}", e.message),
         ErrorKind::Unauthorized | ErrorKind::Denied => anyhow::anyhow!(
-            "{what}: not allowed ({}); pass a Quay token with --token or QUAY_TOKEN",
+            "{what}: not allowed ({}); pass a Quay token with {token_option} or QUAY_TOKEN",
             e.message
         ),
         ErrorKind::NotFound => anyhow::anyhow!("{what}: Quay has no such namespace or repository"),

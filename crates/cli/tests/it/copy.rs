@@ -693,3 +693,90 @@ fn a_wildcard_source_copies_every_image_it_names_and_nothing_else() {
     ]);
     assert!(err.contains("unique_names=true"), "{err}");
 }
+
+#[test]
+fn a_quay_wildcard_source_is_listed_through_its_rest_api_and_copied() {
+    use crate::info::fake_quay;
+    // org/app-a..c match `app-*`; org/lib and other/app-z must not be copied.
+    let mut repos = std::collections::BTreeMap::new();
+    for (seed, name) in [
+        "org/app-a",
+        "org/app-b",
+        "org/app-c",
+        "org/lib",
+        "other/app-z",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut tags = std::collections::BTreeMap::new();
+        tags.insert("v1".to_owned(), image(60 + seed as u64, 2, 1500, "amd64"));
+        repos.insert(name.to_owned(), tags);
+    }
+    let state = std::sync::Arc::new(fake_quay::State::new(repos));
+    let (host, _rt) = fake_quay::start(state.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("apps");
+    let pattern = format!("quay://{host}/org/app-*:v1");
+    let dst = format!("dir:{}?unique_names=true", dir.display());
+
+    let v = copy_json(&["--quay-token", "t0ken", &pattern, &dst]);
+    let got: Vec<(&str, &str)> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["source"].as_str().unwrap(), i["digest"].as_str().unwrap()))
+        .collect();
+    let sources: Vec<String> = ["a", "b", "c"]
+        .map(|r| format!("registry://{host}/org/app-{r}:v1"))
+        .to_vec();
+    let digests: Vec<String> = ["a", "b", "c"]
+        .map(|r| {
+            state.repos[&format!("org/app-{r}")]["v1"]
+                .manifest
+                .digest
+                .to_string()
+        })
+        .to_vec();
+    let want: Vec<(&str, &str)> = sources
+        .iter()
+        .zip(&digests)
+        .map(|(s, d)| (s.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(got, want);
+    assert_blobs_verified(&dir);
+    for decoy in ["org/lib", "other/app-z"] {
+        let img = &state.repos[decoy]["v1"];
+        assert!(
+            !walk(&dir)
+                .iter()
+                .any(|p| p.file_name().unwrap().to_str().unwrap() == img.config.digest.hex()),
+            "{decoy} was copied"
+        );
+    }
+    // The listing went through Quay's REST API with the token.
+    let seen = state.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|s| s.starts_with("/api/v1/repository?namespace=org")),
+        "{seen:?}"
+    );
+
+    // Without the token Quay refuses; the error names the option that takes one.
+    let mut cmd = Command::new(ferry_bin());
+    let out = cmd
+        .args([
+            "copy",
+            &pattern,
+            &format!("dir:{}?unique_names=true", tmp.path().join("no").display()),
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .env_remove("FERRY_LOG")
+        .env_remove("QUAY_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--quay-token"), "{err}");
+    assert!(!tmp.path().join("no").exists());
+}

@@ -263,7 +263,7 @@ fn a_failed_image_is_reported_and_the_others_still_print() {
 /// `endpoints/api/tag.py`): `/api/v1/repository?namespace=` two repositories a page with an
 /// opaque `next_page`, `/api/v1/repository/NS/REPO/tag/` two tags a page with `has_additional`,
 /// both only with `Authorization: Bearer t0ken`; and the registry API's manifests and blobs.
-mod fake_quay {
+pub(crate) mod fake_quay {
     use super::*;
     use axum::body::Body;
     use axum::http::{Request, Response, StatusCode, header};
