@@ -26,7 +26,8 @@ pub struct CopyArgs {
     /// registry://host/ns/*:latest or quay://[host/]ns/*:tag: every image it names is copied.
     #[arg(value_name = "LOCATION", num_args = 1..=2, required = true)]
     pub locations: Vec<String>,
-    /// Copy every source listed in FILE (one location per line, # starts a comment) into DST.
+    /// Copy every source listed in FILE (one location or wildcard per line, # starts a comment)
+    /// into DST.
     #[arg(long, value_name = "FILE")]
     pub from_file: Option<std::path::PathBuf>,
     /// Blobs transferred at once per image.
@@ -126,6 +127,12 @@ fn plan(args: &CopyArgs) -> anyhow::Result<Vec<(Location, Location)>> {
                     continue;
                 }
                 let src = parse_location(line, &format!("{}:{}:", file.display(), n + 1))?;
+                if src.pattern().is_some() {
+                    let many = crate::commands::copy_wildcard::expand(args, &src, &dst)
+                        .with_context(|| format!("{}:{}", file.display(), n + 1))?;
+                    pairs.extend(many);
+                    continue;
+                }
                 let to = destination_for(&src, &dst)
                     .with_context(|| format!("{}:{}: {line}", file.display(), n + 1))?;
                 pairs.push((src, to));

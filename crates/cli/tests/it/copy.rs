@@ -677,6 +677,32 @@ fn a_wildcard_source_copies_every_image_it_names_and_nothing_else() {
         .collect();
     assert_eq!(names, want);
 
+    // A --from-file line may be a pattern too.
+    let list = tmp.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!("{pattern}\nregistry://{host}/team/lib:latest\n"),
+    )
+    .unwrap();
+    let listed = tmp.path().join("listed");
+    let v = copy_json(&[
+        "--from-file",
+        list.to_str().unwrap(),
+        &format!("oci:{}", listed.display()),
+    ]);
+    let sources: Vec<&str> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["source"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<String> = apps
+        .iter()
+        .map(|(r, _)| format!("registry://{host}/{r}:latest"))
+        .collect();
+    want.push(format!("registry://{host}/team/lib:latest"));
+    assert_eq!(sources, want);
+
     // A pattern that names nothing is an error naming it, and writes nothing.
     let none = format!("registry://{host}/team/nothing-*:latest");
     let empty = tmp.path().join("empty");
