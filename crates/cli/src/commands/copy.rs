@@ -21,9 +21,9 @@ const MAX_LIST_LINES: usize = 100_000;
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// SRC DST, or just DST with --from-file. Locations: registry://host/repo:tag (docker://),
-    /// oci:DIR[:NAME], dir:DIR, dir:DIR?unique_names=true. A source may be a wildcard,
-    /// registry://host/ns/*:latest or quay://[host/]ns/*:tag: every image it names is copied.
+    /// SRC DST, or just DST with --from-file. Locations: `registry://host/repo:tag` (`docker://`),
+    /// `oci:DIR[:NAME]`, `dir:DIR`, `dir:DIR?unique_names=true`. A source may be a wildcard,
+    /// `registry://host/ns/*:latest` or `quay://[host/]ns/*:tag`: every image it names is copied.
     #[arg(value_name = "LOCATION", num_args = 1..=2, required = true)]
     pub locations: Vec<String>,
     /// Copy every source listed in FILE (one location or wildcard per line, # starts a comment)
