@@ -189,6 +189,23 @@ fn info_resolves_a_wildcard_over_the_catalog_and_tag_lists() {
         ["00", "01", "02"].map(|n| format!("{host}/team/app-{n}:v1"))
     );
 
+    // A literal tag over a repository wildcard names only the repositories that have it.
+    let v = json(&[
+        "info",
+        "--json",
+        &format!("registry://{host}/team/app-*:v1"),
+    ]);
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["00", "01", "02"].map(|n| format!("{host}/team/app-{n}:v1"))
+    );
+
     // An index: every platform, and the layers of all of them.
     let (idx, amd, arm) = &s.multi;
     let v = json(&[
