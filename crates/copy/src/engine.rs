@@ -17,7 +17,7 @@ use crate::files::{self, Reporter};
 use crate::location::Location;
 use crate::platform::{Platform, PlatformChoice, descriptor_platform};
 use crate::progress::{BlobOutcome, Event, Progress};
-use crate::source::Source;
+use crate::source::{self, Source};
 
 /// How a copy runs.
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ pub struct Copier {
     progress: Arc<dyn Progress>,
     registries: Mutex<HashMap<String, Arc<Registry>>>,
     /// One lock per destination blob file being written by this process.
-    writing: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    writing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Copier {
@@ -111,7 +111,7 @@ impl Copier {
         Ok(r)
     }
 
-    fn open_source(&self, location: &Location) -> Result<Source, CopyError> {
+    async fn open_source(&self, location: &Location) -> Result<Source, CopyError> {
         match location {
             Location::Registry { reference } => Ok(Source::Registry {
                 registry: self.registry(reference.registry.as_deref().unwrap_or_default())?,
@@ -130,9 +130,18 @@ impl Copier {
             } => Err(CopyError::Unsupported(
                 "reading from dir:…?unique_names=true is not supported yet; it is a destination",
             )),
-            Location::OciArchive { .. } | Location::DockerArchive { .. } => Err(
-                CopyError::Unsupported("reading archives with ferry copy is not supported yet"),
-            ),
+            Location::OciArchive { file, reference } => {
+                let (file, reference) = (file.clone(), reference.clone());
+                tokio::task::spawn_blocking(move || source::open_archive(&file, None, reference))
+                    .await
+                    .expect("archive task panicked")
+            }
+            Location::DockerArchive { file, image } => {
+                let (file, image) = (file.clone(), image.clone());
+                tokio::task::spawn_blocking(move || source::open_archive(&file, image, None))
+                    .await
+                    .expect("archive task panicked")
+            }
             Location::FerryStore { .. } => Err(CopyError::Unsupported(
                 "ferry-store: is a destination only; read a store's images from its registry API (registry://)",
             )),
@@ -155,6 +164,10 @@ impl Copier {
                 dir: dir.clone(),
                 unique: *unique_names,
                 image_name: source.image_name(),
+            }),
+            Location::Registry { reference } => Ok(Dest::Registry {
+                registry: self.registry(reference.registry.as_deref().unwrap_or_default())?,
+                reference: reference.clone(),
             }),
             _ => Err(CopyError::Unsupported(
                 "writing to this destination with ferry copy is not supported yet",
@@ -222,7 +235,7 @@ impl Copier {
             ));
         }
         let image: Arc<str> = Arc::from(source.to_string());
-        let src = self.open_source(source)?;
+        let src = self.open_source(source).await?;
         let dst = self.open_dest(destination, &src)?;
         let top = src.top().await?;
         let (to_write, images) = self.select(&src, &image, top).await?;
@@ -297,7 +310,7 @@ impl Copier {
         reporter: &Reporter,
     ) -> Result<BlobOutcome, CopyError> {
         // Two images of one copy sharing a layer write it once: the second waits and finds it.
-        let key = dst.root().join(desc.digest.as_str());
+        let key = dst.blob_key(&desc.digest);
         let lock = self
             .writing
             .lock()

@@ -120,24 +120,27 @@ fn check(desc: &Descriptor, hasher: Hasher, len: u64, what: &str) -> Result<(), 
     Ok(())
 }
 
-/// Copies the blob file `from` to `partial`, hashing it; on a mismatch the partial is removed.
+/// Copies a blob from `open`'s reader to `partial`, hashing it; on a mismatch the partial is
+/// removed.
 pub(crate) async fn copy_verified(
-    from: PathBuf,
+    open: crate::source::BlobOpener,
     partial: PathBuf,
     desc: Descriptor,
     reporter: Reporter,
 ) -> Result<(), CopyError> {
     tokio::task::spawn_blocking(move || {
-        let what = format!("blob {} from {}", desc.digest, from.display());
+        let what = format!("blob {}", desc.digest);
         let result = (|| {
-            let mut src = std::fs::File::open(&from).map_err(|e| CopyError::io(&from, e))?;
+            let mut src = open()?;
             let mut dst =
                 std::fs::File::create(&partial).map_err(|e| CopyError::io(&partial, e))?;
             let mut hasher = desc.digest.algorithm().hasher();
             let mut buf = vec![0u8; BUFFER];
             let mut len = 0u64;
             loop {
-                let n = src.read(&mut buf).map_err(|e| CopyError::io(&from, e))?;
+                let n = src
+                    .read(&mut buf)
+                    .map_err(|e| CopyError::malformed(&what, e))?;
                 if n == 0 {
                     break;
                 }

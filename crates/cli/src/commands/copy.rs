@@ -262,7 +262,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             "bytes_copied": total.bytes_copied,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if !args.quiet {
+    } else if !args.quiet && failed < pairs.len() {
         eprintln!("{}", total.line(pairs.len() - failed, elapsed));
     }
     if failed > 0 {
