@@ -144,8 +144,7 @@ impl Dest {
                 let open = source
                     .blob_opener(desc)
                     .expect("sources other than registries are files");
-                files::copy_verified(open, partial.clone(), desc.clone(), reporter.clone())
-                    .await?;
+                files::copy_verified(open, partial.clone(), desc.clone(), reporter.clone()).await?;
                 0
             }
         };
@@ -280,7 +279,9 @@ impl Dest {
                     let body = from_registry
                         .get_blob(&from.repo, &desc.digest, 0)
                         .await
-                        .map_err(|e| CopyError::registry(format!("blob {} of {from}", desc.digest), e))?;
+                        .map_err(|e| {
+                            CopyError::registry(format!("blob {} of {from}", desc.digest), e)
+                        })?;
                     let counter = reporter.clone();
                     let digest = desc.digest.clone();
                     let stream = body.into_stream().map(move |chunk| {
@@ -349,7 +350,9 @@ fn reader_stream(
             }
         }
     });
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// Records an image in a `dir:…?unique_names=true` catalog (`images.json`: name → manifest), under

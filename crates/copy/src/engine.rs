@@ -14,10 +14,11 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use crate::dest::Dest;
 use crate::error::CopyError;
 use crate::files::{self, Reporter};
-use crate::location::Location;
+use crate::location::{ArchiveImage, Location};
 use crate::platform::{Platform, PlatformChoice, descriptor_platform};
 use crate::progress::{BlobOutcome, Event, Progress};
 use crate::source::{self, Source};
+use crate::tarball;
 
 /// How a copy runs.
 #[derive(Debug, Clone)]
@@ -165,6 +166,20 @@ impl Copier {
                 unique: *unique_names,
                 image_name: source.image_name(),
             }),
+            // An archive is staged as a layout next to it and written when the copy is done.
+            Location::OciArchive { file, reference } => Ok(Dest::Layout {
+                dir: tarball::staging(file),
+                name: reference.clone(),
+                image_name: source.image_name(),
+            }),
+            Location::DockerArchive { file, image } => Ok(Dest::Layout {
+                dir: tarball::staging(file),
+                name: None,
+                image_name: match image {
+                    Some(ArchiveImage::Named(r)) => Some(r.to_string()),
+                    _ => source.image_name(),
+                },
+            }),
             Location::Registry { reference } => Ok(Dest::Registry {
                 registry: self.registry(reference.registry.as_deref().unwrap_or_default())?,
                 reference: reference.clone(),
@@ -198,6 +213,39 @@ impl Copier {
             .buffered(self.options.image_jobs.max(1))
             .collect()
             .await;
+        // Archives are written once every copy into them is done; not if one failed (its staging
+        // layout stays, and the next run resumes from it).
+        let files: HashSet<PathBuf> = pairs
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Location::OciArchive { file, .. } | Location::DockerArchive { file, .. } => {
+                    Some(file.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for file in files {
+            let into = |d: &Location| matches!(d, Location::OciArchive { file: f, .. } | Location::DockerArchive { file: f, .. } if *f == file);
+            if pairs
+                .iter()
+                .zip(&results)
+                .any(|((_, d), r)| into(d) && r.is_err())
+            {
+                continue;
+            }
+            let f = file.clone();
+            let written = tokio::task::spawn_blocking(move || tarball::finish(&f))
+                .await
+                .expect("archive task panicked");
+            if let Err(e) = written {
+                let message = e.to_string();
+                for (r, (_, d)) in results.iter_mut().zip(pairs) {
+                    if into(d) {
+                        *r = Err(CopyError::io(&file, std::io::Error::other(message.clone())));
+                    }
+                }
+            }
+        }
         let dirs: HashSet<PathBuf> = pairs
             .iter()
             .filter_map(|(_, d)| match d {
@@ -239,6 +287,13 @@ impl Copier {
         let dst = self.open_dest(destination, &src)?;
         let top = src.top().await?;
         let (to_write, images) = self.select(&src, &image, top).await?;
+        if matches!(destination, Location::DockerArchive { .. }) && to_write.media_type().is_index()
+        {
+            return Err(CopyError::Destination {
+                destination: destination.to_string(),
+                why: "a docker-archive holds one platform of an image; name it with --platform, or write an oci-archive".to_owned(),
+            });
+        }
         dst.prepare().await?;
 
         // Distinct blobs of every image, in manifest order.
@@ -440,6 +495,15 @@ pub fn destination_for(source: &Location, destination: &Location) -> Result<Loca
         Location::Dir {
             unique_names: true, ..
         } => Ok(destination.clone()),
+        // Many images in one archive: each named after its source.
+        Location::OciArchive {
+            file,
+            reference: None,
+        } => Ok(Location::OciArchive {
+            file: file.clone(),
+            reference: name,
+        }),
+        Location::DockerArchive { image: None, .. } => Ok(destination.clone()),
         Location::Dir { dir, .. } => Err(many(&format!(
             "holds one image; for many write dir:{}?unique_names=true",
             dir.display()

@@ -7,9 +7,9 @@ use ferry_client::{ErrorKind, Registry};
 use ferry_oci::{Descriptor, Digest, Manifest, Reference};
 
 use crate::archive::{Archive, ArchiveLimits, ArchivedImage};
-use crate::location::ArchiveImage;
 use crate::error::CopyError;
 use crate::layout;
+use crate::location::ArchiveImage;
 
 /// Largest manifest or index read from any source.
 pub(crate) const MAX_MANIFEST: usize = 4 << 20;
@@ -69,7 +69,9 @@ impl Source {
             Source::Registry { reference, .. } => Some(reference.to_string()),
             Source::Layout { reference, .. } => reference.clone(),
             Source::Dir { .. } => None,
-            Source::Archive { archive, index } => archive.images[*index].name.as_ref().map(|n| n.to_string()),
+            Source::Archive { archive, index } => {
+                archive.images[*index].name.as_ref().map(|n| n.to_string())
+            }
         }
     }
 
@@ -205,7 +207,9 @@ impl Source {
                 }))
             }
             Source::Layout { .. } | Source::Dir { .. } => {
-                let path = self.blob_file(&desc.digest).expect("directories hold blob files");
+                let path = self
+                    .blob_file(&desc.digest)
+                    .expect("directories hold blob files");
                 Some(Box::new(move || {
                     std::fs::File::open(&path)
                         .map(|f| Box::new(f) as BlobReader)
@@ -229,7 +233,11 @@ pub(crate) fn open_archive(
     let names = || {
         format!(
             "; it holds: {}",
-            images.iter().map(ArchivedImage::label).collect::<Vec<_>>().join(", ")
+            images
+                .iter()
+                .map(ArchivedImage::label)
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
     let index = match (&wanted, &ref_name) {
