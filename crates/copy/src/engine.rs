@@ -203,7 +203,8 @@ impl Copier {
     }
 
     /// Copies each (source, destination) pair, `image_jobs` at a time, then makes the files
-    /// written durable (one `syncfs` per destination directory). One result per pair, in order.
+    /// written durable (each destination directory fsynced once, at the end). One result per
+    /// pair, in order.
     pub async fn copy_many(
         &self,
         pairs: &[(Location, Location)],

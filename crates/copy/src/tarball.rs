@@ -36,7 +36,8 @@ pub(crate) fn finish(file: &Path) -> Result<(), CopyError> {
         file.with_file_name(name)
     };
     let out = std::fs::File::create(&tmp).map_err(|e| CopyError::io(&tmp, e))?;
-    let mut writer = ArchiveWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
+    // Unbuffered, so blobs go file to file in the kernel; headers are few.
+    let mut writer = ArchiveWriter::new(out);
     let archive_error =
         |e: crate::archive::ArchiveError| CopyError::malformed(tmp.display().to_string(), e);
     let mut images = Vec::new();
@@ -46,7 +47,9 @@ pub(crate) fn finish(file: &Path) -> Result<(), CopyError> {
         }
         let path = layout::blob_path(&dir, &d.digest);
         let f = std::fs::File::open(&path).map_err(|e| CopyError::io(&path, e))?;
-        writer.add_blob(&d.digest, d.size, f).map_err(archive_error)
+        writer
+            .add_verified_file(&d.digest, d.size, f)
+            .map_err(archive_error)
     };
     for entry in &entries {
         let top = read_manifest(&dir, entry)?;
@@ -70,9 +73,6 @@ pub(crate) fn finish(file: &Path) -> Result<(), CopyError> {
         images.push(image);
     }
     let out = writer.finish(&images).map_err(archive_error)?;
-    let out = out
-        .into_inner()
-        .map_err(|e| CopyError::io(&tmp, e.into_error()))?;
     out.sync_all().map_err(|e| CopyError::io(&tmp, e))?;
     std::fs::rename(&tmp, file).map_err(|e| CopyError::io(file, e))?;
     // The rename is durable once the directory is.
