@@ -509,6 +509,24 @@ pub fn destination_for(source: &Location, destination: &Location) -> Result<Loca
             "holds one image; for many write dir:{}?unique_names=true",
             dir.display()
         ))),
-        _ => Err(many("cannot hold many images yet")),
+        // Many images into a registry: each keeps its repository path under the destination's
+        // (`registry://mirror:5000/copies` gets `copies/team/app:v1`) and its tag or digest.
+        Location::Registry { reference: to } => match source {
+            Location::Registry { reference: from } => {
+                let repo = format!("{}/{}", to.repo, from.repo);
+                let mut r = ferry_oci::Reference::parse(&format!(
+                    "{}/{repo}",
+                    to.registry.as_deref().unwrap_or_default()
+                ))
+                .map_err(|e| many(&format!("{repo}: {e}")))?;
+                r.tag = from.tag.clone();
+                r.digest = from.digest.clone();
+                Ok(Location::Registry { reference: r })
+            }
+            _ => Err(many(
+                "takes many images from registries only (each keeps its repository path)",
+            )),
+        },
+        _ => Err(many("cannot hold many images")),
     }
 }

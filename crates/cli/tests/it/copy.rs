@@ -635,3 +635,31 @@ pub fn staging_of(file: &Path) -> std::path::PathBuf {
     name.push(".ferry-partial");
     file.with_file_name(name)
 }
+
+#[test]
+fn many_images_into_a_registry_keep_their_paths_under_the_destination() {
+    let Some(s) = seeded() else { return };
+    let host = s.registry.host();
+    let list = s.tmp.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!("registry://{host}/team/app:v1\nregistry://{host}/team/other:v1\n"),
+    )
+    .unwrap();
+    let v = copy_json(&[
+        "--from-file",
+        list.to_str().unwrap(),
+        &format!("registry://{host}/copies"),
+    ]);
+    assert_eq!(v["images"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        sha(&s.skopeo.raw(&format!("docker://{host}/copies/team/app:v1"))),
+        s.app.manifest.digest
+    );
+    assert_eq!(
+        sha(&s
+            .skopeo
+            .raw(&format!("docker://{host}/copies/team/other:v1"))),
+        s.other.manifest.digest
+    );
+}
