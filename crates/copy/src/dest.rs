@@ -129,17 +129,7 @@ impl Dest {
             Source::Registry {
                 registry,
                 reference,
-            } => {
-                files::download(
-                    registry,
-                    &reference.repo,
-                    desc,
-                    &partial,
-                    attempts,
-                    reporter,
-                )
-                .await?
-            }
+            } => files::download(registry, &reference.repo, desc, &partial, reporter).await?,
             _ => {
                 let open = source
                     .blob_opener(desc)

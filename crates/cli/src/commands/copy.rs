@@ -190,6 +190,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let rate_limit = args.rate_limit;
+    let attempts = args.retries + 1;
     let factory = Box::new(move |host: &str| {
         registry_client(
             host,
@@ -197,6 +198,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             !insecure.contains(host),
             sources.get(host).unwrap_or(&CredentialSources::default()),
             rate_limit,
+            attempts,
         )
     });
     let reporter = Arc::new(Lines::new(args.quiet || args.json));

@@ -108,6 +108,7 @@ pub(crate) fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry
         args.tls_verify,
         &CredentialSources::default(),
         None,
+        RegistryOptions::default().attempts,
     )
     .with_context(|| format!("credentials for {host}"))
 }
@@ -120,11 +121,13 @@ pub(crate) fn registry_client(
     tls_verify: bool,
     sources: &CredentialSources,
     rate_limit: Option<f64>,
+    attempts: u32,
 ) -> Result<Registry, ClientError> {
     let credentials = resolve_credentials(host, sources)?;
     Registry::new(RegistryOptions {
         endpoint: endpoint(host, plain_http),
         rate_limit,
+        attempts,
         credentials,
         insecure_skip_verify: !tls_verify,
         ..RegistryOptions::default()
