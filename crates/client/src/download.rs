@@ -22,6 +22,8 @@ pub struct Fetched {
 /// Writes to the file in large pieces: the body arrives in chunks of a few KiB, and each write
 /// of a tokio file is a hop to the blocking pool.
 const WRITE_BUFFER: usize = 1 << 20;
+/// A body that brings nothing for this long has what it brought so far written out.
+const FLUSH_WHEN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The partial file being completed: its writer, what it holds and the hash of that.
 struct Partial<'a> {
@@ -85,6 +87,20 @@ impl Registry {
         digest: &Digest,
         size: Option<u64>,
         partial: &Path,
+    ) -> Result<Fetched, ClientError> {
+        self.fetch_blob_reporting(repo, digest, size, partial, &|_| {})
+            .await
+    }
+
+    /// [`Registry::fetch_blob_to`], calling `on_bytes` with the size of each piece of the body as
+    /// it is written (for progress displays).
+    pub async fn fetch_blob_reporting(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: Option<u64>,
+        partial: &Path,
+        on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<Fetched, ClientError> {
         let mut file = tokio::fs::OpenOptions::new()
             .read(true)
@@ -162,7 +178,17 @@ impl Registry {
             }
             let mut body = response.into_stream();
             let mut cut = None;
-            while let Some(chunk) = body.next().await {
+            loop {
+                // What arrived is on disk whenever the body pauses, so a process killed while a
+                // registry stalls resumes from there.
+                let next = match tokio::time::timeout(FLUSH_WHEN_IDLE, body.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        p.flush().await?;
+                        body.next().await
+                    }
+                };
+                let Some(chunk) = next else { break };
                 match chunk {
                     Ok(bytes) => {
                         if size.is_some_and(|s| p.have + bytes.len() as u64 > s) {
@@ -177,6 +203,7 @@ impl Registry {
                         }
                         p.write(&bytes).await?;
                         downloaded += bytes.len() as u64;
+                        on_bytes(bytes.len() as u64);
                     }
                     Err(e) => {
                         cut = Some(e);

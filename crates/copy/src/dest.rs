@@ -1,8 +1,13 @@
 //! Where images are written.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use ferry_oci::{Descriptor, Digest, Manifest};
+use ferry_client::Registry;
+use futures_util::StreamExt;
+
+use ferry_oci::{Descriptor, Digest, Manifest, Reference};
 
 use crate::error::CopyError;
 use crate::files::{self, Reporter};
@@ -38,13 +43,31 @@ pub(crate) enum Dest {
         unique: bool,
         image_name: Option<String>,
     },
+    Registry {
+        registry: Arc<Registry>,
+        reference: Reference,
+    },
 }
 
 impl Dest {
-    /// The directory everything is written under.
-    pub(crate) fn root(&self) -> &Path {
+    /// The directory everything is written under, for destinations that are files.
+    pub(crate) fn root(&self) -> Option<&Path> {
         match self {
-            Dest::Layout { dir, .. } | Dest::Dir { dir, .. } => dir,
+            Dest::Layout { dir, .. } | Dest::Dir { dir, .. } => Some(dir),
+            Dest::Registry { .. } => None,
+        }
+    }
+
+    /// What identifies a blob at this destination, for keeping two writers of it apart.
+    pub(crate) fn blob_key(&self, digest: &Digest) -> String {
+        match self {
+            Dest::Layout { dir, .. } | Dest::Dir { dir, .. } => {
+                format!("{}/{digest}", dir.display())
+            }
+            Dest::Registry {
+                registry,
+                reference,
+            } => format!("{}/{}/{digest}", registry.endpoint(), reference.repo),
         }
     }
 
@@ -53,6 +76,7 @@ impl Dest {
         let dest = match self {
             Dest::Layout { dir, .. } => (dir.clone(), true),
             Dest::Dir { dir, .. } => (dir.clone(), false),
+            Dest::Registry { .. } => return Ok(()),
         };
         tokio::task::spawn_blocking(move || {
             let (dir, is_layout) = dest;
@@ -75,6 +99,7 @@ impl Dest {
         match self {
             Dest::Layout { dir, .. } => layout::blob_path(dir, digest),
             Dest::Dir { dir, .. } => dir_blob_path(dir, digest),
+            Dest::Registry { .. } => unreachable!("registries have no blob files"),
         }
     }
 
@@ -86,11 +111,14 @@ impl Dest {
         attempts: u32,
         reporter: &Reporter,
     ) -> Result<BlobOutcome, CopyError> {
+        let Some(root) = self.root() else {
+            return self.push_blob(source, desc, attempts, reporter).await;
+        };
         let target = self.blob_target(&desc.digest);
         if files::present(&target, desc.size).await {
             return Ok(BlobOutcome::Present);
         }
-        let partial = files::partial_path(self.root(), &desc.digest);
+        let partial = files::partial_path(root, &desc.digest);
         let _lock = files::lock_partial(partial.clone()).await?;
         // Another process may have finished it while this one waited for the lock.
         if files::present(&target, desc.size).await {
@@ -101,22 +129,12 @@ impl Dest {
             Source::Registry {
                 registry,
                 reference,
-            } => {
-                files::download(
-                    registry,
-                    &reference.repo,
-                    desc,
-                    &partial,
-                    attempts,
-                    reporter,
-                )
-                .await?
-            }
-            Source::Layout { .. } | Source::Dir { .. } => {
-                let from = source
-                    .blob_file(&desc.digest)
-                    .expect("file sources have blob files");
-                files::copy_verified(from, partial.clone(), desc.clone(), reporter.clone()).await?;
+            } => files::download(registry, &reference.repo, desc, &partial, reporter).await?,
+            _ => {
+                let open = source
+                    .blob_opener(desc)
+                    .expect("sources other than registries are files");
+                files::copy_verified(open, partial.clone(), desc.clone(), reporter.clone()).await?;
                 0
             }
         };
@@ -127,6 +145,28 @@ impl Dest {
     /// Writes a manifest. `top` is the one the copy was asked for (it gets the image's name);
     /// others are the children of an index.
     pub(crate) async fn put_manifest(&self, m: &Manifest, top: bool) -> Result<(), CopyError> {
+        if let Dest::Registry {
+            registry,
+            reference,
+        } = self
+        {
+            // Children by digest; the named manifest by its tag, or by digest when none is given.
+            let at = match (&reference.digest, &reference.tag) {
+                (None, Some(tag)) if top => tag.to_string(),
+                _ => m.digest().to_string(),
+            };
+            let what = format!("manifest {} to {reference}", m.digest());
+            registry
+                .put_manifest(
+                    &reference.repo,
+                    &at,
+                    m.media_type().as_str(),
+                    bytes::Bytes::copy_from_slice(m.bytes()),
+                )
+                .await
+                .map_err(|e| CopyError::registry(what, e))?;
+            return Ok(());
+        }
         let target = match self {
             Dest::Layout { dir, .. } => layout::blob_path(dir, m.digest()),
             Dest::Dir { dir, unique, .. } => {
@@ -136,6 +176,7 @@ impl Dest {
                     dir.join(format!("{}.manifest.json", m.digest().hex()))
                 }
             }
+            Dest::Registry { .. } => unreachable!("handled above"),
         };
         files::write_atomically(&target, m.bytes()).await?;
         if !top {
@@ -147,12 +188,13 @@ impl Dest {
             m.bytes().len() as u64,
             match self {
                 Dest::Layout { name, .. } => name.as_deref(),
-                Dest::Dir { .. } => None,
+                _ => None,
             },
             match self {
                 Dest::Layout { image_name, .. } | Dest::Dir { image_name, .. } => {
                     image_name.as_deref()
                 }
+                Dest::Registry { .. } => None,
             },
         );
         match self {
@@ -173,9 +215,134 @@ impl Dest {
                     .await
                     .expect("catalog task panicked")
             }
-            Dest::Dir { .. } => Ok(()),
+            Dest::Dir { .. } | Dest::Registry { .. } => Ok(()),
         }
     }
+
+    /// Puts a blob into a destination registry: nothing if it has it, a cross-repository mount
+    /// when the source is another repository of the same registry, else an upload streamed from
+    /// the source (the registry checks the digest).
+    async fn push_blob(
+        &self,
+        source: &Source,
+        desc: &Descriptor,
+        attempts: u32,
+        reporter: &Reporter,
+    ) -> Result<BlobOutcome, CopyError> {
+        let Dest::Registry {
+            registry,
+            reference,
+        } = self
+        else {
+            unreachable!("only registries are pushed to");
+        };
+        let repo = &reference.repo;
+        let what = format!("blob {} to {}", desc.digest, reference);
+        if registry
+            .blob_exists(repo, &desc.digest)
+            .await
+            .map_err(|e| CopyError::registry(&what, e))?
+        {
+            return Ok(BlobOutcome::Present);
+        }
+        if let Source::Registry {
+            registry: from_registry,
+            reference: from,
+        } = source
+            && from_registry.endpoint() == registry.endpoint()
+            && from.repo != *repo
+            && registry
+                .mount_blob(repo, &desc.digest, &from.repo)
+                .await
+                .map_err(|e| CopyError::registry(&what, e))?
+        {
+            return Ok(BlobOutcome::Mounted);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match source {
+                Source::Registry {
+                    registry: from_registry,
+                    reference: from,
+                } => {
+                    let body = from_registry
+                        .get_blob(&from.repo, &desc.digest, 0)
+                        .await
+                        .map_err(|e| {
+                            CopyError::registry(format!("blob {} of {from}", desc.digest), e)
+                        })?;
+                    let counter = reporter.clone();
+                    let digest = desc.digest.clone();
+                    let stream = body.into_stream().map(move |chunk| {
+                        chunk
+                            .inspect(|b| counter.bytes(&digest, b.len() as u64))
+                            .map_err(std::io::Error::other)
+                    });
+                    registry
+                        .push_blob_stream(repo, &desc.digest, desc.size, stream)
+                        .await
+                }
+                _ => {
+                    let open = source
+                        .blob_opener(desc)
+                        .expect("sources other than registries are files");
+                    let stream = reader_stream(open, reporter.clone(), desc.digest.clone());
+                    registry
+                        .push_blob_stream(repo, &desc.digest, desc.size, stream)
+                        .await
+                }
+            };
+            match result {
+                Ok(()) => return Ok(BlobOutcome::Copied { resumed_from: 0 }),
+                Err(e) if e.retryable() && attempt < attempts.max(1) => {
+                    reporter.retrying(&what, &e.to_string());
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(5)))
+                        .await;
+                }
+                Err(e) => return Err(CopyError::registry(what, e)),
+            }
+        }
+    }
+}
+
+/// Reads a blob on a blocking thread into a stream of chunks (a bounded channel, so a slow
+/// upload holds at most a few chunks in memory).
+fn reader_stream(
+    open: crate::source::BlobOpener,
+    reporter: Reporter,
+    digest: Digest,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = match open() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        };
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    reporter.bytes(&digest, n as u64);
+                    if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// Records an image in a `dir:…?unique_names=true` catalog (`images.json`: name → manifest), under

@@ -14,10 +14,11 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use crate::dest::Dest;
 use crate::error::CopyError;
 use crate::files::{self, Reporter};
-use crate::location::Location;
+use crate::location::{ArchiveImage, Location};
 use crate::platform::{Platform, PlatformChoice, descriptor_platform};
 use crate::progress::{BlobOutcome, Event, Progress};
-use crate::source::Source;
+use crate::source::{self, Source};
+use crate::tarball;
 
 /// How a copy runs.
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ pub struct Copier {
     progress: Arc<dyn Progress>,
     registries: Mutex<HashMap<String, Arc<Registry>>>,
     /// One lock per destination blob file being written by this process.
-    writing: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    writing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Copier {
@@ -111,7 +112,7 @@ impl Copier {
         Ok(r)
     }
 
-    fn open_source(&self, location: &Location) -> Result<Source, CopyError> {
+    async fn open_source(&self, location: &Location) -> Result<Source, CopyError> {
         match location {
             Location::Registry { reference } => Ok(Source::Registry {
                 registry: self.registry(reference.registry.as_deref().unwrap_or_default())?,
@@ -130,9 +131,18 @@ impl Copier {
             } => Err(CopyError::Unsupported(
                 "reading from dir:…?unique_names=true is not supported yet; it is a destination",
             )),
-            Location::OciArchive { .. } | Location::DockerArchive { .. } => Err(
-                CopyError::Unsupported("reading archives with ferry copy is not supported yet"),
-            ),
+            Location::OciArchive { file, reference } => {
+                let (file, reference) = (file.clone(), reference.clone());
+                tokio::task::spawn_blocking(move || source::open_archive(&file, None, reference))
+                    .await
+                    .expect("archive task panicked")
+            }
+            Location::DockerArchive { file, image } => {
+                let (file, image) = (file.clone(), image.clone());
+                tokio::task::spawn_blocking(move || source::open_archive(&file, image, None))
+                    .await
+                    .expect("archive task panicked")
+            }
             Location::FerryStore { .. } => Err(CopyError::Unsupported(
                 "ferry-store: is a destination only; read a store's images from its registry API (registry://)",
             )),
@@ -156,6 +166,24 @@ impl Copier {
                 unique: *unique_names,
                 image_name: source.image_name(),
             }),
+            // An archive is staged as a layout next to it and written when the copy is done.
+            Location::OciArchive { file, reference } => Ok(Dest::Layout {
+                dir: tarball::staging(file),
+                name: reference.clone(),
+                image_name: source.image_name(),
+            }),
+            Location::DockerArchive { file, image } => Ok(Dest::Layout {
+                dir: tarball::staging(file),
+                name: None,
+                image_name: match image {
+                    Some(ArchiveImage::Named(r)) => Some(r.to_string()),
+                    _ => source.image_name(),
+                },
+            }),
+            Location::Registry { reference } => Ok(Dest::Registry {
+                registry: self.registry(reference.registry.as_deref().unwrap_or_default())?,
+                reference: reference.clone(),
+            }),
             _ => Err(CopyError::Unsupported(
                 "writing to this destination with ferry copy is not supported yet",
             )),
@@ -175,7 +203,8 @@ impl Copier {
     }
 
     /// Copies each (source, destination) pair, `image_jobs` at a time, then makes the files
-    /// written durable (one `syncfs` per destination directory). One result per pair, in order.
+    /// written durable (each destination directory fsynced once, at the end). One result per
+    /// pair, in order.
     pub async fn copy_many(
         &self,
         pairs: &[(Location, Location)],
@@ -185,6 +214,39 @@ impl Copier {
             .buffered(self.options.image_jobs.max(1))
             .collect()
             .await;
+        // Archives are written once every copy into them is done; not if one failed (its staging
+        // layout stays, and the next run resumes from it).
+        let files: HashSet<PathBuf> = pairs
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Location::OciArchive { file, .. } | Location::DockerArchive { file, .. } => {
+                    Some(file.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for file in files {
+            let into = |d: &Location| matches!(d, Location::OciArchive { file: f, .. } | Location::DockerArchive { file: f, .. } if *f == file);
+            if pairs
+                .iter()
+                .zip(&results)
+                .any(|((_, d), r)| into(d) && r.is_err())
+            {
+                continue;
+            }
+            let f = file.clone();
+            let written = tokio::task::spawn_blocking(move || tarball::finish(&f))
+                .await
+                .expect("archive task panicked");
+            if let Err(e) = written {
+                let message = e.to_string();
+                for (r, (_, d)) in results.iter_mut().zip(pairs) {
+                    if into(d) {
+                        *r = Err(CopyError::io(&file, std::io::Error::other(message.clone())));
+                    }
+                }
+            }
+        }
         let dirs: HashSet<PathBuf> = pairs
             .iter()
             .filter_map(|(_, d)| match d {
@@ -222,10 +284,17 @@ impl Copier {
             ));
         }
         let image: Arc<str> = Arc::from(source.to_string());
-        let src = self.open_source(source)?;
+        let src = self.open_source(source).await?;
         let dst = self.open_dest(destination, &src)?;
         let top = src.top().await?;
         let (to_write, images) = self.select(&src, &image, top).await?;
+        if matches!(destination, Location::DockerArchive { .. }) && to_write.media_type().is_index()
+        {
+            return Err(CopyError::Destination {
+                destination: destination.to_string(),
+                why: "a docker-archive holds one platform of an image; name it with --platform, or write an oci-archive".to_owned(),
+            });
+        }
         dst.prepare().await?;
 
         // Distinct blobs of every image, in manifest order.
@@ -297,7 +366,7 @@ impl Copier {
         reporter: &Reporter,
     ) -> Result<BlobOutcome, CopyError> {
         // Two images of one copy sharing a layer write it once: the second waits and finds it.
-        let key = dst.root().join(desc.digest.as_str());
+        let key = dst.blob_key(&desc.digest);
         let lock = self
             .writing
             .lock()
@@ -427,10 +496,37 @@ pub fn destination_for(source: &Location, destination: &Location) -> Result<Loca
         Location::Dir {
             unique_names: true, ..
         } => Ok(destination.clone()),
+        // Many images in one archive: each named after its source.
+        Location::OciArchive {
+            file,
+            reference: None,
+        } => Ok(Location::OciArchive {
+            file: file.clone(),
+            reference: name,
+        }),
+        Location::DockerArchive { image: None, .. } => Ok(destination.clone()),
         Location::Dir { dir, .. } => Err(many(&format!(
             "holds one image; for many write dir:{}?unique_names=true",
             dir.display()
         ))),
-        _ => Err(many("cannot hold many images yet")),
+        // Many images into a registry: each keeps its repository path under the destination's
+        // (`registry://mirror:5000/copies` gets `copies/team/app:v1`) and its tag or digest.
+        Location::Registry { reference: to } => match source {
+            Location::Registry { reference: from } => {
+                let repo = format!("{}/{}", to.repo, from.repo);
+                let mut r = ferry_oci::Reference::parse(&format!(
+                    "{}/{repo}",
+                    to.registry.as_deref().unwrap_or_default()
+                ))
+                .map_err(|e| many(&format!("{repo}: {e}")))?;
+                r.tag = from.tag.clone();
+                r.digest = from.digest.clone();
+                Ok(Location::Registry { reference: r })
+            }
+            _ => Err(many(
+                "takes many images from registries only (each keeps its repository path)",
+            )),
+        },
+        _ => Err(many("cannot hold many images")),
     }
 }

@@ -4,14 +4,12 @@
 //!
 //! Architecture invariant: a file under a blob's final name always holds exactly that blob.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_client::Registry;
+use ferry_client::{ErrorKind, Registry};
 use ferry_oci::{Descriptor, Digest, Hasher, RepoName};
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use crate::error::CopyError;
 use crate::progress::{Event, Progress};
@@ -22,8 +20,6 @@ pub(crate) const PARTIAL_DIR: &str = ".ferry-partial";
 
 /// Read and write buffer size: large enough that a syscall per buffer is negligible.
 const BUFFER: usize = 1 << 20;
-/// A download that receives nothing for this long writes out what it buffered.
-const FLUSH_WHEN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Reports bytes of one blob of one image.
 #[derive(Clone)]
@@ -120,24 +116,27 @@ fn check(desc: &Descriptor, hasher: Hasher, len: u64, what: &str) -> Result<(), 
     Ok(())
 }
 
-/// Copies the blob file `from` to `partial`, hashing it; on a mismatch the partial is removed.
+/// Copies a blob from `open`'s reader to `partial`, hashing it; on a mismatch the partial is
+/// removed.
 pub(crate) async fn copy_verified(
-    from: PathBuf,
+    open: crate::source::BlobOpener,
     partial: PathBuf,
     desc: Descriptor,
     reporter: Reporter,
 ) -> Result<(), CopyError> {
     tokio::task::spawn_blocking(move || {
-        let what = format!("blob {} from {}", desc.digest, from.display());
+        let what = format!("blob {}", desc.digest);
         let result = (|| {
-            let mut src = std::fs::File::open(&from).map_err(|e| CopyError::io(&from, e))?;
+            let mut src = open()?;
             let mut dst =
                 std::fs::File::create(&partial).map_err(|e| CopyError::io(&partial, e))?;
             let mut hasher = desc.digest.algorithm().hasher();
             let mut buf = vec![0u8; BUFFER];
             let mut len = 0u64;
             loop {
-                let n = src.read(&mut buf).map_err(|e| CopyError::io(&from, e))?;
+                let n = src
+                    .read(&mut buf)
+                    .map_err(|e| CopyError::malformed(&what, e))?;
                 if n == 0 {
                     break;
                 }
@@ -161,167 +160,33 @@ pub(crate) async fn copy_verified(
     .expect("copy task panicked")
 }
 
-/// Hashes the first bytes of a partial file (what an interrupted copy left), returning the hasher
-/// and how many bytes are kept; a partial longer than the blob is emptied.
-async fn resume_point(
-    partial: PathBuf,
-    digest: Digest,
-    size: u64,
-) -> Result<(Hasher, u64), CopyError> {
-    tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&partial)
-            .map_err(|e| CopyError::io(&partial, e))?;
-        let mut len = f.metadata().map_err(|e| CopyError::io(&partial, e))?.len();
-        let mut hasher = digest.algorithm().hasher();
-        if len >= size {
-            // Longer than the blob, or whole but never verified (the rename did not happen): the
-            // cheapest correct thing is to fetch it again.
-            f.set_len(0).map_err(|e| CopyError::io(&partial, e))?;
-            len = 0;
-        }
-        let mut buf = vec![0u8; BUFFER];
-        let mut read = 0u64;
-        f.seek(SeekFrom::Start(0))
-            .map_err(|e| CopyError::io(&partial, e))?;
-        while read < len {
-            let want = ((len - read) as usize).min(BUFFER);
-            f.read_exact(&mut buf[..want])
-                .map_err(|e| CopyError::io(&partial, e))?;
-            hasher.update(&buf[..want]);
-            read += want as u64;
-        }
-        Ok((hasher, len))
-    })
-    .await
-    .expect("hash task panicked")
-}
-
 /// Downloads a blob from a registry into `partial`, continuing what an earlier attempt left there
-/// with `Range`, retrying a broken body up to `attempts` times. Returns how many bytes of an
-/// earlier partial were kept.
+/// (the client hashes the kept bytes, asks for the rest with `Range` and continues a body cut off
+/// midway). A kept partial that does not verify is fetched once more whole: a crash can leave
+/// garbage at the end of a file. Returns how many bytes of an earlier partial were kept.
 pub(crate) async fn download(
     registry: &Registry,
     repo: &RepoName,
     desc: &Descriptor,
     partial: &Path,
-    attempts: u32,
     reporter: &Reporter,
 ) -> Result<u64, CopyError> {
     let what = format!("blob {} of {repo}", desc.digest);
-    let (mut hasher, mut len) =
-        resume_point(partial.to_owned(), desc.digest.clone(), desc.size).await?;
-    let mut resumed_from = len;
-    let mut kept_prefix = len > 0;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let last = attempt >= attempts.max(1);
-        let response = match registry.get_blob(repo, &desc.digest, len).await {
-            Ok(r) => r,
-            Err(e) if e.retryable() && !last => {
-                reporter.retrying(&what, &e.to_string());
-                // The client has backed off already; this spaces whole-transfer retries.
-                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(5))).await;
-                continue;
-            }
-            Err(e) => return Err(CopyError::registry(&what, e)),
-        };
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(partial)
-            .await
-            .map_err(|e| CopyError::io(partial, e))?;
-        if response.start == 0 && len > 0 {
-            // The registry ignored the Range: start over.
-            file.set_len(0)
+    let kept = tokio::fs::metadata(partial).await.map_or(0, |m| m.len());
+    let on_bytes = |n: u64| reporter.bytes(&desc.digest, n);
+    let fetch =
+        || registry.fetch_blob_reporting(repo, &desc.digest, Some(desc.size), partial, &on_bytes);
+    match fetch().await {
+        Ok(f) => Ok(f.resumed_from),
+        Err(e) if kept > 0 && e.kind == ErrorKind::Protocol => {
+            // The client deleted the wrong bytes; this fetch starts from nothing.
+            reporter.retrying(&what, "the resumed blob did not verify; fetching it whole");
+            fetch()
                 .await
-                .map_err(|e| CopyError::io(partial, e))?;
-            hasher = desc.digest.algorithm().hasher();
-            len = 0;
-            resumed_from = 0;
-            kept_prefix = false;
+                .map(|f| f.resumed_from)
+                .map_err(|e| CopyError::registry(what, e))
         }
-        let mut out = tokio::io::BufWriter::with_capacity(BUFFER, file);
-        {
-            use tokio::io::AsyncSeekExt;
-            out.seek(SeekFrom::Start(len))
-                .await
-                .map_err(|e| CopyError::io(partial, e))?;
-        }
-        let mut body = response.into_stream();
-        let mut broken = None;
-        loop {
-            // What arrived is on disk whenever the transfer pauses, so a copy killed while a
-            // registry stalls resumes from there.
-            let next = match tokio::time::timeout(FLUSH_WHEN_IDLE, body.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    out.flush().await.map_err(|e| CopyError::io(partial, e))?;
-                    body.next().await
-                }
-            };
-            let Some(chunk) = next else { break };
-            match chunk {
-                Ok(bytes) => {
-                    if len + bytes.len() as u64 > desc.size {
-                        let _ = tokio::fs::remove_file(partial).await;
-                        return Err(CopyError::Size {
-                            what,
-                            expected: desc.size,
-                            actual: len + bytes.len() as u64,
-                        });
-                    }
-                    hasher.update(&bytes);
-                    out.write_all(&bytes)
-                        .await
-                        .map_err(|e| CopyError::io(partial, e))?;
-                    len += bytes.len() as u64;
-                    reporter.bytes(&desc.digest, bytes.len() as u64);
-                }
-                Err(e) => {
-                    broken = Some(e);
-                    break;
-                }
-            }
-        }
-        out.flush().await.map_err(|e| CopyError::io(partial, e))?;
-        drop(out);
-        match broken {
-            Some(e) if !last => {
-                reporter.retrying(&what, &e.to_string());
-                continue;
-            }
-            Some(e) => return Err(CopyError::registry(&what, e)),
-            None if len < desc.size && !last => {
-                reporter.retrying(&what, "the body ended early");
-                continue;
-            }
-            None => {}
-        }
-        let verdict = check(desc, hasher, len, &what);
-        if verdict.is_err() {
-            let _ = tokio::fs::remove_file(partial).await;
-            if kept_prefix && !last {
-                // The kept prefix may be what was corrupt (a crash can leave garbage at the end
-                // of a file): fetch the whole blob once more before blaming the registry.
-                kept_prefix = false;
-                resumed_from = 0;
-                tokio::fs::File::create(partial)
-                    .await
-                    .map_err(|e| CopyError::io(partial, e))?;
-                hasher = desc.digest.algorithm().hasher();
-                len = 0;
-                reporter.retrying(&what, "the resumed blob did not verify; fetching it whole");
-                continue;
-            }
-            return verdict.map(|()| 0);
-        }
-        return Ok(resumed_from);
+        Err(e) => Err(CopyError::registry(what, e)),
     }
 }
 
@@ -360,12 +225,56 @@ fn uuid_like() -> String {
     )
 }
 
-/// Makes everything written under `dir` durable: one `syncfs` of its file system.
+/// Makes everything under `dir` durable: every file and directory is fsynced (files already on
+/// disk cost next to nothing). Unlike `syncfs`, this waits only for this destination's data, not
+/// for whatever else is being written to the same file system.
 pub(crate) async fn sync_dir(dir: &Path) -> Result<(), CopyError> {
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&dir).map_err(|e| CopyError::io(&dir, e))?;
-        rustix::fs::syncfs(&f).map_err(|e| CopyError::io(&dir, e.into()))
+        let mut files = Vec::new();
+        let mut dirs = vec![dir.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            let d = dirs[i].clone();
+            i += 1;
+            for entry in std::fs::read_dir(&d).map_err(|e| CopyError::io(&d, e))? {
+                let entry = entry.map_err(|e| CopyError::io(&d, e))?;
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| CopyError::io(entry.path(), e))?;
+                if kind.is_dir() && entry.file_name() != PARTIAL_DIR {
+                    dirs.push(entry.path());
+                } else if kind.is_file() {
+                    files.push(entry.path());
+                }
+            }
+        }
+        // A few threads: the disk takes writes from several files at once.
+        let chunk = files.len().div_ceil(8).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = files
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        for f in part {
+                            std::fs::File::open(f)
+                                .and_then(|f| f.sync_all())
+                                .map_err(|e| CopyError::io(f, e))?;
+                        }
+                        Ok::<(), CopyError>(())
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("sync thread panicked"))
+        })?;
+        for d in dirs.iter().rev() {
+            std::fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| CopyError::io(d, e))?;
+        }
+        Ok(())
     })
     .await
     .expect("sync task panicked")

@@ -30,6 +30,7 @@ mod location;
 mod platform;
 mod progress;
 mod source;
+mod tarball;
 
 pub use engine::{Copied, Copier, CopyOptions, RegistryFactory, destination_for};
 pub use error::CopyError;

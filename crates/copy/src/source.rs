@@ -6,8 +6,10 @@ use std::sync::Arc;
 use ferry_client::{ErrorKind, Registry};
 use ferry_oci::{Descriptor, Digest, Manifest, Reference};
 
+use crate::archive::{Archive, ArchiveLimits, ArchivedImage};
 use crate::error::CopyError;
 use crate::layout;
+use crate::location::ArchiveImage;
 
 /// Largest manifest or index read from any source.
 pub(crate) const MAX_MANIFEST: usize = 4 << 20;
@@ -24,6 +26,12 @@ pub(crate) enum Source {
     },
     Dir {
         dir: PathBuf,
+    },
+    /// One image of an archive (`oci-archive:`, `docker-archive:`), opened and indexed.
+    Archive {
+        archive: Arc<Archive>,
+        /// Which of `archive.images`.
+        index: usize,
     },
 }
 
@@ -61,6 +69,9 @@ impl Source {
             Source::Registry { reference, .. } => Some(reference.to_string()),
             Source::Layout { reference, .. } => reference.clone(),
             Source::Dir { .. } => None,
+            Source::Archive { archive, index } => {
+                archive.images[*index].name.as_ref().map(|n| n.to_string())
+            }
         }
     }
 
@@ -113,6 +124,7 @@ impl Source {
                 .expect("read task panicked")?;
                 parse(bytes, None, &what)
             }
+            Source::Archive { archive, index } => Ok((*archive.images[*index].content.top).clone()),
         }
     }
 
@@ -151,15 +163,117 @@ impl Source {
                     &what,
                 )
             }
+            Source::Archive { archive, index } => archive.images[*index]
+                .content
+                .children
+                .iter()
+                .find(|c| c.digest() == &desc.digest)
+                .map(|c| (**c).clone())
+                .ok_or_else(|| CopyError::NotFound {
+                    what: format!("manifest {} in {}", desc.digest, archive.path.display()),
+                    hint: String::new(),
+                }),
         }
     }
 
     /// The file holding a blob, for sources that are directories.
     pub(crate) fn blob_file(&self, digest: &Digest) -> Option<PathBuf> {
         match self {
-            Source::Registry { .. } => None,
+            Source::Registry { .. } | Source::Archive { .. } => None,
             Source::Layout { dir, .. } => Some(layout::blob_path(dir, digest)),
             Source::Dir { dir } => Some(crate::dest::dir_blob_path(dir, digest)),
         }
     }
+}
+
+/// Reads a blob of a file-backed source (a layout, a directory or an archive) from its start.
+pub(crate) type BlobReader = Box<dyn std::io::Read + Send>;
+/// Opens a blob (on a blocking thread).
+pub(crate) type BlobOpener = Box<dyn FnOnce() -> Result<BlobReader, CopyError> + Send>;
+
+impl Source {
+    /// How to open a blob of a file-backed source; `None` for a registry.
+    pub(crate) fn blob_opener(&self, desc: &Descriptor) -> Option<BlobOpener> {
+        match self {
+            Source::Registry { .. } => None,
+            Source::Archive { archive, .. } => {
+                let archive = archive.clone();
+                let blob = archive.blob(desc);
+                Some(Box::new(move || {
+                    archive
+                        .open_blob(&blob)
+                        .map(|r| Box::new(r) as BlobReader)
+                        .map_err(|e| CopyError::malformed(archive.path.display().to_string(), e))
+                }))
+            }
+            Source::Layout { .. } | Source::Dir { .. } => {
+                let path = self
+                    .blob_file(&desc.digest)
+                    .expect("directories hold blob files");
+                Some(Box::new(move || {
+                    std::fs::File::open(&path)
+                        .map(|f| Box::new(f) as BlobReader)
+                        .map_err(|e| CopyError::io(&path, e))
+                }))
+            }
+        }
+    }
+}
+
+/// Opens the archive at `file` and picks the image `wanted` names (an OCI `ref.name`, a docker
+/// `RepoTags` name, a position), or its only image.
+pub(crate) fn open_archive(
+    file: &Path,
+    wanted: Option<ArchiveImage>,
+    ref_name: Option<String>,
+) -> Result<Source, CopyError> {
+    let archive = Archive::open(file, &[], &ArchiveLimits::default())
+        .map_err(|e| CopyError::malformed(file.display().to_string(), e))?;
+    let images = &archive.images;
+    let names = || {
+        format!(
+            "; it holds: {}",
+            images
+                .iter()
+                .map(ArchivedImage::label)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let index = match (&wanted, &ref_name) {
+        (Some(ArchiveImage::Index(n)), _) => (*n < images.len()).then_some(*n),
+        (Some(ArchiveImage::Named(r)), _) => images.iter().position(|i| i.name.as_ref() == Some(r)),
+        (None, Some(r)) => images.iter().position(|i| {
+            i.tag_only.as_ref().is_some_and(|t| t.as_str() == r)
+                || i.name.as_ref().is_some_and(|n| {
+                    n.to_string() == *r || n.tag.as_ref().is_some_and(|t| t.as_str() == r)
+                })
+        }),
+        (None, None) if images.len() == 1 => Some(0),
+        (None, None) => {
+            return Err(CopyError::NotFound {
+                what: format!(
+                    "which image of {}: it holds {}, name one",
+                    file.display(),
+                    images.len()
+                ),
+                hint: names(),
+            });
+        }
+    };
+    let Some(index) = index else {
+        let asked = match (&wanted, &ref_name) {
+            (Some(w), _) => w.to_string(),
+            (None, Some(r)) => r.clone(),
+            (None, None) => String::new(),
+        };
+        return Err(CopyError::NotFound {
+            what: format!("image {asked} in {}", file.display()),
+            hint: names(),
+        });
+    };
+    Ok(Source::Archive {
+        archive: Arc::new(archive),
+        index,
+    })
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ferry_client::CredentialSources;
+use ferry_client::{CredentialSources, RegistryOptions};
 use ferry_copy::{
     Copied, Copier, CopyOptions, Location, Platform, PlatformChoice, destination_for,
 };
@@ -78,6 +78,10 @@ pub struct CopyArgs {
     /// Bearer token for Quay's REST API, to list a quay:// source's repositories and tags.
     #[arg(long, env = "QUAY_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub quay_token: Option<String>,
+    /// A directory of TLS material, as containers' certs.d: `*.crt` are CA certificates to trust,
+    /// `NAME.cert` with `NAME.key` a client certificate for mutual TLS.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<std::path::PathBuf>,
     /// Speak plain HTTP to registries (loopback registries always are).
     #[arg(long)]
     pub plain_http: bool,
@@ -147,6 +151,58 @@ fn plan(args: &CopyArgs) -> anyhow::Result<Vec<(Location, Location)>> {
     }
 }
 
+/// PEM bytes of CA certificates and a client identity (certificate + key).
+#[derive(Debug, Default)]
+pub(crate) struct TlsMaterial {
+    pub(crate) ca: Option<Vec<u8>>,
+    pub(crate) identity: Option<Vec<u8>>,
+}
+
+/// The CA certificates (`*.crt`) and client identity (`NAME.cert` + `NAME.key`) in `dir`.
+pub(crate) fn cert_dir(dir: &std::path::Path) -> anyhow::Result<TlsMaterial> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("--cert-dir: cannot read {}", p.display()))
+    };
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--cert-dir {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    let mut ca = Vec::new();
+    let mut identity = None;
+    for p in &names {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("crt") => {
+                ca.extend(read(p)?);
+                ca.push(b'\n');
+            }
+            Some("cert") => {
+                let key = p.with_extension("key");
+                anyhow::ensure!(
+                    key.is_file(),
+                    "--cert-dir: {} has no key {} beside it",
+                    p.display(),
+                    key.display()
+                );
+                anyhow::ensure!(
+                    identity.is_none(),
+                    "--cert-dir {}: more than one client certificate (*.cert)",
+                    dir.display()
+                );
+                let mut pem = read(p)?;
+                pem.push(b'\n');
+                pem.extend(read(&key)?);
+                identity = Some(pem);
+            }
+            _ => {}
+        }
+    }
+    Ok(TlsMaterial {
+        ca: (!ca.is_empty()).then_some(ca),
+        identity,
+    })
+}
+
 fn read_list(file: &std::path::Path) -> anyhow::Result<String> {
     use std::io::Read;
     let f = std::fs::File::open(file).with_context(|| format!("--from-file {}", file.display()))?;
@@ -202,13 +258,24 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let rate_limit = args.rate_limit;
+    let attempts = args.retries + 1;
+    let tls = match &args.cert_dir {
+        Some(dir) => cert_dir(dir)?,
+        None => TlsMaterial::default(),
+    };
     let factory = Box::new(move |host: &str| {
         registry_client(
             host,
             plain_http,
-            !insecure.contains(host),
             sources.get(host).unwrap_or(&CredentialSources::default()),
-            rate_limit,
+            RegistryOptions {
+                insecure_skip_verify: insecure.contains(host),
+                rate_limit,
+                attempts,
+                ca_pem: tls.ca.clone(),
+                identity_pem: tls.identity.clone(),
+                ..RegistryOptions::default()
+            },
         )
     });
     let reporter = Arc::new(CopyProgress::for_stderr(args.quiet || args.json));
@@ -275,7 +342,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             "bytes_copied": total.bytes_copied,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if !args.quiet {
+    } else if !args.quiet && failed < pairs.len() {
         eprintln!("{}", total.line(pairs.len() - failed, elapsed));
     }
     if failed > 0 {

@@ -3,10 +3,10 @@
 //! be.
 
 use anyhow::Context;
-use ferry_client::CredentialSources;
+use ferry_client::{CredentialSources, RegistryOptions};
 use ferry_copy::{Location, destination_for};
 
-use crate::commands::copy::CopyArgs;
+use crate::commands::copy::{CopyArgs, TlsMaterial, cert_dir};
 use crate::commands::info::{Listing, resolve_pattern};
 use crate::commands::inspect::registry_client;
 
@@ -24,16 +24,26 @@ pub(crate) fn expand(
         .pattern()
         .with_context(|| format!("{src} is not a pattern"))?;
     let host = pattern.registry();
+    let tls = match &args.cert_dir {
+        Some(dir) => cert_dir(dir)?,
+        None => TlsMaterial::default(),
+    };
     let registry = registry_client(
         host,
         args.plain_http,
-        args.src_tls_verify,
         &CredentialSources {
             creds: args.src_creds.clone(),
             token: args.src_token.clone(),
             auth_file: args.authfile.clone(),
         },
-        args.rate_limit,
+        RegistryOptions {
+            insecure_skip_verify: !args.src_tls_verify,
+            rate_limit: args.rate_limit,
+            attempts: args.retries + 1,
+            ca_pem: tls.ca,
+            identity_pem: tls.identity,
+            ..RegistryOptions::default()
+        },
     )
     .with_context(|| format!("credentials for {host}"))?;
     let listing = Listing {

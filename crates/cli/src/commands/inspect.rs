@@ -105,29 +105,28 @@ pub(crate) fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry
     registry_client(
         host,
         args.plain_http,
-        args.tls_verify,
         &CredentialSources::default(),
-        None,
+        RegistryOptions {
+            insecure_skip_verify: !args.tls_verify,
+            ..RegistryOptions::default()
+        },
     )
     .with_context(|| format!("credentials for {host}"))
 }
 
-/// A client for the registry `host`, with the credentials `ferry_client::resolve_credentials`
-/// finds for it from `sources`, else anonymous.
+/// A client for the registry `host` with `options` (TLS, retries, rate limit) and the credentials
+/// `ferry_client::resolve_credentials` finds for it from `sources`, else anonymous.
 pub(crate) fn registry_client(
     host: &str,
     plain_http: bool,
-    tls_verify: bool,
     sources: &CredentialSources,
-    rate_limit: Option<f64>,
+    options: RegistryOptions,
 ) -> Result<Registry, ClientError> {
     let credentials = resolve_credentials(host, sources)?;
     Registry::new(RegistryOptions {
         endpoint: endpoint(host, plain_http),
-        rate_limit,
         credentials,
-        insecure_skip_verify: !tls_verify,
-        ..RegistryOptions::default()
+        ..options
     })
 }
 

@@ -806,3 +806,163 @@ fn a_quay_wildcard_source_is_listed_through_its_rest_api_and_copied() {
     assert!(err.contains("--quay-token"), "{err}");
     assert!(!tmp.path().join("no").exists());
 }
+
+#[test]
+fn registry_to_registry_mounts_within_one_and_uploads_to_another() {
+    let Some(s) = seeded() else { return };
+    let host = s.registry.host();
+    let src = format!("registry://{host}/team/app:v1");
+    // Within one registry: every blob is mounted, nothing is transferred.
+    let v = copy_json(&[&src, &format!("registry://{host}/elsewhere/app:v2")]);
+    assert_eq!(v["images"][0]["blobs_mounted"], 4);
+    assert_eq!(v["images"][0]["bytes_copied"], 0);
+    assert_eq!(
+        sha(&s.skopeo.raw(&format!("docker://{host}/elsewhere/app:v2"))),
+        s.app.manifest.digest
+    );
+    // To another registry: uploaded, byte for byte; a second time, all present.
+    let Some(second) = DockerRegistry::start() else {
+        return;
+    };
+    let dst = format!("registry://{}/copied/app:v1", second.host());
+    let v = copy_json(&[&src, &dst]);
+    assert_eq!(v["images"][0]["blobs_copied"], 4);
+    assert_eq!(
+        sha(&s
+            .skopeo
+            .raw(&format!("docker://{}/copied/app:v1", second.host()))),
+        s.app.manifest.digest
+    );
+    let v = copy_json(&[&src, &dst]);
+    assert_eq!(v["images"][0]["blobs_present"], 4);
+    // An index whole, from a layout.
+    let layout = s.tmp.path().join("multi");
+    copy_json(&[
+        "--all-platforms",
+        &format!("registry://{host}/team/multi:v1"),
+        &format!("oci:{}:m", layout.display()),
+    ]);
+    let v = copy_json(&[
+        "--all-platforms",
+        &format!("oci:{}:m", layout.display()),
+        &format!("registry://{}/copied/multi:v1", second.host()),
+    ]);
+    assert_eq!(v["images"][0]["digest"], s.idx.digest.to_string());
+    assert_eq!(
+        sha(&s
+            .skopeo
+            .raw(&format!("docker://{}/copied/multi:v1", second.host()))),
+        s.idx.digest
+    );
+}
+
+#[test]
+fn archives_written_by_ferry_are_read_by_skopeo_and_read_back_with_the_same_digests() {
+    let Some(s) = seeded() else { return };
+    let host = s.registry.host();
+    let src = format!("registry://{host}/team/app:v1");
+    // docker-archive: skopeo reads it (as docker load would), layers as they were.
+    let tar = s.tmp.path().join("app-docker.tar");
+    copy_json(&[&src, &format!("docker-archive:{}", tar.display())]);
+    assert!(!crate::copy::staging_of(&tar).exists());
+    let via_skopeo = s.tmp.path().join("via-skopeo");
+    s.skopeo.run(&[
+        "copy",
+        &format!("docker-archive:{}", tar.display()),
+        &format!("dir:{}", via_skopeo.display()),
+    ]);
+    // skopeo hands docker-archive layers out uncompressed, so compare what survives that: the
+    // config, byte for byte, and the number of layers.
+    assert_eq!(
+        std::fs::read(via_skopeo.join(s.app.config.digest.hex())).unwrap(),
+        s.app.config.bytes
+    );
+    let seen: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(via_skopeo.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(seen["layers"].as_array().unwrap().len(), s.app.layers.len());
+    // ferry reads its own archive back with the registry's manifest digest.
+    let back = s.tmp.path().join("back");
+    let v = copy_json(&[
+        &format!("docker-archive:{}", tar.display()),
+        &format!("oci:{}:v1", back.display()),
+    ]);
+    assert_eq!(v["images"][0]["digest"], s.app.manifest.digest.to_string());
+
+    // oci-archive, named: skopeo sees the registry's manifest bytes.
+    let otar = s.tmp.path().join("app-oci.tar");
+    copy_json(&[&src, &format!("oci-archive:{}:v1", otar.display())]);
+    let raw = s.skopeo.run(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}:v1", otar.display()),
+    ]);
+    assert_eq!(sha(raw.as_bytes()), s.app.manifest.digest);
+
+    // An archive skopeo wrote is read by ferry and pushed with the same digest.
+    let theirs = s.tmp.path().join("theirs-oci.tar");
+    s.skopeo.copy(
+        &format!("docker://{host}/team/app:v1"),
+        &format!("oci-archive:{}:x", theirs.display()),
+        &[],
+    );
+    let v = copy_json(&[
+        &format!("oci-archive:{}:x", theirs.display()),
+        &format!("registry://{host}/from/archive:v1"),
+    ]);
+    assert_eq!(v["images"][0]["digest"], s.app.manifest.digest.to_string());
+
+    // A docker-archive holds one platform: an index is refused, and no file is left.
+    let multi = s.tmp.path().join("multi.tar");
+    let err = failure(&[
+        "--all-platforms",
+        &format!("registry://{host}/team/multi:v1"),
+        &format!("docker-archive:{}", multi.display()),
+    ]);
+    assert!(err.contains("one platform"), "{err}");
+    assert!(!multi.exists());
+    // A truncated archive is one error.
+    let cut = s.tmp.path().join("cut.tar");
+    let bytes = std::fs::read(&tar).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let err = failure(&[
+        &format!("docker-archive:{}", cut.display()),
+        &format!("oci:{}", s.tmp.path().join("nothing").display()),
+    ]);
+    assert!(err.contains("cut.tar"), "{err}");
+    assert!(!s.tmp.path().join("nothing").exists());
+}
+
+/// Where `ferry copy` stages an archive destination while it copies.
+pub fn staging_of(file: &Path) -> std::path::PathBuf {
+    let mut name = file.file_name().unwrap().to_owned();
+    name.push(".ferry-partial");
+    file.with_file_name(name)
+}
+
+#[test]
+fn many_images_into_a_registry_keep_their_paths_under_the_destination() {
+    let Some(s) = seeded() else { return };
+    let host = s.registry.host();
+    let list = s.tmp.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!("registry://{host}/team/app:v1\nregistry://{host}/team/other:v1\n"),
+    )
+    .unwrap();
+    let v = copy_json(&[
+        "--from-file",
+        list.to_str().unwrap(),
+        &format!("registry://{host}/copies"),
+    ]);
+    assert_eq!(v["images"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        sha(&s.skopeo.raw(&format!("docker://{host}/copies/team/app:v1"))),
+        s.app.manifest.digest
+    );
+    assert_eq!(
+        sha(&s
+            .skopeo
+            .raw(&format!("docker://{host}/copies/team/other:v1"))),
+        s.other.manifest.digest
+    );
+}

@@ -311,6 +311,41 @@ impl<W: Write> ArchiveWriter<W> {
     }
 }
 
+impl ArchiveWriter<std::fs::File> {
+    /// Writes blob `digest` of `size` bytes from `file`, which the caller has verified holds
+    /// exactly that blob (a layout's blob under its final name): the kernel copies the bytes
+    /// (`copy_file_range`, a reflink where the file system can) instead of this process reading,
+    /// hashing and writing them again.
+    pub fn add_verified_file(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        file: std::fs::File,
+    ) -> Result<(), ArchiveError> {
+        self.usable()?;
+        if let Some(had) = self.blobs.get(digest) {
+            ensure!(
+                *had == size,
+                usage,
+                "blob {digest} was added with {had} bytes, and again with {size}"
+            );
+            return Ok(());
+        }
+        self.broken = true;
+        self.entry_header(&blob_path(digest), size)?;
+        let copied = std::io::copy(&mut file.take(size), &mut self.out).map_err(write_error)?;
+        ensure!(
+            copied == size,
+            content,
+            "blob {digest}: the file has {copied} bytes, not {size}"
+        );
+        self.padding(size)?;
+        self.broken = false;
+        self.blobs.insert(digest.clone(), size);
+        Ok(())
+    }
+}
+
 /// A ustar header of an entry of `size` bytes, deterministic (mtime 0, mode 0644, uid and gid
 /// 0); its name and checksum are the caller's to set.
 fn header(size: u64, kind: tar::EntryType) -> tar::Header {
