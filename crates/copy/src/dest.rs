@@ -103,6 +103,11 @@ impl Dest {
         }
     }
 
+    /// The file a blob is kept in at this destination, if it is a directory.
+    pub(crate) fn blob_file(&self, digest: &Digest) -> Option<PathBuf> {
+        self.root().map(|_| self.blob_target(digest))
+    }
+
     /// Puts one blob at the destination, unless it is there already.
     pub(crate) async fn put_blob(
         &self,

@@ -31,6 +31,10 @@ pub struct CopyOptions {
     pub platforms: PlatformChoice,
     /// Attempts per blob transfer (1 = no retries).
     pub attempts: u32,
+    /// A directory of verified blobs (`blobs/<alg>/<hex>`, as in an OCI layout) reused across
+    /// copies: a blob found there is not fetched from a registry source, and blobs fetched into
+    /// a directory destination are added to it.
+    pub layer_cache: Option<PathBuf>,
 }
 
 impl Default for CopyOptions {
@@ -40,6 +44,7 @@ impl Default for CopyOptions {
             image_jobs: 3,
             platforms: PlatformChoice::Host,
             attempts: 3,
+            layer_cache: None,
         }
     }
 }
@@ -55,6 +60,8 @@ pub struct Copied {
     pub blobs_present: usize,
     /// Blobs the destination registry mounted from another repository.
     pub blobs_mounted: usize,
+    /// Blobs taken from the layer cache instead of the source.
+    pub blobs_cached: usize,
     /// Bytes transferred (not counting bytes kept from an interrupted copy).
     pub bytes_copied: u64,
     /// Bytes of partial blobs kept from an interrupted copy.
@@ -337,6 +344,7 @@ impl Copier {
             blobs_copied: 0,
             blobs_present: 0,
             blobs_mounted: 0,
+            blobs_cached: 0,
             bytes_copied: 0,
             bytes_resumed: 0,
             bytes_present: 0,
@@ -353,6 +361,10 @@ impl Copier {
                     copied.bytes_present += size;
                 }
                 BlobOutcome::Mounted => copied.blobs_mounted += 1,
+                BlobOutcome::Cached => {
+                    copied.blobs_cached += 1;
+                    copied.bytes_present += size;
+                }
             }
         }
         Ok(copied)
@@ -380,15 +392,51 @@ impl Copier {
             digest: &desc.digest,
             size: desc.size,
         });
-        let outcome = dst
-            .put_blob(src, desc, self.options.attempts, reporter)
-            .await?;
+        let outcome = self.put_blob_via_cache(src, dst, desc, reporter).await?;
         self.progress.event(Event::BlobDone {
             image: &reporter.image,
             digest: &desc.digest,
             size: desc.size,
             outcome,
         });
+        Ok(outcome)
+    }
+
+    /// [`Dest::put_blob`], taking a registry source's blob from the layer cache when it has it,
+    /// and adding what was fetched into a directory to the cache.
+    async fn put_blob_via_cache(
+        &self,
+        src: &Source,
+        dst: &Dest,
+        desc: &Descriptor,
+        reporter: &Reporter,
+    ) -> Result<BlobOutcome, CopyError> {
+        let attempts = self.options.attempts;
+        let Some(cache) = self
+            .options
+            .layer_cache
+            .as_ref()
+            .filter(|_| matches!(src, Source::Registry { .. }))
+        else {
+            return dst.put_blob(src, desc, attempts, reporter).await;
+        };
+        let cached = crate::layout::blob_path(cache, &desc.digest);
+        if files::present(&cached, desc.size).await {
+            let from = Source::Layout {
+                dir: cache.clone(),
+                reference: None,
+            };
+            return Ok(match dst.put_blob(&from, desc, attempts, reporter).await? {
+                BlobOutcome::Copied { .. } => BlobOutcome::Cached,
+                other => other,
+            });
+        }
+        let outcome = dst.put_blob(src, desc, attempts, reporter).await?;
+        if let (BlobOutcome::Copied { .. }, Some(file)) = (outcome, dst.blob_file(&desc.digest)) {
+            // A hard link when the cache is on the same file system, else a copy; a failure
+            // here costs the cache an entry, not the copy.
+            let _ = files::add_to_cache(&file, &cached).await;
+        }
         Ok(outcome)
     }
 

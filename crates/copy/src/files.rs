@@ -279,3 +279,24 @@ pub(crate) async fn sync_dir(dir: &Path) -> Result<(), CopyError> {
     .await
     .expect("sync task panicked")
 }
+
+/// Puts the verified blob file `file` into a layer cache at `cached`: a hard link where the
+/// cache is on the same file system, else a copy under a temporary name, renamed.
+pub(crate) async fn add_to_cache(file: &Path, cached: &Path) -> Result<(), CopyError> {
+    let (file, cached) = (file.to_owned(), cached.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let dir = cached.parent().expect("cache blobs are in a directory");
+        std::fs::create_dir_all(dir).map_err(|e| CopyError::io(dir, e))?;
+        match std::fs::hard_link(&file, &cached) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(_) => {
+                let tmp = dir.join(format!(".{}.tmp", uuid_like()));
+                std::fs::copy(&file, &tmp).map_err(|e| CopyError::io(&tmp, e))?;
+                std::fs::rename(&tmp, &cached).map_err(|e| CopyError::io(&cached, e))
+            }
+        }
+    })
+    .await
+    .expect("cache task panicked")
+}

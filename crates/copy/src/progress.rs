@@ -15,6 +15,8 @@ pub enum BlobOutcome {
     Present,
     /// The destination registry linked it from another repository (cross-repository mount).
     Mounted,
+    /// Taken from the local layer cache (`--layer-cache`) instead of the source.
+    Cached,
 }
 
 /// One thing that happened in a copy. `image` is the source location as the user wrote it.

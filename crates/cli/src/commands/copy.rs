@@ -50,6 +50,11 @@ pub struct CopyArgs {
     /// Copy every platform of a multi-platform image: the index is kept byte for byte.
     #[arg(long)]
     pub all_platforms: bool,
+    /// Reuse verified blobs across copies: blobs found in DIR are not fetched from a registry
+    /// source again, and blobs fetched into a directory destination are added to DIR (hard
+    /// links where it is on the same file system). DIR grows; delete it to empty it.
+    #[arg(long, value_name = "DIR")]
+    pub layer_cache: Option<std::path::PathBuf>,
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -285,6 +290,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             image_jobs: args.image_jobs.into(),
             platforms,
             attempts: args.retries + 1,
+            layer_cache: args.layer_cache.clone(),
         },
         factory,
         reporter.clone(),
@@ -320,6 +326,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
                     "blobs_copied": c.blobs_copied,
                     "blobs_present": c.blobs_present,
                     "blobs_mounted": c.blobs_mounted,
+                    "blobs_cached": c.blobs_cached,
                     "bytes_copied": c.bytes_copied,
                     "bytes_resumed": c.bytes_resumed,
                 }));

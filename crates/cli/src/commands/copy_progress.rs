@@ -135,6 +135,7 @@ fn how(outcome: BlobOutcome) -> String {
         }
         BlobOutcome::Present => "already there".to_owned(),
         BlobOutcome::Mounted => "mounted".to_owned(),
+        BlobOutcome::Cached => "copied from the layer cache".to_owned(),
     }
 }
 

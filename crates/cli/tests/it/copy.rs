@@ -966,3 +966,40 @@ fn many_images_into_a_registry_keep_their_paths_under_the_destination() {
         s.other.manifest.digest
     );
 }
+
+#[test]
+fn a_layer_cache_serves_blobs_a_second_copy_would_fetch_again() {
+    let Some(s) = seeded() else { return };
+    let proxy = FaultProxy::start(&s.registry.host());
+    let src = format!("registry://{}/team/app:v1", proxy.host());
+    let cache = s.tmp.path().join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let v = copy_json(&[
+        "--layer-cache",
+        cache_arg,
+        &src,
+        &format!("oci:{}:v1", s.tmp.path().join("first").display()),
+    ]);
+    assert_eq!(v["images"][0]["blobs_copied"], 4);
+    let fetched = |p: &FaultProxy| -> usize {
+        s.app
+            .blobs()
+            .map(|b| p.requests("GET", &format!("/v2/team/app/blobs/{}", b.digest)))
+            .sum()
+    };
+    assert_eq!(fetched(&proxy), 4);
+    // A fresh destination: every blob comes from the cache, none from the registry.
+    let second = s.tmp.path().join("second");
+    let v = copy_json(&[
+        "--layer-cache",
+        cache_arg,
+        &src,
+        &format!("dir:{}", second.display()),
+    ]);
+    assert_eq!(v["images"][0]["blobs_cached"], 4);
+    assert_eq!(fetched(&proxy), 4, "the second copy fetched blobs again");
+    for b in s.app.blobs() {
+        assert_eq!(std::fs::read(second.join(b.digest.hex())).unwrap(), b.bytes);
+    }
+    assert_blobs_verified(&cache);
+}
