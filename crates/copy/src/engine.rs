@@ -40,8 +40,8 @@ pub struct CopyOptions {
 impl Default for CopyOptions {
     fn default() -> CopyOptions {
         CopyOptions {
-            layer_jobs: 4,
-            image_jobs: 3,
+            layer_jobs: 8,
+            image_jobs: 6,
             platforms: PlatformChoice::Host,
             attempts: 3,
             layer_cache: None,
@@ -155,7 +155,7 @@ impl Copier {
             )),
             Location::RegistryPattern { .. } | Location::Quay { .. } => {
                 Err(CopyError::Unsupported(
-                    "a wildcard names many images: resolve it first (ferry info lists them) and copy them with --from-file",
+                    "a wildcard names many images: the caller resolves it (ferry copy and ferry info do) into one location per image",
                 ))
             }
         }

@@ -31,10 +31,10 @@ pub struct CopyArgs {
     #[arg(long, value_name = "FILE")]
     pub from_file: Option<std::path::PathBuf>,
     /// Blobs transferred at once per image.
-    #[arg(short = 'j', long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(short = 'j', long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub layer_jobs: u16,
     /// Images copied at once.
-    #[arg(short = 'J', long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(short = 'J', long, default_value_t = 6, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub image_jobs: u16,
     /// Times a failed blob transfer is tried again (connection errors, 429, 5xx, broken bodies).
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=20))]
