@@ -124,38 +124,13 @@ mod tests {
     async fn paging_forever(
         page: fn(usize) -> String,
     ) -> (Registry, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
-        tokio::spawn(async move {
-            for n in 0.. {
-                let Ok((mut conn, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => head.extend_from_slice(&buf[..k]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                log.lock().unwrap().push(line);
-                let body = page(n);
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlink: </v2/_catalog?last=x>; rel=\"next\"\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(reply.as_bytes()).await;
-            }
-        });
+        let addr = crate::scripted::serve(move |n, line| {
+            log.lock().unwrap().push(line.to_owned());
+            crate::scripted::endless_page("/v2/_catalog?last=x", &page(n))
+        })
+        .await;
         let registry = Registry::new(RegistryOptions {
             endpoint: format!("http://{addr}"),
             attempts: 1,

@@ -42,6 +42,8 @@ mod error;
 mod pace;
 mod quay;
 mod registry;
+#[cfg(test)]
+mod scripted;
 mod upload;
 
 pub use auth::Challenge;

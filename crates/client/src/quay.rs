@@ -307,31 +307,15 @@ mod tests {
         status: fn(usize) -> u16,
         max_total_bytes: usize,
     ) -> Quay {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            for n in 0.. {
-                let Ok((mut conn, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => head.extend_from_slice(&buf[..k]),
-                    }
-                }
-                let body = page(n);
-                let reply = format!(
-                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    status(n),
-                    body.len()
-                );
-                let _ = conn.write_all(reply.as_bytes()).await;
-            }
-        });
+        let addr = crate::scripted::serve(move |n, _| {
+            let body = page(n);
+            format!(
+                "HTTP/1.1 {} X\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                status(n),
+                body.len()
+            )
+        })
+        .await;
         Quay::new(QuayOptions {
             endpoint: format!("http://{addr}"),
             max_total_bytes,

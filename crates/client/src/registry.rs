@@ -961,30 +961,10 @@ mod tests {
     /// A registry on 127.0.0.1 whose tag pages always say there is more: `page(n)` is the body of
     /// the n-th page.
     async fn paging_forever(page: fn(usize) -> String) -> Registry {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            for n in 0.. {
-                let Ok((mut conn, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => head.extend_from_slice(&buf[..k]),
-                    }
-                }
-                let body = page(n);
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlink: </v2/r/tags/list?last=x>; rel=\"next\"\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(reply.as_bytes()).await;
-            }
-        });
+        let addr = crate::scripted::serve(move |n, _| {
+            crate::scripted::endless_page("/v2/r/tags/list?last=x", &page(n))
+        })
+        .await;
         Registry::new(RegistryOptions {
             endpoint: format!("http://{addr}"),
             attempts: 1,

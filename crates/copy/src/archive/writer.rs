@@ -215,13 +215,7 @@ impl<W: Write> ArchiveWriter<W> {
         size: u64,
         r: impl Read,
     ) -> Result<(), ArchiveError> {
-        self.usable()?;
-        if let Some(had) = self.blobs.get(digest) {
-            ensure!(
-                *had == size,
-                usage,
-                "blob {digest} was added with {had} bytes, and again with {size}"
-            );
+        if self.written(digest, size)? {
             return Ok(());
         }
         self.broken = true;
@@ -278,6 +272,21 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(())
     }
 
+    /// Whether blob `digest` is in the archive already (an error if with another size, or if
+    /// the writer is unusable).
+    fn written(&self, digest: &Digest, size: u64) -> Result<bool, ArchiveError> {
+        self.usable()?;
+        if let Some(had) = self.blobs.get(digest) {
+            ensure!(
+                *had == size,
+                usage,
+                "blob {digest} was added with {had} bytes, and again with {size}"
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     fn entry_header(&mut self, path: &str, size: u64) -> Result<(), ArchiveError> {
         let mut h = header(size, tar::EntryType::Regular);
         if h.set_path(path).is_err() {
@@ -322,13 +331,7 @@ impl ArchiveWriter<std::fs::File> {
         size: u64,
         file: std::fs::File,
     ) -> Result<(), ArchiveError> {
-        self.usable()?;
-        if let Some(had) = self.blobs.get(digest) {
-            ensure!(
-                *had == size,
-                usage,
-                "blob {digest} was added with {had} bytes, and again with {size}"
-            );
+        if self.written(digest, size)? {
             return Ok(());
         }
         self.broken = true;
