@@ -9,6 +9,9 @@
 //!   127.0.0.1 with free ports and stopped by PID when dropped. A missing peer skips the test with a
 //!   loud message, except under `CI=true`, where it fails the test.
 //!
+//! - [`tls`]: a test CA and a certificate for 127.0.0.1 made with `openssl`, and a TCP forwarder
+//!   that counts connections.
+//!
 //! Architecture invariant: nothing here talks to any address but loopback.
 
 pub mod faults;
@@ -16,3 +19,4 @@ pub mod image;
 #[cfg(feature = "inproc")]
 pub mod inproc;
 pub mod peers;
+pub mod tls;

