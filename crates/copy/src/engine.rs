@@ -70,6 +70,26 @@ pub struct Copied {
     pub bytes_present: u64,
 }
 
+/// Most manifests of one index a copy takes (each is read whole, up to 4 MiB): what a source can
+/// make a copy hold stays bounded. Real indexes list a few dozen platforms and attestations.
+const MAX_CHILDREN: usize = 1_000;
+/// Most layers of one image manifest (real images have tens).
+const MAX_LAYERS: usize = 1_000;
+
+/// Refuses an image manifest with more than [`MAX_LAYERS`] layers.
+fn check_layers(m: &Manifest, image: &str) -> Result<(), CopyError> {
+    if m.layers.len() > MAX_LAYERS {
+        return Err(CopyError::malformed(
+            image,
+            format!(
+                "a manifest of {} layers; ferry copies at most {MAX_LAYERS}",
+                m.layers.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Builds the client for a registry host (the binary decides schemes, credentials and TLS).
 pub type RegistryFactory = dyn Fn(&str) -> Result<Registry, ClientError> + Send + Sync;
 
@@ -449,7 +469,17 @@ impl Copier {
         top: Manifest,
     ) -> Result<(Manifest, Vec<Manifest>), CopyError> {
         if !top.media_type().is_index() {
+            check_layers(&top, image)?;
             return Ok((top.clone(), vec![top]));
+        }
+        if top.manifests.len() > MAX_CHILDREN {
+            return Err(CopyError::malformed(
+                image,
+                format!(
+                    "an index of {} manifests; ferry copies at most {MAX_CHILDREN}",
+                    top.manifests.len()
+                ),
+            ));
         }
         let pick = |spec: &Platform| -> Result<Descriptor, CopyError> {
             top.manifests
@@ -490,6 +520,7 @@ impl Copier {
                     "an index inside an index is not supported",
                 ));
             }
+            check_layers(&child, image)?;
             children.push(child);
         }
         let whole = chosen.len() == top.manifests.len();

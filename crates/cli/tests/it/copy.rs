@@ -1003,3 +1003,38 @@ fn a_layer_cache_serves_blobs_a_second_copy_would_fetch_again() {
     }
     assert_blobs_verified(&cache);
 }
+
+#[test]
+fn a_manifest_with_more_layers_than_any_image_has_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Blob::new("application/vnd.oci.image.config.v1+json", b"{}".to_vec());
+    let layer = |i: usize| {
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": Digest::sha256(format!("layer {i}").as_bytes()).to_string(),
+            "size": 1,
+        })
+    };
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config.descriptor(),
+        "layers": (0..1001).map(layer).collect::<Vec<_>>(),
+    });
+    let manifest = Blob::new(
+        "application/vnd.oci.image.manifest.v1+json",
+        serde_json::to_vec(&manifest).unwrap(),
+    );
+    let layout = tmp.path().join("huge");
+    ferry_testkit::image::write_layout(&layout, &[&config], &[("x", &manifest)]).unwrap();
+    let out = tmp.path().join("out");
+    let err = failure(&[
+        &format!("oci:{}:x", layout.display()),
+        &format!("dir:{}", out.display()),
+    ]);
+    assert!(
+        err.contains("1001 layers") && err.contains("at most 1000"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
