@@ -401,7 +401,14 @@ fn concurrent_copies_into_one_layout_keep_every_index_entry() {
     let Some(s) = seeded() else { return };
     let host = s.registry.host();
     let layout = s.tmp.path().join("shared");
-    let names = ["a", "b", "c", "d", "e", "f"];
+    // Blobs already there, so the copies below race for index.json, not for the blobs.
+    for repo in ["app", "other"] {
+        copy_json(&[
+            &format!("registry://{host}/team/{repo}:v1"),
+            &format!("oci:{}:seed-{repo}", layout.display()),
+        ]);
+    }
+    let names: Vec<String> = (0..16).map(|i| format!("n{i:02}")).collect();
     let children: Vec<std::process::Child> = names
         .iter()
         .enumerate()
@@ -435,7 +442,10 @@ fn concurrent_copies_into_one_layout_keep_every_index_entry() {
         })
         .collect();
     got.sort();
-    assert_eq!(got, names);
+    let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+    want.extend(["seed-app", "seed-other"]);
+    want.sort();
+    assert_eq!(got, want);
     assert_blobs_verified(&layout);
 }
 
