@@ -225,6 +225,15 @@ fn uuid_like() -> String {
     )
 }
 
+/// fsyncs `path`. One that is gone is no error: another writer into the same directory renamed
+/// or removed its temporary file, and syncs the new name itself.
+fn sync_path(path: &Path) -> Result<(), CopyError> {
+    match std::fs::File::open(path).and_then(|f| f.sync_all()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|e| CopyError::io(path, e)),
+    }
+}
+
 /// Makes everything under `dir` durable: every file and directory is fsynced (files already on
 /// disk cost next to nothing). Unlike `syncfs`, this waits only for this destination's data, not
 /// for whatever else is being written to the same file system.
@@ -237,11 +246,16 @@ pub(crate) async fn sync_dir(dir: &Path) -> Result<(), CopyError> {
         while i < dirs.len() {
             let d = dirs[i].clone();
             i += 1;
-            for entry in std::fs::read_dir(&d).map_err(|e| CopyError::io(&d, e))? {
+            let entries = match std::fs::read_dir(&d) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.map_err(|e| CopyError::io(&d, e))?,
+            };
+            for entry in entries {
                 let entry = entry.map_err(|e| CopyError::io(&d, e))?;
-                let kind = entry
-                    .file_type()
-                    .map_err(|e| CopyError::io(entry.path(), e))?;
+                // Gone since it was listed: another writer's temporary file, renamed.
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
                 if kind.is_dir() && entry.file_name() != PARTIAL_DIR {
                     dirs.push(entry.path());
                 } else if kind.is_file() {
@@ -257,9 +271,7 @@ pub(crate) async fn sync_dir(dir: &Path) -> Result<(), CopyError> {
                 .map(|part| {
                     scope.spawn(move || {
                         for f in part {
-                            std::fs::File::open(f)
-                                .and_then(|f| f.sync_all())
-                                .map_err(|e| CopyError::io(f, e))?;
+                            sync_path(f)?;
                         }
                         Ok::<(), CopyError>(())
                     })
@@ -270,9 +282,7 @@ pub(crate) async fn sync_dir(dir: &Path) -> Result<(), CopyError> {
                 .try_for_each(|w| w.join().expect("sync thread panicked"))
         })?;
         for d in dirs.iter().rev() {
-            std::fs::File::open(d)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| CopyError::io(d, e))?;
+            sync_path(d)?;
         }
         Ok(())
     })
