@@ -55,18 +55,8 @@ impl Registry {
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
-        let session = self.open_upload(repo).await?;
-        let url = with_digest(session.url, digest);
-        let r = self
-            .send_with(Request {
-                whole: false,
-                access: Access::Push,
-                payload: Payload::Once(Mutex::new(Some(reqwest::Body::wrap_stream(body))), size),
-                retry: false,
-                ..Request::new(Method::PUT, url.as_str(), repo)
-            })
-            .await?;
-        check(&r, "upload PUT")
+        let body = Payload::Once(Mutex::new(Some(reqwest::Body::wrap_stream(body))), size);
+        self.upload_once(repo, digest, body).await
     }
 
     /// Uploads the first `size` bytes of the file at `path` as the blob `digest` (`POST`, then one
@@ -101,18 +91,30 @@ impl Registry {
         size: u64,
         path: &Path,
     ) -> Result<(), ClientError> {
+        let body = Payload::File {
+            path,
+            offset: 0,
+            len: size,
+        };
+        self.upload_once(repo, digest, body).await
+    }
+
+    /// One monolithic upload: `POST` a session, then one `PUT` of `body` with the digest. The
+    /// `PUT` is not retried on its own: a failed one may have ended the session, so a caller that
+    /// can read its body again retries the whole upload.
+    async fn upload_once(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: Payload<'_>,
+    ) -> Result<(), ClientError> {
         let session = self.open_upload(repo).await?;
         let url = with_digest(session.url, digest);
         let r = self
             .send_with(Request {
                 whole: false,
                 access: Access::Push,
-                payload: Payload::File {
-                    path,
-                    offset: 0,
-                    len: size,
-                },
-                // A failed PUT may have ended the session: the whole upload is what is retried.
+                payload: body,
                 retry: false,
                 ..Request::new(Method::PUT, url.as_str(), repo)
             })
