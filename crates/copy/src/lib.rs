@@ -30,6 +30,7 @@ mod location;
 mod platform;
 mod progress;
 mod source;
+mod store;
 mod tarball;
 
 pub use engine::{Copied, Copier, CopyOptions, RegistryFactory, destination_for};
@@ -39,3 +40,4 @@ pub use location::{
 };
 pub use platform::{Platform, PlatformChoice, PlatformError};
 pub use progress::{BlobOutcome, Event, Progress, Silent};
+pub use store::{NamingError, SourceNames, StoreName, StoreNaming, StoreTarget};
