@@ -4,6 +4,7 @@
 
 mod peers;
 mod round_trip;
+mod store;
 mod truncated;
 mod writer;
 
