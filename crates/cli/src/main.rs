@@ -7,6 +7,7 @@ mod counts;
 mod environment;
 mod load;
 mod preload;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -125,6 +126,9 @@ enum Command {
     /// The load lab: generate images, drive a registry with scaling pullers, report.
     #[command(subcommand)]
     Load(load::LoadCommand),
+    /// The trace lab: production registry traces analyzed (and, to come, replayed and simulated).
+    #[command(subcommand)]
+    Trace(trace::TraceCommand),
     /// Print the version.
     #[command(after_help = "Example:\n  ferry version")]
     Version,
@@ -231,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(load::generate(args.clone()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Trace(trace::TraceCommand::Analyze(args)) => trace::analyze(args),
         Command::Load(load::LoadCommand::Report(args)) => {
             load::report(args)?;
             Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@
 //! Architecture invariant: reading never holds more than one record per open file (memory does
 //! not grow with the trace), and knows nothing of registries or HTTP clients.
 
+pub mod analyze;
 mod error;
 mod read;
 mod request;

@@ -17,6 +17,7 @@ mod security;
 mod storage;
 mod store;
 mod tour;
+mod trace;
 
 use std::path::Path;
 

@@ -1,0 +1,141 @@
+//! `ferry trace`: the commands of docs/trace.md run as written on the repository's sample, and bad
+//! input is reported with positions (skipped, or fatal with --strict).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::ferry_bin;
+
+fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// `ferry ARGS` run from the repository root, where the docs' paths start.
+fn ferry(args: &[&str]) -> Output {
+    Command::new(ferry_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn analyze_characterizes_the_ibm_sample_as_the_docs_say() {
+    let out = ferry(&["trace", "analyze", "testdata/traces/dal09_blobs_sample.csv"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.is_empty(), "the sample reads cleanly: {stderr}");
+    for figure in [
+        "requests                     999",
+        "blob sizes (566 distinct)",
+        "65.7% under 1 MB, 79.5% under 10 MB",
+        "top 10% get 47.8%",
+        "87.8% requested once",
+    ] {
+        assert!(stdout.contains(figure), "{figure:?} in:\n{stdout}");
+    }
+    // The figures docs/trace.md quotes are the ones the command prints.
+    let doc = std::fs::read_to_string(repo_root().join("docs/trace.md")).unwrap();
+    for quoted in [
+        "| 65.7% |",
+        "| 79.5% |",
+        "| 14.7 kB |",
+        "| 47.8% |",
+        "| 87.8% |",
+    ] {
+        assert!(doc.contains(quoted), "docs/trace.md quotes {quoted}");
+    }
+    assert!(stdout.contains("p50 14.7 kB"), "{stdout}");
+
+    let out = ferry(&[
+        "trace",
+        "analyze",
+        "--json",
+        "testdata/traces/dal09_blobs_sample.csv",
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["requests"], 999);
+    assert_eq!(v["kinds"]["blob"], 999);
+    assert_eq!(v["popularity"]["objects"], 566);
+    let under = v["blob_sizes"]["under_1mb"].as_f64().unwrap();
+    assert!((under - 372.0 / 566.0).abs() < 1e-9, "{under}");
+}
+
+#[test]
+fn every_command_of_docs_trace_runs_as_written() {
+    let doc = std::fs::read_to_string(repo_root().join("docs/trace.md")).unwrap();
+    let mut in_sh = false;
+    let mut ran = 0;
+    for line in doc.lines() {
+        if line.trim_start().starts_with("```") {
+            in_sh = !in_sh && line.trim() == "```sh";
+            continue;
+        }
+        let Some(args) = line.strip_prefix("ferry ").filter(|_| in_sh) else {
+            continue;
+        };
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let out = ferry(&args);
+        assert!(out.status.success(), "{line}: {}", text(&out).1);
+        assert!(!out.stdout.is_empty(), "{line} printed nothing");
+        ran += 1;
+    }
+    assert!(ran >= 2, "docs/trace.md shows its commands in ```sh blocks");
+}
+
+#[test]
+fn bad_records_are_reported_with_positions_and_strict_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("t.jsonl");
+    std::fs::write(
+        &trace,
+        concat!(
+            r#"{"http.request.method":"GET","http.request.uri":"v2/a/b/blobs/1","timestamp":"2017-06-20T00:00:01Z"}"#,
+            "\n",
+            r#"{"http.request.method":"GET","timestamp":"2017-06-20T00:00:02Z"}"#,
+            "\n",
+            r#"{"http.request.method":"GET","http.request.uri":"v2/a/b/blobs/1","timestamp":"2017-06-20T00:00:03Z"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let path = trace.to_str().unwrap();
+    let out = ferry(&["trace", "analyze", path]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}: record 2: no http.request.uri")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 record could not be read"), "{stderr}");
+    assert!(
+        stdout.contains("requests                     2"),
+        "{stdout}"
+    );
+
+    let out = ferry(&["trace", "analyze", "--strict", path]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("record 2") && stderr.contains("--strict"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = ferry(&[
+        "trace",
+        "analyze",
+        tmp.path().join("none*.json").to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no trace files"), "{stderr}");
+}
