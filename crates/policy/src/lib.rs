@@ -11,6 +11,7 @@
 //! always gives the same answer.
 
 mod budget;
+pub mod cache;
 mod glob;
 mod image;
 mod prune;
