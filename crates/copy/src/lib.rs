@@ -29,6 +29,7 @@ mod layout;
 mod location;
 mod platform;
 mod progress;
+mod recompress;
 mod source;
 mod tarball;
 
@@ -39,3 +40,4 @@ pub use location::{
 };
 pub use platform::{Platform, PlatformChoice, PlatformError};
 pub use progress::{BlobOutcome, Event, Progress, Silent};
+pub use recompress::{Compression, UnknownCompression};
