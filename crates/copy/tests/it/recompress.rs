@@ -12,6 +12,7 @@ use ferry_copy::{
     Compression, Copied, Copier, CopyError, CopyOptions, Location, PlatformChoice, Silent,
 };
 use ferry_oci::{Digest, Manifest, MediaType};
+use ferry_testkit::faults::{Fault, FaultProxy, Target};
 use ferry_testkit::image::{Blob, Image, image, index};
 use ferry_testkit::peers::{DockerRegistry, Skopeo};
 
@@ -480,6 +481,8 @@ async fn skopeo_reads_the_zstd_layout_ferry_writes() {
         "{inspected}"
     );
     assert_eq!(inspected["Architecture"], "amd64", "{inspected}");
+    // skopeo 1.9 tells compressions apart by their bytes, not by media type (which the other
+    // tests check): what it proves is that the blobs are zstd streams of the right tars.
     // skopeo unpacks each zstd layer: dir: with --dest-decompress names them by the digests of
     // their tars, which are the config's diff_ids.
     let out = tmp.path().join("skopeo-dir");
@@ -540,4 +543,74 @@ async fn a_registry_takes_the_converted_image_and_serves_it_back() {
     assert_eq!(c.digest, g.digest);
     assert_layers(&read(&gl), OCI_GZIP);
     assert_ne!(g.digest, pushed.digest);
+}
+
+#[tokio::test]
+async fn a_registry_layer_cut_off_midway_is_converted_again_and_a_wrong_one_is_refused() {
+    let Some(registry) = DockerRegistry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(29, 3, 200_000, "amd64");
+    let src = tmp.path().join("src");
+    write_image(&src, &img);
+    let pushed: Location = format!("registry://{}/team/app:v1", registry.host())
+        .parse()
+        .unwrap();
+    copy(Compression::Keep, &layout(&src, "v1"), &pushed)
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&registry.host());
+    let through: Location = format!("registry://{}/team/app:v1", proxy.host())
+        .parse()
+        .unwrap();
+    // The destination has the config already, so only the conversions fetch blobs.
+    let dst = tmp.path().join("dst");
+    copy(Compression::Keep, &through, &layout(&dst, "v1"))
+        .await
+        .unwrap();
+    let layer_gets = || -> usize {
+        img.layers
+            .iter()
+            .map(|l| proxy.requests("GET", &format!("/v2/team/app/blobs/{}", l.digest)))
+            .sum()
+    };
+    let before = layer_gets();
+    let blobs_before = blob_files(&dst);
+
+    // One body served wrong: that layer's digest does not check out and nothing of it is
+    // placed (the other layers, converted meanwhile, are whole zstd blobs of their tars).
+    proxy.inject(Target::Blob, Fault::WrongBytes, 1);
+    let e = copy(Compression::Zstd, &through, &layout(&dst, "v1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CopyError::Integrity { .. }), "{e}");
+    let config: serde_json::Value = serde_json::from_slice(&img.config.bytes).unwrap();
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    let new: Vec<String> = blob_files(&dst)
+        .into_iter()
+        .filter(|b| !blobs_before.contains(b))
+        .collect();
+    assert!(new.len() < img.layers.len(), "{new:?}");
+    for b in &new {
+        let tar = unpack(
+            OCI_ZSTD,
+            &std::fs::read(dst.join("blobs/sha256").join(b)).unwrap(),
+        );
+        assert!(diff_ids.contains(&Digest::sha256(&tar).as_str().into()));
+    }
+
+    // One body reset half way: that layer is fetched and converted again, the copy succeeds.
+    proxy.clear();
+    let before_reset = layer_gets();
+    proxy.inject(Target::Blob, Fault::ResetMidBody, 1);
+    let c = copy(Compression::Zstd, &through, &layout(&dst, "v1"))
+        .await
+        .unwrap();
+    assert_eq!(c.blobs_recompressed, 3);
+    assert_eq!(layer_gets() - before_reset, 4, "three layers and one again");
+    assert!(before_reset > before);
+    let w = read(&dst);
+    assert_layers(&w, OCI_ZSTD);
+    assert_eq!(&c.digest, w.top.digest());
 }
