@@ -390,8 +390,9 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// gzip at level 6, the default of gzip itself and of Go's compress/gzip, which docker and
-/// containerd use for the layers they push: the size registries' users expect, at a speed
-/// (~30–50 MB/s per core here) that `-j` parallelism across layers makes up for. mtime 0 and no
+/// containerd use for the layers they push: the size registries' users expect. It is the slow
+/// end of a conversion (level 1 would be faster and larger); `-j` spreads layers over cores,
+/// and converting is asked for explicitly, where size usually matters more. mtime 0 and no
 /// file name make the output depend on the content alone, so a conversion run twice (or by two
 /// copies) gives the same digest.
 const GZIP_LEVEL: u32 = 6;
@@ -608,6 +609,9 @@ async fn scratch(dst: &Dest, desc: &Descriptor, to: Format) -> Result<Scratch, C
             let lock = files::lock_partial(path.clone()).await?;
             Ok(Scratch::Partial { path, _lock: lock })
         }
+        None if !matches!(dst, Dest::Registry { .. }) => Err(CopyError::Unsupported(
+            "--dest-compress gzip|zstd does not write to this destination; copy with keep",
+        )),
         None => tokio::task::spawn_blocking(|| {
             tempfile::Builder::new()
                 .prefix("ferry-recompress-")
@@ -754,7 +758,11 @@ pub(crate) async fn put_converted(
                 BlobOutcome::Copied { resumed_from: 0 }
             }
         }
-        (Scratch::Temp(_), _) => unreachable!("only registries get temporary files"),
+        (Scratch::Temp(_), _) => {
+            return Err(CopyError::Unsupported(
+                "--dest-compress gzip|zstd does not write to this destination; copy with keep",
+            ));
+        }
     };
     Ok((new, outcome))
 }
