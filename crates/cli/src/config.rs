@@ -306,6 +306,28 @@ impl UpstreamConfig {
 
     /// Builds the upstream: credentials, TLS material and client.
     pub fn build(&self) -> anyhow::Result<ferry_server::Upstream> {
+        let name = self.routing_name()?;
+        let client = self.client()?;
+        let bytes_per_sec = ferry_server::units::parse_size(&self.min_transfer_rate)
+            .map_err(|e| anyhow::anyhow!("upstream {name}: min_transfer_rate: {e}"))?;
+        let mut upstream = ferry_server::Upstream::new(
+            &name,
+            client,
+            Duration::from_secs(self.tag_ttl_secs),
+            self.always_revalidate.clone(),
+        )?;
+        upstream.min_transfer = ferry_server::TransferFloor {
+            bytes_per_sec,
+            grace: Duration::from_secs(self.min_transfer_grace_secs),
+        };
+        upstream.prefetch_blobs = self.prefetch_blobs_on_manifest;
+        upstream.max_blob_bytes = ferry_server::units::parse_size(&self.max_blob_size)
+            .map_err(|e| anyhow::anyhow!("upstream {name}: max_blob_size: {e}"))?;
+        Ok(upstream)
+    }
+
+    /// The client for this upstream: its URL, credentials, TLS material and timeouts.
+    pub fn client(&self) -> anyhow::Result<ferry_client::Registry> {
         use ferry_client::{Credentials, DockerConfig, Registry, RegistryOptions};
         let name = self.routing_name()?;
         let read = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
@@ -349,7 +371,7 @@ impl UpstreamConfig {
             (None, None) => None,
             _ => anyhow::bail!("upstream {name}: client_cert_file and client_key_file go together"),
         };
-        let client = Registry::new(RegistryOptions {
+        Registry::new(RegistryOptions {
             endpoint: self.url.clone(),
             credentials,
             ca_pem: read(&self.ca_file, "CA file")?,
@@ -361,23 +383,7 @@ impl UpstreamConfig {
             read_timeout: Duration::from_secs(self.read_timeout_secs),
             ..RegistryOptions::default()
         })
-        .map_err(|e| anyhow::anyhow!("upstream {name}: {e}"))?;
-        let bytes_per_sec = ferry_server::units::parse_size(&self.min_transfer_rate)
-            .map_err(|e| anyhow::anyhow!("upstream {name}: min_transfer_rate: {e}"))?;
-        let mut upstream = ferry_server::Upstream::new(
-            &name,
-            client,
-            Duration::from_secs(self.tag_ttl_secs),
-            self.always_revalidate.clone(),
-        )?;
-        upstream.min_transfer = ferry_server::TransferFloor {
-            bytes_per_sec,
-            grace: Duration::from_secs(self.min_transfer_grace_secs),
-        };
-        upstream.prefetch_blobs = self.prefetch_blobs_on_manifest;
-        upstream.max_blob_bytes = ferry_server::units::parse_size(&self.max_blob_size)
-            .map_err(|e| anyhow::anyhow!("upstream {name}: max_blob_size: {e}"))?;
-        Ok(upstream)
+        .map_err(|e| anyhow::anyhow!("upstream {name}: {e}"))
     }
 }
 

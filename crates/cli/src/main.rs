@@ -60,10 +60,11 @@ enum Command {
         after_help = "Examples:\n  ferry fsck --data-dir /var/lib/ferry\n  ferry fsck --data-dir /var/lib/ferry --quarantine --json\n  ferry fsck --data-dir /var/lib/ferry --drop-dangling   (after a power loss)\n\nExits 0 when the store is clean, 1 when something is wrong."
     )]
     Fsck(FsckArgs),
-    /// Fill a ferry mirror's cache: pull references through a running mirror, or import image
-    /// archives (docker save, OCI layout, oci-archive; gzip too) straight into its data directory.
+    /// Fill a ferry mirror's cache: pull references through a running mirror, or copy references
+    /// and image archives (docker save, OCI layout, oci-archive; gzip too) straight into a stopped
+    /// one's data directory.
     #[command(
-        after_help = "Examples:\n  ferry preload --mirror http://127.0.0.1:8080 docker.io/library/alpine:3.20 quay.io/org/app:v1\n  ferry preload --mirror http://127.0.0.1:8080 --platform linux/amd64 images.txt\n  ferry preload --data-dir /var/lib/ferry --upstream https://registry-1.docker.io alpine.tar.gz\n  ferry preload --data-dir /var/lib/ferry --config /etc/ferry/ferry.toml --name quay.io/org/app:v1 app-oci.tar\n\nA file lists one reference per line (# starts a comment). Each reference's registry must be one of\nthe mirror's upstreams. Archives are imported with the server stopped (or give them to\n`ferry serve --preload`); their images are cached under the names they were saved with (docker\nsave's RepoTags, OCI io.containerd.image.name / org.opencontainers.image.ref.name annotations) or\n--name, and each name's registry must be a configured upstream."
+        after_help = "Examples:\n  ferry preload --mirror http://127.0.0.1:8080 docker.io/library/alpine:3.20 quay.io/org/app:v1\n  ferry preload --mirror http://127.0.0.1:8080 --platform linux/amd64 images.txt\n  ferry preload --data-dir /var/lib/ferry --upstream https://registry-1.docker.io alpine.tar.gz\n  ferry preload --data-dir /var/lib/ferry --upstream https://registry-1.docker.io -J 4 images.txt\n  ferry preload --data-dir /var/lib/ferry --config /etc/ferry/ferry.toml --name quay.io/org/app:v1 app-oci.tar\n\nA file lists one reference per line (# starts a comment). Each reference's registry must be one of\nthe mirror's upstreams. With --data-dir or --config (and no --mirror), references are copied from\ntheir upstreams into the data directory. Archives are imported with the server stopped (or give them to\n`ferry serve --preload`); their images are cached under the names they were saved with (docker\nsave's RepoTags, OCI io.containerd.image.name / org.opencontainers.image.ref.name annotations) or\n--name, and each name's registry must be a configured upstream."
     )]
     Preload(PreloadArgs),
     /// List stored images: repository, tag, digest, size, when stored, last pulled, pull count.

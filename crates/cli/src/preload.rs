@@ -1,10 +1,10 @@
-//! Warming a mirror: pull references through a running ferry so that its cache holds them (the
-//! same path a client takes, coalescing and digest checks included).
+//! Warming a running mirror: pull references through it so that its cache holds them (the same
+//! path a client takes, coalescing and digest checks included). Filling a stopped mirror's data
+//! directory is a copy into its store (`commands/preload.rs`).
 
 use anyhow::{Context, bail, ensure};
 use ferry_copy::Platform;
-use ferry_copy::archive::{Archive, ArchivedBlob};
-use ferry_oci::{Digest, Manifest, MediaType, Reference, Tag};
+use ferry_oci::{Digest, Manifest, MediaType, Reference};
 use futures_util::StreamExt;
 
 /// Outcome of preloading one reference.
@@ -201,113 +201,6 @@ pub async fn preload(
     for r in results {
         out.bytes += r?;
         out.blobs += 1;
-    }
-    Ok(out)
-}
-
-/// Copies every image of `archive` into the cache in `store`, where pulls through `mirror` find it:
-/// blobs digest-checked by the store, `jobs` at a time, then manifests, then tags. `name` renames
-/// the archive's only image. Each blob and child manifest is placed in a repository once, however
-/// many of the archive's names share it.
-pub async fn import(
-    store: &std::sync::Arc<ferry_store::Store>,
-    mirror: &ferry_server::Mirror,
-    archive: std::sync::Arc<Archive>,
-    name: Option<&Reference>,
-    jobs: usize,
-) -> anyhow::Result<Preloaded> {
-    use tokio::io::AsyncReadExt;
-    ensure!(
-        name.is_none() || archive.images.len() == 1,
-        "--name renames an archive's only image, but {} holds {}",
-        archive.path.display(),
-        archive.images.len()
-    );
-    let mut out = Preloaded::default();
-    let mut placed_blobs = std::collections::HashSet::new();
-    let mut placed_children = std::collections::HashSet::new();
-    for image in &archive.images {
-        let content = &image.content;
-        let reference = match (name, &image.name, &image.tag_only) {
-            (Some(n), _, _) => n.clone(),
-            (None, Some(n), _) => n.clone(),
-            (None, None, tag) => bail!(
-                "{}: image {} has no repository name{}; give one with --name REGISTRY/REPO:TAG",
-                archive.path.display(),
-                image.label(),
-                tag.as_ref()
-                    .map_or(String::new(), |t| format!(" (only the tag {t})")),
-            ),
-        };
-        if let Some(d) = &reference.digest {
-            ensure!(
-                d == content.top.digest(),
-                "{reference}: the archive's manifest is {}",
-                content.top.digest()
-            );
-        }
-        let registry = reference
-            .registry
-            .as_deref()
-            .unwrap_or(ferry_oci::DOCKER_HUB);
-        let key = mirror
-            .cache_repo(registry, &reference.repo)
-            .with_context(|| reference.to_string())?;
-        let blobs: Vec<ArchivedBlob> = content
-            .blobs()
-            .into_iter()
-            .filter(|d| placed_blobs.insert((key.clone(), d.digest.clone())))
-            .map(|d| archive.blob(d))
-            .collect();
-        let results: Vec<anyhow::Result<u64>> = futures_util::stream::iter(&blobs)
-            .map(|b| {
-                let (archive, key, reference) = (archive.clone(), key.clone(), &reference);
-                async move {
-                    if store.has_content_now(&b.digest) {
-                        store.link_blob(&key, &b.digest).await?;
-                        return Ok(0);
-                    }
-                    let reader = archive.open_blob(b)?;
-                    let limit = reader.limit();
-                    let file = tokio::fs::File::from_std(reader.into_inner()).take(limit);
-                    store
-                        .put_blob(
-                            &key,
-                            &b.digest,
-                            Some(b.size),
-                            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
-                        )
-                        .await
-                        .with_context(|| format!("{reference}: blob {}", b.digest))
-                }
-            })
-            .buffer_unordered(jobs.max(1))
-            .collect()
-            .await;
-        for r in results {
-            out.bytes += r?;
-            out.blobs += 1;
-        }
-        let is_index = content.top.media_type().is_index();
-        for child in &content.children {
-            if placed_children.insert((key.clone(), child.digest().clone())) {
-                store.put_manifest(&key, child, &[], true).await?;
-                out.manifests += 1;
-            }
-        }
-        let tags: Vec<Tag> = reference
-            .tag
-            .iter()
-            .chain(&image.tag_only)
-            .take(1)
-            .cloned()
-            .collect();
-        // An index may list platforms left out of the archive or the import.
-        store
-            .put_manifest(&key, &content.top, &tags, !is_index)
-            .await?;
-        out.manifests += 1;
-        tracing::debug!(image = %reference, repo = %key, "imported");
     }
     Ok(out)
 }

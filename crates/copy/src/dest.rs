@@ -14,6 +14,7 @@ use crate::files::{self, Reporter};
 use crate::layout;
 use crate::progress::BlobOutcome;
 use crate::source::Source;
+use crate::store::StoreName;
 
 /// The `version` file of a `dir:` destination, as containers/image writes it.
 const DIR_VERSION: &str = "Directory Transport Version: 1.1\n";
@@ -47,6 +48,13 @@ pub(crate) enum Dest {
         registry: Arc<Registry>,
         reference: Reference,
     },
+    /// ferry's own store (`ferry-store:`).
+    Store {
+        store: Arc<ferry_store::Store>,
+        name: StoreName,
+        /// The destination as the user wrote it, for messages.
+        label: String,
+    },
 }
 
 impl Dest {
@@ -54,7 +62,7 @@ impl Dest {
     pub(crate) fn root(&self) -> Option<&Path> {
         match self {
             Dest::Layout { dir, .. } | Dest::Dir { dir, .. } => Some(dir),
-            Dest::Registry { .. } => None,
+            Dest::Registry { .. } | Dest::Store { .. } => None,
         }
     }
 
@@ -68,6 +76,9 @@ impl Dest {
                 registry,
                 reference,
             } => format!("{}/{}/{digest}", registry.endpoint(), reference.repo),
+            Dest::Store { store, name, .. } => {
+                format!("store:{}/{}/{digest}", store.root().display(), name.repo)
+            }
         }
     }
 
@@ -76,7 +87,7 @@ impl Dest {
         let dest = match self {
             Dest::Layout { dir, .. } => (dir.clone(), true),
             Dest::Dir { dir, .. } => (dir.clone(), false),
-            Dest::Registry { .. } => return Ok(()),
+            Dest::Registry { .. } | Dest::Store { .. } => return Ok(()),
         };
         tokio::task::spawn_blocking(move || {
             let (dir, is_layout) = dest;
@@ -99,7 +110,9 @@ impl Dest {
         match self {
             Dest::Layout { dir, .. } => layout::blob_path(dir, digest),
             Dest::Dir { dir, .. } => dir_blob_path(dir, digest),
-            Dest::Registry { .. } => unreachable!("registries have no blob files"),
+            Dest::Registry { .. } | Dest::Store { .. } => {
+                unreachable!("registries and stores have no blob files")
+            }
         }
     }
 
@@ -117,6 +130,9 @@ impl Dest {
         reporter: &Reporter,
     ) -> Result<BlobOutcome, CopyError> {
         let Some(root) = self.root() else {
+            if let Dest::Store { .. } = self {
+                return self.store_blob(source, desc, attempts, reporter).await;
+            }
             return self.push_blob(source, desc, attempts, reporter).await;
         };
         let target = self.blob_target(&desc.digest);
@@ -172,6 +188,26 @@ impl Dest {
                 .map_err(|e| CopyError::registry(what, e))?;
             return Ok(());
         }
+        if let Dest::Store {
+            store, name, label, ..
+        } = self
+        {
+            // Children are kept by digest; the named manifest gets the tags. An index may list
+            // platforms the copy left out, so its references are not checked (as a mirror that
+            // pulled one platform holds it).
+            let (tags, check_refs) = if top {
+                (name.tags.as_slice(), !m.media_type().is_index())
+            } else {
+                (&[][..], true)
+            };
+            return store
+                .put_manifest(&name.repo, m, tags, check_refs)
+                .await
+                .map_err(|e| CopyError::Destination {
+                    destination: label.clone(),
+                    why: format!("manifest {} into {}: {e}", m.digest(), name.repo),
+                });
+        }
         let target = match self {
             Dest::Layout { dir, .. } => layout::blob_path(dir, m.digest()),
             Dest::Dir { dir, unique, .. } => {
@@ -181,7 +217,7 @@ impl Dest {
                     dir.join(format!("{}.manifest.json", m.digest().hex()))
                 }
             }
-            Dest::Registry { .. } => unreachable!("handled above"),
+            Dest::Registry { .. } | Dest::Store { .. } => unreachable!("handled above"),
         };
         files::write_atomically(&target, m.bytes()).await?;
         if !top {
@@ -199,7 +235,7 @@ impl Dest {
                 Dest::Layout { image_name, .. } | Dest::Dir { image_name, .. } => {
                     image_name.as_deref()
                 }
-                Dest::Registry { .. } => None,
+                Dest::Registry { .. } | Dest::Store { .. } => None,
             },
         );
         match self {
@@ -220,7 +256,7 @@ impl Dest {
                     .await
                     .expect("catalog task panicked")
             }
-            Dest::Dir { .. } | Dest::Registry { .. } => Ok(()),
+            Dest::Dir { .. } | Dest::Registry { .. } | Dest::Store { .. } => Ok(()),
         }
     }
 
@@ -266,38 +302,10 @@ impl Dest {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = match source {
-                Source::Registry {
-                    registry: from_registry,
-                    reference: from,
-                } => {
-                    let body = from_registry
-                        .get_blob(&from.repo, &desc.digest, 0)
-                        .await
-                        .map_err(|e| {
-                            CopyError::registry(format!("blob {} of {from}", desc.digest), e)
-                        })?;
-                    let counter = reporter.clone();
-                    let digest = desc.digest.clone();
-                    let stream = body.into_stream().map(move |chunk| {
-                        chunk
-                            .inspect(|b| counter.bytes(&digest, b.len() as u64))
-                            .map_err(std::io::Error::other)
-                    });
-                    registry
-                        .push_blob_stream(repo, &desc.digest, desc.size, stream)
-                        .await
-                }
-                _ => {
-                    let open = source
-                        .blob_opener(desc)
-                        .expect("sources other than registries are files");
-                    let stream = reader_stream(open, reporter.clone(), desc.digest.clone());
-                    registry
-                        .push_blob_stream(repo, &desc.digest, desc.size, stream)
-                        .await
-                }
-            };
+            let stream = source_stream(source, desc, reporter).await?;
+            let result = registry
+                .push_blob_stream(repo, &desc.digest, desc.size, stream)
+                .await;
             match result {
                 Ok(()) => return Ok(BlobOutcome::Copied { resumed_from: 0 }),
                 Err(e) if e.retryable() && attempt < attempts.max(1) => {
@@ -309,6 +317,92 @@ impl Dest {
             }
         }
     }
+}
+
+impl Dest {
+    /// Puts a blob into a store: linked when the store has its content already (under any
+    /// repository), else streamed in from the source (the store verifies digest and size before
+    /// the blob gets its name). A registry source's transfer is retried.
+    async fn store_blob(
+        &self,
+        source: &Source,
+        desc: &Descriptor,
+        attempts: u32,
+        reporter: &Reporter,
+    ) -> Result<BlobOutcome, CopyError> {
+        let Dest::Store { store, name, label } = self else {
+            unreachable!("only stores are stored into");
+        };
+        let failed = |e: ferry_store::StoreError| CopyError::Destination {
+            destination: label.clone(),
+            why: format!("blob {} into {}: {e}", desc.digest, name.repo),
+        };
+        if store.has_content_now(&desc.digest) {
+            store
+                .link_blob(&name.repo, &desc.digest)
+                .await
+                .map_err(failed)?;
+            return Ok(BlobOutcome::Present);
+        }
+        let retries = if matches!(source, Source::Registry { .. }) {
+            attempts.max(1)
+        } else {
+            1
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let stream = source_stream(source, desc, reporter).await?;
+            match store
+                .put_blob(&name.repo, &desc.digest, Some(desc.size), stream)
+                .await
+            {
+                Ok(_) => return Ok(BlobOutcome::Copied { resumed_from: 0 }),
+                Err(e) if attempt < retries => {
+                    reporter.retrying(
+                        &format!("blob {} into {label}", desc.digest),
+                        &e.to_string(),
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(5)))
+                        .await;
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+    }
+}
+
+/// A blob's bytes from its start, counted into the progress as they are read.
+async fn source_stream(
+    source: &Source,
+    desc: &Descriptor,
+    reporter: &Reporter,
+) -> Result<futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>, CopyError>
+{
+    let Source::Registry {
+        registry,
+        reference,
+    } = source
+    else {
+        let open = source
+            .blob_opener(desc)
+            .expect("sources other than registries are files");
+        return Ok(reader_stream(open, reporter.clone(), desc.digest.clone()).boxed());
+    };
+    let body = registry
+        .get_blob(&reference.repo, &desc.digest, 0)
+        .await
+        .map_err(|e| CopyError::registry(format!("blob {} of {reference}", desc.digest), e))?;
+    let counter = reporter.clone();
+    let digest = desc.digest.clone();
+    Ok(body
+        .into_stream()
+        .map(move |chunk| {
+            chunk
+                .inspect(|b| counter.bytes(&digest, b.len() as u64))
+                .map_err(std::io::Error::other)
+        })
+        .boxed())
 }
 
 /// Reads a blob on a blocking thread into a stream of chunks (a bounded channel, so a slow

@@ -11,6 +11,7 @@ use ferry_client::{ClientError, Registry};
 use ferry_oci::{Descriptor, Digest, Manifest};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+use crate::archive::Archive;
 use crate::dest::Dest;
 use crate::error::CopyError;
 use crate::files::{self, Reporter};
@@ -19,6 +20,7 @@ use crate::platform::{Platform, PlatformChoice, descriptor_platform};
 use crate::progress::{BlobOutcome, Event, Progress};
 use crate::recompress::{self, Compression, Conversion, NewBlob};
 use crate::source::{self, Source};
+use crate::store::{SourceNames, StoreTarget};
 use crate::tarball;
 
 /// How a copy runs.
@@ -60,6 +62,8 @@ impl Default for CopyOptions {
 pub struct Copied {
     /// The digest of the manifest written at the destination.
     pub digest: Digest,
+    /// Manifests written (an index and each of its children count once).
+    pub manifests_written: usize,
     /// Blobs transferred.
     pub blobs_copied: usize,
     /// Blobs the destination had already.
@@ -113,6 +117,8 @@ pub struct Copier {
     factory: Box<RegistryFactory>,
     progress: Arc<dyn Progress>,
     registries: Mutex<HashMap<String, Arc<Registry>>>,
+    /// Stores opened by the caller, by the data directory a `ferry-store:` names.
+    stores: HashMap<PathBuf, Arc<StoreTarget>>,
     /// One lock per destination blob file being written by this process.
     writing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Layers converted by this process, by destination, source digest and compression: an
@@ -141,9 +147,17 @@ impl Copier {
             factory,
             progress,
             registries: Mutex::default(),
+            stores: HashMap::new(),
             writing: Mutex::default(),
             converted: Mutex::default(),
         }
+    }
+
+    /// Lets copies write into the store opened as `target` where a destination says
+    /// `ferry-store:DATA_DIR` (the path as the location gives it).
+    pub fn with_store(mut self, data_dir: PathBuf, target: StoreTarget) -> Copier {
+        self.stores.insert(data_dir, Arc::new(target));
+        self
     }
 
     fn registry(&self, host: &str) -> Result<Arc<Registry>, CopyError> {
@@ -228,6 +242,25 @@ impl Copier {
                 registry: self.registry(reference.registry.as_deref().unwrap_or_default())?,
                 reference: reference.clone(),
             }),
+            Location::FerryStore { data_dir } => {
+                let target = self.stores.get(data_dir).ok_or(CopyError::Unsupported(
+                    "a ferry-store: destination needs its store opened by the caller (Copier::with_store)",
+                ))?;
+                let (reference, tag_only) = source.names();
+                let name = (target.naming)(&SourceNames {
+                    reference: reference.as_ref(),
+                    tag_only: tag_only.as_ref(),
+                })
+                .map_err(|e| CopyError::Destination {
+                    destination: location.to_string(),
+                    why: e.to_string(),
+                })?;
+                Ok(Dest::Store {
+                    store: target.store.clone(),
+                    name,
+                    label: location.to_string(),
+                })
+            }
             _ => Err(CopyError::Unsupported(
                 "writing to this destination with ferry copy is not supported yet",
             )),
@@ -258,11 +291,46 @@ impl Copier {
             .buffered(self.options.image_jobs.max(1))
             .collect()
             .await;
+        let destinations: Vec<&Location> = pairs.iter().map(|(_, d)| d).collect();
+        self.finish(&destinations, &mut results).await;
+        results
+    }
+
+    /// Copies every image of an opened archive into `destination` (each named by the archive, as
+    /// [`destination_for`] would), `image_jobs` at a time; then finishes as
+    /// [`Copier::copy_many`] does. One result per image of the archive, in its order, with the
+    /// image's label.
+    pub async fn copy_archive(
+        &self,
+        archive: Arc<Archive>,
+        destination: &Location,
+    ) -> Vec<(String, Result<Copied, CopyError>)> {
+        let labels: Vec<String> = archive.images.iter().map(|i| i.label()).collect();
+        let mut results: Vec<Result<Copied, CopyError>> = stream::iter(0..archive.images.len())
+            .map(|index| {
+                let src = Source::Archive {
+                    archive: archive.clone(),
+                    index,
+                };
+                let image = format!("{} {}", archive.path.display(), labels[index]);
+                async move { self.copy_source(src, Arc::from(image), destination).await }
+            })
+            .buffered(self.options.image_jobs.max(1))
+            .collect()
+            .await;
+        let destinations = vec![destination; results.len()];
+        self.finish(&destinations, &mut results).await;
+        labels.into_iter().zip(results).collect()
+    }
+
+    /// What follows the copies into `destinations` (one per result): archives written,
+    /// directories fsynced.
+    async fn finish(&self, destinations: &[&Location], results: &mut [Result<Copied, CopyError>]) {
         // Archives are written once every copy into them is done; not if one failed (its staging
         // layout stays, and the next run resumes from it).
-        let files: HashSet<PathBuf> = pairs
+        let files: HashSet<PathBuf> = destinations
             .iter()
-            .filter_map(|(_, d)| match d {
+            .filter_map(|d| match d {
                 Location::OciArchive { file, .. } | Location::DockerArchive { file, .. } => {
                     Some(file.clone())
                 }
@@ -271,10 +339,10 @@ impl Copier {
             .collect();
         for file in files {
             let into = |d: &Location| matches!(d, Location::OciArchive { file: f, .. } | Location::DockerArchive { file: f, .. } if *f == file);
-            if pairs
+            if destinations
                 .iter()
-                .zip(&results)
-                .any(|((_, d), r)| into(d) && r.is_err())
+                .zip(results.iter())
+                .any(|(d, r)| into(d) && r.is_err())
             {
                 continue;
             }
@@ -284,16 +352,16 @@ impl Copier {
                 .expect("archive task panicked");
             if let Err(e) = written {
                 let message = e.to_string();
-                for (r, (_, d)) in results.iter_mut().zip(pairs) {
+                for (r, d) in results.iter_mut().zip(destinations) {
                     if into(d) {
                         *r = Err(CopyError::io(&file, std::io::Error::other(message.clone())));
                     }
                 }
             }
         }
-        let dirs: HashSet<PathBuf> = pairs
+        let dirs: HashSet<PathBuf> = destinations
             .iter()
-            .filter_map(|(_, d)| match d {
+            .filter_map(|d| match d {
                 Location::OciLayout { dir, .. } | Location::Dir { dir, .. } => Some(dir.clone()),
                 _ => None,
             })
@@ -303,7 +371,7 @@ impl Copier {
             if let Err(e) = files::sync_dir(&dir).await {
                 // Unsynced content may be lost in a crash: fail every copy into this directory.
                 let message = e.to_string();
-                for (r, (_, d)) in results.iter_mut().zip(pairs) {
+                for (r, d) in results.iter_mut().zip(destinations) {
                     let into_dir = matches!(d, Location::OciLayout { dir: x, .. } | Location::Dir { dir: x, .. } if *x == dir);
                     if into_dir && r.is_ok() {
                         *r = Err(CopyError::io(
@@ -314,7 +382,6 @@ impl Copier {
                 }
             }
         }
-        results
     }
 
     async fn copy_one(
@@ -329,15 +396,32 @@ impl Copier {
         }
         let image: Arc<str> = Arc::from(source.to_string());
         let src = self.open_source(source).await?;
+        self.copy_source(src, image, destination).await
+    }
+
+    /// Copies the image of an opened source, called `image` in progress and errors.
+    async fn copy_source(
+        &self,
+        src: Source,
+        image: Arc<str>,
+        destination: &Location,
+    ) -> Result<Copied, CopyError> {
         let dst = self.open_dest(destination, &src)?;
         let top = src.top().await?;
-        let (to_write, images) = self.select(&src, &image, top).await?;
+        // A store keeps an index as its source has it, whatever platforms were taken: a mirror
+        // serves the upstream's digest for a tag.
+        let keep_index = matches!(dst, Dest::Store { .. });
+        let (to_write, images) = self.select(&src, &image, top, keep_index).await?;
         if matches!(destination, Location::DockerArchive { .. }) && to_write.media_type().is_index()
         {
             return Err(CopyError::Destination {
                 destination: destination.to_string(),
                 why: "a docker-archive holds one platform of an image; name it with --platform, or write an oci-archive".to_owned(),
             });
+        }
+        let conversions = recompress::plan(self.options.compression, &images);
+        if !conversions.is_empty() {
+            recompress::check_destination(&dst, destination)?;
         }
         dst.prepare().await?;
 
@@ -358,7 +442,6 @@ impl Copier {
             progress: self.progress.clone(),
             image: image.clone(),
         };
-        let conversions = recompress::plan(self.options.compression, &images);
         let outcomes: Vec<PutBlob> = stream::iter(blobs.iter())
             .map(|d| async {
                 Ok::<_, CopyError>(match conversions.get(&d.digest) {
@@ -395,6 +478,8 @@ impl Copier {
         });
         let mut copied = Copied {
             digest: to_write.digest().clone(),
+            manifests_written: images.len()
+                + usize::from(images.iter().all(|m| m.digest() != to_write.digest())),
             blobs_copied: 0,
             blobs_present: 0,
             blobs_mounted: 0,
@@ -567,6 +652,7 @@ impl Copier {
         src: &Source,
         image: &str,
         top: Manifest,
+        keep_index: bool,
     ) -> Result<(Manifest, Vec<Manifest>), CopyError> {
         if !top.media_type().is_index() {
             check_layers(&top, image)?;
@@ -626,6 +712,7 @@ impl Copier {
         let whole = chosen.len() == top.manifests.len();
         match (&self.options.platforms, children.len()) {
             (PlatformChoice::All, _) => Ok((top, children)),
+            _ if keep_index => Ok((top, children)),
             (_, 1) if !matches!(self.options.platforms, PlatformChoice::All) => {
                 Ok((children[0].clone(), children))
             }
@@ -684,6 +771,8 @@ pub fn destination_for(source: &Location, destination: &Location) -> Result<Loca
             reference: name,
         }),
         Location::DockerArchive { image: None, .. } => Ok(destination.clone()),
+        // A store names each image after its source.
+        Location::FerryStore { .. } => Ok(destination.clone()),
         Location::Dir { dir, .. } => Err(many(&format!(
             "holds one image; for many write dir:{}?unique_names=true",
             dir.display()

@@ -31,6 +31,7 @@ mod platform;
 mod progress;
 mod recompress;
 mod source;
+mod store;
 mod tarball;
 
 pub use engine::{Copied, Copier, CopyOptions, RegistryFactory, destination_for};
@@ -41,3 +42,4 @@ pub use location::{
 pub use platform::{Platform, PlatformChoice, PlatformError};
 pub use progress::{BlobOutcome, Event, Progress, Silent};
 pub use recompress::{Compression, UnknownCompression};
+pub use store::{NamingError, SourceNames, StoreName, StoreNaming, StoreTarget};

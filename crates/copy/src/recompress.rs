@@ -31,6 +31,7 @@ use futures_util::StreamExt;
 use crate::dest::Dest;
 use crate::error::CopyError;
 use crate::files::{self, Reporter};
+use crate::location::Location;
 use crate::progress::BlobOutcome;
 use crate::source::{BlobReader, Source};
 
@@ -597,6 +598,18 @@ impl Scratch {
             Scratch::Temp(t) => t,
         }
     }
+}
+
+/// Refuses, before anything is written, a destination conversions cannot write to: one that
+/// is neither a directory nor a registry (ferry's store keeps blobs as they are pulled).
+pub(crate) fn check_destination(dst: &Dest, destination: &Location) -> Result<(), CopyError> {
+    if dst.root().is_some() || matches!(dst, Dest::Registry { .. }) {
+        return Ok(());
+    }
+    Err(CopyError::Destination {
+        destination: destination.to_string(),
+        why: "takes layers as they are; copy with --dest-compress keep".to_owned(),
+    })
 }
 
 async fn scratch(dst: &Dest, desc: &Descriptor, to: Format) -> Result<Scratch, CopyError> {

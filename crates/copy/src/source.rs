@@ -75,6 +75,24 @@ impl Source {
         }
     }
 
+    /// What the source calls the image: a full name and, when it has only that, a bare tag.
+    pub(crate) fn names(&self) -> (Option<Reference>, Option<ferry_oci::Tag>) {
+        match self {
+            Source::Registry { reference, .. } => (Some(reference.clone()), None),
+            Source::Layout { reference, .. } => match reference.as_deref() {
+                None => (None, None),
+                // A `ref.name` is a full name when it names a repository, else a tag.
+                Some(r) if r.contains('/') => (Reference::parse_normalized(r).ok(), None),
+                Some(r) => (None, ferry_oci::Tag::new(r).ok()),
+            },
+            Source::Dir { .. } => (None, None),
+            Source::Archive { archive, index } => {
+                let image = &archive.images[*index];
+                (image.name.clone(), image.tag_only.clone())
+            }
+        }
+    }
+
     /// The manifest the location names (an image manifest or an index).
     pub(crate) async fn top(&self) -> Result<Manifest, CopyError> {
         match self {

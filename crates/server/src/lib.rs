@@ -36,7 +36,8 @@ pub use lifecycle::{RunError, RunSettings, run};
 pub use listen::{ClientAddr, RateFloor, ServeOptions, serve};
 pub use metrics::Metrics;
 pub use mirror::{
-    CacheRepoError, Mirror, MirrorConfigError, MirrorOptions, TransferFloor, Upstream,
+    CacheNames, CacheRepoError, Mirror, MirrorConfigError, MirrorOptions, TransferFloor, Upstream,
+    cache_repo_of,
 };
 
 /// Behaviour switches of the registry API.

@@ -10,7 +10,7 @@ use clap::Args;
 use ferry_client::{CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials};
 use ferry_copy::{
     Compression, Copied, Copier, CopyError, CopyOptions, Location, Platform, PlatformChoice,
-    destination_for,
+    StoreTarget, destination_for,
 };
 
 use crate::commands::copy_progress::{CopyProgress, mb};
@@ -313,7 +313,9 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         registry_client(host, plain_http, sources, options)
     });
     let reporter = Arc::new(CopyProgress::for_stderr(args.quiet || args.json));
-    let copier = Copier::new(
+    let rt = crate::runtime()?;
+    let stores = rt.block_on(open_stores(&pairs))?;
+    let mut copier = Copier::new(
         CopyOptions {
             layer_jobs: args.layer_jobs.into(),
             image_jobs: args.image_jobs.into(),
@@ -325,8 +327,17 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         factory,
         reporter.clone(),
     );
+    for (dir, store) in &stores {
+        copier = copier.with_store(
+            dir.clone(),
+            StoreTarget {
+                store: store.clone(),
+                naming: super::preload::store_naming(None, None),
+            },
+        );
+    }
     let started = Instant::now();
-    let results = crate::runtime()?.block_on(async {
+    let results = rt.block_on(async {
         let ticker = reporter.clone();
         let tick = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
@@ -338,6 +349,11 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         });
         let results = copier.copy_many(&pairs).await;
         tick.abort();
+        for (_, store) in &stores {
+            if let Err(e) = store.flush_access().await {
+                tracing::warn!(error = %e, "recording the copied images' access times failed");
+            }
+        }
         results
     });
     reporter.finish();
@@ -391,6 +407,32 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the data directories that `ferry-store:` destinations name, each locked against a
+/// server (or another copy) writing it meanwhile.
+async fn open_stores(
+    pairs: &[(Location, Location)],
+) -> anyhow::Result<Vec<(std::path::PathBuf, Arc<ferry_store::Store>)>> {
+    let mut stores: Vec<(std::path::PathBuf, Arc<ferry_store::Store>)> = Vec::new();
+    for (_, d) in pairs {
+        let Location::FerryStore { data_dir } = d else {
+            continue;
+        };
+        if stores.iter().any(|(dir, _)| dir == data_dir) {
+            continue;
+        }
+        let store = ferry_store::Store::open(data_dir, ferry_store::StoreOptions::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the data directory {} (stop the ferry serving it first)",
+                    data_dir.display()
+                )
+            })?;
+        stores.push((data_dir.clone(), store));
+    }
+    Ok(stores)
 }
 
 #[derive(Debug, Default)]

@@ -179,6 +179,7 @@ pub async fn serve(
             limits: c.archive_limits()?,
             name: None,
             jobs: 4,
+            images: 2,
         };
         Some((m, o))
     };

@@ -15,6 +15,7 @@ mod mirror;
 mod peers;
 mod security;
 mod storage;
+mod store;
 mod tour;
 
 use std::path::Path;

@@ -5,6 +5,7 @@
 mod peers;
 mod recompress;
 mod round_trip;
+mod store;
 mod truncated;
 mod writer;
 

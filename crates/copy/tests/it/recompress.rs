@@ -614,3 +614,41 @@ async fn a_registry_layer_cut_off_midway_is_converted_again_and_a_wrong_one_is_r
     assert_layers(&w, OCI_ZSTD);
     assert_eq!(&c.digest, w.top.digest());
 }
+
+#[tokio::test]
+async fn a_store_destination_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(30, 2, 10_000, "amd64");
+    let src = tmp.path().join("src");
+    write_image(&src, &img);
+    let data = tmp.path().join("data");
+    let store = ferry_store::Store::open(&data, ferry_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let target = ferry_copy::StoreTarget {
+        store: store.clone(),
+        naming: Box::new(|_| {
+            Ok(ferry_copy::StoreName {
+                repo: ferry_oci::RepoName::new("cached/app").unwrap(),
+                tags: vec![ferry_oci::Tag::new("v1").unwrap()],
+            })
+        }),
+    };
+    let copier = copier(Compression::Zstd, PlatformChoice::All).with_store(data.clone(), target);
+    let e = copier
+        .copy(
+            &layout(&src, "v1"),
+            &Location::FerryStore { data_dir: data },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CopyError::Destination { .. }), "{e}");
+    assert!(e.to_string().contains("--dest-compress keep"), "{e}");
+    for b in img.blobs() {
+        assert!(
+            !store.has_content_now(&b.digest),
+            "{} was written",
+            b.digest
+        );
+    }
+}

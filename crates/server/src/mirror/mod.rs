@@ -218,25 +218,68 @@ impl Upstream {
 
     /// The repository name to use upstream: Docker Hub's official images live under `library/`.
     fn upstream_repo(&self, repo: &RepoName) -> Result<RepoName, ApiError> {
-        if self.name == DOCKER_HUB && !repo.as_str().contains('/') {
-            return RepoName::new(&format!("library/{repo}"))
-                .map_err(|e| ApiError::new(ErrorCode::NameInvalid, e.to_string()));
-        }
-        Ok(repo.clone())
+        upstream_repo(&self.name, repo)
     }
 
     /// The store repository holding the cached copy of upstream `repo`.
     fn store_repo(&self, repo: &RepoName) -> Result<RepoName, ApiError> {
-        RepoName::new(&format!("{}/{repo}", self.prefix)).map_err(|_| {
-            ApiError::new(
-                ErrorCode::NameInvalid,
-                format!(
-                    "{}/{repo} is longer than the 255 characters a cached repository name may have",
-                    self.name
-                ),
-            )
-        })
+        store_repo(&self.name, &self.prefix, repo)
     }
+}
+
+/// How a mirror names its cache: which registries are its upstreams, and the store repository each
+/// of their repositories is cached under. Cheap to clone and owns its data, for code that fills the
+/// cache while the mirror itself is elsewhere (preloading a data directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheNames {
+    upstreams: Vec<String>,
+}
+
+impl CacheNames {
+    /// The store repository caching `repo` of upstream `registry`; refused when `registry` is not
+    /// an upstream.
+    pub fn cache_repo(&self, registry: &str, repo: &RepoName) -> Result<RepoName, CacheRepoError> {
+        let name = normalize_registry(registry);
+        if !self.upstreams.contains(&name) {
+            return Err(CacheRepoError::NotAnUpstream {
+                registry: registry.to_owned(),
+                configured: self.upstreams.join(", "),
+            });
+        }
+        cache_repo_of(&name, repo)
+    }
+}
+
+/// The store repository a mirror caches `repo` of upstream `registry` under, as a pull through
+/// it would store it (what [`Mirror::cache_repo`] answers when `registry` is configured): for
+/// writing a data directory that a mirror serves later.
+pub fn cache_repo_of(registry: &str, repo: &RepoName) -> Result<RepoName, CacheRepoError> {
+    let name = normalize_registry(registry);
+    let prefix = name.replace(':', "__");
+    upstream_repo(&name, repo)
+        .and_then(|r| store_repo(&name, &prefix, &r))
+        .map_err(|e| CacheRepoError::Name(e.error.message))
+}
+
+/// The repository name to use upstream: Docker Hub's official images live under `library/`.
+fn upstream_repo(registry: &str, repo: &RepoName) -> Result<RepoName, ApiError> {
+    if registry == DOCKER_HUB && !repo.as_str().contains('/') {
+        return RepoName::new(&format!("library/{repo}"))
+            .map_err(|e| ApiError::new(ErrorCode::NameInvalid, e.to_string()));
+    }
+    Ok(repo.clone())
+}
+
+/// The store repository holding the cached copy of upstream `registry`'s `repo`.
+fn store_repo(registry: &str, prefix: &str, repo: &RepoName) -> Result<RepoName, ApiError> {
+    RepoName::new(&format!("{prefix}/{repo}")).map_err(|_| {
+        ApiError::new(
+            ErrorCode::NameInvalid,
+            format!(
+                "{registry}/{repo} is longer than the 255 characters a cached repository name may have"
+            ),
+        )
+    })
 }
 
 /// Docker Hub goes by several names; every one routes to `docker.io`.
@@ -415,15 +458,14 @@ impl Mirror {
     /// The store repository caching `repo` of upstream `registry` (as a pull through the mirror
     /// would store it), for seeding the cache from image archives.
     pub fn cache_repo(&self, registry: &str, repo: &RepoName) -> Result<RepoName, CacheRepoError> {
-        let up = self
-            .lookup(registry)
-            .ok_or_else(|| CacheRepoError::NotAnUpstream {
-                registry: registry.to_owned(),
-                configured: self.configured(),
-            })?;
-        up.upstream_repo(repo)
-            .and_then(|r| up.store_repo(&r))
-            .map_err(|e| CacheRepoError::Name(e.error.message))
+        self.cache_names().cache_repo(registry, repo)
+    }
+
+    /// How this mirror names its cache, detached from it (for filling the cache elsewhere).
+    pub fn cache_names(&self) -> CacheNames {
+        CacheNames {
+            upstreams: self.upstreams.keys().cloned().collect(),
+        }
     }
 
     fn lookup(&self, name: &str) -> Option<Arc<Upstream>> {
