@@ -18,6 +18,7 @@ use crate::files::{self, Reporter};
 use crate::location::{ArchiveImage, Location};
 use crate::platform::{Platform, PlatformChoice, descriptor_platform};
 use crate::progress::{BlobOutcome, Event, Progress};
+use crate::recompress::{self, Compression, Conversion, NewBlob};
 use crate::source::{self, Source};
 use crate::store::{SourceNames, StoreTarget};
 use crate::tarball;
@@ -37,6 +38,10 @@ pub struct CopyOptions {
     /// copies: a blob found there is not fetched from a registry source, and blobs fetched into
     /// a directory destination are added to it.
     pub layer_cache: Option<PathBuf>,
+    /// The compression of the layers written (`--dest-compress`). [`Compression::Keep`] keeps
+    /// every digest; another converts the layers stored otherwise and rewrites the manifests
+    /// that list them (new digests).
+    pub compression: Compression,
 }
 
 impl Default for CopyOptions {
@@ -47,6 +52,7 @@ impl Default for CopyOptions {
             platforms: PlatformChoice::Host,
             attempts: 3,
             layer_cache: None,
+            compression: Compression::Keep,
         }
     }
 }
@@ -72,6 +78,9 @@ pub struct Copied {
     pub bytes_resumed: u64,
     /// Bytes of blobs not transferred because the destination had them.
     pub bytes_present: u64,
+    /// Layers converted to another compression (`--dest-compress`); each is also counted as
+    /// copied or present, by the source blob's size.
+    pub blobs_recompressed: usize,
 }
 
 /// Most manifests of one index a copy takes (each is read whole, up to 4 MiB): what a source can
@@ -94,6 +103,10 @@ fn check_layers(m: &Manifest, image: &str) -> Result<(), CopyError> {
     Ok(())
 }
 
+/// One blob at the destination: its source size, how it got there, and what it became if it
+/// was converted (`--dest-compress`).
+type PutBlob = (u64, BlobOutcome, Option<(Digest, NewBlob)>);
+
 /// Builds the client for a registry host (the binary decides schemes, credentials and TLS).
 pub type RegistryFactory = dyn Fn(&str) -> Result<Registry, ClientError> + Send + Sync;
 
@@ -108,6 +121,9 @@ pub struct Copier {
     stores: HashMap<PathBuf, Arc<StoreTarget>>,
     /// One lock per destination blob file being written by this process.
     writing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Layers converted by this process, by destination, source digest and compression: an
+    /// image that shares a layer with one copied before finds it converted.
+    converted: Mutex<HashMap<String, NewBlob>>,
 }
 
 impl std::fmt::Debug for Copier {
@@ -133,6 +149,7 @@ impl Copier {
             registries: Mutex::default(),
             stores: HashMap::new(),
             writing: Mutex::default(),
+            converted: Mutex::default(),
         }
     }
 
@@ -402,6 +419,10 @@ impl Copier {
                 why: "a docker-archive holds one platform of an image; name it with --platform, or write an oci-archive".to_owned(),
             });
         }
+        let conversions = recompress::plan(self.options.compression, &images);
+        if !conversions.is_empty() {
+            recompress::check_destination(&dst, destination)?;
+        }
         dst.prepare().await?;
 
         // Distinct blobs of every image, in manifest order.
@@ -421,13 +442,29 @@ impl Copier {
             progress: self.progress.clone(),
             image: image.clone(),
         };
-        let outcomes: Vec<(u64, BlobOutcome)> = stream::iter(blobs.iter())
+        let outcomes: Vec<PutBlob> = stream::iter(blobs.iter())
             .map(|d| async {
-                Ok::<_, CopyError>((d.size, self.put_blob(&src, &dst, d, &reporter).await?))
+                Ok::<_, CopyError>(match conversions.get(&d.digest) {
+                    Some(c) => {
+                        let (new, outcome) =
+                            self.put_converted(&src, &dst, d, *c, &reporter).await?;
+                        (d.size, outcome, Some((d.digest.clone(), new)))
+                    }
+                    None => (d.size, self.put_blob(&src, &dst, d, &reporter).await?, None),
+                })
             })
             .buffer_unordered(self.options.layer_jobs.max(1))
             .try_collect()
             .await?;
+        let converted: HashMap<Digest, NewBlob> = outcomes
+            .iter()
+            .filter_map(|(_, _, new)| new.clone())
+            .collect();
+        let (to_write, images) = if converted.is_empty() {
+            (to_write, images)
+        } else {
+            recompress::rewrite(&to_write, &images, &converted, &image)?
+        };
 
         for m in &images {
             if m.digest() != to_write.digest() {
@@ -450,8 +487,9 @@ impl Copier {
             bytes_copied: 0,
             bytes_resumed: 0,
             bytes_present: 0,
+            blobs_recompressed: converted.len(),
         };
-        for (size, outcome) in outcomes {
+        for (size, outcome, _) in outcomes {
             match outcome {
                 BlobOutcome::Copied { resumed_from } => {
                     copied.blobs_copied += 1;
@@ -502,6 +540,71 @@ impl Copier {
             outcome,
         });
         Ok(outcome)
+    }
+
+    /// [`recompress::put_converted`], once per layer, destination and compression in this
+    /// process; a registry source's layer is read from the layer cache when it has it.
+    async fn put_converted(
+        &self,
+        src: &Source,
+        dst: &Dest,
+        desc: &Descriptor,
+        conversion: Conversion,
+        reporter: &Reporter,
+    ) -> Result<(NewBlob, BlobOutcome), CopyError> {
+        let key = format!("{} as {:?}", dst.blob_key(&desc.digest), conversion.to);
+        let lock = self
+            .writing
+            .lock()
+            .expect("writer map poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _held = lock.lock().await;
+        self.progress.event(Event::BlobStarted {
+            image: &reporter.image,
+            digest: &desc.digest,
+            size: desc.size,
+        });
+        let done = self
+            .converted
+            .lock()
+            .expect("converted map poisoned")
+            .get(&key)
+            .cloned();
+        let (new, outcome) = match done {
+            Some(new) => (new, BlobOutcome::Present),
+            None => {
+                let mut cached = None;
+                if let Some(cache) = &self.options.layer_cache
+                    && matches!(src, Source::Registry { .. })
+                    && files::present(&crate::layout::blob_path(cache, &desc.digest), desc.size)
+                        .await
+                {
+                    cached = Some(Source::Layout {
+                        dir: cache.clone(),
+                        reference: None,
+                    });
+                }
+                let from = cached.as_ref().unwrap_or(src);
+                let attempts = self.options.attempts;
+                let (new, outcome) =
+                    recompress::put_converted(from, dst, desc, conversion, attempts, reporter)
+                        .await?;
+                self.converted
+                    .lock()
+                    .expect("converted map poisoned")
+                    .insert(key, new.clone());
+                (new, outcome)
+            }
+        };
+        self.progress.event(Event::BlobDone {
+            image: &reporter.image,
+            digest: &desc.digest,
+            size: desc.size,
+            outcome,
+        });
+        Ok((new, outcome))
     }
 
     /// [`Dest::put_blob`], taking a registry source's blob from the layer cache when it has it,

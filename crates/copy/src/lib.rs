@@ -29,6 +29,7 @@ mod layout;
 mod location;
 mod platform;
 mod progress;
+mod recompress;
 mod source;
 mod store;
 mod tarball;
@@ -40,4 +41,5 @@ pub use location::{
 };
 pub use platform::{Platform, PlatformChoice, PlatformError};
 pub use progress::{BlobOutcome, Event, Progress, Silent};
+pub use recompress::{Compression, UnknownCompression};
 pub use store::{NamingError, SourceNames, StoreName, StoreNaming, StoreTarget};

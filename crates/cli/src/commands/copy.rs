@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use ferry_client::{CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials};
 use ferry_copy::{
-    Copied, Copier, CopyError, CopyOptions, Location, Platform, PlatformChoice, StoreTarget,
-    destination_for,
+    Compression, Copied, Copier, CopyError, CopyOptions, Location, Platform, PlatformChoice,
+    StoreTarget, destination_for,
 };
 
 use crate::commands::copy_progress::{CopyProgress, mb};
@@ -56,6 +56,11 @@ pub struct CopyArgs {
     /// links where it is on the same file system). DIR grows; delete it to empty it.
     #[arg(long, value_name = "DIR")]
     pub layer_cache: Option<std::path::PathBuf>,
+    /// The compression of the layers written: `keep` (as the source has them; every digest is
+    /// kept), `gzip` or `zstd` (layers stored otherwise are converted, so they and the manifests
+    /// listing them get new digests; a Docker image converted to zstd becomes an OCI image).
+    #[arg(long, default_value = "keep", value_name = "keep|gzip|zstd")]
+    pub dest_compress: Compression,
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -317,6 +322,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             platforms,
             attempts: args.retries + 1,
             layer_cache: args.layer_cache.clone(),
+            compression: args.dest_compress,
         },
         factory,
         reporter.clone(),
@@ -369,6 +375,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
                     "blobs_cached": c.blobs_cached,
                     "bytes_copied": c.bytes_copied,
                     "bytes_resumed": c.bytes_resumed,
+                    "blobs_recompressed": c.blobs_recompressed,
                 }));
             }
             Err(e) => {
@@ -435,6 +442,7 @@ struct Total {
     blobs_mounted: usize,
     bytes_copied: u64,
     bytes_resumed: u64,
+    blobs_recompressed: usize,
 }
 
 impl Total {
@@ -444,6 +452,7 @@ impl Total {
         self.blobs_mounted += c.blobs_mounted;
         self.bytes_copied += c.bytes_copied;
         self.bytes_resumed += c.bytes_resumed;
+        self.blobs_recompressed += c.blobs_recompressed;
     }
 
     /// `copied 1 image: 131.2 MB in 0.41 s (320.0 MB/s); 6 blobs copied, 0 already there`.
@@ -459,6 +468,12 @@ impl Total {
         );
         if self.blobs_mounted > 0 {
             s.push_str(&format!(", {} mounted", self.blobs_mounted));
+        }
+        if self.blobs_recompressed > 0 {
+            s.push_str(&format!(
+                ", {} recompressed",
+                count(self.blobs_recompressed as u64, "layer", "layers")
+            ));
         }
         if self.bytes_resumed > 0 {
             s.push_str(&format!(

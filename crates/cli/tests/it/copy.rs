@@ -1048,3 +1048,49 @@ fn a_manifest_with_more_layers_than_any_image_has_is_refused_before_anything_is_
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn dest_compress_converts_the_layers_and_the_summary_says_so() {
+    let Some(s) = seeded() else { return };
+    let host = s.registry.host();
+    let src = format!("registry://{host}/team/app:v1");
+    let layout = s.tmp.path().join("zstd");
+    let dst = format!("oci:{}:v1", layout.display());
+    let v = copy_json(&["--dest-compress", "zstd", &src, &dst]);
+    let image = &v["images"][0];
+    assert_eq!(image["blobs_recompressed"], 3);
+    assert_eq!(image["blobs_copied"], 4);
+    assert_ne!(image["digest"], s.app.manifest.digest.to_string());
+    // The digest reported is the manifest the layout holds, and its layers are zstd.
+    let raw = s.skopeo.run(&["inspect", "--raw", &dst]);
+    assert_eq!(image["digest"], sha(raw.as_bytes()).to_string());
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+    assert_blobs_verified(&layout);
+
+    // The summary line counts the conversions; keep (the default) converts nothing.
+    let out = ferry(&[
+        "copy",
+        "--dest-compress",
+        "gzip",
+        &dst,
+        &format!("oci:{}:v1", s.tmp.path().join("gzip").display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("3 layers recompressed"), "{err}");
+    let v = copy_json(&[
+        &src,
+        &format!("oci:{}:v1", s.tmp.path().join("keep").display()),
+    ]);
+    assert_eq!(v["images"][0]["blobs_recompressed"], 0);
+    assert_eq!(v["images"][0]["digest"], s.app.manifest.digest.to_string());
+
+    let err = failure(&["--dest-compress", "zip", &src, &dst]);
+    assert!(err.contains("expected keep, gzip or zstd"), "{err}");
+}

@@ -3,6 +3,7 @@
 //! writes, and a damaged archive is one clear error. One binary for the crate (modules below).
 
 mod peers;
+mod recompress;
 mod round_trip;
 mod store;
 mod truncated;
