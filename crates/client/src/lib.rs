@@ -2,8 +2,9 @@
 //!
 //! A client for OCI distribution registries, used by ferry's pull-through cache, its load
 //! generator and its copy tool. One [`Registry`] talks to one registry (`scheme://host[:port]`)
-//! and is cheap to share between tasks: its connection pool (HTTP/2 by ALPN over TLS, HTTP/1.1
-//! otherwise), its token cache and its rate limit are inside.
+//! and is cheap to share between tasks: its token cache and its rate limit are inside. Its
+//! connections (HTTP/2 by ALPN over TLS, HTTP/1.1 otherwise) come from a [`Connections`] pool that
+//! every `Registry` of a process can share ([`RegistryOptions::connections`]).
 //!
 //! - **Reads.** Manifests whole and bounded ([`Registry::get_manifest`]); blobs as streams from
 //!   any offset ([`Registry::get_blob`]) or into a file ([`Registry::fetch_blob_to`]): an existing
@@ -36,6 +37,7 @@
 
 mod auth;
 mod catalog;
+mod connections;
 mod credentials;
 mod download;
 mod error;
@@ -48,6 +50,7 @@ mod upload;
 
 pub use auth::Challenge;
 pub use catalog::CatalogPage;
+pub use connections::Connections;
 pub use credentials::{
     CredentialSources, Credentials, DockerConfig, DockerConfigError, resolve_credentials,
 };
