@@ -304,8 +304,12 @@ impl UpstreamConfig {
         Ok(host.to_owned())
     }
 
-    /// Builds the upstream: credentials, TLS material and client.
-    pub fn build(&self) -> anyhow::Result<ferry_server::Upstream> {
+    /// Builds the upstream: credentials, TLS material and a client whose connections come from
+    /// `connections` (the serving process's one pool).
+    pub fn build(
+        &self,
+        connections: &ferry_client::Connections,
+    ) -> anyhow::Result<ferry_server::Upstream> {
         use ferry_client::{Credentials, DockerConfig, Registry, RegistryOptions};
         let name = self.routing_name()?;
         let read = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
@@ -359,6 +363,7 @@ impl UpstreamConfig {
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             read_timeout: Duration::from_secs(self.read_timeout_secs),
+            connections: connections.clone(),
             ..RegistryOptions::default()
         })
         .map_err(|e| anyhow::anyhow!("upstream {name}: {e}"))?;
@@ -802,10 +807,11 @@ impl Config {
             );
             return Ok(None);
         }
+        let connections = ferry_client::Connections::new();
         let upstreams = self
             .upstream
             .iter()
-            .map(UpstreamConfig::build)
+            .map(|u| u.build(&connections))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let options = ferry_server::MirrorOptions {
             offline: self.offline,
