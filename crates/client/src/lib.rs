@@ -12,7 +12,8 @@
 //!   what is on disk, and the size and digest are checked at the end, so wrong bytes never
 //!   survive. Tag lists follow pagination ([`Registry::all_tags`]).
 //! - **Writes.** Blobs from memory, a stream or a file in one `PUT` with `Content-Length`
-//!   ([`Registry::push_blob`], [`Registry::push_blob_stream`], [`Registry::push_blob_file`]), in
+//!   ([`Registry::push_blob`], [`Registry::push_blob_stream`], [`Registry::push_blob_file`]; or
+//!   [`Registry::start_upload`] early and [`Registry::finish_upload_stream`] once the bytes come), in
 //!   chunks honouring `OCI-Chunk-Min-Length` ([`Registry::push_blob_chunked`]), or mounted from
 //!   another repository ([`Registry::mount_blob`]); manifests ([`Registry::put_manifest`]).
 //! - **Authentication.** Anonymous or credentialed bearer tokens from the `WWW-Authenticate`
@@ -58,3 +59,4 @@ pub use download::Fetched;
 pub use error::{ClientError, ErrorKind};
 pub use quay::{Quay, QuayOptions, QuayTag};
 pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions, TagPage};
+pub use upload::Upload;

@@ -271,12 +271,15 @@ impl Dest {
                     registry: from_registry,
                     reference: from,
                 } => {
-                    let body = from_registry
-                        .get_blob(&from.repo, &desc.digest, 0)
-                        .await
-                        .map_err(|e| {
-                            CopyError::registry(format!("blob {} of {from}", desc.digest), e)
-                        })?;
+                    // The source's answer and the destination's upload session are both a round
+                    // trip away: wait for them together, not one after the other.
+                    let (body, upload) = tokio::join!(
+                        from_registry.get_blob(&from.repo, &desc.digest, 0),
+                        registry.start_upload(repo)
+                    );
+                    let body = body.map_err(|e| {
+                        CopyError::registry(format!("blob {} of {from}", desc.digest), e)
+                    })?;
                     let counter = reporter.clone();
                     let digest = desc.digest.clone();
                     let stream = body.into_stream().map(move |chunk| {
@@ -284,9 +287,14 @@ impl Dest {
                             .inspect(|b| counter.bytes(&digest, b.len() as u64))
                             .map_err(std::io::Error::other)
                     });
-                    registry
-                        .push_blob_stream(repo, &desc.digest, desc.size, stream)
-                        .await
+                    match upload {
+                        Ok(upload) => {
+                            registry
+                                .finish_upload_stream(repo, upload, &desc.digest, desc.size, stream)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 _ => {
                     let open = source
