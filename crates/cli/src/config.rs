@@ -304,10 +304,14 @@ impl UpstreamConfig {
         Ok(host.to_owned())
     }
 
-    /// Builds the upstream: credentials, TLS material and client.
-    pub fn build(&self) -> anyhow::Result<ferry_server::Upstream> {
+    /// Builds the upstream: credentials, TLS material and a client whose connections come from
+    /// `connections` (the process's one pool).
+    pub fn build(
+        &self,
+        connections: &ferry_client::Connections,
+    ) -> anyhow::Result<ferry_server::Upstream> {
         let name = self.routing_name()?;
-        let client = self.client()?;
+        let client = self.client(connections)?;
         let bytes_per_sec = ferry_server::units::parse_size(&self.min_transfer_rate)
             .map_err(|e| anyhow::anyhow!("upstream {name}: min_transfer_rate: {e}"))?;
         let mut upstream = ferry_server::Upstream::new(
@@ -326,8 +330,12 @@ impl UpstreamConfig {
         Ok(upstream)
     }
 
-    /// The client for this upstream: its URL, credentials, TLS material and timeouts.
-    pub fn client(&self) -> anyhow::Result<ferry_client::Registry> {
+    /// The client for this upstream: its URL, credentials, TLS material and timeouts, its
+    /// connections from `connections`.
+    pub fn client(
+        &self,
+        connections: &ferry_client::Connections,
+    ) -> anyhow::Result<ferry_client::Registry> {
         use ferry_client::{Credentials, DockerConfig, Registry, RegistryOptions};
         let name = self.routing_name()?;
         let read = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
@@ -381,6 +389,7 @@ impl UpstreamConfig {
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             read_timeout: Duration::from_secs(self.read_timeout_secs),
+            connections: connections.clone(),
             ..RegistryOptions::default()
         })
         .map_err(|e| anyhow::anyhow!("upstream {name}: {e}"))
@@ -808,10 +817,11 @@ impl Config {
             );
             return Ok(None);
         }
+        let connections = ferry_client::Connections::new();
         let upstreams = self
             .upstream
             .iter()
-            .map(UpstreamConfig::build)
+            .map(|u| u.build(&connections))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let options = ferry_server::MirrorOptions {
             offline: self.offline,

@@ -2,8 +2,9 @@
 //!
 //! A client for OCI distribution registries, used by ferry's pull-through cache, its load
 //! generator and its copy tool. One [`Registry`] talks to one registry (`scheme://host[:port]`)
-//! and is cheap to share between tasks: its connection pool (HTTP/2 by ALPN over TLS, HTTP/1.1
-//! otherwise), its token cache and its rate limit are inside.
+//! and is cheap to share between tasks: its token cache and its rate limit are inside. Its
+//! connections (HTTP/2 by ALPN over TLS, HTTP/1.1 otherwise) come from a [`Connections`] pool that
+//! every `Registry` of a process can share ([`RegistryOptions::connections`]).
 //!
 //! - **Reads.** Manifests whole and bounded ([`Registry::get_manifest`]); blobs as streams from
 //!   any offset ([`Registry::get_blob`]) or into a file ([`Registry::fetch_blob_to`]): an existing
@@ -11,7 +12,8 @@
 //!   what is on disk, and the size and digest are checked at the end, so wrong bytes never
 //!   survive. Tag lists follow pagination ([`Registry::all_tags`]).
 //! - **Writes.** Blobs from memory, a stream or a file in one `PUT` with `Content-Length`
-//!   ([`Registry::push_blob`], [`Registry::push_blob_stream`], [`Registry::push_blob_file`]), in
+//!   ([`Registry::push_blob`], [`Registry::push_blob_stream`], [`Registry::push_blob_file`]; or
+//!   [`Registry::start_upload`] early and [`Registry::finish_upload_stream`] once the bytes come), in
 //!   chunks honouring `OCI-Chunk-Min-Length` ([`Registry::push_blob_chunked`]), or mounted from
 //!   another repository ([`Registry::mount_blob`]); manifests ([`Registry::put_manifest`]).
 //! - **Authentication.** Anonymous or credentialed bearer tokens from the `WWW-Authenticate`
@@ -36,6 +38,7 @@
 
 mod auth;
 mod catalog;
+mod connections;
 mod credentials;
 mod download;
 mod error;
@@ -48,6 +51,7 @@ mod upload;
 
 pub use auth::Challenge;
 pub use catalog::CatalogPage;
+pub use connections::Connections;
 pub use credentials::{
     CredentialSources, Credentials, DockerConfig, DockerConfigError, resolve_credentials,
 };
@@ -55,3 +59,4 @@ pub use download::Fetched;
 pub use error::{ClientError, ErrorKind};
 pub use quay::{Quay, QuayOptions, QuayTag};
 pub use registry::{BlobResponse, ManifestResponse, Registry, RegistryOptions, TagPage};
+pub use upload::Upload;

@@ -11,6 +11,7 @@ use futures_util::{Stream, StreamExt};
 use reqwest::{Method, StatusCode, header};
 
 use crate::auth::{Challenge, Token};
+use crate::connections::Connections;
 use crate::credentials::Credentials;
 use crate::error::{ClientError, ErrorKind};
 use crate::pace::RateLimit;
@@ -46,9 +47,13 @@ pub struct RegistryOptions {
     pub allow_plain_http_realm: bool,
     /// Requests per second, at most, over every request of this [`Registry`] (token requests,
     /// retries and redirects included), evenly spaced. A process that must stay under one limit
-    /// for several tasks shares one `Registry` between them (it is cheap to share: connections,
-    /// tokens and the limit are all inside); two `Registry` values have two limits.
+    /// for several tasks shares one `Registry` between them (it is cheap to share: tokens and the
+    /// limit are inside); two `Registry` values have two limits, even over shared connections.
     pub rate_limit: Option<f64>,
+    /// The pool whose connections this `Registry` uses and adds to. A process passes clones of
+    /// one handle to every `Registry` it builds so they share connections; the default is a new
+    /// pool of its own.
+    pub connections: Connections,
 }
 
 impl Default for RegistryOptions {
@@ -66,6 +71,7 @@ impl Default for RegistryOptions {
             max_retry_after: Duration::from_secs(5),
             allow_plain_http_realm: false,
             rate_limit: None,
+            connections: Connections::default(),
         }
     }
 }
@@ -254,7 +260,8 @@ impl BlobResponse {
     }
 }
 
-/// A client for one upstream registry. Cheap to share; connections and tokens are pooled.
+/// A client for one upstream registry. Cheap to share; tokens are cached inside, connections
+/// come from [`RegistryOptions::connections`].
 #[derive(Debug)]
 pub struct Registry {
     pub(crate) options: RegistryOptions,
@@ -298,28 +305,7 @@ impl Registry {
                 ))
             })?),
         };
-        let mut b = reqwest::Client::builder()
-            // Redirects are followed by `send_with`, which decides where credentials go.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
-            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(32)
-            .danger_accept_invalid_certs(options.insecure_skip_verify);
-        if let Some(pem) = &options.ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| bad(format!("CA certificates: {e}")))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
-        if let Some(pem) = &options.identity_pem {
-            b = b.identity(
-                reqwest::Identity::from_pem(pem)
-                    .map_err(|e| bad(format!("client certificate: {e}")))?,
-            );
-        }
-        let http = b.build().map_err(|e| bad(format!("HTTP client: {e}")))?;
+        let http = options.connections.client(&options)?;
         let mut options = options;
         options.endpoint = ep;
         Ok(Registry {

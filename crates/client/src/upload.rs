@@ -13,6 +13,7 @@ use crate::error::{ClientError, ErrorKind};
 use crate::registry::{Access, Payload, Registry, Request, backoff, check};
 
 /// An upload session the registry opened.
+#[derive(Debug)]
 struct Session {
     /// Where the next request of the session goes.
     url: reqwest::Url,
@@ -20,7 +21,42 @@ struct Session {
     chunk_min: Option<u64>,
 }
 
+/// An upload session a registry opened (`POST …/blobs/uploads/`), waiting for the blob's bytes:
+/// [`Registry::start_upload`] opens it, [`Registry::finish_upload_stream`] sends them. Opening it
+/// while the bytes are still being fetched from elsewhere takes the `POST`'s round trip off the
+/// copy's path. An upload never finished is left for the registry to expire.
+#[derive(Debug)]
+pub struct Upload {
+    session: Session,
+}
+
 impl Registry {
+    /// Opens an upload session in `repo` (`POST`), for [`Registry::finish_upload_stream`].
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<Upload, ClientError> {
+        Ok(Upload {
+            session: self.open_upload(repo).await?,
+        })
+    }
+
+    /// Sends `size` bytes from `body` as the blob `digest` into `upload`, a session of `repo`,
+    /// in one streaming `PUT` with `Content-Length`; the registry checks the digest. The body
+    /// can be sent once only, so nothing is retried here: on a retryable error the caller opens
+    /// its source and a new upload again.
+    pub async fn finish_upload_stream<S>(
+        &self,
+        repo: &RepoName,
+        upload: Upload,
+        digest: &Digest,
+        size: u64,
+        body: S,
+    ) -> Result<(), ClientError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let body = Payload::Once(Mutex::new(Some(reqwest::Body::wrap_stream(body))), size);
+        self.put_upload(repo, upload.session, digest, body).await
+    }
+
     /// Uploads a blob held in memory: `POST` to open an upload, then one `PUT` with the bytes and
     /// the digest (the form every registry supports).
     pub async fn push_blob(
@@ -109,6 +145,17 @@ impl Registry {
         body: Payload<'_>,
     ) -> Result<(), ClientError> {
         let session = self.open_upload(repo).await?;
+        self.put_upload(repo, session, digest, body).await
+    }
+
+    /// The `PUT` that ends a monolithic upload: `body` with the digest, not retried on its own.
+    async fn put_upload(
+        &self,
+        repo: &RepoName,
+        session: Session,
+        digest: &Digest,
+        body: Payload<'_>,
+    ) -> Result<(), ClientError> {
         let url = with_digest(session.url, digest);
         let r = self
             .send_with(Request {

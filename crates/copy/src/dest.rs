@@ -302,10 +302,28 @@ impl Dest {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let stream = source_stream(source, desc, reporter).await?;
-            let result = registry
-                .push_blob_stream(repo, &desc.digest, desc.size, stream)
-                .await;
+            let result = if matches!(source, Source::Registry { .. }) {
+                // The source's answer and the destination's upload session are both a round
+                // trip away: wait for them together, not one after the other.
+                let (stream, upload) = tokio::join!(
+                    source_stream(source, desc, reporter),
+                    registry.start_upload(repo)
+                );
+                let stream = stream?;
+                match upload {
+                    Ok(upload) => {
+                        registry
+                            .finish_upload_stream(repo, upload, &desc.digest, desc.size, stream)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                let stream = source_stream(source, desc, reporter).await?;
+                registry
+                    .push_blob_stream(repo, &desc.digest, desc.size, stream)
+                    .await
+            };
             match result {
                 Ok(()) => return Ok(BlobOutcome::Copied { resumed_from: 0 }),
                 Err(e) if e.retryable() && attempt < attempts.max(1) => {

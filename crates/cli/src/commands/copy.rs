@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use ferry_client::{CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials};
+use ferry_client::{
+    Connections, CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials,
+};
 use ferry_copy::{
     Compression, Copied, Copier, CopyError, CopyOptions, Location, Platform, PlatformChoice,
     StoreTarget, destination_for,
@@ -125,8 +127,16 @@ fn parse_location(s: &str, what: &str) -> anyhow::Result<Location> {
         .with_context(|| format!("{what} {s:?}"))
 }
 
+/// What every registry client of one `ferry copy` shares: the pool of connections (a wildcard's
+/// listing and the copies after it, a source and a destination on one host, reuse each other's)
+/// and the runtime those connections live on.
+pub(crate) struct Session {
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) connections: Connections,
+}
+
 /// The (source, destination) pairs asked for, all validated before anything is copied.
-fn plan(args: &CopyArgs) -> anyhow::Result<Vec<(Location, Location)>> {
+fn plan(args: &CopyArgs, session: &Session) -> anyhow::Result<Vec<(Location, Location)>> {
     match (&args.from_file, args.locations.as_slice()) {
         (None, [src, dst]) => {
             let src = parse_location(src, "source")?;
@@ -141,7 +151,7 @@ fn plan(args: &CopyArgs) -> anyhow::Result<Vec<(Location, Location)>> {
                 "destination {dst}: an image index (@N) selects from an existing archive; name the image instead"
             );
             if src.pattern().is_some() {
-                return crate::commands::copy_wildcard::expand(args, &src, &dst);
+                return crate::commands::copy_wildcard::expand(args, &src, &dst, session);
             }
             Ok(vec![(src, dst)])
         }
@@ -159,7 +169,7 @@ fn plan(args: &CopyArgs) -> anyhow::Result<Vec<(Location, Location)>> {
                 }
                 let src = parse_location(line, &format!("{}:{}:", file.display(), n + 1))?;
                 if src.pattern().is_some() {
-                    let many = crate::commands::copy_wildcard::expand(args, &src, &dst)
+                    let many = crate::commands::copy_wildcard::expand(args, &src, &dst, session)
                         .with_context(|| format!("{}:{}", file.display(), n + 1))?;
                     pairs.extend(many);
                     continue;
@@ -176,6 +186,30 @@ fn plan(args: &CopyArgs) -> anyhow::Result<Vec<(Location, Location)>> {
         ),
         (None, _) => unreachable!("clap allows one or two locations"),
     }
+}
+
+/// Whether loopback registries speak TLS: plain HTTP unless a --cert-dir says they do.
+pub(crate) fn loopback_tls(args: &CopyArgs) -> bool {
+    args.cert_dir.is_some() && !args.plain_http
+}
+
+/// A client for the registry `host` as `ferry copy` reaches it (`loopback_tls`: see
+/// [`loopback_tls`]), with the credentials `sources` give for it.
+pub(crate) fn copy_client(
+    host: &str,
+    plain_http: bool,
+    loopback_tls: bool,
+    sources: &CredentialSources,
+    options: RegistryOptions,
+) -> Result<Registry, ferry_client::ClientError> {
+    if loopback_tls && is_loopback(host) {
+        return Registry::new(RegistryOptions {
+            endpoint: format!("https://{host}"),
+            credentials: resolve_credentials(host, sources)?,
+            ..options
+        });
+    }
+    registry_client(host, plain_http, sources, options)
 }
 
 /// PEM bytes of CA certificates and a client identity (certificate + key).
@@ -246,7 +280,11 @@ fn read_list(file: &std::path::Path) -> anyhow::Result<String> {
 }
 
 pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
-    let pairs = plan(args)?;
+    let session = Session {
+        runtime: crate::runtime()?,
+        connections: Connections::new(),
+    };
+    let pairs = plan(args, &session)?;
     let platforms = if args.all_platforms {
         PlatformChoice::All
     } else if args.platform.is_empty() {
@@ -290,8 +328,8 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => cert_dir(dir)?,
         None => TlsMaterial::default(),
     };
-    // Loopback registries are plain HTTP unless a --cert-dir says they speak TLS.
-    let loopback_tls = args.cert_dir.is_some() && !plain_http;
+    let loopback_tls = loopback_tls(args);
+    let connections = session.connections.clone();
     let factory = Box::new(move |host: &str| {
         let anonymous = CredentialSources::default();
         let sources = sources.get(host).unwrap_or(&anonymous);
@@ -301,20 +339,13 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             attempts,
             ca_pem: tls.ca.clone(),
             identity_pem: tls.identity.clone(),
+            connections: connections.clone(),
             ..RegistryOptions::default()
         };
-        if loopback_tls && is_loopback(host) {
-            return Registry::new(RegistryOptions {
-                endpoint: format!("https://{host}"),
-                credentials: resolve_credentials(host, sources)?,
-                ..options
-            });
-        }
-        registry_client(host, plain_http, sources, options)
+        copy_client(host, plain_http, loopback_tls, sources, options)
     });
     let reporter = Arc::new(CopyProgress::for_stderr(args.quiet || args.json));
-    let rt = crate::runtime()?;
-    let stores = rt.block_on(open_stores(&pairs))?;
+    let stores = session.runtime.block_on(open_stores(&pairs))?;
     let mut copier = Copier::new(
         CopyOptions {
             layer_jobs: args.layer_jobs.into(),
@@ -337,7 +368,7 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let started = Instant::now();
-    let results = rt.block_on(async {
+    let results = session.runtime.block_on(async {
         let ticker = reporter.clone();
         let tick = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));

@@ -6,9 +6,8 @@ use anyhow::Context;
 use ferry_client::{CredentialSources, RegistryOptions};
 use ferry_copy::{Location, destination_for};
 
-use crate::commands::copy::{CopyArgs, TlsMaterial, cert_dir};
+use crate::commands::copy::{CopyArgs, Session, TlsMaterial, cert_dir, copy_client, loopback_tls};
 use crate::commands::info::{Listing, resolve_pattern};
-use crate::commands::inspect::registry_client;
 
 /// Tag lists (or Quay pages) read at once while listing.
 const LISTING_JOBS: usize = 8;
@@ -19,6 +18,7 @@ pub(crate) fn expand(
     args: &CopyArgs,
     src: &Location,
     dst: &Location,
+    session: &Session,
 ) -> anyhow::Result<Vec<(Location, Location)>> {
     let pattern = src
         .pattern()
@@ -28,9 +28,10 @@ pub(crate) fn expand(
         Some(dir) => cert_dir(dir)?,
         None => TlsMaterial::default(),
     };
-    let registry = registry_client(
+    let registry = copy_client(
         host,
         args.plain_http,
+        loopback_tls(args),
         &CredentialSources {
             creds: args.src_creds.clone(),
             token: args.src_token.clone(),
@@ -42,6 +43,7 @@ pub(crate) fn expand(
             attempts: args.retries + 1,
             ca_pem: tls.ca,
             identity_pem: tls.identity,
+            connections: session.connections.clone(),
             ..RegistryOptions::default()
         },
     )
@@ -54,7 +56,8 @@ pub(crate) fn expand(
         quay_token: args.quay_token.clone(),
         quay_token_option: "--quay-token",
     };
-    let wanted = crate::runtime()?
+    let wanted = session
+        .runtime
         .block_on(resolve_pattern(&registry, src, &listing))
         .with_context(|| format!("listing the images of {src}"))?;
     anyhow::ensure!(!wanted.is_empty(), "source {src} matches no image");

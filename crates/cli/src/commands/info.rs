@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use ferry_client::{ErrorKind, Quay, QuayOptions, Registry};
+use ferry_client::{Connections, ErrorKind, Quay, QuayOptions, Registry};
 use ferry_copy::{ImagePattern, Location};
 use ferry_oci::{Reference, RepoName};
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -78,7 +78,7 @@ fn catalog_host(input: &str) -> anyhow::Result<String> {
 
 pub fn catalog(args: &CatalogArgs) -> anyhow::Result<ExitCode> {
     let host = catalog_host(&args.registry)?;
-    let registry = client(&host, &args.registry_args)?;
+    let registry = client(&host, &args.registry_args, &Connections::new())?;
     let names = crate::runtime()?
         .block_on(registry.all_repositories(args.page_size, MAX_CATALOG_PAGE, MAX_CATALOG))
         .map_err(|e| catalog_error(e, &registry, &host))?;
@@ -142,6 +142,8 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<Vec<Location>>>()?;
     let jobs = usize::from(args.jobs);
+    // One pool for every registry this command reads.
+    let connections = Connections::new();
     crate::runtime()?.block_on(async {
         let mut clients: std::collections::HashMap<String, std::sync::Arc<Registry>> =
             Default::default();
@@ -157,7 +159,7 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<ExitCode> {
             if !clients.contains_key(&host) {
                 clients.insert(
                     host.clone(),
-                    std::sync::Arc::new(client(&host, &args.registry)?),
+                    std::sync::Arc::new(client(&host, &args.registry, &connections)?),
                 );
             }
             let registry = &clients[&host];

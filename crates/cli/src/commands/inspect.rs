@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use ferry_client::{
-    ClientError, CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials,
+    ClientError, Connections, CredentialSources, ErrorKind, Registry, RegistryOptions,
+    resolve_credentials,
 };
 use ferry_copy::Location;
 use ferry_oci::{Manifest, Reference, RepoName};
@@ -100,14 +101,20 @@ pub(crate) fn endpoint(host: &str, plain_http: bool) -> String {
 }
 
 /// A client for the registry `host`, with the credentials `ferry_client::resolve_credentials`
-/// finds for it (auth files, docker's config.json and its helpers), else anonymous.
-pub(crate) fn client(host: &str, args: &RegistryArgs) -> anyhow::Result<Registry> {
+/// finds for it (auth files, docker's config.json and its helpers), else anonymous; its
+/// connections come from the process's pool.
+pub(crate) fn client(
+    host: &str,
+    args: &RegistryArgs,
+    connections: &Connections,
+) -> anyhow::Result<Registry> {
     registry_client(
         host,
         args.plain_http,
         &CredentialSources::default(),
         RegistryOptions {
             insecure_skip_verify: !args.tls_verify,
+            connections: connections.clone(),
             ..RegistryOptions::default()
         },
     )
@@ -156,7 +163,7 @@ pub(crate) fn explain(
 pub fn tags(args: &TagsArgs) -> anyhow::Result<ExitCode> {
     let reference = registry_reference(&args.repository, "tags")?;
     let host = reference.registry.clone().unwrap_or_default();
-    let registry = client(&host, &args.registry)?;
+    let registry = client(&host, &args.registry, &Connections::new())?;
     let repository = format!("{host}/{}", reference.repo);
     let tags = crate::runtime()?
         .block_on(registry.all_tags(&reference.repo, args.page_size, MAX_TAG_PAGE, MAX_TAG_LIST))
@@ -186,7 +193,7 @@ pub(crate) fn platform_name(p: &ferry_oci::Platform) -> String {
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let reference = registry_reference(&args.reference, "inspect")?;
     let host = reference.registry.clone().unwrap_or_default();
-    let registry = client(&host, &args.registry)?;
+    let registry = client(&host, &args.registry, &Connections::new())?;
     let name = args.reference.as_str();
     crate::runtime()?.block_on(async {
         let tag_or_digest = match (&reference.digest, &reference.tag) {

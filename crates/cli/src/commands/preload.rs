@@ -376,9 +376,10 @@ async fn copy_references(
     refs: Vec<Reference>,
     o: &ImportOptions<'_>,
 ) -> anyhow::Result<bool> {
+    let connections = ferry_client::Connections::new();
     let mut upstreams = HashMap::new();
     for u in &c.upstream {
-        upstreams.insert(u.build()?.name, u.clone());
+        upstreams.insert(u.build(&connections)?.name, u.clone());
     }
     let factory = Box::new(move |host: &str| {
         let config = upstreams.get(&host.to_ascii_lowercase()).ok_or_else(|| {
@@ -387,7 +388,7 @@ async fn copy_references(
                 format!("{host} is not a configured upstream"),
             )
         })?;
-        config.client().map_err(|e| {
+        config.client(&connections).map_err(|e| {
             ferry_client::ClientError::new(ferry_client::ErrorKind::Request, format!("{e:#}"))
         })
     });

@@ -867,6 +867,54 @@ fn registry_to_registry_mounts_within_one_and_uploads_to_another() {
 }
 
 #[test]
+fn a_push_opens_each_upload_while_the_source_blob_is_still_on_its_way() {
+    let Some(s) = seeded() else { return };
+    let Some(second) = DockerRegistry::start_logged() else {
+        return;
+    };
+    // Every blob GET of the source is held until released: only a copy that sends each `POST`
+    // without waiting for the source's answer gets its uploads opened meanwhile.
+    let proxy = FaultProxy::start(&s.registry.host());
+    let blobs = s.app.layers.len() + 1;
+    proxy.inject(Target::Blob, Fault::Held, blobs);
+    let mut copy = Command::new(ferry_bin())
+        .args([
+            "copy",
+            "--quiet",
+            "-j",
+            "8",
+            &format!("registry://{}/team/app:v1", proxy.host()),
+            &format!("registry://{}/copied/app:v1", second.host()),
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .env_remove("FERRY_LOG")
+        .spawn()
+        .unwrap();
+    let posts = || {
+        second
+            .process
+            .log()
+            .matches("\"POST /v2/copied/app/blobs/uploads/ ")
+            .count()
+    };
+    wait_until(std::time::Duration::from_secs(20), || posts() >= blobs);
+    let opened = posts();
+    proxy.release();
+    let status = copy.wait().unwrap();
+    assert_eq!(
+        opened, blobs,
+        "uploads opened while the source's blobs were held"
+    );
+    assert!(status.success());
+    assert_eq!(
+        sha(&s
+            .skopeo
+            .raw(&format!("docker://{}/copied/app:v1", second.host()))),
+        s.app.manifest.digest
+    );
+}
+
+#[test]
 fn archives_written_by_ferry_are_read_by_skopeo_and_read_back_with_the_same_digests() {
     let Some(s) = seeded() else { return };
     let host = s.registry.host();

@@ -221,3 +221,53 @@ fn copy_takes_basic_auth_credentials_from_an_authfile() {
     assert_eq!(v["images"][0]["digest"], g.app.manifest.digest.to_string());
     assert_eq!(layout_digest(&out), g.app.manifest.digest.to_string());
 }
+
+#[test]
+fn a_wildcard_copy_lists_and_copies_over_the_one_connection_of_its_process() {
+    let (Some(pki), Some(skopeo)) = (TestPki::generate(), Skopeo::new()) else {
+        return;
+    };
+    let Some(registry) = DockerRegistry::start_tls(&pki) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = pki.cert_dir(tmp.path());
+    let apps = [image(23, 2, 50_000, "amd64"), image(24, 2, 50_000, "amd64")];
+    for (n, app) in apps.iter().enumerate() {
+        skopeo.run(&[
+            "copy",
+            "--dest-cert-dir",
+            certs.to_str().unwrap(),
+            &layout_of(app, &tmp.path().join(format!("src{n}"))),
+            &format!("docker://{}/team/app-{n}:v1", registry.host()),
+        ]);
+    }
+
+    // The listing (catalog, tag lists) and the copies of what it names are separate clients
+    // of one process: with one pool they ride on the listing's HTTP/2 connection.
+    let forwarder = CountingForwarder::start(registry.port);
+    let out = tmp.path().join("out");
+    let v = copy_json(&[
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        &format!("registry://127.0.0.1:{}/team/app-*:v1", forwarder.port),
+        &format!("oci:{}", out.display()),
+    ]);
+    let digests: Vec<&str> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        digests,
+        apps.iter()
+            .map(|a| a.manifest.digest.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        forwarder.accepted(),
+        1,
+        "one connection for listing and copies"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod auth;
 mod common;
+mod connections;
 mod download;
 mod http2;
 mod redirects;
