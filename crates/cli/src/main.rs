@@ -236,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace(trace::TraceCommand::Analyze(args)) => trace::analyze(args),
+        Command::Trace(trace::TraceCommand::Simulate(args)) => trace::simulate(args),
         Command::Load(load::LoadCommand::Report(args)) => {
             load::report(args)?;
             Ok(ExitCode::SUCCESS)

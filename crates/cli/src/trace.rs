@@ -14,6 +14,33 @@ pub enum TraceCommand {
         after_help = "Examples:\n  ferry trace analyze testdata/traces/dal09_blobs_sample.csv\n  ferry trace analyze --json traces/dal09/ traces/fra02/ > characterization.json\n  ferry trace analyze 'traces/dal09/prod-dal09-logstash-2017.06.2*.json.gz'\n\nReads the IBM traces' JSON files (one array of records per file, or one record per line as\n`ferry serve` records them), their CSV export, or a list of URIs; plain, .gz or .zst; directories\n(walked) and * ? wildcards in a file name, merged in timestamp order. A record that cannot be\nread is reported with its file and position and skipped (--strict stops at it)."
     )]
     Analyze(AnalyzeArgs),
+    /// Replay a trace's cache requests (GETs of blobs and manifests) through cache policies over a
+    /// sweep of capacities; print hit ratios.
+    #[command(
+        after_help = "Examples:\n  ferry trace simulate --objects 10,50,100,200,400 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --bytes 100MB,1GB,25%,50% --warmup 0.2 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --policy lru --objects 1000,10000 --json results.json traces/dal09/\n\nCapacities count objects (--objects) or bytes (--bytes: sizes like 512MB or 2GiB, or a percentage\nof the working set, the bytes of all distinct objects). Each object's size is the largest response\nthe trace recorded for it. Hits are counted after the first --warmup fraction of the requests.\nLRU over object capacities takes one pass over stack distances for the whole sweep; it is the\nsame LRU code the mirror's cache budget is meant to evict with."
+    )]
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub input: TraceInput,
+    /// Policies, comma-separated.
+    #[arg(long, default_value = "lru", value_delimiter = ',')]
+    pub policy: Vec<String>,
+    /// Capacities in objects, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    pub objects: Vec<u64>,
+    /// Capacities in bytes (512MB, 2GiB) or percentages of the working set (25%), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "SIZE|PCT%")]
+    pub bytes: Vec<String>,
+    /// Fraction of the requests that only warms the cache up (not counted).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// The input formats, when a file's name and first bytes do not say.
@@ -124,6 +151,69 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&c)?);
     } else {
         print!("{}", c.render());
+    }
+    read?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry trace simulate`.
+pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    use ferry_policy::cache::Capacity;
+    use ferry_trace::simulate::{Policy, Workload, simulate};
+    anyhow::ensure!(
+        !args.objects.is_empty() || !args.bytes.is_empty(),
+        "give the capacities to simulate: --objects 100,1000 and/or --bytes 1GB,25%"
+    );
+    let policies = args
+        .policy
+        .iter()
+        .map(|p| Policy::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut workload = Workload::default();
+    let read = read_trace(&args.input, |r| workload.add(r));
+    let mut capacities: Vec<Capacity> =
+        args.objects.iter().map(|&n| Capacity::Objects(n)).collect();
+    for b in &args.bytes {
+        let bytes = match b.trim().strip_suffix('%') {
+            Some(pct) => {
+                let pct: f64 = pct
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|p: &f64| p.is_finite() && *p > 0.0)
+                    .with_context(|| format!("--bytes {b:?}: expected a percentage like 25%"))?;
+                let set = workload.working_set_bytes().context(
+                    "--bytes as a percentage needs every object's size, and the trace lacks some: use --objects",
+                )?;
+                (set as f64 * pct / 100.0).round() as u64
+            }
+            None => ferry_server::units::parse_size(b)
+                .map_err(|e| anyhow::anyhow!("--bytes {b:?}: {e}"))?,
+        };
+        capacities.push(Capacity::Bytes(bytes));
+    }
+    let results = simulate(&workload, &policies, &capacities, args.warmup)?;
+    println!(
+        "{} cache requests, {} objects{}",
+        workload.requests(),
+        workload.objects(),
+        workload
+            .working_set_bytes()
+            .map_or(String::new(), |b| format!(", working set {b} bytes"))
+    );
+    println!(
+        "{:<8} {:<8} {:>16} {:>10} {:>10} {:>10} {:>10}",
+        "policy", "unit", "capacity", "requests", "hits", "hit ratio", "byte hits"
+    );
+    for r in &results {
+        println!(
+            "{:<8} {:<8} {:>16} {:>10} {:>10} {:>10.4} {:>10.4}",
+            r.policy, r.unit, r.capacity, r.requests, r.hits, r.hit_ratio, r.byte_hit_ratio
+        );
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     read?;
     Ok(ExitCode::SUCCESS)

@@ -187,6 +187,20 @@ impl CachePolicy for Lru {
 /// algorithm). O(log n) per request (a Fenwick tree over request positions), whatever the number
 /// of capacities. Counts requests from position `from` on (earlier ones warm the cache).
 pub fn lru_hits_by_objects(keys: &[u64], capacities: &[u64], from: usize) -> Vec<u64> {
+    lru_sweep(keys, |_| 0, capacities, from)
+        .into_iter()
+        .map(|(hits, _)| hits)
+        .collect()
+}
+
+/// [`lru_hits_by_objects`] with the bytes of the hits too: `size(i)` is request `i`'s size. One
+/// `(hits, bytes hit)` per capacity.
+pub fn lru_sweep(
+    keys: &[u64],
+    size: impl Fn(usize) -> u64,
+    capacities: &[u64],
+    from: usize,
+) -> Vec<(u64, u64)> {
     let n = keys.len();
     // tree[i] is 1 where position i is some key's latest request so far.
     let mut tree = vec![0i64; n + 1];
@@ -206,26 +220,27 @@ pub fn lru_hits_by_objects(keys: &[u64], capacities: &[u64], from: usize) -> Vec
         s
     };
     let mut last: HashMap<u64, usize> = HashMap::new();
-    // distances[d]: requests (from `from` on) whose stack distance is d.
-    let mut at_distance: Vec<u64> = Vec::new();
+    // at_distance[d]: requests (from `from` on) whose stack distance is d, and their bytes.
+    let mut at_distance: Vec<(u64, u64)> = Vec::new();
     for (pos, &key) in keys.iter().enumerate() {
         if let Some(prev) = last.insert(key, pos) {
             // Distinct keys requested after `prev`: latest-request marks in (prev, pos).
             let distance = (prefix(&tree, pos) - prefix(&tree, prev + 1)) as usize;
             if pos >= from {
                 if at_distance.len() <= distance {
-                    at_distance.resize(distance + 1, 0);
+                    at_distance.resize(distance + 1, (0, 0));
                 }
-                at_distance[distance] += 1;
+                at_distance[distance].0 += 1;
+                at_distance[distance].1 += size(pos);
             }
             add(&mut tree, prev, -1);
         }
         add(&mut tree, pos, 1);
     }
     // Hits at capacity c: requests at distance < c.
-    let mut below = vec![0u64; at_distance.len() + 1];
-    for (d, count) in at_distance.iter().enumerate() {
-        below[d + 1] = below[d] + count;
+    let mut below = vec![(0u64, 0u64); at_distance.len() + 1];
+    for (d, (count, bytes)) in at_distance.iter().enumerate() {
+        below[d + 1] = (below[d].0 + count, below[d].1 + bytes);
     }
     capacities
         .iter()

@@ -19,6 +19,7 @@ pub mod analyze;
 mod error;
 mod read;
 mod request;
+pub mod simulate;
 mod time;
 
 pub use error::{Position, TraceError};

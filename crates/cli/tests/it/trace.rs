@@ -139,3 +139,84 @@ fn bad_records_are_reported_with_positions_and_strict_stops() {
     assert!(!out.status.success());
     assert!(stderr.contains("no trace files"), "{stderr}");
 }
+
+#[test]
+fn simulate_sweeps_lru_over_the_sample_and_writes_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("lru.json");
+    let out = ferry(&[
+        "trace",
+        "simulate",
+        "--objects",
+        "100,400,1000",
+        "--bytes",
+        "1GB,100%",
+        "--json",
+        json.to_str().unwrap(),
+        "testdata/traces/dal09_blobs_sample.csv",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("999 cache requests, 566 objects"),
+        "{stdout}"
+    );
+    let results: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(results.len(), 5);
+    let hits = |i: usize| results[i]["hits"].as_u64().unwrap();
+    // A cache as large as the working set misses each object once: 999 - 566 requests hit.
+    assert_eq!(hits(2), 433);
+    assert_eq!(hits(4), 433, "100% of the working set in bytes");
+    assert!(hits(0) < hits(1) && hits(1) <= hits(2), "{results:?}");
+    for r in &results {
+        for field in [
+            "policy",
+            "unit",
+            "capacity",
+            "requests",
+            "hits",
+            "hit_ratio",
+            "byte_hit_ratio",
+        ] {
+            assert!(r.get(field).is_some(), "{field} in {r}");
+        }
+    }
+    assert_eq!(results[3]["unit"], "bytes");
+    assert_eq!(results[3]["capacity"], 1_000_000_000);
+
+    // A URI list has no sizes: byte capacities are refused, saying what to use.
+    let uris = tmp.path().join("uris.txt");
+    std::fs::write(&uris, "v2/a/blobs/1\nv2/a/blobs/1\n").unwrap();
+    let out = ferry(&[
+        "trace",
+        "simulate",
+        "--bytes",
+        "1GB",
+        uris.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("--objects"), "{}", text(&out).1);
+    let out = ferry(&[
+        "trace",
+        "simulate",
+        "--objects",
+        "1",
+        uris.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let printed = text(&out).0;
+    let row: Vec<&str> = printed.lines().nth(2).unwrap().split_whitespace().collect();
+    assert_eq!(row[..5], ["lru", "objects", "1", "2", "1"], "{printed}");
+    let out = ferry(&[
+        "trace",
+        "simulate",
+        "--policy",
+        "belady",
+        "--objects",
+        "1",
+        uris.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("unknown policy"), "{}", text(&out).1);
+}

@@ -1,0 +1,288 @@
+//! `ferry trace simulate`: a trace's cache requests replayed offline through replacement policies
+//! over a sweep of capacities, on `ferry-policy`'s cache code, the code the mirror evicts with.
+//!
+//! Cache requests are the GETs of blobs and manifests. Each object is numbered in order of first
+//! request and gets one size: the largest any of its responses reported (a trace without sizes
+//! can only be simulated in objects). Hits are counted after a warm-up fraction of the requests.
+
+use std::collections::HashMap;
+
+use ferry_policy::cache::{CachePolicy, Capacity, Lru, lru_sweep};
+use serde::Serialize;
+
+use crate::request::Request;
+
+/// The cache requests of a trace.
+#[derive(Debug, Default)]
+pub struct Workload {
+    keys: Vec<u64>,
+    ids: HashMap<String, u64>,
+    /// By key: the largest size seen.
+    sizes: Vec<Option<u64>>,
+}
+
+impl Workload {
+    /// Adds `r` if a cache would serve it.
+    pub fn add(&mut self, r: &Request) {
+        if !r.is_cacheable() {
+            return;
+        }
+        let uri = r.uri.split('?').next().unwrap_or(&r.uri);
+        let next = self.ids.len() as u64;
+        let key = *self.ids.entry(uri.to_owned()).or_insert(next);
+        if key == next {
+            self.sizes.push(None);
+        }
+        let size = r.size.filter(|_| r.status.is_none_or(|s| s == 200));
+        let slot = &mut self.sizes[key as usize];
+        *slot = (*slot).max(size);
+        self.keys.push(key);
+    }
+
+    /// Cache requests.
+    pub fn requests(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Distinct objects.
+    pub fn objects(&self) -> usize {
+        self.sizes.len()
+    }
+
+    /// Bytes of all distinct objects (the working set), if every size is known.
+    pub fn working_set_bytes(&self) -> Option<u64> {
+        self.sizes.iter().try_fold(0u64, |sum, s| Some(sum + (*s)?))
+    }
+
+    fn size(&self, key: u64) -> u64 {
+        self.sizes[key as usize].unwrap_or(0)
+    }
+}
+
+/// The replacement policies the simulator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Least recently used.
+    Lru,
+}
+
+impl Policy {
+    /// Its name, as `--policy` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Lru => "lru",
+        }
+    }
+
+    /// The policy called `s`.
+    pub fn parse(s: &str) -> Result<Policy, SimulateError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "lru" => Ok(Policy::Lru),
+            other => Err(SimulateError::UnknownPolicy(other.to_owned())),
+        }
+    }
+
+    fn build(self, capacity: Capacity) -> Box<dyn CachePolicy> {
+        match self {
+            Policy::Lru => Box::new(Lru::new(capacity)),
+        }
+    }
+}
+
+/// Why a simulation cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimulateError {
+    /// `--policy` names a policy the simulator does not have.
+    #[error("unknown policy {0:?}; the simulator has: lru")]
+    UnknownPolicy(String),
+    /// Byte capacities need sizes, and some cache request has none.
+    #[error(
+        "{0} objects have no size in the trace (a URI list has none): simulate capacities in objects (--objects)"
+    )]
+    NoSizes(usize),
+    /// The warm-up fraction is not in [0, 1).
+    #[error("the warm-up fraction must be at least 0 and below 1, not {0}")]
+    Warmup(String),
+}
+
+/// One policy at one capacity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimResult {
+    /// The policy.
+    pub policy: &'static str,
+    /// `objects` or `bytes`.
+    pub unit: &'static str,
+    /// The capacity in that unit.
+    pub capacity: u64,
+    /// Cache requests counted (after the warm-up).
+    pub requests: u64,
+    /// Of them, hits.
+    pub hits: u64,
+    /// hits ÷ requests.
+    pub hit_ratio: f64,
+    /// Bytes requested (counted requests).
+    pub bytes: u64,
+    /// Bytes of the hits.
+    pub bytes_hit: u64,
+    /// bytes_hit ÷ bytes (0 when the trace has no sizes).
+    pub byte_hit_ratio: f64,
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// Runs each of `policies` at each of `capacities` over `workload`, counting from the request at
+/// `warmup` × its length. LRU in objects takes one pass over stack distances for all capacities;
+/// the rest replay once per capacity.
+pub fn simulate(
+    workload: &Workload,
+    policies: &[Policy],
+    capacities: &[Capacity],
+    warmup: f64,
+) -> Result<Vec<SimResult>, SimulateError> {
+    if !(0.0..1.0).contains(&warmup) {
+        return Err(SimulateError::Warmup(warmup.to_string()));
+    }
+    if capacities.iter().any(|c| matches!(c, Capacity::Bytes(_))) {
+        let missing = workload.sizes.iter().filter(|s| s.is_none()).count();
+        if missing > 0 {
+            return Err(SimulateError::NoSizes(missing));
+        }
+    }
+    let from = (warmup * workload.keys.len() as f64) as usize;
+    let counted = &workload.keys[from.min(workload.keys.len())..];
+    let requests = counted.len() as u64;
+    let bytes: u64 = counted.iter().map(|&k| workload.size(k)).sum();
+    let result = |policy: Policy, capacity: Capacity, hits: u64, bytes_hit: u64| SimResult {
+        policy: policy.as_str(),
+        unit: match capacity {
+            Capacity::Objects(_) => "objects",
+            Capacity::Bytes(_) => "bytes",
+        },
+        capacity: capacity.amount(),
+        requests,
+        hits,
+        hit_ratio: ratio(hits, requests),
+        bytes,
+        bytes_hit,
+        byte_hit_ratio: ratio(bytes_hit, bytes),
+    };
+    let mut out = Vec::new();
+    for &policy in policies {
+        let objects: Vec<u64> = capacities
+            .iter()
+            .filter_map(|c| match c {
+                Capacity::Objects(n) => Some(*n),
+                Capacity::Bytes(_) => None,
+            })
+            .collect();
+        let swept: HashMap<u64, (u64, u64)> = if policy == Policy::Lru && !objects.is_empty() {
+            let keys = &workload.keys;
+            objects
+                .iter()
+                .copied()
+                .zip(lru_sweep(keys, |i| workload.size(keys[i]), &objects, from))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        for &capacity in capacities {
+            let (hits, bytes_hit) = match (capacity, swept.get(&capacity.amount())) {
+                (Capacity::Objects(_), Some(&counts)) => counts,
+                _ => {
+                    let mut cache = policy.build(capacity);
+                    let mut counts = (0, 0);
+                    for (i, &key) in workload.keys.iter().enumerate() {
+                        let size = workload.size(key);
+                        if cache.access(key, size) && i >= from {
+                            counts.0 += 1;
+                            counts.1 += size;
+                        }
+                    }
+                    counts
+                }
+            };
+            out.push(result(policy, capacity, hits, bytes_hit));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Method;
+
+    fn get(uri: &str, size: u64) -> Request {
+        let mut r = Request::new(Method::Get, uri.to_owned());
+        r.size = Some(size);
+        r
+    }
+
+    #[test]
+    fn lru_over_a_small_trace_as_computed_by_hand() {
+        let mut w = Workload::default();
+        // A B A C B A, sizes 10, 20, 30; a PUT and a ping are not cache requests.
+        for (uri, size) in [
+            ("a", 10),
+            ("b", 20),
+            ("a", 10),
+            ("c", 30),
+            ("b", 20),
+            ("a", 10),
+        ] {
+            w.add(&get(&format!("v2/r/blobs/{uri}"), size));
+        }
+        w.add(&Request::new(
+            Method::Put,
+            "v2/r/blobs/uploads/x".to_owned(),
+        ));
+        w.add(&Request::new(Method::Get, "v2/".to_owned()));
+        assert_eq!(
+            (w.requests(), w.objects(), w.working_set_bytes()),
+            (6, 3, Some(60))
+        );
+        let r = simulate(
+            &w,
+            &[Policy::Lru],
+            &[
+                Capacity::Objects(2),
+                Capacity::Objects(3),
+                Capacity::Bytes(40),
+            ],
+            0.0,
+        )
+        .unwrap();
+        // 2 objects: only the second A hits. 3 objects: A, B, A hit.
+        assert_eq!((r[0].hits, r[0].bytes_hit), (1, 10));
+        assert_eq!((r[1].hits, r[1].bytes_hit), (3, 40));
+        // 40 bytes: A, B, A hits; C evicts B (A 10 + C 30 = 40 fits); B evicts A and C; A misses.
+        assert_eq!((r[2].hits, r[2].bytes_hit), (1, 10));
+        assert_eq!(r[0].requests, 6);
+        assert_eq!(r[0].bytes, 100);
+        assert!((r[1].byte_hit_ratio - 0.4).abs() < 1e-12);
+        // Warm-up: the first half is not counted.
+        let warm = simulate(&w, &[Policy::Lru], &[Capacity::Objects(3)], 0.5).unwrap();
+        assert_eq!((warm[0].requests, warm[0].hits), (3, 2));
+    }
+
+    #[test]
+    fn bytes_without_sizes_and_unknown_policies_are_refused() {
+        let mut w = Workload::default();
+        w.add(&Request::new(Method::Get, "v2/r/blobs/a".to_owned()));
+        assert_eq!(
+            simulate(&w, &[Policy::Lru], &[Capacity::Bytes(10)], 0.0),
+            Err(SimulateError::NoSizes(1))
+        );
+        assert!(simulate(&w, &[Policy::Lru], &[Capacity::Objects(1)], 0.0).is_ok());
+        assert_eq!(Policy::parse("LRU"), Ok(Policy::Lru));
+        assert!(Policy::parse("belady").is_err());
+        assert!(simulate(&w, &[Policy::Lru], &[Capacity::Objects(1)], 1.0).is_err());
+    }
+}
