@@ -237,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Trace(trace::TraceCommand::Analyze(args)) => trace::analyze(args),
         Command::Trace(trace::TraceCommand::Simulate(args)) => trace::simulate(args),
+        Command::Trace(trace::TraceCommand::Gen(args)) => trace::generate(args),
         Command::Load(load::LoadCommand::Report(args)) => {
             load::report(args)?;
             Ok(ExitCode::SUCCESS)

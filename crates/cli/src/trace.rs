@@ -20,6 +20,39 @@ pub enum TraceCommand {
         after_help = "Examples:\n  ferry trace simulate --objects 10,50,100,200,400 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --bytes 100MB,1GB,25%,50% --warmup 0.2 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --policy lru --objects 1000,10000 --json results.json traces/dal09/\n\nCapacities count objects (--objects) or bytes (--bytes: sizes like 512MB or 2GiB, or a percentage\nof the working set, the bytes of all distinct objects). Each object's size is the largest response\nthe trace recorded for it. Hits are counted after the first --warmup fraction of the requests.\nLRU over object capacities takes one pass over stack distances for the whole sweep; it is the\nsame LRU code the mirror's cache budget is meant to evict with."
     )]
     Simulate(SimulateArgs),
+    /// Generate a synthetic trace shaped like the IBM sample: Zipf popularity, the sample's sizes.
+    #[command(
+        after_help = "Examples:\n  ferry trace gen --requests 1000000 --objects 50000 --out /tmp/synthetic.jsonl\n  ferry trace gen --requests 5000 --zipf 1.1 --seed 7 | ferry trace analyze /dev/stdin --format json\n\nWrites JSON lines in the original traces' key names (blob GETs with sizes, clients and\ntimestamps), which every `ferry trace` command reads. The same options always give the same\nbytes; --seed changes them."
+    )]
+    Gen(GenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenArgs {
+    /// Requests to generate.
+    #[arg(long, default_value_t = 100_000)]
+    pub requests: u64,
+    /// Distinct blobs.
+    #[arg(long, default_value_t = 10_000)]
+    pub objects: u64,
+    /// Zipf exponent of popularity (0 = uniform).
+    #[arg(long, default_value_t = 0.9)]
+    pub zipf: f64,
+    /// Blobs per repository.
+    #[arg(long, default_value_t = 10)]
+    pub blobs_per_repository: u64,
+    /// Distinct clients.
+    #[arg(long, default_value_t = 100)]
+    pub clients: u64,
+    /// Mean requests per second of the timestamps.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -217,4 +250,44 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     read?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry trace gen`.
+pub fn generate(args: &GenArgs) -> anyhow::Result<ExitCode> {
+    let o = ferry_trace::generate::GenOptions {
+        requests: args.requests,
+        objects: args.objects,
+        zipf: args.zipf,
+        blobs_per_repository: args.blobs_per_repository,
+        clients: args.clients,
+        rate: args.rate,
+        seed: args.seed,
+    };
+    let written = match &args.out {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let written = ferry_trace::generate::generate(&o, &mut std::io::BufWriter::new(file));
+            if written.is_ok() {
+                println!("wrote {} requests to {}", args.requests, path.display());
+            }
+            written
+        }
+        None => {
+            let stdout = std::io::stdout();
+            ferry_trace::generate::generate(&o, &mut std::io::BufWriter::new(stdout.lock()))
+        }
+    };
+    match written {
+        // The reader had enough (`| head`): not an error.
+        Err(ferry_trace::generate::GenError::Write(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            other?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

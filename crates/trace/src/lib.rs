@@ -17,6 +17,7 @@
 
 pub mod analyze;
 mod error;
+pub mod generate;
 mod read;
 mod request;
 pub mod simulate;

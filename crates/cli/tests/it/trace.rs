@@ -220,3 +220,53 @@ fn simulate_sweeps_lru_over_the_sample_and_writes_json() {
     assert!(!out.status.success());
     assert!(text(&out).1.contains("unknown policy"), "{}", text(&out).1);
 }
+
+#[test]
+fn gen_is_deterministic_and_reads_back_as_the_trace_it_describes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a.jsonl"),
+        tmp.path().join("b.jsonl"),
+        tmp.path().join("c.jsonl"),
+    );
+    let generate = |out: &Path, seed: &str| {
+        let out = ferry(&[
+            "trace",
+            "gen",
+            "--requests",
+            "3000",
+            "--objects",
+            "300",
+            "--zipf",
+            "1.0",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out).1);
+    };
+    generate(&a, "5");
+    generate(&b, "5");
+    generate(&c, "6");
+    let bytes = |p: &Path| std::fs::read(p).unwrap();
+    assert_eq!(bytes(&a), bytes(&b), "the same options, the same bytes");
+    assert_ne!(bytes(&a), bytes(&c));
+    let out = ferry(&[
+        "trace",
+        "analyze",
+        "--json",
+        "--strict",
+        a.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["requests"], 3000);
+    assert_eq!(v["kinds"]["blob"], 3000);
+    assert!(v["popularity"]["objects"].as_u64().unwrap() <= 300);
+    // Zipf 1.0 over 300 objects: the top 10% take well over half of the requests.
+    assert!(
+        v["popularity"]["top_10pct_share"].as_f64().unwrap() > 0.5,
+        "{v}"
+    );
+}

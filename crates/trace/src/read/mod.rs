@@ -75,11 +75,12 @@ pub fn open_file(path: &Path, format: Option<Format>) -> Result<Records, TraceEr
         file: path.to_owned(),
         source,
     };
+    // A file named explicitly may be a pipe (`/dev/stdin`); directories are walked, not read.
     let meta = std::fs::metadata(path).map_err(io)?;
-    if !meta.is_file() {
+    if meta.is_dir() {
         return Err(TraceError::File {
             file: path.to_owned(),
-            why: "not a regular file".to_owned(),
+            why: "a directory, not a trace file".to_owned(),
         });
     }
     let file = std::fs::File::open(path).map_err(io)?;
