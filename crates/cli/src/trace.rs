@@ -17,7 +17,7 @@ pub enum TraceCommand {
     /// Replay a trace's cache requests (GETs of blobs and manifests) through cache policies over a
     /// sweep of capacities; print hit ratios.
     #[command(
-        after_help = "Examples:\n  ferry trace simulate --objects 10,50,100,200,400 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --bytes 100MB,1GB,25%,50% --warmup 0.2 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --policy lru --objects 1000,10000 --json results.json traces/dal09/\n\nCapacities count objects (--objects) or bytes (--bytes: sizes like 512MB or 2GiB, or a percentage\nof the working set, the bytes of all distinct objects). Each object's size is the largest response\nthe trace recorded for it. Hits are counted after the first --warmup fraction of the requests.\nLRU over object capacities takes one pass over stack distances for the whole sweep; it is the\nsame LRU code the mirror's cache budget is meant to evict with."
+        after_help = "Examples:\n  ferry trace simulate --objects 10,50,100,200,400 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --bytes 100MB,1GB,25%,50% --warmup 0.2 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --policy lru,lfu,s3-fifo --objects 1000,10000 --json results.json traces/dal09/\n\nCapacities count objects (--objects) or bytes (--bytes: sizes like 512MB or 2GiB, or a percentage\nof the working set, the bytes of all distinct objects). Each object's size is the largest response\nthe trace recorded for it. Hits are counted after the first --warmup fraction of the requests.\nLRU over object capacities takes one pass over stack distances for the whole sweep; it is the\nsame LRU code the mirror's cache budget is meant to evict with."
     )]
     Simulate(SimulateArgs),
     /// Generate a synthetic trace shaped like the IBM sample: Zipf popularity, the sample's sizes.
@@ -59,7 +59,7 @@ pub struct GenArgs {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub input: TraceInput,
-    /// Policies, comma-separated.
+    /// Policies, comma-separated: lru, lfu, s3-fifo.
     #[arg(long, default_value = "lru", value_delimiter = ',')]
     pub policy: Vec<String>,
     /// Capacities in objects, comma-separated.

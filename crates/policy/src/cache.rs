@@ -181,6 +181,199 @@ impl CachePolicy for Lru {
     }
 }
 
+/// Least frequently used: evicts the object requested least often while cached, the least
+/// recently requested of those on a tie (frequencies start at 1 on admission and are forgotten on
+/// eviction, as libCacheSim's LFU counts them). O(log n) per access.
+#[derive(Debug)]
+pub struct Lfu {
+    capacity: Capacity,
+    used: u64,
+    /// Key → (frequency, last access, weight).
+    entries: HashMap<u64, (u64, u64, u64)>,
+    /// (frequency, last access, key), least first.
+    order: std::collections::BTreeSet<(u64, u64, u64)>,
+    clock: u64,
+}
+
+impl Lfu {
+    /// An empty LFU cache of `capacity`.
+    pub fn new(capacity: Capacity) -> Lfu {
+        Lfu {
+            capacity,
+            used: 0,
+            entries: HashMap::new(),
+            order: std::collections::BTreeSet::new(),
+            clock: 0,
+        }
+    }
+}
+
+impl CachePolicy for Lfu {
+    fn access(&mut self, key: u64, size: u64) -> bool {
+        self.clock += 1;
+        if let Some(e) = self.entries.get_mut(&key) {
+            self.order.remove(&(e.0, e.1, key));
+            e.0 += 1;
+            e.1 = self.clock;
+            self.order.insert((e.0, e.1, key));
+            return true;
+        }
+        let weight = self.capacity.weight(size);
+        if weight > self.capacity.amount() {
+            return false;
+        }
+        while self.used + weight > self.capacity.amount() {
+            let (_, _, victim) = self
+                .order
+                .pop_first()
+                .expect("used > 0 means something is cached");
+            let (_, _, w) = self
+                .entries
+                .remove(&victim)
+                .expect("ordered keys are cached");
+            self.used -= w;
+        }
+        self.entries.insert(key, (1, self.clock, weight));
+        self.order.insert((1, self.clock, key));
+        self.used += weight;
+        false
+    }
+
+    fn name(&self) -> &'static str {
+        "lfu"
+    }
+}
+
+/// S3-FIFO (Yang et al., SOSP'23), as the paper's listing has it: a small FIFO (a tenth of the
+/// capacity) takes new objects, a main FIFO the rest, and a ghost FIFO remembers the keys last
+/// evicted from the small one (as many as the main FIFO holds objects). A hit only bumps a 2-bit
+/// frequency (at most 3). When room is needed, the small FIFO's oldest object moves to the main FIFO
+/// if its frequency is above 1, else leaves, its key going to the ghost; a miss whose key is in the
+/// ghost goes straight to the main FIFO. The main FIFO's oldest object is reinserted with its
+/// frequency decremented while that is above 0, else evicted.
+#[derive(Debug)]
+pub struct S3Fifo {
+    capacity: Capacity,
+    small_capacity: u64,
+    move_to_main: u8,
+    small: std::collections::VecDeque<u64>,
+    main: std::collections::VecDeque<u64>,
+    small_used: u64,
+    main_used: u64,
+    /// Key → (frequency, weight, in main).
+    entries: HashMap<u64, (u8, u64, bool)>,
+    /// Keys with the generation they were remembered at (a key readmitted meanwhile leaves a
+    /// stale entry, skipped when it comes out).
+    ghost: std::collections::VecDeque<(u64, u64)>,
+    ghosts: HashMap<u64, u64>,
+    generation: u64,
+}
+
+impl S3Fifo {
+    /// An empty S3-FIFO cache of `capacity`, the small FIFO a tenth of it, objects moving to the
+    /// main FIFO when requested at least twice in the small one (the paper's `freq > 1`).
+    pub fn new(capacity: Capacity) -> S3Fifo {
+        S3Fifo {
+            capacity,
+            small_capacity: (capacity.amount() / 10).max(1),
+            move_to_main: 2,
+            small: std::collections::VecDeque::new(),
+            main: std::collections::VecDeque::new(),
+            small_used: 0,
+            main_used: 0,
+            entries: HashMap::new(),
+            ghost: std::collections::VecDeque::new(),
+            ghosts: HashMap::new(),
+            generation: 0,
+        }
+    }
+
+    fn remember(&mut self, key: u64) {
+        self.generation += 1;
+        self.ghost.push_back((key, self.generation));
+        self.ghosts.insert(key, self.generation);
+        while self.ghost.len() > self.main.len().max(1) {
+            let (old, generation) = self.ghost.pop_front().expect("longer than 1");
+            if self.ghosts.get(&old) == Some(&generation) {
+                self.ghosts.remove(&old);
+            }
+        }
+    }
+
+    /// Evicts one object from the main FIFO.
+    fn evict_main(&mut self) {
+        while let Some(key) = self.main.pop_front() {
+            let e = self.entries.get_mut(&key).expect("queued keys are cached");
+            if e.0 > 0 {
+                e.0 -= 1;
+                self.main.push_back(key);
+            } else {
+                let (_, w, _) = self.entries.remove(&key).expect("present");
+                self.main_used -= w;
+                return;
+            }
+        }
+    }
+
+    /// Evicts one object from the small FIFO, moving requested ones on to the main FIFO.
+    fn evict_small(&mut self) {
+        while let Some(key) = self.small.pop_front() {
+            let e = self.entries.get_mut(&key).expect("queued keys are cached");
+            self.small_used -= e.1;
+            if e.0 >= self.move_to_main {
+                e.2 = true;
+                self.main_used += e.1;
+                self.main.push_back(key);
+                if self.main_used
+                    > self.capacity.amount() - self.small_capacity.min(self.capacity.amount())
+                {
+                    self.evict_main();
+                }
+            } else {
+                self.entries.remove(&key);
+                self.remember(key);
+                return;
+            }
+        }
+    }
+}
+
+impl CachePolicy for S3Fifo {
+    fn access(&mut self, key: u64, size: u64) -> bool {
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.0 = (e.0 + 1).min(3);
+            return true;
+        }
+        let weight = self.capacity.weight(size);
+        if weight > self.capacity.amount() {
+            return false;
+        }
+        // Looked up before evicting: making room may push the key out of the ghost.
+        let remembered = self.ghosts.remove(&key).is_some();
+        while self.small_used + self.main_used + weight > self.capacity.amount() {
+            if self.small_used >= self.small_capacity || self.main.is_empty() {
+                self.evict_small();
+            } else {
+                self.evict_main();
+            }
+        }
+        if remembered {
+            self.main.push_back(key);
+            self.main_used += weight;
+            self.entries.insert(key, (0, weight, true));
+        } else {
+            self.small.push_back(key);
+            self.small_used += weight;
+            self.entries.insert(key, (0, weight, false));
+        }
+        false
+    }
+
+    fn name(&self) -> &'static str {
+        "s3-fifo"
+    }
+}
+
 /// Hits of LRU at every object capacity in `capacities`, from one pass over the keys' stack
 /// distances (how many distinct keys were requested since the key's last request): a request hits
 /// an LRU cache of `c` objects exactly when its stack distance is below `c` (LRU is a stack
@@ -278,6 +471,79 @@ mod tests {
         // Too large for the whole cache: never admitted, nothing evicted.
         let mut lru = Lru::new(Capacity::Bytes(25));
         assert_eq!(hits(&mut lru, &[a, c, a]), [false, false, true]);
+    }
+
+    #[test]
+    fn lfu_hits_as_computed_by_hand() {
+        // Capacity 2: A B A(hit, 2) C(evicts B, 1) B(evicts C: 1 < A's 2) A(hit).
+        let mut lfu = Lfu::new(Capacity::Objects(2));
+        assert_eq!(
+            hits(&mut lfu, &[1, 2, 1, 3, 2, 1]),
+            [false, false, true, false, false, true]
+        );
+        // A tie of frequencies goes to the least recent: A B C evicts A.
+        let mut lfu = Lfu::new(Capacity::Objects(2));
+        assert_eq!(
+            hits(&mut lfu, &[1, 2, 3, 2, 1]),
+            [false, false, false, true, false]
+        );
+    }
+
+    #[test]
+    fn s3fifo_hits_as_computed_by_hand() {
+        // Capacity 2: the small FIFO holds 1, the main 1. A A A (frequency 2) B; C makes room: A
+        // (frequency 2 > 1) moves to main, B (0) leaves for the ghost; C enters small. B again:
+        // remembered, so after C is evicted to make room it goes to main. A is still cached.
+        let (a, b, c) = (1, 2, 3);
+        let mut s3 = S3Fifo::new(Capacity::Objects(2));
+        assert_eq!(
+            hits(&mut s3, &[a, a, a, b, c, b, a]),
+            [false, true, true, false, false, false, true]
+        );
+        assert!(
+            s3.entries.get(&b).is_some_and(|e| e.2),
+            "B went straight to main"
+        );
+        // A one-hit wonder never reaches main: A B C D each once, then A misses.
+        let mut s3 = S3Fifo::new(Capacity::Objects(2));
+        assert_eq!(hits(&mut s3, &[a, b, c, 4, a]), [false; 5]);
+    }
+
+    proptest! {
+        /// Whatever the requests, no policy holds more than its capacity, and a hit is always an
+        /// object requested before.
+        #[test]
+        fn policies_stay_within_capacity(
+            keys in proptest::collection::vec(0u64..50, 0..400),
+            capacity in 1u64..300,
+            bytes in any::<bool>(),
+        ) {
+            let capacity = if bytes { Capacity::Bytes(capacity * 10) } else { Capacity::Objects(capacity / 10 + 1) };
+            let mut policies: Vec<Box<dyn CachePolicy>> = vec![
+                Box::new(Lru::new(capacity)),
+                Box::new(Lfu::new(capacity)),
+                Box::new(S3Fifo::new(capacity)),
+            ];
+            for p in &mut policies {
+                let mut seen = std::collections::HashSet::new();
+                for &k in &keys {
+                    let size = k * 7 % 90 + 1;
+                    let hit = p.access(k, size);
+                    prop_assert!(!hit || seen.contains(&k), "{} hit {} unseen", p.name(), k);
+                    seen.insert(k);
+                }
+            }
+            let mut lfu = Lfu::new(capacity);
+            let mut s3 = S3Fifo::new(capacity);
+            for &k in &keys {
+                let size = k * 7 % 90 + 1;
+                lfu.access(k, size);
+                s3.access(k, size);
+                prop_assert!(lfu.used <= capacity.amount());
+                prop_assert!(s3.small_used + s3.main_used <= capacity.amount());
+                prop_assert_eq!(s3.entries.len(), s3.small.len() + s3.main.len());
+            }
+        }
     }
 
     #[test]

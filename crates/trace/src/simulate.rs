@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use ferry_policy::cache::{CachePolicy, Capacity, Lru, lru_sweep};
+use ferry_policy::cache::{CachePolicy, Capacity, Lfu, Lru, S3Fifo, lru_sweep};
 use serde::Serialize;
 
 use crate::request::Request;
@@ -65,6 +65,10 @@ impl Workload {
 pub enum Policy {
     /// Least recently used.
     Lru,
+    /// Least frequently used (ties: least recent).
+    Lfu,
+    /// S3-FIFO: small, main and ghost FIFOs.
+    S3Fifo,
 }
 
 impl Policy {
@@ -72,6 +76,8 @@ impl Policy {
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Lru => "lru",
+            Policy::Lfu => "lfu",
+            Policy::S3Fifo => "s3-fifo",
         }
     }
 
@@ -79,6 +85,8 @@ impl Policy {
     pub fn parse(s: &str) -> Result<Policy, SimulateError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "lru" => Ok(Policy::Lru),
+            "lfu" => Ok(Policy::Lfu),
+            "s3-fifo" | "s3fifo" => Ok(Policy::S3Fifo),
             other => Err(SimulateError::UnknownPolicy(other.to_owned())),
         }
     }
@@ -86,6 +94,8 @@ impl Policy {
     fn build(self, capacity: Capacity) -> Box<dyn CachePolicy> {
         match self {
             Policy::Lru => Box::new(Lru::new(capacity)),
+            Policy::Lfu => Box::new(Lfu::new(capacity)),
+            Policy::S3Fifo => Box::new(S3Fifo::new(capacity)),
         }
     }
 }
@@ -94,7 +104,7 @@ impl Policy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimulateError {
     /// `--policy` names a policy the simulator does not have.
-    #[error("unknown policy {0:?}; the simulator has: lru")]
+    #[error("unknown policy {0:?}; the simulator has: lru, lfu, s3-fifo")]
     UnknownPolicy(String),
     /// Byte capacities need sizes, and some cache request has none.
     #[error(
@@ -282,6 +292,7 @@ mod tests {
         );
         assert!(simulate(&w, &[Policy::Lru], &[Capacity::Objects(1)], 0.0).is_ok());
         assert_eq!(Policy::parse("LRU"), Ok(Policy::Lru));
+        assert_eq!(Policy::parse("s3fifo"), Ok(Policy::S3Fifo));
         assert!(Policy::parse("belady").is_err());
         assert!(simulate(&w, &[Policy::Lru], &[Capacity::Objects(1)], 1.0).is_err());
     }
