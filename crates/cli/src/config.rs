@@ -37,6 +37,12 @@ pub struct Config {
     /// Where to serve `/metrics` (OpenMetrics), e.g. `127.0.0.1:2112`; off when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Record every request as a JSON line in the registry traces' format (`ferry trace` reads
+    /// it); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<PathBuf>,
+    /// Size past which the access log is rotated to `FILE.1`, e.g. `"1GiB"`.
+    pub access_log_max_size: String,
     /// The upstream used when a request names none (needed only with several upstreams).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_upstream: Option<String>,
@@ -455,6 +461,8 @@ impl Default for Config {
             log_level: "info".to_owned(),
             admin_token_file: None,
             metrics_listen: None,
+            access_log: None,
+            access_log_max_size: "1GiB".to_owned(),
             default_upstream: None,
             local_namespaces: Vec::new(),
             offline: false,
@@ -530,6 +538,12 @@ const OPTIONAL_KEYS: &[(&str, &str, &str, &str)] = &[
         "metrics_listen",
         "Where to serve /metrics (OpenMetrics); off when unset",
         "\"127.0.0.1:2112\"",
+    ),
+    (
+        "",
+        "access_log",
+        "Record every request as a JSON line in the registry traces' format (ferry trace reads it)",
+        "\"/var/log/ferry/access.jsonl\"",
     ),
     (
         "",
@@ -805,6 +819,7 @@ impl Config {
                 self.limits.max_buffered_manifest_bytes,
             ),
             admin_token: None,
+            access_log: None,
         }
     }
 

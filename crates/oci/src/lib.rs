@@ -19,6 +19,7 @@ mod range;
 mod reference;
 mod route;
 mod tag_list;
+pub mod timestamp;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{ErrorCode, ErrorEnvelope, OciError};

@@ -16,6 +16,7 @@
 //!
 //! [`run`] is the whole serving lifecycle (listeners, housekeeping, shutdown) over an [`App`].
 
+pub mod access_log;
 mod admin;
 mod api;
 mod error;
@@ -27,6 +28,8 @@ pub mod prune;
 pub mod units;
 
 use std::sync::Arc;
+
+use access_log::AccessLog;
 
 use axum::Router;
 use ferry_store::Store;
@@ -57,6 +60,8 @@ pub struct RegistryOptions {
     pub manifest_buffers: BufferBudget,
     /// Bearer token of the admin API; `None` turns the API off.
     pub admin_token: Option<String>,
+    /// Where each request is recorded in the traces' format (`--access-log`); `None`: nowhere.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Default for RegistryOptions {
@@ -69,6 +74,7 @@ impl Default for RegistryOptions {
             min_receive: RateFloor::default(),
             manifest_buffers: BufferBudget::new(64 << 20),
             admin_token: None,
+            access_log: None,
         }
     }
 }

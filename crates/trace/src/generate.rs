@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use crate::time::format_timestamp;
+use ferry_oci::timestamp::format_timestamp;
 
 /// Sizes of the sample's distinct blobs at every 5th percentile (0, 5, …, 100), in bytes:
 /// `ferry trace analyze`'s figures on `testdata/traces/dal09_blobs_sample.csv`.

@@ -21,9 +21,8 @@ pub mod generate;
 mod read;
 mod request;
 pub mod simulate;
-mod time;
 
 pub use error::{Position, TraceError};
+pub use ferry_oci::timestamp::{format_timestamp, parse_timestamp};
 pub use read::{Format, MAX_FILES, Trace, open_file, trace_files};
 pub use request::{Kind, Method, Request, Target, classify};
-pub use time::{format_timestamp, parse_timestamp};

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Serve Prometheus/OpenMetrics series at http://ADDR/metrics.
     #[arg(long = "metrics", value_name = "IP:PORT", env = "FERRY_METRICS", value_parser = socket_addr)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Record every request as a JSON line in the registry traces' format (`ferry trace analyze`
+    /// and `simulate` read it), rotated to FILE.1 past access_log_max_size (1GiB).
+    #[arg(long, value_name = "FILE", env = "FERRY_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -81,6 +85,9 @@ impl ServeArgs {
         }
         if let Some(m) = self.metrics_listen {
             c.metrics_listen = Some(m);
+        }
+        if let Some(l) = &self.access_log {
+            c.access_log = Some(l.clone());
         }
         c.validate()?;
         Ok(c)
@@ -164,8 +171,20 @@ pub async fn serve(
     let mirror = c.mirror()?;
     let budget = c.cache.budget()?;
     let interval = std::time::Duration::from_secs(c.cache.maintenance_interval_secs);
+    let access_log = match &c.access_log {
+        Some(path) => {
+            let max = ferry_server::units::parse_size(&c.access_log_max_size)
+                .map_err(|e| anyhow::anyhow!("access_log_max_size: {e}"))?;
+            Some(
+                ferry_server::access_log::AccessLog::open(path, max)
+                    .with_context(|| format!("cannot open the access log {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let options = ferry_server::RegistryOptions {
         admin_token: c.admin_token()?,
+        access_log: access_log.clone(),
         ..c.registry_options()
     };
     let import = if archives.is_empty() {
@@ -268,7 +287,12 @@ pub async fn serve(
         housekeeping_interval: interval,
         budget,
     };
-    ferry_server::run(app, listener, metrics, settings, shutdown_signal()).await?;
+    let served = ferry_server::run(app, listener, metrics, settings, shutdown_signal()).await;
+    if let Some(log) = access_log {
+        // What is queued is written before the process ends.
+        tokio::task::spawn_blocking(move || log.close()).await?;
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

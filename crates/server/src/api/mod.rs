@@ -37,6 +37,11 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
     let (req, body_read) = track_body(req);
     let endpoint = endpoint_of(req.uri().path());
     let metrics = app.metrics.clone();
+    let logged = app
+        .options
+        .access_log
+        .clone()
+        .map(|log| (log, crate::access_log::RequestFacts::of(&req, started)));
     let mut res = async {
         let res = route(app, req)
             .await
@@ -78,6 +83,10 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
         // 416 before it was received); saying so stops keep-alive clients from reusing it.
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some((log, facts)) = logged {
+        let status = res.status().as_u16();
+        res = res.map(|body| log.wrap(&facts, status, body));
     }
     res
 }

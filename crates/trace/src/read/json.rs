@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Position, TraceError};
 use crate::request::{Method, Request};
-use crate::time::parse_timestamp;
+use ferry_oci::timestamp::parse_timestamp;
 
 /// Longest record read; the trace's records are a few hundred bytes.
 const MAX_RECORD: usize = 1 << 20;

@@ -1,5 +1,6 @@
-//! Trace timestamps: `2017-06-20T02:41:18.399Z` in the original JSON, `2017-06-20 00:00:03.589` in
-//! the pandas CSV export; both UTC. No time zone library: the civil-date arithmetic is a few lines.
+//! UTC timestamps as RFC 3339 writes them (`2017-06-20T02:41:18.399Z`: image configs, annotations,
+//! registry traces) and with a space for the `T` (the traces' CSV export), as microseconds since
+//! the Unix epoch. No time zone library: the civil-date arithmetic is a few lines. Pure: no clock.
 
 /// Microseconds since the Unix epoch of a UTC timestamp `YYYY-MM-DD[T| ]HH:MM:SS[.fraction][Z]`
 /// (a fraction of up to 9 digits; digits past microseconds are dropped). `None` if it is not one.
