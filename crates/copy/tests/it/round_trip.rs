@@ -122,7 +122,11 @@ fn a_layout_keeps_other_images_and_replaces_a_name() {
     );
     // No temporary file is left behind.
     let mut names: Vec<String> = walk(tmp.path());
-    names.retain(|n| n.rsplit('/').next().is_some_and(|f| f.starts_with(".tmp")));
+    names.retain(|n| {
+        n.rsplit('/')
+            .next()
+            .is_some_and(|f| f.starts_with(".tmp") || f.ends_with(".tmp"))
+    });
     assert!(names.is_empty(), "{names:?}");
 }
 
