@@ -6,9 +6,8 @@ use anyhow::Context;
 use ferry_client::{CredentialSources, RegistryOptions};
 use ferry_copy::{Location, destination_for};
 
-use crate::commands::copy::{CopyArgs, TlsMaterial, cert_dir};
+use crate::commands::copy::{CopyArgs, Side, side_client};
 use crate::commands::info::{Listing, resolve_pattern};
-use crate::commands::inspect::registry_client;
 
 /// Tag lists (or Quay pages) read at once while listing.
 const LISTING_JOBS: usize = 8;
@@ -24,12 +23,10 @@ pub(crate) fn expand(
         .pattern()
         .with_context(|| format!("{src} is not a pattern"))?;
     let host = pattern.registry();
-    let tls = match &args.cert_dir {
-        Some(dir) => cert_dir(dir)?,
-        None => TlsMaterial::default(),
-    };
-    let registry = registry_client(
+    let tls = args.side_tls(Side::Source)?;
+    let registry = side_client(
         host,
+        &tls,
         args.plain_http,
         &CredentialSources {
             creds: args.src_creds.clone(),
@@ -40,8 +37,6 @@ pub(crate) fn expand(
             insecure_skip_verify: !args.src_tls_verify,
             rate_limit: args.rate_limit,
             attempts: args.retries + 1,
-            ca_pem: tls.ca,
-            identity_pem: tls.identity,
             ..RegistryOptions::default()
         },
     )
