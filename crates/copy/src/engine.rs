@@ -11,7 +11,7 @@ use ferry_client::{ClientError, Registry};
 use ferry_oci::{Descriptor, Digest, Manifest};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use crate::archive::Archive;
+use crate::archive::{Archive, ArchiveLimits};
 use crate::dest::Dest;
 use crate::error::CopyError;
 use crate::files::{self, Reporter};
@@ -37,6 +37,8 @@ pub struct CopyOptions {
     /// copies: a blob found there is not fetched from a registry source, and blobs fetched into
     /// a directory destination are added to it.
     pub layer_cache: Option<PathBuf>,
+    /// What reading an archive source may cost (its unpacked size).
+    pub archive_limits: ArchiveLimits,
 }
 
 impl Default for CopyOptions {
@@ -47,6 +49,7 @@ impl Default for CopyOptions {
             platforms: PlatformChoice::Host,
             attempts: 3,
             layer_cache: None,
+            archive_limits: ArchiveLimits::default(),
         }
     }
 }
@@ -174,15 +177,21 @@ impl Copier {
             )),
             Location::OciArchive { file, reference } => {
                 let (file, reference) = (file.clone(), reference.clone());
-                tokio::task::spawn_blocking(move || source::open_archive(&file, None, reference))
-                    .await
-                    .expect("archive task panicked")
+                let limits = self.options.archive_limits;
+                tokio::task::spawn_blocking(move || {
+                    source::open_archive(&file, None, reference, &limits)
+                })
+                .await
+                .expect("archive task panicked")
             }
             Location::DockerArchive { file, image } => {
                 let (file, image) = (file.clone(), image.clone());
-                tokio::task::spawn_blocking(move || source::open_archive(&file, image, None))
-                    .await
-                    .expect("archive task panicked")
+                let limits = self.options.archive_limits;
+                tokio::task::spawn_blocking(move || {
+                    source::open_archive(&file, image, None, &limits)
+                })
+                .await
+                .expect("archive task panicked")
             }
             Location::FerryStore { .. } => Err(CopyError::Unsupported(
                 "ferry-store: is a destination only; read a store's images from its registry API (registry://)",

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use ferry_client::{CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials};
+use ferry_copy::archive::ArchiveLimits;
 use ferry_copy::{
     Copied, Copier, CopyError, CopyOptions, Location, Platform, PlatformChoice, StoreTarget,
     destination_for,
@@ -15,6 +16,7 @@ use ferry_copy::{
 
 use crate::commands::copy_progress::{CopyProgress, mb};
 use crate::commands::inspect::{is_loopback, registry_client};
+use crate::commands::raise_unpacked;
 use crate::counts::count;
 
 /// Most lines read from a `--from-file` list.
@@ -56,6 +58,10 @@ pub struct CopyArgs {
     /// links where it is on the same file system). DIR grows; delete it to empty it.
     #[arg(long, value_name = "DIR")]
     pub layer_cache: Option<std::path::PathBuf>,
+    /// Largest decompressed copy of a gzip archive source, e.g. 50GiB [default: 100 times the
+    /// archive's size, at least 64 MiB].
+    #[arg(long, value_name = "SIZE", value_parser = ferry_server::units::parse_size)]
+    pub max_unpacked: Option<u64>,
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -204,18 +210,25 @@ fn shown(dir: Option<&std::path::Path>) -> String {
 }
 
 /// What to do about a failed copy, where the error alone does not say.
-fn hint(e: &CopyError) -> &'static str {
+fn hint(e: &CopyError) -> String {
     match e {
+        CopyError::Archive { error, .. }
+            if error
+                .unpacked_too_large()
+                .is_some_and(|u| u.limit_can_be_raised()) =>
+        {
+            format!("; {}", raise_unpacked("`ferry copy --max-unpacked SIZE`"))
+        }
         CopyError::Registry { source, .. } => match source.kind {
             ErrorKind::Unauthorized => {
-                " (unauthorized: give credentials with --src-creds/--dest-creds or --authfile, or log in with `docker login`)"
+                " (unauthorized: give credentials with --src-creds/--dest-creds or --authfile, or log in with `docker login`)".to_owned()
             }
             ErrorKind::Connect if source.message.contains("certificate") => {
-                " (the registry's certificate is not trusted: put its CA in --cert-dir DIR as a .crt file, or in --src-cert-dir/--dest-cert-dir for one side)"
+                " (the registry's certificate is not trusted: put its CA in --cert-dir DIR as a .crt file, or in --src-cert-dir/--dest-cert-dir for one side)".to_owned()
             }
-            _ => "",
+            _ => String::new(),
         },
-        _ => "",
+        _ => String::new(),
     }
 }
 
@@ -414,6 +427,9 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             platforms,
             attempts: args.retries + 1,
             layer_cache: args.layer_cache.clone(),
+            archive_limits: ArchiveLimits {
+                max_unpacked: args.max_unpacked,
+            },
         },
         factory,
         reporter.clone(),
