@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use ferry_oci::{Descriptor, Digest, Manifest, Reference};
 
 use crate::error::CopyError;
-use crate::files::{self, Reporter};
+use crate::files::{self, Durability, Reporter};
 use crate::layout;
 use crate::progress::BlobOutcome;
 use crate::source::Source;
@@ -92,7 +92,7 @@ impl Dest {
         tokio::task::spawn_blocking(move || {
             let (dir, is_layout) = dest;
             if is_layout {
-                layout::prepare(&dir)
+                layout::prepare(&dir, Durability::AtTheEnd)
             } else {
                 std::fs::create_dir_all(&dir).map_err(|e| CopyError::io(&dir, e))?;
                 let version = dir.join("version");
@@ -241,9 +241,11 @@ impl Dest {
         match self {
             Dest::Layout { dir, .. } => {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || layout::add_entry(&dir, entry))
-                    .await
-                    .expect("index task panicked")
+                tokio::task::spawn_blocking(move || {
+                    layout::add_entries(&dir, &[entry], Durability::AtTheEnd)
+                })
+                .await
+                .expect("index task panicked")
             }
             Dest::Dir {
                 dir,

@@ -11,7 +11,7 @@ use ferry_client::{ClientError, Registry};
 use ferry_oci::{Descriptor, Digest, Manifest};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use crate::archive::Archive;
+use crate::archive::{Archive, ArchiveLimits};
 use crate::dest::Dest;
 use crate::error::CopyError;
 use crate::files::{self, Reporter};
@@ -42,6 +42,8 @@ pub struct CopyOptions {
     /// every digest; another converts the layers stored otherwise and rewrites the manifests
     /// that list them (new digests).
     pub compression: Compression,
+    /// What reading an archive source may cost (its unpacked size).
+    pub archive_limits: ArchiveLimits,
 }
 
 impl Default for CopyOptions {
@@ -53,6 +55,7 @@ impl Default for CopyOptions {
             attempts: 3,
             layer_cache: None,
             compression: Compression::Keep,
+            archive_limits: ArchiveLimits::default(),
         }
     }
 }
@@ -191,15 +194,21 @@ impl Copier {
             )),
             Location::OciArchive { file, reference } => {
                 let (file, reference) = (file.clone(), reference.clone());
-                tokio::task::spawn_blocking(move || source::open_archive(&file, None, reference))
-                    .await
-                    .expect("archive task panicked")
+                let limits = self.options.archive_limits;
+                tokio::task::spawn_blocking(move || {
+                    source::open_archive(&file, None, reference, &limits)
+                })
+                .await
+                .expect("archive task panicked")
             }
             Location::DockerArchive { file, image } => {
                 let (file, image) = (file.clone(), image.clone());
-                tokio::task::spawn_blocking(move || source::open_archive(&file, image, None))
-                    .await
-                    .expect("archive task panicked")
+                let limits = self.options.archive_limits;
+                tokio::task::spawn_blocking(move || {
+                    source::open_archive(&file, image, None, &limits)
+                })
+                .await
+                .expect("archive task panicked")
             }
             Location::FerryStore { .. } => Err(CopyError::Unsupported(
                 "ferry-store: is a destination only; read a store's images from its registry API (registry://)",

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use ferry_client::ClientError;
 use ferry_oci::Digest;
 
+use crate::archive::ArchiveError;
+
 /// Why a copy failed. Every variant names what it was working on, so one line tells the user
 /// what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,15 @@ pub enum CopyError {
         what: String,
         /// What is wrong with it.
         why: String,
+    },
+    /// An archive source cannot be read: damaged, truncated, not an archive, or past a limit
+    /// ([`ArchiveError::unpacked_too_large`] says which, for a front end to say how to raise it).
+    #[error("{}: {error}", .file.display())]
+    Archive {
+        /// The archive.
+        file: PathBuf,
+        /// What is wrong with it.
+        error: ArchiveError,
     },
     /// The combination asked for is not supported, e.g. reading from a `ferry-store:`.
     #[error("{0}")]

@@ -200,6 +200,55 @@ pub(crate) async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Co
 }
 
 pub(crate) fn write_atomically_blocking(path: &Path, bytes: &[u8]) -> Result<(), CopyError> {
+    replace_file(path, bytes, Durability::AtTheEnd)
+}
+
+/// When a file written whole ([`replace_file`]) reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Synced before its rename, so after a crash the name holds the old bytes or the new ones:
+    /// for writers that do not sync everything they wrote at the end.
+    BeforeRename,
+    /// With the copy's one sync pass over its destination at the end ([`sync_dir`]).
+    AtTheEnd,
+}
+
+/// Gives `path` the content `bytes`, whole or not at all: a temporary file beside it, renamed over
+/// it.
+pub(crate) fn replace_file(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<(), CopyError> {
+    let tmp = write_temporary(path, bytes, durability)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        CopyError::io(path, e)
+    })
+}
+
+/// Gives `path` the content `bytes` unless it exists: the file, once there, is never replaced
+/// (a layout's `oci-layout` is the lock its writers take, so its inode must stay).
+pub(crate) fn create_file_once(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<(), CopyError> {
+    let tmp = write_temporary(path, bytes, durability)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map_err(|e| CopyError::io(path, e)),
+    }
+}
+
+/// A new file beside `path`, holding `bytes`, under a name of its own.
+fn write_temporary(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<PathBuf, CopyError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| CopyError::io(dir, e))?;
     let tmp = dir.join(format!(
@@ -207,11 +256,18 @@ pub(crate) fn write_atomically_blocking(path: &Path, bytes: &[u8]) -> Result<(),
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         uuid_like()
     ));
-    std::fs::write(&tmp, bytes).map_err(|e| CopyError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        if durability == Durability::BeforeRename {
+            f.sync_data()?;
+        }
+        Ok(())
+    });
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        CopyError::io(path, e)
-    })
+        return Err(CopyError::io(&tmp, e));
+    }
+    Ok(tmp)
 }
 
 /// A name no other writer in this or another process picks at the same time.

@@ -1,7 +1,8 @@
 //! OCI image layouts on disk (`oci:DIR[:REF]`): `oci-layout`, `index.json` and
 //! `blobs/<alg>/<hex>`. `index.json` is changed under an exclusive lock on the `oci-layout` file,
 //! read-modify-written and renamed into place, so concurrent copies into one layout never lose an
-//! entry (containers/image#263 style races).
+//! entry (containers/image#263 style races). The copy engine's `oci:` destination and the archive
+//! module's `OciLayoutWriter` both change a layout through [`prepare`] and [`add_entries`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use ferry_oci::{Descriptor, Digest, MediaType};
 
 use crate::error::CopyError;
-use crate::files::write_atomically_blocking;
+use crate::files::{Durability, create_file_once, replace_file};
 
 /// The annotation that names an image in a layout.
 pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -17,7 +18,8 @@ pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub(crate) const IMAGE_NAME: &str = "io.containerd.image.name";
 /// Largest `index.json` read: thousands of entries are a few MiB.
 const MAX_INDEX: u64 = 64 << 20;
-const LAYOUT_FILE: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+/// What `oci-layout` holds.
+pub(crate) const LAYOUT_FILE: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// The path of a blob in the layout at `dir`.
 pub(crate) fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
@@ -111,7 +113,7 @@ pub(crate) fn find(dir: &Path, reference: Option<&str>) -> Result<Descriptor, Co
 
 /// Creates the layout at `dir` if it does not exist yet; refuses a directory that holds something
 /// else.
-pub(crate) fn prepare(dir: &Path) -> Result<(), CopyError> {
+pub(crate) fn prepare(dir: &Path, durability: Durability) -> Result<(), CopyError> {
     std::fs::create_dir_all(dir.join("blobs")).map_err(|e| CopyError::io(dir, e))?;
     let marker = dir.join("oci-layout");
     match std::fs::read(&marker) {
@@ -126,56 +128,71 @@ pub(crate) fn prepare(dir: &Path) -> Result<(), CopyError> {
             }
             Ok(())
         }
+        // Created once and never replaced: writers lock its inode.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_atomically_blocking(&marker, LAYOUT_FILE.as_bytes())
+            create_file_once(&marker, LAYOUT_FILE.as_bytes(), durability)
         }
         Err(e) => Err(CopyError::io(&marker, e)),
     }
 }
 
-/// Adds `entry` to the layout's `index.json`, replacing an entry of the same name (or, for an
-/// unnamed entry, one of the same digest), under the layout's lock.
-pub(crate) fn add_entry(dir: &Path, entry: Descriptor) -> Result<(), CopyError> {
+/// Adds `added` to the layout's `index.json`, in order, each replacing an entry of the same
+/// `ref.name` (or, for an unnamed entry, an unnamed one of the same digest); everything else in
+/// the file is kept. The read-modify-write happens under an exclusive lock on `oci-layout`, and
+/// the new file is renamed into place, so concurrent writers (other copies, other processes)
+/// never lose each other's entries and readers never see half a file.
+pub(crate) fn add_entries(
+    dir: &Path,
+    added: &[Descriptor],
+    durability: Durability,
+) -> Result<(), CopyError> {
     let marker = dir.join("oci-layout");
     let lock = std::fs::File::open(&marker).map_err(|e| CopyError::io(&marker, e))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| CopyError::io(&marker, e.into()))?;
+    lock.lock().map_err(|e| CopyError::io(&marker, e))?;
     let path = dir.join("index.json");
     let mut index: serde_json::Value = match read_index_bytes(dir)? {
         Some(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| CopyError::malformed(path.display().to_string(), e))?,
-        None => serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": MediaType::OCI_INDEX,
-            "manifests": [],
-        }),
+        None => new_index(&[]),
     };
-    let name = entry
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(REF_NAME))
-        .cloned();
     let manifests = index
         .get_mut("manifests")
         .and_then(|m| m.as_array_mut())
         .ok_or_else(|| CopyError::malformed(path.display().to_string(), "no manifests array"))?;
-    manifests.retain(|m| {
-        let their_name = m
-            .get("annotations")
-            .and_then(|a| a.get(REF_NAME))
-            .and_then(|n| n.as_str());
-        match &name {
-            Some(n) => their_name != Some(n.as_str()),
-            None => {
-                their_name.is_some()
-                    || m.get("digest").and_then(|d| d.as_str()) != Some(entry.digest.as_str())
+    for entry in added {
+        let name = entry.annotations.as_ref().and_then(|a| a.get(REF_NAME));
+        manifests.retain(|m| {
+            let their_name = m
+                .get("annotations")
+                .and_then(|a| a.get(REF_NAME))
+                .and_then(|n| n.as_str());
+            match name {
+                Some(n) => their_name != Some(n.as_str()),
+                None => {
+                    their_name.is_some()
+                        || m.get("digest").and_then(|d| d.as_str()) != Some(entry.digest.as_str())
+                }
             }
-        }
-    });
-    manifests.push(serde_json::to_value(&entry).expect("descriptors serialise"));
+        });
+        manifests.push(serde_json::to_value(entry).expect("descriptors serialise"));
+    }
     let bytes = serde_json::to_vec(&index).expect("JSON values serialise");
-    write_atomically_blocking(&path, &bytes)
+    replace_file(&path, &bytes, durability)
     // The lock is released when `lock` is dropped, after the rename.
+}
+
+/// An `index.json` listing `manifests`.
+fn new_index(manifests: &[Descriptor]) -> serde_json::Value {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MediaType::OCI_INDEX,
+        "manifests": manifests,
+    })
+}
+
+/// The bytes of an `index.json` listing `manifests` (an archive's, written once).
+pub(crate) fn index_json(manifests: &[Descriptor]) -> Vec<u8> {
+    serde_json::to_vec(&new_index(manifests)).expect("JSON values serialise")
 }
 
 /// A descriptor for the index entry of a manifest.

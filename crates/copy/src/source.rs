@@ -239,14 +239,17 @@ impl Source {
 }
 
 /// Opens the archive at `file` and picks the image `wanted` names (an OCI `ref.name`, a docker
-/// `RepoTags` name, a position), or its only image.
+/// `RepoTags` name, a position), or its only image; reading it is bounded by `limits`.
 pub(crate) fn open_archive(
     file: &Path,
     wanted: Option<ArchiveImage>,
     ref_name: Option<String>,
+    limits: &ArchiveLimits,
 ) -> Result<Source, CopyError> {
-    let archive = Archive::open(file, &[], &ArchiveLimits::default())
-        .map_err(|e| CopyError::malformed(file.display().to_string(), e))?;
+    let archive = Archive::open(file, &[], limits).map_err(|error| CopyError::Archive {
+        file: file.to_owned(),
+        error,
+    })?;
     let images = &archive.images;
     let names = || {
         format!(

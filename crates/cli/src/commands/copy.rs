@@ -10,6 +10,7 @@ use clap::Args;
 use ferry_client::{
     Connections, CredentialSources, ErrorKind, Registry, RegistryOptions, resolve_credentials,
 };
+use ferry_copy::archive::ArchiveLimits;
 use ferry_copy::{
     Compression, Copied, Copier, CopyError, CopyOptions, Location, Platform, PlatformChoice,
     StoreTarget, destination_for,
@@ -17,6 +18,7 @@ use ferry_copy::{
 
 use crate::commands::copy_progress::{CopyProgress, mb};
 use crate::commands::inspect::{is_loopback, registry_client};
+use crate::commands::raise_unpacked;
 use crate::counts::count;
 
 /// Most lines read from a `--from-file` list.
@@ -63,6 +65,10 @@ pub struct CopyArgs {
     /// listing them get new digests; a Docker image converted to zstd becomes an OCI image).
     #[arg(long, default_value = "keep", value_name = "keep|gzip|zstd")]
     pub dest_compress: Compression,
+    /// Largest decompressed copy of a gzip archive source, e.g. 50GiB [default: 100 times the
+    /// archive's size, at least 64 MiB].
+    #[arg(long, value_name = "SIZE", value_parser = ferry_server::units::parse_size)]
+    pub max_unpacked: Option<u64>,
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -91,11 +97,21 @@ pub struct CopyArgs {
     /// Bearer token for Quay's REST API, to list a quay:// source's repositories and tags.
     #[arg(long, env = "QUAY_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub quay_token: Option<String>,
-    /// A directory of TLS material, as containers' certs.d: `*.crt` are CA certificates to trust,
-    /// `NAME.cert` with `NAME.key` a client certificate for mutual TLS.
+    /// A directory of TLS material for both sides, as containers' certs.d: `*.crt` are CA
+    /// certificates to trust, `NAME.cert` with `NAME.key` a client certificate for mutual TLS.
+    /// A loopback registry is reached over TLS when its side has a cert dir.
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<std::path::PathBuf>,
-    /// Speak plain HTTP to registries (loopback registries always are).
+    /// TLS material for the source registry only (instead of --cert-dir); a loopback source is
+    /// then reached over TLS.
+    #[arg(long, value_name = "DIR")]
+    pub src_cert_dir: Option<std::path::PathBuf>,
+    /// TLS material for the destination registry only (instead of --cert-dir); a loopback
+    /// destination is then reached over TLS.
+    #[arg(long, value_name = "DIR")]
+    pub dest_cert_dir: Option<std::path::PathBuf>,
+    /// Speak plain HTTP to every registry, even with a cert dir (loopback registries without one
+    /// always are).
     #[arg(long)]
     pub plain_http: bool,
     /// Verify the source registry's TLS certificate.
@@ -106,19 +122,120 @@ pub struct CopyArgs {
     pub dest_tls_verify: bool,
 }
 
+/// Which side of a copy a registry is on: each has its own credentials and TLS material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Source,
+    Destination,
+}
+
+impl CopyArgs {
+    /// The cert dir of `side` and the option that gave it: its own, else `--cert-dir`.
+    fn cert_dir_of(&self, side: Side) -> Option<(&'static str, &std::path::Path)> {
+        let own = match side {
+            Side::Source => ("--src-cert-dir", &self.src_cert_dir),
+            Side::Destination => ("--dest-cert-dir", &self.dest_cert_dir),
+        };
+        [own, ("--cert-dir", &self.cert_dir)]
+            .into_iter()
+            .find_map(|(option, dir)| dir.as_deref().map(|d| (option, d)))
+    }
+
+    /// How registries of `side` are reached: its cert dir's material, and TLS for loopback
+    /// hosts when it has one (unless `--plain-http`).
+    pub(crate) fn side_tls(&self, side: Side) -> anyhow::Result<SideTls> {
+        Ok(match self.cert_dir_of(side) {
+            Some((option, dir)) => SideTls {
+                material: cert_dir(dir, option)?,
+                loopback_tls: !self.plain_http,
+            },
+            None => SideTls::default(),
+        })
+    }
+}
+
+/// How ferry reaches the registries of one side of a copy.
+#[derive(Debug, Default)]
+pub(crate) struct SideTls {
+    pub(crate) material: TlsMaterial,
+    /// Loopback registries speak TLS (the side has a cert dir), not docker's plain HTTP.
+    pub(crate) loopback_tls: bool,
+}
+
+/// A client of the registry `host` with its side's TLS material; a loopback host over HTTPS when
+/// the side says so, else as [`registry_client`] decides.
+pub(crate) fn side_client(
+    host: &str,
+    tls: &SideTls,
+    plain_http: bool,
+    sources: &CredentialSources,
+    options: RegistryOptions,
+) -> Result<Registry, ferry_client::ClientError> {
+    let options = RegistryOptions {
+        ca_pem: tls.material.ca.clone(),
+        identity_pem: tls.material.identity.clone(),
+        ..options
+    };
+    if tls.loopback_tls && is_loopback(host) {
+        return Registry::new(RegistryOptions {
+            endpoint: format!("https://{host}"),
+            credentials: resolve_credentials(host, sources)?,
+            ..options
+        });
+    }
+    registry_client(host, plain_http, sources, options)
+}
+
+/// The side each registry of `pairs` is on. A registry on both sides must have the same cert dir
+/// on both: ferry keeps one client per registry.
+fn registry_sides(
+    args: &CopyArgs,
+    pairs: &[(Location, Location)],
+) -> anyhow::Result<HashMap<String, Side>> {
+    let mut sides: HashMap<String, Side> = HashMap::new();
+    for (s, d) in pairs {
+        for (loc, side) in [(s, Side::Source), (d, Side::Destination)] {
+            let Location::Registry { reference } = loc else {
+                continue;
+            };
+            let host = reference.registry.clone().unwrap_or_default();
+            let had = *sides.entry(host.clone()).or_insert(side);
+            let dir = |side| args.cert_dir_of(side).map(|(_, d)| d);
+            anyhow::ensure!(
+                dir(had) == dir(side),
+                "registry {host} is both a source and a destination, but the sides' cert dirs differ ({} for the source, {} for the destination); give both the same, e.g. with --cert-dir",
+                shown(dir(Side::Source)),
+                shown(dir(Side::Destination)),
+            );
+        }
+    }
+    Ok(sides)
+}
+
+fn shown(dir: Option<&std::path::Path>) -> String {
+    dir.map_or("none".to_owned(), |d| d.display().to_string())
+}
+
 /// What to do about a failed copy, where the error alone does not say.
-fn hint(e: &CopyError) -> &'static str {
+fn hint(e: &CopyError) -> String {
     match e {
+        CopyError::Archive { error, .. }
+            if error
+                .unpacked_too_large()
+                .is_some_and(|u| u.limit_can_be_raised()) =>
+        {
+            format!("; {}", raise_unpacked("`ferry copy --max-unpacked SIZE`"))
+        }
         CopyError::Registry { source, .. } => match source.kind {
             ErrorKind::Unauthorized => {
-                " (unauthorized: give credentials with --src-creds/--dest-creds or --authfile, or log in with `docker login`)"
+                " (unauthorized: give credentials with --src-creds/--dest-creds or --authfile, or log in with `docker login`)".to_owned()
             }
             ErrorKind::Connect if source.message.contains("certificate") => {
-                " (the registry's certificate is not trusted: put its CA in --cert-dir DIR as a .crt file)"
+                " (the registry's certificate is not trusted: put its CA in --cert-dir DIR as a .crt file, or in --src-cert-dir/--dest-cert-dir for one side)".to_owned()
             }
-            _ => "",
+            _ => String::new(),
         },
-        _ => "",
+        _ => String::new(),
     }
 }
 
@@ -188,30 +305,6 @@ fn plan(args: &CopyArgs, session: &Session) -> anyhow::Result<Vec<(Location, Loc
     }
 }
 
-/// Whether loopback registries speak TLS: plain HTTP unless a --cert-dir says they do.
-pub(crate) fn loopback_tls(args: &CopyArgs) -> bool {
-    args.cert_dir.is_some() && !args.plain_http
-}
-
-/// A client for the registry `host` as `ferry copy` reaches it (`loopback_tls`: see
-/// [`loopback_tls`]), with the credentials `sources` give for it.
-pub(crate) fn copy_client(
-    host: &str,
-    plain_http: bool,
-    loopback_tls: bool,
-    sources: &CredentialSources,
-    options: RegistryOptions,
-) -> Result<Registry, ferry_client::ClientError> {
-    if loopback_tls && is_loopback(host) {
-        return Registry::new(RegistryOptions {
-            endpoint: format!("https://{host}"),
-            credentials: resolve_credentials(host, sources)?,
-            ..options
-        });
-    }
-    registry_client(host, plain_http, sources, options)
-}
-
 /// PEM bytes of CA certificates and a client identity (certificate + key).
 #[derive(Debug, Default)]
 pub(crate) struct TlsMaterial {
@@ -219,13 +312,14 @@ pub(crate) struct TlsMaterial {
     pub(crate) identity: Option<Vec<u8>>,
 }
 
-/// The CA certificates (`*.crt`) and client identity (`NAME.cert` + `NAME.key`) in `dir`.
-pub(crate) fn cert_dir(dir: &std::path::Path) -> anyhow::Result<TlsMaterial> {
+/// The CA certificates (`*.crt`) and client identity (`NAME.cert` + `NAME.key`) in `dir`, given
+/// by `option` (named in errors).
+fn cert_dir(dir: &std::path::Path, option: &str) -> anyhow::Result<TlsMaterial> {
     let read = |p: &std::path::Path| {
-        std::fs::read(p).with_context(|| format!("--cert-dir: cannot read {}", p.display()))
+        std::fs::read(p).with_context(|| format!("{option}: cannot read {}", p.display()))
     };
     let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("--cert-dir {}", dir.display()))?
+        .with_context(|| format!("{option} {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     names.sort();
@@ -241,13 +335,13 @@ pub(crate) fn cert_dir(dir: &std::path::Path) -> anyhow::Result<TlsMaterial> {
                 let key = p.with_extension("key");
                 anyhow::ensure!(
                     key.is_file(),
-                    "--cert-dir: {} has no key {} beside it",
+                    "{option}: {} has no key {} beside it",
                     p.display(),
                     key.display()
                 );
                 anyhow::ensure!(
                     identity.is_none(),
-                    "--cert-dir {}: more than one client certificate (*.cert)",
+                    "{option} {}: more than one client certificate (*.cert)",
                     dir.display()
                 );
                 let mut pem = read(p)?;
@@ -324,25 +418,25 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
     }
     let rate_limit = args.rate_limit;
     let attempts = args.retries + 1;
-    let tls = match &args.cert_dir {
-        Some(dir) => cert_dir(dir)?,
-        None => TlsMaterial::default(),
-    };
-    let loopback_tls = loopback_tls(args);
+    let sides = registry_sides(args, &pairs)?;
+    let src_tls = args.side_tls(Side::Source)?;
+    let dest_tls = args.side_tls(Side::Destination)?;
     let connections = session.connections.clone();
     let factory = Box::new(move |host: &str| {
         let anonymous = CredentialSources::default();
         let sources = sources.get(host).unwrap_or(&anonymous);
+        let tls = match sides.get(host) {
+            Some(Side::Destination) => &dest_tls,
+            _ => &src_tls,
+        };
         let options = RegistryOptions {
             insecure_skip_verify: insecure.contains(host),
             rate_limit,
             attempts,
-            ca_pem: tls.ca.clone(),
-            identity_pem: tls.identity.clone(),
             connections: connections.clone(),
             ..RegistryOptions::default()
         };
-        copy_client(host, plain_http, loopback_tls, sources, options)
+        side_client(host, tls, plain_http, sources, options)
     });
     let reporter = Arc::new(CopyProgress::for_stderr(args.quiet || args.json));
     let stores = session.runtime.block_on(open_stores(&pairs))?;
@@ -354,6 +448,9 @@ pub fn copy(args: &CopyArgs) -> anyhow::Result<ExitCode> {
             attempts: args.retries + 1,
             layer_cache: args.layer_cache.clone(),
             compression: args.dest_compress,
+            archive_limits: ArchiveLimits {
+                max_unpacked: args.max_unpacked,
+            },
         },
         factory,
         reporter.clone(),

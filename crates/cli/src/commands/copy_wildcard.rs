@@ -6,7 +6,7 @@ use anyhow::Context;
 use ferry_client::{CredentialSources, RegistryOptions};
 use ferry_copy::{Location, destination_for};
 
-use crate::commands::copy::{CopyArgs, Session, TlsMaterial, cert_dir, copy_client, loopback_tls};
+use crate::commands::copy::{CopyArgs, Session, Side, side_client};
 use crate::commands::info::{Listing, resolve_pattern};
 
 /// Tag lists (or Quay pages) read at once while listing.
@@ -24,14 +24,11 @@ pub(crate) fn expand(
         .pattern()
         .with_context(|| format!("{src} is not a pattern"))?;
     let host = pattern.registry();
-    let tls = match &args.cert_dir {
-        Some(dir) => cert_dir(dir)?,
-        None => TlsMaterial::default(),
-    };
-    let registry = copy_client(
+    let tls = args.side_tls(Side::Source)?;
+    let registry = side_client(
         host,
+        &tls,
         args.plain_http,
-        loopback_tls(args),
         &CredentialSources {
             creds: args.src_creds.clone(),
             token: args.src_token.clone(),
@@ -41,8 +38,6 @@ pub(crate) fn expand(
             insecure_skip_verify: !args.src_tls_verify,
             rate_limit: args.rate_limit,
             attempts: args.retries + 1,
-            ca_pem: tls.ca,
-            identity_pem: tls.identity,
             connections: session.connections.clone(),
             ..RegistryOptions::default()
         },

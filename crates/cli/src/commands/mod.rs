@@ -21,6 +21,22 @@ use clap::Args;
 
 use crate::config::Config;
 
+/// `e` as a command reports it: past the unpacked-size limit of a gzip archive, with how this
+/// command raises the limit (`raise`) added; the copy crate's message names no command.
+pub(crate) fn archive_error(e: ferry_copy::archive::ArchiveError, raise: &str) -> anyhow::Error {
+    match e.unpacked_too_large() {
+        Some(u) if u.limit_can_be_raised() => {
+            anyhow::anyhow!("{e}; {}", raise_unpacked(raise))
+        }
+        _ => e.into(),
+    }
+}
+
+/// The advice for an archive past the unpacked-size limit, raised with `raise`.
+pub(crate) fn raise_unpacked(raise: &str) -> String {
+    format!("if the archive is genuine, raise the limit with {raise}")
+}
+
 /// Where a command finds its store: the configuration file and the data directory.
 #[derive(Debug, Args)]
 pub struct DataArgs {

@@ -321,7 +321,10 @@ pub async fn import_archives(
         };
         let result = match opened {
             Ok(Ok(a)) => import_archive(&copier, Arc::new(a), o.name, &into).await,
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => Err(super::archive_error(
+                e,
+                "`ferry preload --max-unpacked SIZE` or `max_unpacked_archive` under [limits] in the config file",
+            )),
             Err(e) => Err(anyhow::anyhow!("reading the archive failed: {e}")),
         };
         ok &= report_preload(

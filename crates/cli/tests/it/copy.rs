@@ -1142,3 +1142,49 @@ fn dest_compress_converts_the_layers_and_the_summary_says_so() {
     let err = failure(&["--dest-compress", "zip", &src, &dst]);
     assert!(err.contains("expected keep, gzip or zstd"), "{err}");
 }
+
+/// A gzip archive source that unpacks past `--max-unpacked` is one error naming `ferry copy`'s own
+/// option (not another command's), leaving nothing; a larger limit reads it, and so does the
+/// default (100 times the archive's size).
+#[test]
+fn a_gzip_archive_past_the_unpacked_limit_names_ferry_copy_s_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = image(31, 2, 1 << 20, "amd64");
+    let layout = tmp.path().join("layout");
+    ferry_testkit::image::write_layout(
+        &layout,
+        &app.blobs().collect::<Vec<_>>(),
+        &[("v1", &app.manifest)],
+    )
+    .unwrap();
+    let tar = tmp.path().join("app.tar");
+    copy_json(&[
+        &format!("oci:{}:v1", layout.display()),
+        &format!("oci-archive:{}:v1", tar.display()),
+    ]);
+    let gz = tmp.path().join("app.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::copy(&mut std::fs::File::open(&tar).unwrap(), &mut enc).unwrap();
+    enc.finish().unwrap();
+    let source = format!("oci-archive:{}:v1", gz.display());
+
+    let out = tmp.path().join("out");
+    let dst = format!("oci:{}:v1", out.display());
+    let err = failure(&["--max-unpacked", "1MiB", &source, &dst]);
+    assert!(
+        err.contains("unpacks to more than 1048576 bytes")
+            && err.contains("`ferry copy --max-unpacked SIZE`")
+            && !err.contains("preload"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a failed copy left {}", out.display());
+
+    for limit in [&["--max-unpacked", "8MiB"][..], &[]] {
+        let v = copy_json(&[limit, &[source.as_str(), dst.as_str()]].concat());
+        assert_eq!(v["images"][0]["digest"], app.manifest.digest.to_string());
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}

@@ -122,6 +122,98 @@ fn copy_over_tls_trusts_the_cert_dir_ca_and_carries_everything_on_one_http2_conn
     assert_eq!(about_cert.len(), 1, "{errors:?}");
 }
 
+/// Each side of a copy has its own cert dir: a plain-HTTP loopback registry to a TLS one with
+/// `--dest-cert-dir` only, back with `--src-cert-dir` only, and `--cert-dir` for both sides from
+/// one TLS registry to another.
+#[test]
+fn each_side_of_a_copy_has_its_own_cert_dir_and_loopback_tls() {
+    let Some(pki) = TestPki::generate() else {
+        return;
+    };
+    let (Some(plain), Some(tls), Some(other_tls)) = (
+        DockerRegistry::start(),
+        DockerRegistry::start_tls(&pki),
+        DockerRegistry::start_tls(&pki),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = pki.cert_dir(tmp.path());
+    let certs = certs.to_str().unwrap();
+    let app = image(23, 2, 50_000, "amd64");
+    let digest = app.manifest.digest.to_string();
+    let at = |r: &DockerRegistry, repo: &str| format!("docker://{}/team/{repo}:v1", r.host());
+    copy_json(&[&layout_of(&app, tmp.path()), &at(&plain, "app")]);
+
+    let v = copy_json(&[
+        "--dest-cert-dir",
+        certs,
+        &at(&plain, "app"),
+        &at(&tls, "app"),
+    ]);
+    assert_eq!(v["images"][0]["digest"], digest);
+    assert_eq!(v["images"][0]["blobs_copied"], 3);
+    let v = copy_json(&[
+        "--src-cert-dir",
+        certs,
+        &at(&tls, "app"),
+        &at(&plain, "back"),
+    ]);
+    assert_eq!(v["images"][0]["digest"], digest);
+    let v = copy_json(&[
+        "--cert-dir",
+        certs,
+        &at(&tls, "app"),
+        &at(&other_tls, "app"),
+    ]);
+    assert_eq!(v["images"][0]["digest"], digest);
+    assert_eq!(v["images"][0]["blobs_copied"], 3);
+
+    // What each TLS registry received reads back over TLS, and the plain copy over plain HTTP.
+    for (source, cert_dir) in [
+        (at(&tls, "app"), Some(certs)),
+        (at(&other_tls, "app"), Some(certs)),
+        (at(&plain, "back"), None),
+    ] {
+        let out = tmp.path().join(format!("check-{}", layout_name(&source)));
+        let mut args = Vec::new();
+        if let Some(dir) = cert_dir {
+            args.extend(["--src-cert-dir", dir]);
+        }
+        let dest = format!("oci:{}:v1", out.display());
+        args.extend([source.as_str(), dest.as_str()]);
+        copy_json(&args);
+        assert_eq!(layout_digest(&out), digest, "{source}");
+    }
+}
+
+/// A file name for `location`.
+fn layout_name(location: &str) -> String {
+    location
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+/// One registry on both sides needs one rule for both: a cert dir for one side only is refused
+/// before anything is fetched.
+#[test]
+fn a_registry_on_both_sides_with_different_cert_dirs_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let errors = error_lines(&[
+        "--dest-cert-dir",
+        tmp.path().to_str().unwrap(),
+        "docker://127.0.0.1:9/team/app:v1",
+        "docker://127.0.0.1:9/team/copy:v1",
+    ]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("127.0.0.1:9 is both a source and a destination")
+            && errors[0].contains("--cert-dir"),
+        "{errors:?}"
+    );
+}
+
 /// A docker-registry behind htpasswd basic auth (`USER`/`PASSWORD`) holding `team/app:v1`.
 struct Guarded {
     registry: DockerRegistry,

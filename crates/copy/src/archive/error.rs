@@ -22,6 +22,40 @@ pub enum ArchiveErrorKind {
     Usage,
 }
 
+/// A gzip archive that unpacks to more than ferry may write for it
+/// ([`ArchiveError::unpacked_too_large`]): a front end says how to raise the limit in its own
+/// terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackedTooLarge {
+    /// The bound it passed, in bytes.
+    pub limit: u64,
+    /// The archive's own (compressed) size, in bytes.
+    pub compressed: u64,
+    /// Where the bound came from.
+    pub bound: UnpackedBound,
+}
+
+/// Which bound a gzip archive's decompressed copy passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnpackedBound {
+    /// [`ArchiveLimits::max_unpacked`](super::ArchiveLimits::max_unpacked), as the caller set it.
+    Configured,
+    /// The default for an unset limit: 100 times the archive's size, at least 64 MiB.
+    Default,
+    /// The free space of the temporary directory, less what is kept free: a larger limit does
+    /// not help, a larger `TMPDIR` does.
+    TempSpace,
+}
+
+impl UnpackedTooLarge {
+    /// Whether a larger limit lets the archive be read (not when the temporary directory is what
+    /// is too small).
+    pub fn limit_can_be_raised(&self) -> bool {
+        self.bound != UnpackedBound::TempSpace
+    }
+}
+
 /// Why an archive could not be read or written. The message says what happened, prefixed with
 /// where (the archive's path, the entry); an operating-system cause is in `source()`, never also
 /// in the message.
@@ -32,6 +66,7 @@ pub struct ArchiveError {
     message: String,
     #[source]
     source: Option<std::io::Error>,
+    unpacked: Option<UnpackedTooLarge>,
 }
 
 impl ArchiveError {
@@ -40,11 +75,29 @@ impl ArchiveError {
         self.kind
     }
 
+    /// What passed the unpacked-size limit, when that is what went wrong (kind
+    /// [`ArchiveErrorKind::Limit`]).
+    pub fn unpacked_too_large(&self) -> Option<&UnpackedTooLarge> {
+        self.unpacked.as_ref()
+    }
+
     pub(crate) fn new(kind: ArchiveErrorKind, message: impl Into<String>) -> ArchiveError {
         ArchiveError {
             kind,
             message: message.into(),
             source: None,
+            unpacked: None,
+        }
+    }
+
+    /// `message`, about a gzip archive that unpacks past `too_large`.
+    pub(crate) fn unpacked(
+        message: impl Into<String>,
+        too_large: UnpackedTooLarge,
+    ) -> ArchiveError {
+        ArchiveError {
+            unpacked: Some(too_large),
+            ..ArchiveError::limit(message)
         }
     }
 
@@ -74,6 +127,7 @@ impl ArchiveError {
             kind: ArchiveErrorKind::Io,
             message: what.to_string(),
             source: Some(source),
+            unpacked: None,
         }
     }
 

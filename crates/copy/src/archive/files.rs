@@ -3,7 +3,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::error::{ArchiveError, At, bail, ensure};
+use super::error::{ArchiveError, At, UnpackedBound, UnpackedTooLarge, ensure};
 use super::limits::{
     AUTO_UNPACK_FLOOR, AUTO_UNPACK_RATIO, ArchiveLimits, KEEP_FREE_IN_TMP, MAX_METADATA_BYTES,
 };
@@ -135,23 +135,35 @@ impl Files {
             }
         });
         if tar.exceeded {
-            let why = match limits.max_unpacked {
-                _ if limit < configured => format!(
+            let bound = match limits.max_unpacked {
+                _ if limit < configured => UnpackedBound::TempSpace,
+                Some(_) => UnpackedBound::Configured,
+                None => UnpackedBound::Default,
+            };
+            let why = match bound {
+                UnpackedBound::TempSpace => format!(
                     "the free space in the temporary directory {}, less {} MiB kept free; set TMPDIR to a larger one",
                     std::env::temp_dir().display(),
                     KEEP_FREE_IN_TMP >> 20
                 ),
-                Some(_) => "the configured limit".to_owned(),
-                None => format!(
+                UnpackedBound::Configured => "the configured limit".to_owned(),
+                UnpackedBound::Default => format!(
                     "by default {AUTO_UNPACK_RATIO} times its compressed size, at least {} MiB",
                     AUTO_UNPACK_FLOOR >> 20
                 ),
             };
-            bail!(
-                limit,
-                "{}: unpacks to more than {limit} bytes ({why}); if the archive is genuine, raise the limit with `ferry preload --max-unpacked SIZE` or `max_unpacked_archive` under [limits] in the config file",
-                path.display()
-            );
+            // How to raise the limit is the command's to say.
+            return Err(ArchiveError::unpacked(
+                format!(
+                    "{}: unpacks to more than {limit} bytes ({why})",
+                    path.display()
+                ),
+                UnpackedTooLarge {
+                    limit,
+                    compressed: meta.len(),
+                    bound,
+                },
+            ));
         }
         if tar.corrupt {
             // The index stopped at the gzip error, which is the archive's fault.

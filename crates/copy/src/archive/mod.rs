@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use ferry_oci::{Descriptor, Digest, Manifest, Reference, Tag};
 
-pub use error::{ArchiveError, ArchiveErrorKind};
+pub use error::{ArchiveError, ArchiveErrorKind, UnpackedBound, UnpackedTooLarge};
 pub use files::{file_kind, is_archive};
 pub use limits::ArchiveLimits;
 pub use writer::{ArchiveEntry, ArchiveWriter, DockerSaveEntry, OciLayoutWriter};

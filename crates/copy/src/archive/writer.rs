@@ -5,17 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use ferry_oci::{Descriptor, Digest, Manifest, MediaType, Reference};
+use ferry_oci::{Descriptor, Digest, Manifest, Reference};
 
 use super::blob_path;
 use super::error::{ArchiveError, ensure};
+use crate::error::CopyError;
+use crate::files::Durability;
+use crate::layout::{self, IMAGE_NAME, LAYOUT_FILE, REF_NAME};
 
-/// What `oci-layout` holds.
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-/// The annotation skopeo's `oci:DIR:REF` and `oci-archive:FILE:REF` look an image up by.
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// The annotation Docker 25+ and containerd give an image's whole name.
-const IMAGE_NAME: &str = "io.containerd.image.name";
 /// How much of a blob is copied at a time.
 const COPY_BUFFER: usize = 256 << 10;
 
@@ -244,10 +241,15 @@ impl<W: Write> ArchiveWriter<W> {
             }
         }
         self.broken = true;
-        self.file("oci-layout", OCI_LAYOUT)?;
+        self.file("oci-layout", LAYOUT_FILE.as_bytes())?;
         self.file(
             "index.json",
-            &index_json(images.iter().map(ArchiveEntry::index_descriptor)),
+            &layout::index_json(
+                &images
+                    .iter()
+                    .map(ArchiveEntry::index_descriptor)
+                    .collect::<Vec<_>>(),
+            ),
         )?;
         let docker: Vec<&DockerSaveEntry> =
             images.iter().filter_map(|i| i.docker.as_ref()).collect();
@@ -376,16 +378,6 @@ fn write_error(e: std::io::Error) -> ArchiveError {
     ArchiveError::io("cannot write the archive", e)
 }
 
-/// `index.json` listing `descriptors`.
-fn index_json(descriptors: impl Iterator<Item = Descriptor>) -> Vec<u8> {
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MediaType::OCI_INDEX,
-        "manifests": descriptors.collect::<Vec<_>>(),
-    });
-    serde_json::to_vec(&index).expect("a JSON value serialises")
-}
-
 /// `manifest.json` of `docker save`.
 fn docker_manifest_json(images: &[&DockerSaveEntry]) -> Vec<u8> {
     let entries: Vec<serde_json::Value> = images
@@ -433,14 +425,10 @@ pub struct OciLayoutWriter {
 }
 
 impl OciLayoutWriter {
-    /// Opens the layout at `dir`, creating it (and `oci-layout`) if needed.
+    /// Opens the layout at `dir`, creating it (and `oci-layout`) if needed; a directory whose
+    /// `oci-layout` says something else is refused.
     pub fn create(dir: &Path) -> Result<OciLayoutWriter, ArchiveError> {
-        let io = |what: &str, e| ArchiveError::io(format!("cannot {what} {}", dir.display()), e);
-        std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
-        let layout = dir.join("oci-layout");
-        if !layout.is_file() {
-            write_atomically(&layout, OCI_LAYOUT)?;
-        }
+        layout::prepare(dir, Durability::BeforeRename).map_err(layout_error)?;
         Ok(OciLayoutWriter {
             dir: dir.to_owned(),
             blobs: HashMap::new(),
@@ -506,53 +494,8 @@ impl OciLayoutWriter {
                 );
             }
         }
-        let index_path = self.dir.join("index.json");
-        // Writers to one layout take turns, so none loses another's entries.
-        let lock = std::fs::File::open(self.dir.join("oci-layout"))
-            .map_err(|e| ArchiveError::io(format!("cannot open {}", self.dir.display()), e))?;
-        lock.lock()
-            .map_err(|e| ArchiveError::io(format!("cannot lock {}", self.dir.display()), e))?;
-        let mut listed: Vec<serde_json::Value> = match std::fs::read(&index_path) {
-            Ok(bytes) => {
-                let index: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    ArchiveError::invalid(format!(
-                        "{}: not an OCI image index: {e}",
-                        index_path.display()
-                    ))
-                })?;
-                index["manifests"].as_array().cloned().unwrap_or_default()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(ArchiveError::io(
-                    format!("cannot read {}", index_path.display()),
-                    e,
-                ));
-            }
-        };
-        let ref_name =
-            |d: &serde_json::Value| d["annotations"][REF_NAME].as_str().map(str::to_owned);
-        for image in images {
-            listed.retain(|old| match &image.ref_name {
-                Some(r) => ref_name(old).as_deref() != Some(r),
-                None => {
-                    ref_name(old).is_some()
-                        || old["digest"].as_str() != Some(image.manifest.digest.as_str())
-                }
-            });
-            listed.push(
-                serde_json::to_value(image.index_descriptor()).expect("a descriptor serialises"),
-            );
-        }
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": MediaType::OCI_INDEX,
-            "manifests": listed,
-        });
-        write_atomically(
-            &index_path,
-            &serde_json::to_vec(&index).expect("a JSON value serialises"),
-        )?;
+        let listed: Vec<Descriptor> = images.iter().map(ArchiveEntry::index_descriptor).collect();
+        layout::add_entries(&self.dir, &listed, Durability::BeforeRename).map_err(layout_error)?;
         // Every blob's rename, and index.json's, outlive a crash.
         let mut dirs: Vec<PathBuf> = self
             .blobs
@@ -574,16 +517,13 @@ impl OciLayoutWriter {
     }
 }
 
-/// Replaces `path` with `bytes`: a temporary file beside it, synced, renamed over it.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ArchiveError> {
-    let write_error = |e| ArchiveError::io(format!("cannot write {}", path.display()), e);
-    let dir = path.parent().expect("a file in a layout has a directory");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(write_error)?;
-    tmp.write_all(bytes).map_err(write_error)?;
-    publish(tmp, path).map_err(write_error)
+/// A failure of the layout's shared metadata code, as the writer reports errors.
+fn layout_error(e: CopyError) -> ArchiveError {
+    match e {
+        CopyError::Io { path, source } => ArchiveError::io(path.display(), source),
+        // The layout's `oci-layout` or `index.json` is not what a layout holds.
+        other => ArchiveError::invalid(other.to_string()),
+    }
 }
 
 /// Gives a written temporary file its final name: readable by all, as layouts are shared (a

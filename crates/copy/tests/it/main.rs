@@ -2,6 +2,7 @@
 //! (manifest bytes and blob digests), skopeo reads what ferry writes and ferry what skopeo
 //! writes, and a damaged archive is one clear error. One binary for the crate (modules below).
 
+mod layout;
 mod peers;
 mod recompress;
 mod round_trip;

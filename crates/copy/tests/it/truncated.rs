@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use ferry_copy::archive::ArchiveErrorKind;
+use ferry_copy::archive::{
+    Archive, ArchiveErrorKind, ArchiveLimits, UnpackedBound, UnpackedTooLarge,
+};
 
 use crate::{RawImage, app_v1, open, read_blobs, write_archive};
 
@@ -91,4 +93,43 @@ fn a_cut_or_damaged_gzip_archive_is_one_error() {
         Err(e) => e,
     };
     assert_eq!(e.kind(), ArchiveErrorKind::Invalid, "{e}");
+}
+
+/// A gzip archive that unpacks past the configured limit is a limit error that says what passed
+/// which bound, typed for the front end to phrase its own advice; the message names no command.
+#[test]
+fn a_gzip_archive_past_the_unpacked_limit_is_a_typed_limit_error() {
+    let img = RawImage::new(b"config".to_vec(), vec![vec![0u8; 64 << 10]]);
+    let tar = write_archive(&img, Some(&app_v1()));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("app.tar.gz");
+    std::fs::write(&path, &gz).unwrap();
+
+    let limits = ArchiveLimits {
+        max_unpacked: Some(16 << 10),
+    };
+    let e = Archive::open(&path, &[], &limits).unwrap_err();
+    assert_eq!(e.kind(), ArchiveErrorKind::Limit, "{e}");
+    let too_large = e.unpacked_too_large().expect("the unpacked-size limit");
+    assert_eq!(
+        *too_large,
+        UnpackedTooLarge {
+            limit: 16 << 10,
+            compressed: gz.len() as u64,
+            bound: UnpackedBound::Configured,
+        }
+    );
+    assert!(too_large.limit_can_be_raised());
+    let msg = e.to_string();
+    assert!(msg.contains("unpacks to more than 16384 bytes"), "{msg}");
+    assert!(!msg.contains("ferry"), "{msg}");
+    // Under the limit, and by default, it reads.
+    let limits = ArchiveLimits {
+        max_unpacked: Some(tar.len() as u64),
+    };
+    assert!(Archive::open(&path, &[], &limits).is_ok());
+    assert!(open(&path).is_ok());
 }
