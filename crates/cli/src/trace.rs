@@ -59,7 +59,7 @@ pub struct GenArgs {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub input: TraceInput,
-    /// Policies, comma-separated: lru, lfu, s3-fifo.
+    /// Policies, comma-separated: lru, lfu, s3-fifo, arc (objects only).
     #[arg(long, default_value = "lru", value_delimiter = ',')]
     pub policy: Vec<String>,
     /// Capacities in objects, comma-separated.

@@ -374,6 +374,131 @@ impl CachePolicy for S3Fifo {
     }
 }
 
+/// ARC (Megiddo and Modha, FAST'03) over a capacity in objects: two LRU lists of cached objects
+/// (seen once recently, `t1`; seen at least twice, `t2`), their ghosts (`b1`, `b2`: keys only),
+/// and a target size `p` for `t1` that a ghost hit moves towards the list that would have kept it.
+/// O(1) per access. Counted in bytes it has no standard form, so byte capacities are refused by
+/// [`Arc::new`].
+#[derive(Debug)]
+pub struct Arc {
+    c: usize,
+    p: f64,
+    lists: [List; 4],
+    lens: [usize; 4],
+    /// Key → (list, node).
+    index: HashMap<u64, (usize, u32)>,
+}
+
+const T1: usize = 0;
+const T2: usize = 1;
+const B1: usize = 2;
+const B2: usize = 3;
+
+impl Arc {
+    /// An empty ARC cache of `capacity`; `None` for a capacity in bytes.
+    pub fn new(capacity: Capacity) -> Option<Arc> {
+        let Capacity::Objects(c) = capacity else {
+            return None;
+        };
+        Some(Arc {
+            c: usize::try_from(c).unwrap_or(usize::MAX),
+            p: 0.0,
+            lists: [List::new(), List::new(), List::new(), List::new()],
+            lens: [0; 4],
+            index: HashMap::new(),
+        })
+    }
+
+    fn push(&mut self, list: usize, key: u64) {
+        let at = self.lists[list].push_front(key, 1);
+        self.lens[list] += 1;
+        self.index.insert(key, (list, at));
+    }
+
+    fn take(&mut self, key: u64) {
+        if let Some((list, at)) = self.index.remove(&key) {
+            self.lists[list].unlink(at);
+            self.lens[list] -= 1;
+        }
+    }
+
+    /// Drops the least recent key of `list`.
+    fn drop_lru(&mut self, list: usize) -> Option<u64> {
+        let n = self.lists[list].pop_back()?;
+        self.lens[list] -= 1;
+        self.index.remove(&n.key);
+        Some(n.key)
+    }
+
+    /// Evicts from `t1` or `t2` into its ghost, as `p` says.
+    fn replace(&mut self, in_b2: bool) {
+        let t1 = self.lens[T1];
+        if t1 >= 1 && ((in_b2 && t1 as f64 == self.p) || t1 as f64 > self.p) {
+            if let Some(k) = self.drop_lru(T1) {
+                self.push(B1, k);
+            }
+        } else if let Some(k) = self.drop_lru(T2) {
+            self.push(B2, k);
+        } else if let Some(k) = self.drop_lru(T1) {
+            self.push(B1, k);
+        }
+    }
+}
+
+impl CachePolicy for Arc {
+    fn access(&mut self, key: u64, _size: u64) -> bool {
+        if self.c == 0 {
+            return false;
+        }
+        match self.index.get(&key).map(|&(list, _)| list) {
+            Some(T1 | T2) => {
+                self.take(key);
+                self.push(T2, key);
+                true
+            }
+            Some(B1) => {
+                let delta = (self.lens[B2] as f64 / self.lens[B1] as f64).max(1.0);
+                self.p = (self.p + delta).min(self.c as f64);
+                self.replace(false);
+                self.take(key);
+                self.push(T2, key);
+                false
+            }
+            Some(_) => {
+                let delta = (self.lens[B1] as f64 / self.lens[B2] as f64).max(1.0);
+                self.p = (self.p - delta).max(0.0);
+                self.replace(true);
+                self.take(key);
+                self.push(T2, key);
+                false
+            }
+            None => {
+                let l1 = self.lens[T1] + self.lens[B1];
+                let total = l1 + self.lens[T2] + self.lens[B2];
+                if l1 == self.c {
+                    if self.lens[T1] < self.c {
+                        self.drop_lru(B1);
+                        self.replace(false);
+                    } else {
+                        self.drop_lru(T1);
+                    }
+                } else if total >= self.c {
+                    if total == 2 * self.c {
+                        self.drop_lru(B2);
+                    }
+                    self.replace(false);
+                }
+                self.push(T1, key);
+                false
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "arc"
+    }
+}
+
 /// Hits of LRU at every object capacity in `capacities`, from one pass over the keys' stack
 /// distances (how many distinct keys were requested since the key's last request): a request hits
 /// an LRU cache of `c` objects exactly when its stack distance is below `c` (LRU is a stack
@@ -524,6 +649,9 @@ mod tests {
                 Box::new(Lfu::new(capacity)),
                 Box::new(S3Fifo::new(capacity)),
             ];
+            if let Some(arc) = Arc::new(capacity) {
+                policies.push(Box::new(arc));
+            }
             for p in &mut policies {
                 let mut seen = std::collections::HashSet::new();
                 for &k in &keys {
@@ -544,6 +672,27 @@ mod tests {
                 prop_assert_eq!(s3.entries.len(), s3.small.len() + s3.main.len());
             }
         }
+    }
+
+    #[test]
+    fn arc_hits_as_computed_by_hand() {
+        // Capacity 2, p = 0. A B: t1 = [B, A]. A: hit, to t2. C: t1 + t2 hold 2 = c, so replace:
+        // |t1| = 1 > p evicts B to b1; t1 = [C]. B: a b1 hit, p = 1; replace: |t1| = 1 is not above
+        // p, so t2's A goes to b2; B to t2. C: hit. A: a b2 hit, p = 0; t2's B goes to b2.
+        let (a, b, c) = (1, 2, 3);
+        let mut arc = Arc::new(Capacity::Objects(2)).unwrap();
+        assert_eq!(
+            hits(&mut arc, &[a, b, a, c, b, c, a]),
+            [false, false, true, false, false, true, false]
+        );
+        assert!(Arc::new(Capacity::Bytes(10)).is_none());
+        // A scan of one-time keys does not flush what was requested twice.
+        let mut arc = Arc::new(Capacity::Objects(3)).unwrap();
+        let mut keys = vec![a, a, b, b];
+        keys.extend(10..20);
+        keys.extend([a, b]);
+        let got = hits(&mut arc, &keys);
+        assert!(got[got.len() - 2] && got[got.len() - 1], "{got:?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use ferry_policy::cache::{CachePolicy, Capacity, Lfu, Lru, S3Fifo, lru_sweep};
+use ferry_policy::cache::{Arc as ArcCache, CachePolicy, Capacity, Lfu, Lru, S3Fifo, lru_sweep};
 use serde::Serialize;
 
 use crate::request::Request;
@@ -69,6 +69,8 @@ pub enum Policy {
     Lfu,
     /// S3-FIFO: small, main and ghost FIFOs.
     S3Fifo,
+    /// ARC: recency and frequency lists with ghosts (capacities in objects only).
+    Arc,
 }
 
 impl Policy {
@@ -78,6 +80,7 @@ impl Policy {
             Policy::Lru => "lru",
             Policy::Lfu => "lfu",
             Policy::S3Fifo => "s3-fifo",
+            Policy::Arc => "arc",
         }
     }
 
@@ -87,16 +90,20 @@ impl Policy {
             "lru" => Ok(Policy::Lru),
             "lfu" => Ok(Policy::Lfu),
             "s3-fifo" | "s3fifo" => Ok(Policy::S3Fifo),
+            "arc" => Ok(Policy::Arc),
             other => Err(SimulateError::UnknownPolicy(other.to_owned())),
         }
     }
 
-    fn build(self, capacity: Capacity) -> Box<dyn CachePolicy> {
-        match self {
+    fn build(self, capacity: Capacity) -> Result<Box<dyn CachePolicy>, SimulateError> {
+        Ok(match self {
             Policy::Lru => Box::new(Lru::new(capacity)),
             Policy::Lfu => Box::new(Lfu::new(capacity)),
             Policy::S3Fifo => Box::new(S3Fifo::new(capacity)),
-        }
+            Policy::Arc => {
+                Box::new(ArcCache::new(capacity).ok_or(SimulateError::ObjectsOnly(self.as_str()))?)
+            }
+        })
     }
 }
 
@@ -104,8 +111,11 @@ impl Policy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimulateError {
     /// `--policy` names a policy the simulator does not have.
-    #[error("unknown policy {0:?}; the simulator has: lru, lfu, s3-fifo")]
+    #[error("unknown policy {0:?}; the simulator has: lru, lfu, s3-fifo, arc")]
     UnknownPolicy(String),
+    /// The policy is defined over objects, not bytes.
+    #[error("{0} simulates capacities in objects (--objects), not bytes")]
+    ObjectsOnly(&'static str),
     /// Byte capacities need sizes, and some cache request has none.
     #[error(
         "{0} objects have no size in the trace (a URI list has none): simulate capacities in objects (--objects)"
@@ -206,7 +216,7 @@ pub fn simulate(
             let (hits, bytes_hit) = match (capacity, swept.get(&capacity.amount())) {
                 (Capacity::Objects(_), Some(&counts)) => counts,
                 _ => {
-                    let mut cache = policy.build(capacity);
+                    let mut cache = policy.build(capacity)?;
                     let mut counts = (0, 0);
                     for (i, &key) in workload.keys.iter().enumerate() {
                         let size = workload.size(key);
@@ -293,6 +303,14 @@ mod tests {
         assert!(simulate(&w, &[Policy::Lru], &[Capacity::Objects(1)], 0.0).is_ok());
         assert_eq!(Policy::parse("LRU"), Ok(Policy::Lru));
         assert_eq!(Policy::parse("s3fifo"), Ok(Policy::S3Fifo));
+        let mut sized = Workload::default();
+        let mut r = Request::new(Method::Get, "v2/r/blobs/a".to_owned());
+        r.size = Some(5);
+        sized.add(&r);
+        assert_eq!(
+            simulate(&sized, &[Policy::Arc], &[Capacity::Bytes(10)], 0.0),
+            Err(SimulateError::ObjectsOnly("arc"))
+        );
         assert!(Policy::parse("belady").is_err());
         assert!(simulate(&w, &[Policy::Lru], &[Capacity::Objects(1)], 1.0).is_err());
     }
