@@ -59,7 +59,8 @@ pub struct GenArgs {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub input: TraceInput,
-    /// Policies, comma-separated: lru, lfu, s3-fifo, arc (objects only).
+    /// Policies, comma-separated: lru, lfu, s3-fifo, arc (objects only), two-tier (the capacity is
+    /// its memory tier).
     #[arg(long, default_value = "lru", value_delimiter = ',')]
     pub policy: Vec<String>,
     /// Capacities in objects, comma-separated.
@@ -68,6 +69,12 @@ pub struct SimulateArgs {
     /// Capacities in bytes (512MB, 2GiB) or percentages of the working set (25%), comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "SIZE|PCT%")]
     pub bytes: Vec<String>,
+    /// two-tier: the SSD tier's size in multiples of the memory tier.
+    #[arg(long, default_value_t = ferry_trace::simulate::DEFAULT_SSD_RATIO)]
+    pub ssd_ratio: u64,
+    /// two-tier: objects larger than this skip the memory tier, e.g. 1MB.
+    #[arg(long, default_value = "1MB", value_parser = ferry_server::units::parse_size)]
+    pub bypass_above: u64,
     /// Fraction of the requests that only warms the cache up (not counted).
     #[arg(long, default_value_t = 0.0)]
     pub warmup: f64,
@@ -200,7 +207,15 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let policies = args
         .policy
         .iter()
-        .map(|p| Policy::parse(p))
+        .map(|p| {
+            Policy::parse(p).map(|p| match p {
+                Policy::TwoTier { .. } => Policy::TwoTier {
+                    ssd_ratio: args.ssd_ratio.max(1),
+                    bypass_above: args.bypass_above,
+                },
+                other => other,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut workload = Workload::default();
     let read = read_trace(&args.input, |r| workload.add(r));

@@ -499,6 +499,53 @@ impl CachePolicy for Arc {
     }
 }
 
+/// The FAST'18 paper's two-tier cache: an LRU in memory in front of an LRU on SSD `ssd_ratio`
+/// times as large. Objects larger than `bypass_above` bytes skip memory (large layers would flush
+/// it). Every object fetched goes to the SSD tier; a request hits if either tier holds the object.
+#[derive(Debug)]
+pub struct TwoTier {
+    memory: Lru,
+    ssd: Lru,
+    bypass_above: u64,
+    memory_hits: u64,
+}
+
+impl TwoTier {
+    /// A two-tier cache whose memory tier is `memory` and whose SSD tier is `ssd_ratio` times it.
+    pub fn new(memory: Capacity, ssd_ratio: u64, bypass_above: u64) -> TwoTier {
+        let ssd = match memory {
+            Capacity::Objects(n) => Capacity::Objects(n.saturating_mul(ssd_ratio)),
+            Capacity::Bytes(n) => Capacity::Bytes(n.saturating_mul(ssd_ratio)),
+        };
+        TwoTier {
+            memory: Lru::new(memory),
+            ssd: Lru::new(ssd),
+            bypass_above,
+            memory_hits: 0,
+        }
+    }
+
+    /// Hits the memory tier served.
+    pub fn memory_hits(&self) -> u64 {
+        self.memory_hits
+    }
+}
+
+impl CachePolicy for TwoTier {
+    fn access(&mut self, key: u64, size: u64) -> bool {
+        let in_memory = size <= self.bypass_above && self.memory.access(key, size);
+        let on_ssd = self.ssd.access(key, size);
+        if in_memory {
+            self.memory_hits += 1;
+        }
+        in_memory || on_ssd
+    }
+
+    fn name(&self) -> &'static str {
+        "two-tier"
+    }
+}
+
 /// Hits of LRU at every object capacity in `capacities`, from one pass over the keys' stack
 /// distances (how many distinct keys were requested since the key's last request): a request hits
 /// an LRU cache of `c` objects exactly when its stack distance is below `c` (LRU is a stack
@@ -652,6 +699,7 @@ mod tests {
             if let Some(arc) = Arc::new(capacity) {
                 policies.push(Box::new(arc));
             }
+            policies.push(Box::new(TwoTier::new(capacity, 4, 40)));
             for p in &mut policies {
                 let mut seen = std::collections::HashSet::new();
                 for &k in &keys {
@@ -693,6 +741,20 @@ mod tests {
         keys.extend([a, b]);
         let got = hits(&mut arc, &keys);
         assert!(got[got.len() - 2] && got[got.len() - 1], "{got:?}");
+    }
+
+    #[test]
+    fn two_tier_bypasses_memory_for_large_objects() {
+        // Memory 2 objects, SSD 4; objects over 50 bytes skip memory (sizes are 10 × key).
+        let mut cache = TwoTier::new(Capacity::Objects(2), 2, 50);
+        // 1 2 3: memory keeps 2 3, SSD 1 2 3. 1 hits on SSD. 9 (90 bytes) goes to SSD only;
+        // 9 again hits on SSD, never in memory. 3 hits in memory.
+        assert_eq!(
+            hits(&mut cache, &[1, 2, 3, 1, 9, 9, 3]),
+            [false, false, false, true, false, true, true]
+        );
+        assert_eq!(cache.memory_hits(), 1, "only 3's last request");
+        assert!(!cache.memory.contains(9));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use ferry_policy::cache::{Arc as ArcCache, CachePolicy, Capacity, Lfu, Lru, S3Fifo, lru_sweep};
+use ferry_policy::cache::{
+    Arc as ArcCache, CachePolicy, Capacity, Lfu, Lru, S3Fifo, TwoTier, lru_sweep,
+};
 use serde::Serialize;
 
 use crate::request::Request;
@@ -71,7 +73,21 @@ pub enum Policy {
     S3Fifo,
     /// ARC: recency and frequency lists with ghosts (capacities in objects only).
     Arc,
+    /// The FAST'18 paper's memory + SSD LRU: the capacity is the memory tier's, the SSD tier
+    /// `ssd_ratio` times it, objects over `bypass_above` bytes skip memory.
+    TwoTier {
+        /// SSD tier ÷ memory tier.
+        ssd_ratio: u64,
+        /// Objects larger than this many bytes go to the SSD tier only.
+        bypass_above: u64,
+    },
 }
+
+/// The two-tier cache's SSD tier, in multiples of the memory tier, unless given.
+pub const DEFAULT_SSD_RATIO: u64 = 10;
+/// Objects above this size skip the two-tier cache's memory tier, unless given: 1 MB, under
+/// which about two thirds of the sample's blobs fall.
+pub const DEFAULT_BYPASS_ABOVE: u64 = 1_000_000;
 
 impl Policy {
     /// Its name, as `--policy` takes it.
@@ -81,6 +97,7 @@ impl Policy {
             Policy::Lfu => "lfu",
             Policy::S3Fifo => "s3-fifo",
             Policy::Arc => "arc",
+            Policy::TwoTier { .. } => "two-tier",
         }
     }
 
@@ -91,6 +108,10 @@ impl Policy {
             "lfu" => Ok(Policy::Lfu),
             "s3-fifo" | "s3fifo" => Ok(Policy::S3Fifo),
             "arc" => Ok(Policy::Arc),
+            "two-tier" | "twotier" => Ok(Policy::TwoTier {
+                ssd_ratio: DEFAULT_SSD_RATIO,
+                bypass_above: DEFAULT_BYPASS_ABOVE,
+            }),
             other => Err(SimulateError::UnknownPolicy(other.to_owned())),
         }
     }
@@ -103,6 +124,10 @@ impl Policy {
             Policy::Arc => {
                 Box::new(ArcCache::new(capacity).ok_or(SimulateError::ObjectsOnly(self.as_str()))?)
             }
+            Policy::TwoTier {
+                ssd_ratio,
+                bypass_above,
+            } => Box::new(TwoTier::new(capacity, ssd_ratio, bypass_above)),
         })
     }
 }
@@ -111,7 +136,7 @@ impl Policy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimulateError {
     /// `--policy` names a policy the simulator does not have.
-    #[error("unknown policy {0:?}; the simulator has: lru, lfu, s3-fifo, arc")]
+    #[error("unknown policy {0:?}; the simulator has: lru, lfu, s3-fifo, arc, two-tier")]
     UnknownPolicy(String),
     /// The policy is defined over objects, not bytes.
     #[error("{0} simulates capacities in objects (--objects), not bytes")]
@@ -303,6 +328,13 @@ mod tests {
         assert!(simulate(&w, &[Policy::Lru], &[Capacity::Objects(1)], 0.0).is_ok());
         assert_eq!(Policy::parse("LRU"), Ok(Policy::Lru));
         assert_eq!(Policy::parse("s3fifo"), Ok(Policy::S3Fifo));
+        assert_eq!(
+            Policy::parse("two-tier"),
+            Ok(Policy::TwoTier {
+                ssd_ratio: DEFAULT_SSD_RATIO,
+                bypass_above: DEFAULT_BYPASS_ABOVE
+            })
+        );
         let mut sized = Workload::default();
         let mut r = Request::new(Method::Get, "v2/r/blobs/a".to_owned());
         r.size = Some(5);
