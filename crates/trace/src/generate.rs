@@ -49,8 +49,9 @@ impl Default for GenOptions {
     }
 }
 
-/// Most distinct objects (the popularity table takes 8 bytes each).
-pub const MAX_OBJECTS: u64 = 50_000_000;
+/// Most distinct objects, and most clients: each object takes 24 bytes (its popularity, repository,
+/// name and size), so the largest trace's tables stay under a GB.
+pub const MAX_OBJECTS: u64 = 20_000_000;
 
 /// Why options cannot generate a trace.
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +113,10 @@ pub fn generate(o: &GenOptions, out: &mut impl Write) -> Result<(), GenError> {
     if !(o.rate.is_finite() && o.rate > 0.0) {
         return bad("the rate must be above 0 requests/s".to_owned());
     }
-    if o.clients == 0 || o.blobs_per_repository == 0 {
-        return bad("clients and blobs per repository must be at least 1".to_owned());
+    if o.clients == 0 || o.clients > MAX_OBJECTS || o.blobs_per_repository == 0 {
+        return bad(format!(
+            "clients must be 1 to {MAX_OBJECTS}, blobs per repository at least 1"
+        ));
     }
     let mut rng = Rng(o.seed);
     // Popularity: object i (0-based rank) has weight 1 / (i + 1)^zipf.
@@ -128,10 +131,11 @@ pub fn generate(o: &GenOptions, out: &mut impl Write) -> Result<(), GenError> {
     let repos: Vec<String> = (0..o.objects.div_ceil(o.blobs_per_repository))
         .map(|_| format!("{}/{}", hex8(&mut rng), hex8(&mut rng)))
         .collect();
-    let objects: Vec<(usize, String, u64)> = (0..o.objects)
+    // Names are kept as their 32 bits and spelled when written.
+    let objects: Vec<(u32, u32, u64)> = (0..o.objects)
         .map(|_| {
-            let repo = (rng.next() % repos.len() as u64) as usize;
-            (repo, hex8(&mut rng), sample_size(rng.unit()))
+            let repo = (rng.next() % repos.len() as u64) as u32;
+            (repo, rng.next() as u32, sample_size(rng.unit()))
         })
         .collect();
     let clients: Vec<String> = (0..o.clients).map(|_| hex8(&mut rng)).collect();
@@ -143,7 +147,7 @@ pub fn generate(o: &GenOptions, out: &mut impl Write) -> Result<(), GenError> {
         let client = &clients[(rng.next() % clients.len() as u64) as usize];
         let record = serde_json::json!({
             "http.request.method": "GET",
-            "http.request.uri": format!("v2/{}/blobs/{name}", repos[*repo]),
+            "http.request.uri": format!("v2/{}/blobs/{name:08x}", repos[*repo as usize]),
             "http.request.remoteaddr": client,
             "http.response.status": 200,
             "http.response.written": size,
