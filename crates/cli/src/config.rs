@@ -73,6 +73,11 @@ pub struct CacheConfig {
     /// unset means no limit. Images pushed to ferry itself are never evicted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_size: Option<String>,
+    /// The replacement policy that chooses which cached images go when the store is over
+    /// `max_size`: `"lru"` (least recently pulled first), `"lfu"` (least often pulled first) or
+    /// `"s3-fifo"` (images pulled once leave before images pulled again). The same code as
+    /// `ferry trace simulate --policy`, so a simulation of this mirror's access log predicts it.
+    pub policy: String,
     /// `repository:tag` patterns (`*` wildcard) of cached images never evicted, e.g.
     /// `["docker.io/library/*"]`.
     pub pinned: Vec<String>,
@@ -139,6 +144,7 @@ impl Default for CacheConfig {
     fn default() -> CacheConfig {
         CacheConfig {
             max_size: None,
+            policy: "lru".to_owned(),
             pinned: Vec::new(),
             min_free_space: "512MiB".to_owned(),
             maintenance_interval_secs: 60,
@@ -155,8 +161,9 @@ impl CacheConfig {
                 .map_err(|e| anyhow::anyhow!("cache.max_size: {e}"))?,
             None => 0,
         };
-        Ok(ferry_server::mirror::budget::CacheBudget {
+        let budget = ferry_server::mirror::budget::CacheBudget {
             max_bytes,
+            policy: self.policy.clone(),
             pinned: self.pinned.clone(),
             expiry: self
                 .prune
@@ -164,7 +171,11 @@ impl CacheConfig {
                 .enumerate()
                 .map(|(n, p)| p.rule(n))
                 .collect::<anyhow::Result<_>>()?,
-        })
+        };
+        budget
+            .state()
+            .map_err(|e| anyhow::anyhow!("cache.policy: {e}"))?;
+        Ok(budget)
     }
 }
 
@@ -976,6 +987,18 @@ mod tests {
         assert!(
             format!("{err:#}").contains("limits.max_unpacked_archive"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_cache_policy_is_one_the_budget_can_evict_with() {
+        assert_eq!(Config::default().cache.budget().unwrap().policy, "lru");
+        let c = Config::parse("[cache]\nmax_size = \"1GiB\"\npolicy = \"s3-fifo\"").unwrap();
+        assert_eq!(c.cache.budget().unwrap().policy, "s3-fifo");
+        let err = Config::parse("[cache]\npolicy = \"arc\"").unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "cache.policy: unknown cache policy \"arc\": use lru, lfu or s3-fifo"
         );
     }
 }

@@ -43,6 +43,49 @@ pub trait CachePolicy: std::fmt::Debug {
     fn name(&self) -> &'static str;
 }
 
+/// A policy a real cache evicts with (the mirror's byte budget): the cache deletes what the policy
+/// evicts, so the policy reports its victims, can be asked for one more when the cache is over its
+/// limit for reasons the policy cannot see, and forgets what was deleted behind its back.
+pub trait Evicting: CachePolicy + Send {
+    /// Keys evicted since the last call, in eviction order (by accesses and by [`Evicting::evict`]).
+    fn take_evicted(&mut self) -> Vec<u64>;
+    /// Evicts what the policy would evict next to make room; false when nothing is cached.
+    fn evict(&mut self) -> bool;
+    /// Forgets `key`, deleted by someone else (not recorded as evicted).
+    fn remove(&mut self, key: u64);
+    /// Whether `key` is cached.
+    fn contains(&self, key: u64) -> bool;
+}
+
+/// The policies a cache can evict with, by the names `[cache] policy` and `ferry trace simulate`
+/// take: `lru`, `lfu`, `s3-fifo`. ARC has no standard form in bytes and the two-tier cache is a
+/// model of memory in front of disk, so neither is offered. `None` for any other name.
+pub fn evicting(name: &str, capacity: Capacity) -> Option<Box<dyn Evicting>> {
+    Some(match name {
+        "lru" => Box::new(Lru::new(capacity).with_eviction_log()),
+        "lfu" => Box::new(Lfu::new(capacity).with_eviction_log()),
+        "s3-fifo" => Box::new(S3Fifo::new(capacity).with_eviction_log()),
+        _ => return None,
+    })
+}
+
+/// Where a policy writes the keys it evicts, when a cache must act on them; the simulator runs
+/// without one.
+#[derive(Debug, Default)]
+struct EvictionLog(Option<Vec<u64>>);
+
+impl EvictionLog {
+    fn record(&mut self, key: u64) {
+        if let Some(log) = &mut self.0 {
+            log.push(key);
+        }
+    }
+
+    fn take(&mut self) -> Vec<u64> {
+        self.0.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
 /// No node: the end of a list.
 const NIL: u32 = u32::MAX;
 
@@ -126,6 +169,7 @@ pub struct Lru {
     used: u64,
     list: List,
     index: HashMap<u64, u32>,
+    log: EvictionLog,
 }
 
 impl Lru {
@@ -136,7 +180,24 @@ impl Lru {
             used: 0,
             list: List::new(),
             index: HashMap::new(),
+            log: EvictionLog::default(),
         }
+    }
+
+    /// The same cache, recording its victims for [`Evicting::take_evicted`].
+    pub fn with_eviction_log(mut self) -> Lru {
+        self.log = EvictionLog(Some(Vec::new()));
+        self
+    }
+
+    fn evict_back(&mut self) -> bool {
+        let Some(victim) = self.list.pop_back() else {
+            return false;
+        };
+        self.used -= victim.weight;
+        self.index.remove(&victim.key);
+        self.log.record(victim.key);
+        true
     }
 
     /// Whether `key` is cached (without touching it).
@@ -163,12 +224,8 @@ impl CachePolicy for Lru {
             return false;
         }
         while self.used + weight > self.capacity.amount() {
-            let victim = self
-                .list
-                .pop_back()
-                .expect("used > 0 means something is cached");
-            self.used -= victim.weight;
-            self.index.remove(&victim.key);
+            let evicted = self.evict_back();
+            debug_assert!(evicted, "used > 0 means something is cached");
         }
         let front = self.list.push_front(key, weight);
         self.index.insert(key, front);
@@ -178,6 +235,26 @@ impl CachePolicy for Lru {
 
     fn name(&self) -> &'static str {
         "lru"
+    }
+}
+
+impl Evicting for Lru {
+    fn take_evicted(&mut self) -> Vec<u64> {
+        self.log.take()
+    }
+
+    fn evict(&mut self) -> bool {
+        self.evict_back()
+    }
+
+    fn remove(&mut self, key: u64) {
+        if let Some(at) = self.index.remove(&key) {
+            self.used -= self.list.unlink(at).weight;
+        }
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        Lru::contains(self, key)
     }
 }
 
@@ -193,6 +270,7 @@ pub struct Lfu {
     /// (frequency, last access, key), least first.
     order: std::collections::BTreeSet<(u64, u64, u64)>,
     clock: u64,
+    log: EvictionLog,
 }
 
 impl Lfu {
@@ -204,7 +282,27 @@ impl Lfu {
             entries: HashMap::new(),
             order: std::collections::BTreeSet::new(),
             clock: 0,
+            log: EvictionLog::default(),
         }
+    }
+
+    /// The same cache, recording its victims for [`Evicting::take_evicted`].
+    pub fn with_eviction_log(mut self) -> Lfu {
+        self.log = EvictionLog(Some(Vec::new()));
+        self
+    }
+
+    fn evict_least(&mut self) -> bool {
+        let Some((_, _, victim)) = self.order.pop_first() else {
+            return false;
+        };
+        let (_, _, w) = self
+            .entries
+            .remove(&victim)
+            .expect("ordered keys are cached");
+        self.used -= w;
+        self.log.record(victim);
+        true
     }
 }
 
@@ -223,15 +321,8 @@ impl CachePolicy for Lfu {
             return false;
         }
         while self.used + weight > self.capacity.amount() {
-            let (_, _, victim) = self
-                .order
-                .pop_first()
-                .expect("used > 0 means something is cached");
-            let (_, _, w) = self
-                .entries
-                .remove(&victim)
-                .expect("ordered keys are cached");
-            self.used -= w;
+            let evicted = self.evict_least();
+            debug_assert!(evicted, "used > 0 means something is cached");
         }
         self.entries.insert(key, (1, self.clock, weight));
         self.order.insert((1, self.clock, key));
@@ -241,6 +332,27 @@ impl CachePolicy for Lfu {
 
     fn name(&self) -> &'static str {
         "lfu"
+    }
+}
+
+impl Evicting for Lfu {
+    fn take_evicted(&mut self) -> Vec<u64> {
+        self.log.take()
+    }
+
+    fn evict(&mut self) -> bool {
+        self.evict_least()
+    }
+
+    fn remove(&mut self, key: u64) {
+        if let Some((f, t, w)) = self.entries.remove(&key) {
+            self.order.remove(&(f, t, key));
+            self.used -= w;
+        }
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.entries.contains_key(&key)
     }
 }
 
@@ -267,6 +379,7 @@ pub struct S3Fifo {
     ghost: std::collections::VecDeque<(u64, u64)>,
     ghosts: HashMap<u64, u64>,
     generation: u64,
+    log: EvictionLog,
 }
 
 impl S3Fifo {
@@ -285,7 +398,33 @@ impl S3Fifo {
             ghost: std::collections::VecDeque::new(),
             ghosts: HashMap::new(),
             generation: 0,
+            log: EvictionLog::default(),
         }
+    }
+
+    /// The same cache, recording its victims for [`Evicting::take_evicted`].
+    pub fn with_eviction_log(mut self) -> S3Fifo {
+        self.log = EvictionLog(Some(Vec::new()));
+        self
+    }
+
+    /// One eviction, from the FIFO the paper's listing takes it from; false when empty.
+    fn evict_one(&mut self) -> bool {
+        if self.entries.is_empty() {
+            return false;
+        }
+        let before = self.entries.len();
+        while self.entries.len() == before {
+            if self.small_used >= self.small_capacity || self.main.is_empty() {
+                if !self.evict_small() {
+                    // Everything in the small FIFO moved on to the main one.
+                    self.evict_main();
+                }
+            } else {
+                self.evict_main();
+            }
+        }
+        true
     }
 
     fn remember(&mut self, key: u64) {
@@ -310,13 +449,15 @@ impl S3Fifo {
             } else {
                 let (_, w, _) = self.entries.remove(&key).expect("present");
                 self.main_used -= w;
+                self.log.record(key);
                 return;
             }
         }
     }
 
-    /// Evicts one object from the small FIFO, moving requested ones on to the main FIFO.
-    fn evict_small(&mut self) {
+    /// Evicts one object from the small FIFO, moving requested ones on to the main FIFO; false
+    /// when all of them moved and none was evicted from it.
+    fn evict_small(&mut self) -> bool {
         while let Some(key) = self.small.pop_front() {
             let e = self.entries.get_mut(&key).expect("queued keys are cached");
             self.small_used -= e.1;
@@ -332,9 +473,11 @@ impl S3Fifo {
             } else {
                 self.entries.remove(&key);
                 self.remember(key);
-                return;
+                self.log.record(key);
+                return true;
             }
         }
+        false
     }
 }
 
@@ -371,6 +514,34 @@ impl CachePolicy for S3Fifo {
 
     fn name(&self) -> &'static str {
         "s3-fifo"
+    }
+}
+
+impl Evicting for S3Fifo {
+    fn take_evicted(&mut self) -> Vec<u64> {
+        self.log.take()
+    }
+
+    fn evict(&mut self) -> bool {
+        self.evict_one()
+    }
+
+    /// O(n) in the FIFO holding the key: removals behind the policy's back are rare (a delete by
+    /// an operator), accesses are not.
+    fn remove(&mut self, key: u64) {
+        if let Some((_, w, in_main)) = self.entries.remove(&key) {
+            let (queue, used) = if in_main {
+                (&mut self.main, &mut self.main_used)
+            } else {
+                (&mut self.small, &mut self.small_used)
+            };
+            queue.retain(|&k| k != key);
+            *used -= w;
+        }
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.entries.contains_key(&key)
     }
 }
 

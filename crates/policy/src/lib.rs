@@ -18,7 +18,9 @@ mod prune;
 #[cfg(test)]
 mod test_inventory;
 
-pub use budget::{CacheBudget, ExpiryRule, Item, evictable_units, lru_victims};
+pub use budget::{
+    CacheBudget, CacheState, ExpiryRule, Item, UnknownPolicy, evictable_units, lru_victims,
+};
 pub use glob::{glob_match, has_wildcard, wildcard_match};
 pub use image::{Image, ManifestKey, image_name};
 pub use prune::{PrunePlan, PruneRule, Selection, is_pinned, prune_plan};

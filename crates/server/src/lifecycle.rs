@@ -92,13 +92,23 @@ async fn keep_house(app: Arc<App>, interval: Duration, budget: CacheBudget) {
     let mut tick = tokio::time::interval(interval);
     tick.tick().await;
     let sweep_every = (600 / interval.as_secs().max(1)).max(1);
+    // Configuration is checked before serving; this only guards a caller that did not.
+    let mut state = budget
+        .state()
+        .inspect_err(|e| tracing::error!(error = %e, "the cache budget is not enforced"))
+        .ok();
+    if app.mirror.is_some() && budget.max_bytes > 0 {
+        app.store.journal_pulls(crate::mirror::budget::PULL_JOURNAL);
+    }
     for round in 1u64.. {
         tick.tick().await;
         if let Err(e) = app.store.flush_access().await {
             tracing::warn!(error = %e, "writing pull statistics failed");
         }
         if let Some(m) = &app.mirror
-            && let Err(e) = crate::mirror::budget::evict(&app.store, m, &app.metrics, &budget).await
+            && let Some(state) = &mut state
+            && let Err(e) =
+                crate::mirror::budget::evict(&app.store, m, &app.metrics, &budget, state).await
         {
             tracing::warn!(error = %e, "cache eviction failed");
         }

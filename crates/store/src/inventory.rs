@@ -36,12 +36,32 @@ struct Record {
 #[derive(Debug)]
 pub(crate) struct AccessLog {
     shards: Vec<Mutex<HashMap<(RepoName, Digest), Access>>>,
+    journal: Mutex<PullJournal>,
+}
+
+/// The order of pulls since the cache budget's last round, for its replacement policy: a manifest's
+/// [`pull_key`] per pull, 8 bytes each, at most `capacity` (later pulls are counted as dropped).
+#[derive(Debug, Default)]
+struct PullJournal {
+    capacity: usize,
+    keys: Vec<u64>,
+    dropped: u64,
+}
+
+/// The key a pull of `digest` in `repository` has in [`Store::take_pulls`].
+pub fn pull_key(repository: &str, digest: &Digest) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Unkeyed SipHash: the same in every run of this build, and only compared within one process.
+    let mut h = std::hash::DefaultHasher::new();
+    (repository, digest.as_str()).hash(&mut h);
+    h.finish()
 }
 
 impl AccessLog {
     pub fn load(layout: &Layout) -> AccessLog {
         let log = AccessLog {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            journal: Mutex::default(),
         };
         let path = layout.root().join("access.json");
         let records: Vec<Record> = match std::fs::read(&path) {
@@ -115,10 +135,46 @@ impl Store {
     /// Counts a pull of `digest` in `repo` (a manifest GET).
     pub fn record_pull(&self, repo: &RepoName, digest: &Digest) {
         let now = now_secs();
-        let mut shard = self.access.shard(repo, digest);
-        let a = shard.entry((repo.clone(), digest.clone())).or_default();
-        a.last = now;
-        a.count += 1;
+        {
+            let mut shard = self.access.shard(repo, digest);
+            let a = shard.entry((repo.clone(), digest.clone())).or_default();
+            a.last = now;
+            a.count += 1;
+        }
+        let mut journal = self
+            .access
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if journal.capacity > 0 {
+            if journal.keys.len() < journal.capacity {
+                journal.keys.push(pull_key(repo.as_str(), digest));
+            } else {
+                journal.dropped += 1;
+            }
+        }
+    }
+
+    /// Starts keeping the order of pulls (at most `capacity` between two [`Store::take_pulls`]),
+    /// for a replacement policy that needs every access, not only the last one.
+    pub fn journal_pulls(&self, capacity: usize) {
+        self.access
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .capacity = capacity;
+    }
+
+    /// The pulls since the last call, oldest first, as [`pull_key`]s, and how many more there were
+    /// than the journal could hold.
+    pub fn take_pulls(&self) -> (Vec<u64>, u64) {
+        let mut journal = self
+            .access
+            .journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let keys = std::mem::take(&mut journal.keys);
+        (keys, std::mem::take(&mut journal.dropped))
     }
 
     /// Pull statistics of a manifest.

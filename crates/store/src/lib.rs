@@ -43,7 +43,7 @@ use std::sync::{Arc, RwLock};
 
 pub use blobs::{BlobContent, BlobFile, Ingest, SMALL_BLOB};
 pub use error::{Fault, StoreError};
-pub use inventory::{Access, ImageInfo};
+pub use inventory::{Access, ImageInfo, pull_key};
 pub use maint::{FsckReport, GcReport};
 pub use manifests::{ManifestHead, StoredManifest};
 pub use uploads::UploadStatus;

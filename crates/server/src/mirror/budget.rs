@@ -1,10 +1,12 @@
-//! Keeping the cache within its byte budget: least recently pulled cached images go first, pinned
-//! ones never, and images pushed to ferry itself are never touched.
+//! Keeping the cache within its byte budget: the configured replacement policy (`[cache] policy`,
+//! LRU by default) chooses which cached images go, through the code the trace simulator runs;
+//! pinned images never go, and images pushed to ferry itself are never touched.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use ferry_policy::PrunePlan;
-use ferry_store::{Store, StoreError};
+use ferry_policy::{CacheState, ManifestKey, PrunePlan, evictable_units};
+use ferry_store::{Store, StoreError, pull_key};
 
 use super::Mirror;
 use crate::Metrics;
@@ -24,14 +26,21 @@ pub struct Eviction {
     pub bytes: u64,
 }
 
+/// Pulls the journal keeps between two rounds (8 bytes each); more are counted and dropped, and
+/// the policy then misses them.
+pub const PULL_JOURNAL: usize = 1 << 20;
+
 /// Removes the cached images the budget's standing prune rules select (pinned ones never), then
-/// evicts least recently pulled cached images until the store fits the budget (or only pinned ones
-/// are left).
+/// replays the pulls since the last round through the budget's policy (`state`, which the caller
+/// keeps from round to round) and evicts what it chooses, until the store fits the budget (or only
+/// pinned ones are left). The store must journal pulls ([`Store::journal_pulls`]) for the policy
+/// to see them; without, it orders images by their last pull alone.
 pub async fn evict(
     store: &Arc<Store>,
     mirror: &Mirror,
     metrics: &Metrics,
     budget: &CacheBudget,
+    state: &mut CacheState,
 ) -> Result<Eviction, StoreError> {
     let prefixes: Vec<String> = mirror.prefixes().map(str::to_owned).collect();
     let cached = |repo: &str| {
@@ -60,7 +69,16 @@ pub async fn evict(
         }
     }
     let used = store.stats().blob_bytes;
-    if !budget.over(used) {
+    let (pull_keys, dropped) = store.take_pulls();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            kept = pull_keys.len(),
+            "more pulls in one housekeeping round than the journal holds: the cache policy missed some; shorten cache.maintenance_interval_secs"
+        );
+    }
+    let first_round = state.rounds() == 0;
+    if budget.max_bytes == 0 || (!budget.over(used) && pull_keys.is_empty() && !first_round) {
         if budget.expiry.is_empty() && store.gc_deferred() {
             // Content a previous round had to leave (used moments before) goes now.
             let r = store.gc_under(&prefixes).await?;
@@ -71,7 +89,16 @@ pub async fn evict(
         return Ok(expired);
     }
     let images = inventory(&store.images().await?);
-    let victims = budget.victims(&images, used, cached);
+    let units = evictable_units(&images, &budget.pinned, cached);
+    let by_pull_key: HashMap<u64, &ManifestKey> = units
+        .iter()
+        .map(|u| (pull_key(&u.key.repository, &u.key.digest), &u.key))
+        .collect();
+    let pulls: Vec<ManifestKey> = pull_keys
+        .iter()
+        .filter_map(|k| by_pull_key.get(k).map(|&key| key.clone()))
+        .collect();
+    let victims = state.round(&units, &pulls, used, budget.max_bytes);
     let mut out = expired;
     let before = out.images;
     out.images += prune(
@@ -92,6 +119,7 @@ pub async fn evict(
             blobs = r.removed,
             bytes = r.bytes_freed,
             budget = budget.max_bytes,
+            policy = state.policy_name(),
             "evicted cached images to stay within the budget"
         );
     }

@@ -370,7 +370,7 @@ async fn housekeeping_evicts_the_least_recently_pulled_unpinned_image_to_fit_the
         budget: CacheBudget {
             max_bytes: 1900 * 1024,
             pinned,
-            expiry: Vec::new(),
+            ..CacheBudget::default()
         },
         housekeeping_interval: Duration::from_millis(100),
     })
@@ -421,6 +421,54 @@ async fn housekeeping_evicts_the_least_recently_pulled_unpinned_image_to_fit_the
     m.stop().await;
 }
 
+/// `[cache] policy = "lfu"`: the budget evicts through ferry-policy's LFU, fed the pulls in order.
+/// LRU would evict img0 (pulled first); LFU keeps it (pulled three times) and evicts img1 (pulled
+/// once, before img2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn housekeeping_evicts_what_the_configured_policy_chooses() {
+    let m = Mirrored::start_with(MirrorSetup {
+        options: ferry_server::MirrorOptions {
+            local_namespaces: vec!["mine".into()],
+            min_free_bytes: 0,
+            ..ferry_server::MirrorOptions::default()
+        },
+        budget: CacheBudget {
+            max_bytes: 1900 * 1024,
+            policy: "lfu".into(),
+            ..CacheBudget::default()
+        },
+        housekeeping_interval: Duration::from_millis(100),
+    })
+    .await;
+    let imgs: Vec<Image> = (0..3)
+        .map(|i| image(230 + i, 2, 300_000, "amd64"))
+        .collect();
+    for (i, img) in imgs.iter().enumerate() {
+        m.seed(&format!("f/img{i}"), "v1", img).await;
+    }
+    // Four images of ~600 KB (one pushed): the budget holds three, so one cached image goes once
+    // img2 is pulled, whenever the rounds fall.
+    m.mirror
+        .push_image("mine/app", "v1", &image(239, 2, 300_000, "amd64"))
+        .await;
+    for _ in 0..3 {
+        pull_verified(&m.mirror, "f/img0", &imgs[0]).await;
+    }
+    pull_verified(&m.mirror, "f/img1", &imgs[1]).await;
+    pull_verified(&m.mirror, "f/img2", &imgs[2]).await;
+    let cached = |i: usize| {
+        let (mirror, repo) = (&m.mirror, format!("{UPSTREAM}/f/img{i}"));
+        async move { holds(mirror, &repo).await }
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || async { !cached(1).await }).await,
+        "img1, the least frequently pulled, was not evicted"
+    );
+    assert!(cached(0).await, "img0 (pulled thrice) was evicted");
+    assert!(cached(2).await, "img2 was evicted");
+    m.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standing_prune_rule_removes_the_cached_images_it_selects() {
     let pinned = vec![format!("{UPSTREAM}/r/img0:*")];
@@ -451,13 +499,22 @@ async fn a_standing_prune_rule_removes_the_cached_images_it_selects() {
             created_before: None,
             pattern: Some(regex_lite::Regex::new("/img[01]:").unwrap()),
         }],
+        ..CacheBudget::default()
     };
+    // Shared with the retrying closure below.
+    let state = tokio::sync::Mutex::new(budget.state().unwrap());
     next_second().await;
     let app = &m.mirror.app;
     let mirror = app.mirror.as_ref().unwrap();
-    let round = ferry_server::mirror::budget::evict(&app.store, mirror, &app.metrics, &budget)
-        .await
-        .unwrap();
+    let round = ferry_server::mirror::budget::evict(
+        &app.store,
+        mirror,
+        &app.metrics,
+        &budget,
+        &mut *state.lock().await,
+    )
+    .await
+    .unwrap();
     assert_eq!(round.images, 1, "{round:?}");
     assert!(
         !holds(&m.mirror, &format!("{UPSTREAM}/r/img1")).await,
@@ -479,9 +536,15 @@ async fn a_standing_prune_rule_removes_the_cached_images_it_selects() {
     let layer = app.store.blob_path(&imgs[1].layers[0].digest);
     assert!(
         wait_for(Duration::from_secs(10), || async {
-            ferry_server::mirror::budget::evict(&app.store, mirror, &app.metrics, &budget)
-                .await
-                .unwrap();
+            ferry_server::mirror::budget::evict(
+                &app.store,
+                mirror,
+                &app.metrics,
+                &budget,
+                &mut *state.lock().await,
+            )
+            .await
+            .unwrap();
             !layer.exists()
         })
         .await,
