@@ -8,6 +8,7 @@ mod environment;
 mod load;
 mod preload;
 mod trace;
+mod trace_plots;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

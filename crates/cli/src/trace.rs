@@ -81,6 +81,19 @@ pub struct SimulateArgs {
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also draw hit ratio against capacity, one line per policy, into FILE (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Prefetch on manifest GETs: admit the layers its repository had requested (or pushed, where
+    /// the URI names the digest) within this window before it, e.g. 10m. Needs timestamps.
+    #[arg(long, value_name = "AGE", value_parser = prefetch_window)]
+    pub prefetch_window: Option<std::time::Duration>,
+}
+
+fn prefetch_window(s: &str) -> Result<std::time::Duration, String> {
+    ferry_server::units::parse_age(s)
+        .map(std::time::Duration::from_secs)
+        .map_err(|e| e.to_string())
 }
 
 /// The input formats, when a file's name and first bytes do not say.
@@ -125,6 +138,10 @@ pub struct AnalyzeArgs {
     /// Print the characterization as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also draw the size CDF, popularity (rank against GETs, log-log) and requests over time as
+    /// SVG files into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
 }
 
 /// Records reported one by one before the rest are only counted.
@@ -184,13 +201,71 @@ pub fn read_trace(
 
 /// `ferry trace analyze`.
 pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let mut analyzer = ferry_trace::analyze::Analyzer::default();
+    use ferry_trace::analyze::{Analyzer, Characterization};
+    let mut analyzer = Analyzer::default();
     let read = read_trace(&args.input, |r| analyzer.add(r));
     let c = analyzer.finish();
+    // Several availability zones (the IBM traces' zone directories and file names): each is
+    // characterized on its own too, from a second read of its files.
+    let mut zones: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    for f in ferry_trace::trace_files(&args.input.paths).unwrap_or_default() {
+        if let Some(zone) = ferry_trace::zone_of(&f) {
+            zones.entry(zone).or_default().push(f);
+        }
+    }
+    let mut by_zone: std::collections::BTreeMap<String, Characterization> = Default::default();
+    if zones.len() > 1 {
+        for (zone, files) in zones {
+            let mut a = Analyzer::default();
+            let input = TraceInput {
+                paths: files,
+                ..args.input.clone()
+            };
+            // Problems were reported by the whole read above.
+            let _ = ferry_trace::Trace::open(&input.paths, input.format.map(Format::from))
+                .map(|t| t.flatten().for_each(|r| a.add(&r)));
+            by_zone.insert(zone, a.finish());
+        }
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
+        let mut v = serde_json::to_value(&c)?;
+        if !by_zone.is_empty() {
+            v["zones"] = serde_json::to_value(&by_zone)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", c.render());
+        if !by_zone.is_empty() {
+            println!("\nPer zone:");
+            println!(
+                "{:<10} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10}",
+                "zone",
+                "requests",
+                "cache GETs",
+                "blobs<1MB",
+                "blobs<10MB",
+                "top 10%",
+                "reads/write"
+            );
+            for (zone, z) in &by_zone {
+                println!(
+                    "{:<10} {:>12} {:>12} {:>9.1}% {:>9.1}% {:>9.1}% {:>10}",
+                    zone,
+                    z.requests,
+                    z.cacheable_gets,
+                    z.blob_sizes.under_1mb * 100.0,
+                    z.blob_sizes.under_10mb * 100.0,
+                    z.popularity.top_10pct_share * 100.0,
+                    z.read_write_ratio
+                        .map_or("-".to_owned(), |r| format!("{r:.1}"))
+                );
+            }
+        }
+    }
+    if let Some(dir) = &args.plots {
+        for f in crate::trace_plots::analysis(&analyzer.distributions(), dir)? {
+            eprintln!("wrote {}", f.display());
+        }
     }
     read?;
     Ok(ExitCode::SUCCESS)
@@ -199,7 +274,7 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
 /// `ferry trace simulate`.
 pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     use ferry_policy::cache::Capacity;
-    use ferry_trace::simulate::{Policy, Workload, simulate};
+    use ferry_trace::simulate::{Policy, SimOptions, Workload, simulate_with};
     anyhow::ensure!(
         !args.objects.is_empty() || !args.bytes.is_empty(),
         "give the capacities to simulate: --objects 100,1000 and/or --bytes 1GB,25%"
@@ -240,7 +315,15 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         };
         capacities.push(Capacity::Bytes(bytes));
     }
-    let results = simulate(&workload, &policies, &capacities, args.warmup)?;
+    let results = simulate_with(
+        &workload,
+        &policies,
+        &capacities,
+        SimOptions {
+            warmup: args.warmup,
+            prefetch: args.prefetch_window,
+        },
+    )?;
     println!(
         "{} cache requests, {} objects{}",
         workload.requests(),
@@ -255,9 +338,24 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     );
     for r in &results {
         println!(
-            "{:<8} {:<8} {:>16} {:>10} {:>10} {:>10.4} {:>10.4}",
-            r.policy, r.unit, r.capacity, r.requests, r.hits, r.hit_ratio, r.byte_hit_ratio
+            "{:<8} {:<8} {:>16} {:>10} {:>10} {:>10.4} {:>10.4}{}",
+            r.policy,
+            r.unit,
+            r.capacity,
+            r.requests,
+            r.hits,
+            r.hit_ratio,
+            r.byte_hit_ratio,
+            if args.prefetch_window.is_some() {
+                format!("  {} prefetched", r.prefetched)
+            } else {
+                String::new()
+            }
         );
+    }
+    if let Some(path) = &args.plot {
+        crate::trace_plots::hit_ratios(&results, path)?;
+        eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)

@@ -39,6 +39,8 @@ pub trait CachePolicy: std::fmt::Debug {
     /// The object `key` of `size` bytes is requested: whether it was cached; afterwards it is
     /// cached (unless it cannot fit at all), and others may have been evicted.
     fn access(&mut self, key: u64, size: u64) -> bool;
+    /// Whether `key` is cached, without touching it (a prefetch asks before it admits).
+    fn contains(&self, key: u64) -> bool;
     /// The policy's name, as reports print it (`lru`).
     fn name(&self) -> &'static str;
 }
@@ -53,8 +55,6 @@ pub trait Evicting: CachePolicy + Send {
     fn evict(&mut self) -> bool;
     /// Forgets `key`, deleted by someone else (not recorded as evicted).
     fn remove(&mut self, key: u64);
-    /// Whether `key` is cached.
-    fn contains(&self, key: u64) -> bool;
 }
 
 /// The policies a cache can evict with, by the names `[cache] policy` and `ferry trace simulate`
@@ -233,6 +233,10 @@ impl CachePolicy for Lru {
         false
     }
 
+    fn contains(&self, key: u64) -> bool {
+        self.index.contains_key(&key)
+    }
+
     fn name(&self) -> &'static str {
         "lru"
     }
@@ -251,10 +255,6 @@ impl Evicting for Lru {
         if let Some(at) = self.index.remove(&key) {
             self.used -= self.list.unlink(at).weight;
         }
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        Lru::contains(self, key)
     }
 }
 
@@ -330,6 +330,10 @@ impl CachePolicy for Lfu {
         false
     }
 
+    fn contains(&self, key: u64) -> bool {
+        self.entries.contains_key(&key)
+    }
+
     fn name(&self) -> &'static str {
         "lfu"
     }
@@ -349,10 +353,6 @@ impl Evicting for Lfu {
             self.order.remove(&(f, t, key));
             self.used -= w;
         }
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        self.entries.contains_key(&key)
     }
 }
 
@@ -512,6 +512,10 @@ impl CachePolicy for S3Fifo {
         false
     }
 
+    fn contains(&self, key: u64) -> bool {
+        self.entries.contains_key(&key)
+    }
+
     fn name(&self) -> &'static str {
         "s3-fifo"
     }
@@ -538,10 +542,6 @@ impl Evicting for S3Fifo {
             queue.retain(|&k| k != key);
             *used -= w;
         }
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        self.entries.contains_key(&key)
     }
 }
 
@@ -665,6 +665,10 @@ impl CachePolicy for Arc {
         }
     }
 
+    fn contains(&self, key: u64) -> bool {
+        matches!(self.index.get(&key), Some(&(T1 | T2, _)))
+    }
+
     fn name(&self) -> &'static str {
         "arc"
     }
@@ -710,6 +714,10 @@ impl CachePolicy for TwoTier {
             self.memory_hits += 1;
         }
         in_memory || on_ssd
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.memory.contains(key) || self.ssd.contains(key)
     }
 
     fn name(&self) -> &'static str {

@@ -7,10 +7,10 @@ use plotters::prelude::*;
 
 use crate::results::Results;
 
-const WIDTH: u32 = 1200;
-const HEIGHT: u32 = 600;
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-const COLORS: [RGBColor; 6] = [
+pub(crate) const WIDTH: u32 = 1200;
+pub(crate) const HEIGHT: u32 = 600;
+pub(crate) const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+pub(crate) const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -85,7 +85,7 @@ pub(crate) fn tick_label(v: &f64) -> String {
     }
 }
 
-type DrawError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type DrawError = Box<dyn std::error::Error + Send + Sync>;
 
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,

@@ -1,7 +1,8 @@
 //! ferry's result files and what is made of them: [`results`] is the one schema of a load run's
 //! results file (`ferry-load` writes it, this crate reads it); [`table`] makes a Markdown table of
 //! runs and, with the `charts` feature (on by default), `chart` draws images per second over
-//! time, one line per run, with the puller count as a step line on a second axis, as SVG or PNG.
+//! time, one line per run, with the puller count as a step line on a second axis, as SVG or PNG,
+//! and `line_chart` draws any `(x, y)` series, either axis on a log scale (the trace lab's plots).
 //! The PNG's text uses a bundled font (DejaVu Sans), so charts look the same everywhere.
 //!
 //! Writers such as `ferry-load` depend on it with `default-features = false`: the schema without
@@ -9,10 +10,14 @@
 
 #[cfg(feature = "charts")]
 mod charts;
+#[cfg(feature = "charts")]
+mod lines;
 pub mod results;
 
 #[cfg(feature = "charts")]
 pub use charts::{ChartError, chart};
+#[cfg(feature = "charts")]
+pub use lines::{Axes, Series, line_chart};
 pub use results::{ReadError, Results, read};
 
 /// A Markdown table of the runs' totals.

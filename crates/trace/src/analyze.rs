@@ -313,6 +313,40 @@ impl Analyzer {
         }
     }
 
+    /// What the plots of a characterization draw: sizes of the distinct blobs and manifests
+    /// (ascending), GETs per object by popularity rank (descending), reads and writes per hour.
+    pub fn distributions(&self) -> Distributions {
+        let sizes = |kind: Kind| {
+            let mut v: Vec<u64> = self
+                .objects
+                .values()
+                .filter(|o| o.kind == kind)
+                .filter_map(|o| o.size)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let mut gets: Vec<u64> = self.objects.values().map(|o| o.gets).collect();
+        gets.sort_unstable_by(|a, b| b.cmp(a));
+        Distributions {
+            blob_sizes: sizes(Kind::Blob),
+            manifest_sizes: sizes(Kind::Manifest),
+            gets_by_rank: gets,
+            hours: self.finish_hours(),
+        }
+    }
+
+    fn finish_hours(&self) -> Vec<Hour> {
+        self.hours
+            .iter()
+            .map(|(&hour, &(reads, writes))| Hour {
+                hour,
+                reads,
+                writes,
+            })
+            .collect()
+    }
+
     /// The characterization of what was added.
     pub fn finish(&self) -> Characterization {
         let reads = self.methods.get("GET").copied().unwrap_or(0)
@@ -340,17 +374,22 @@ impl Analyzer {
             clients: activity(self.clients.values().copied(), self.requests),
             repositories: activity(self.repositories.values().copied(), self.requests),
             read_write_ratio: (writes > 0).then(|| reads as f64 / writes as f64),
-            hours: self
-                .hours
-                .iter()
-                .map(|(&hour, &(reads, writes))| Hour {
-                    hour,
-                    reads,
-                    writes,
-                })
-                .collect(),
+            hours: self.finish_hours(),
         }
     }
+}
+
+/// The distributions behind a characterization, for plotting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distributions {
+    /// Sizes of the distinct blobs GET, ascending.
+    pub blob_sizes: Vec<u64>,
+    /// Sizes of the distinct manifests GET, ascending.
+    pub manifest_sizes: Vec<u64>,
+    /// GETs of each object, most requested first.
+    pub gets_by_rank: Vec<u64>,
+    /// Reads and writes per hour since the first request.
+    pub hours: Vec<Hour>,
 }
 
 fn pct(x: f64) -> String {

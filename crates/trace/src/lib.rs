@@ -24,5 +24,5 @@ pub mod simulate;
 
 pub use error::{Position, TraceError};
 pub use ferry_oci::timestamp::{format_timestamp, parse_timestamp};
-pub use read::{Format, MAX_FILES, Trace, open_file, trace_files};
+pub use read::{Format, MAX_FILES, Trace, open_file, trace_files, zone_of};
 pub use request::{Kind, Method, Request, Target, classify};

@@ -4,15 +4,27 @@
 //! Cache requests are the GETs of blobs and manifests. Each object is numbered in order of first
 //! request and gets one size: the largest any of its responses reported (a trace without sizes
 //! can only be simulated in objects). Hits are counted after a warm-up fraction of the requests.
+//!
+//! Prefetch on manifest (the FAST'18 paper's proposal, [`SimOptions::prefetch`]): a manifest GET
+//! is followed by the admission of the layers the same repository had pulled, or pushed, within a
+//! window before it, newest first, at most [`PREFETCH_MAX`]; a prefetch is not a request (neither
+//! hit nor miss) and skips what is cached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use ferry_policy::cache::{
     Arc as ArcCache, CachePolicy, Capacity, Lfu, Lru, S3Fifo, TwoTier, lru_sweep,
 };
 use serde::Serialize;
 
-use crate::request::Request;
+use crate::request::{Kind, Method, Request};
+
+/// Layers one manifest GET prefetches at most.
+pub const PREFETCH_MAX: usize = 64;
+
+/// Recent layers remembered per repository for prefetching (the oldest go first).
+const PREFETCH_MEMORY: usize = 1024;
 
 /// The cache requests of a trace.
 #[derive(Debug, Default)]
@@ -21,14 +33,54 @@ pub struct Workload {
     ids: HashMap<String, u64>,
     /// By key: the largest size seen.
     sizes: Vec<Option<u64>>,
+    /// By request: microseconds since the epoch (`None` in a URI list).
+    times: Vec<Option<i64>>,
+    /// By request: its repository's number, with [`MANIFEST`] set for a manifest GET.
+    repos: Vec<u32>,
+    repo_ids: HashMap<String, u32>,
+    /// Blobs pushed with their digest in the URI: (requests before it, time, repository, blob URI).
+    pushes: Vec<(usize, Option<i64>, u32, String)>,
 }
 
+/// Marks a manifest GET in [`Workload::repos`].
+const MANIFEST: u32 = 1 << 31;
+/// A request without a repository.
+const NO_REPO: u32 = MANIFEST - 1;
+
 impl Workload {
-    /// Adds `r` if a cache would serve it.
+    fn repo_id(&mut self, repo: Option<&str>) -> u32 {
+        let Some(repo) = repo else { return NO_REPO };
+        let next = u32::try_from(self.repo_ids.len())
+            .unwrap_or(NO_REPO)
+            .min(NO_REPO);
+        *self.repo_ids.entry(repo.to_owned()).or_insert(next)
+    }
+
+    /// Adds `r` if a cache would serve it (or, for a blob pushed with its digest in the URI, notes
+    /// the push for prefetching).
     pub fn add(&mut self, r: &Request) {
+        if r.method == Method::Put && r.kind == Kind::Upload {
+            // `…/blobs/uploads/<session>?digest=<d>` completes the push of `…/blobs/<d>`.
+            if let Some((path, query)) = r.uri.split_once('?')
+                && let Some(digest) = query.split('&').find_map(|kv| kv.strip_prefix("digest="))
+                && let Some(at) = path.rfind("/blobs/uploads")
+            {
+                let blob = format!("{}/blobs/{}", &path[..at], digest.replace("%3A", ":"));
+                let repo = self.repo_id(r.repo.as_deref());
+                self.pushes.push((self.keys.len(), r.time_us, repo, blob));
+            }
+            return;
+        }
         if !r.is_cacheable() {
             return;
         }
+        let repo = self.repo_id(r.repo.as_deref());
+        self.repos.push(if r.kind == Kind::Manifest {
+            repo | MANIFEST
+        } else {
+            repo
+        });
+        self.times.push(r.time_us);
         let uri = r.uri.split('?').next().unwrap_or(&r.uri);
         let next = self.ids.len() as u64;
         let key = *self.ids.entry(uri.to_owned()).or_insert(next);
@@ -59,6 +111,76 @@ impl Workload {
     fn size(&self, key: u64) -> u64 {
         self.sizes[key as usize].unwrap_or(0)
     }
+
+    /// What each manifest GET prefetches with a `window`: (request index, keys), in request order.
+    /// Pushed blobs never requested in the trace have no size and are left out.
+    pub fn prefetch_plan(&self, window: Duration) -> Result<Vec<(usize, Vec<u64>)>, SimulateError> {
+        let window = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+        let mut recent: HashMap<u32, VecDeque<(i64, u64)>> = HashMap::new();
+        let remember = |recent: &mut HashMap<u32, VecDeque<(i64, u64)>>, repo, t, key| {
+            let q = recent.entry(repo).or_default();
+            if q.len() == PREFETCH_MEMORY {
+                q.pop_front();
+            }
+            q.push_back((t, key));
+        };
+        let mut pushes = self.pushes.iter().peekable();
+        let mut plan = Vec::new();
+        for (i, (&key, (&repo, &time))) in self
+            .keys
+            .iter()
+            .zip(self.repos.iter().zip(&self.times))
+            .enumerate()
+        {
+            let t = time.ok_or(SimulateError::NoTimes)?;
+            while let Some((_, pt, prepo, uri)) = pushes.next_if(|p| p.0 <= i) {
+                if let (Some(pt), Some(&pkey)) = (pt, self.ids.get(uri))
+                    && *prepo != NO_REPO
+                {
+                    remember(&mut recent, *prepo, *pt, pkey);
+                }
+            }
+            let id = repo & !MANIFEST;
+            if id == NO_REPO {
+                continue;
+            }
+            if repo & MANIFEST == 0 {
+                remember(&mut recent, id, t, key);
+                continue;
+            }
+            let Some(q) = recent.get_mut(&id) else {
+                continue;
+            };
+            while q
+                .front()
+                .is_some_and(|&(at, _)| at < t.saturating_sub(window))
+            {
+                q.pop_front();
+            }
+            let mut seen = HashSet::new();
+            let keys: Vec<u64> = q
+                .iter()
+                .rev()
+                .filter(|&&(at, k)| at <= t && seen.insert(k))
+                .map(|&(_, k)| k)
+                .take(PREFETCH_MAX)
+                .collect();
+            if !keys.is_empty() {
+                plan.push((i, keys));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// How to run a simulation beyond its policies and capacities.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SimOptions {
+    /// Fraction of the requests that only warms the cache up.
+    pub warmup: f64,
+    /// Prefetch on manifest GETs the layers of its repository requested or pushed within this
+    /// window before it.
+    pub prefetch: Option<Duration>,
 }
 
 /// The replacement policies the simulator runs.
@@ -149,6 +271,11 @@ pub enum SimulateError {
     /// The warm-up fraction is not in [0, 1).
     #[error("the warm-up fraction must be at least 0 and below 1, not {0}")]
     Warmup(String),
+    /// Prefetching looks back in time, and some request has no timestamp.
+    #[error(
+        "prefetching needs timestamps, and this trace has requests without (a URI list has none)"
+    )]
+    NoTimes,
 }
 
 /// One policy at one capacity.
@@ -172,6 +299,8 @@ pub struct SimResult {
     pub bytes_hit: u64,
     /// bytes_hit ÷ bytes (0 when the trace has no sizes).
     pub byte_hit_ratio: f64,
+    /// Objects admitted by prefetching (counted requests' share; 0 without prefetch).
+    pub prefetched: u64,
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {
@@ -191,6 +320,25 @@ pub fn simulate(
     capacities: &[Capacity],
     warmup: f64,
 ) -> Result<Vec<SimResult>, SimulateError> {
+    simulate_with(
+        workload,
+        policies,
+        capacities,
+        SimOptions {
+            warmup,
+            prefetch: None,
+        },
+    )
+}
+
+/// [`simulate`] with prefetching as `options` say (LRU then replays once per capacity too).
+pub fn simulate_with(
+    workload: &Workload,
+    policies: &[Policy],
+    capacities: &[Capacity],
+    options: SimOptions,
+) -> Result<Vec<SimResult>, SimulateError> {
+    let warmup = options.warmup;
     if !(0.0..1.0).contains(&warmup) {
         return Err(SimulateError::Warmup(warmup.to_string()));
     }
@@ -200,11 +348,15 @@ pub fn simulate(
             return Err(SimulateError::NoSizes(missing));
         }
     }
+    let plan = match options.prefetch {
+        Some(window) => Some(workload.prefetch_plan(window)?),
+        None => None,
+    };
     let from = (warmup * workload.keys.len() as f64) as usize;
     let counted = &workload.keys[from.min(workload.keys.len())..];
     let requests = counted.len() as u64;
     let bytes: u64 = counted.iter().map(|&k| workload.size(k)).sum();
-    let result = |policy: Policy, capacity: Capacity, hits: u64, bytes_hit: u64| SimResult {
+    let result = |policy: Policy, capacity: Capacity, (hits, bytes_hit, prefetched)| SimResult {
         policy: policy.as_str(),
         unit: match capacity {
             Capacity::Objects(_) => "objects",
@@ -217,6 +369,7 @@ pub fn simulate(
         bytes,
         bytes_hit,
         byte_hit_ratio: ratio(bytes_hit, bytes),
+        prefetched,
     };
     let mut out = Vec::new();
     for &policy in policies {
@@ -227,36 +380,75 @@ pub fn simulate(
                 Capacity::Bytes(_) => None,
             })
             .collect();
-        let swept: HashMap<u64, (u64, u64)> = if policy == Policy::Lru && !objects.is_empty() {
-            let keys = &workload.keys;
-            objects
-                .iter()
-                .copied()
-                .zip(lru_sweep(keys, |i| workload.size(keys[i]), &objects, from))
-                .collect()
-        } else {
-            HashMap::new()
-        };
+        let swept: HashMap<u64, (u64, u64)> =
+            if policy == Policy::Lru && !objects.is_empty() && plan.is_none() {
+                let keys = &workload.keys;
+                objects
+                    .iter()
+                    .copied()
+                    .zip(lru_sweep(keys, |i| workload.size(keys[i]), &objects, from))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
         for &capacity in capacities {
-            let (hits, bytes_hit) = match (capacity, swept.get(&capacity.amount())) {
-                (Capacity::Objects(_), Some(&counts)) => counts,
+            let counts = match (capacity, swept.get(&capacity.amount())) {
+                (Capacity::Objects(_), Some(&(hits, bytes_hit))) => (hits, bytes_hit, 0),
                 _ => {
                     let mut cache = policy.build(capacity)?;
-                    let mut counts = (0, 0);
-                    for (i, &key) in workload.keys.iter().enumerate() {
-                        let size = workload.size(key);
-                        if cache.access(key, size) && i >= from {
-                            counts.0 += 1;
-                            counts.1 += size;
-                        }
+                    match &plan {
+                        None => replay(workload, cache.as_mut(), from),
+                        Some(plan) => replay_prefetching(workload, cache.as_mut(), from, plan),
                     }
-                    counts
                 }
             };
-            out.push(result(policy, capacity, hits, bytes_hit));
+            out.push(result(policy, capacity, counts));
         }
     }
     Ok(out)
+}
+
+/// (hits, bytes hit, 0) from request `from` on: the simulator's inner loop.
+fn replay(workload: &Workload, cache: &mut dyn CachePolicy, from: usize) -> (u64, u64, u64) {
+    let mut counts = (0, 0, 0);
+    for (i, &key) in workload.keys.iter().enumerate() {
+        let size = workload.size(key);
+        if cache.access(key, size) && i >= from {
+            counts.0 += 1;
+            counts.1 += size;
+        }
+    }
+    counts
+}
+
+/// [`replay`], admitting each manifest GET's prefetches after it; the third count is prefetches
+/// from request `from` on.
+fn replay_prefetching(
+    workload: &Workload,
+    cache: &mut dyn CachePolicy,
+    from: usize,
+    plan: &[(usize, Vec<u64>)],
+) -> (u64, u64, u64) {
+    let mut counts = (0, 0, 0);
+    let mut next = plan.iter().peekable();
+    for (i, &key) in workload.keys.iter().enumerate() {
+        let size = workload.size(key);
+        if cache.access(key, size) && i >= from {
+            counts.0 += 1;
+            counts.1 += size;
+        }
+        if let Some((_, keys)) = next.next_if(|(at, _)| *at == i) {
+            for &k in keys {
+                if !cache.contains(k) {
+                    cache.access(k, workload.size(k));
+                    if i >= from {
+                        counts.2 += 1;
+                    }
+                }
+            }
+        }
+    }
+    counts
 }
 
 #[cfg(test)]
@@ -345,5 +537,90 @@ mod tests {
         );
         assert!(Policy::parse("belady").is_err());
         assert!(simulate(&w, &[Policy::Lru], &[Capacity::Objects(1)], 1.0).is_err());
+    }
+
+    fn at(method: Method, uri: &str, size: u64, secs: i64) -> Request {
+        let mut r = Request::new(method, uri.to_owned());
+        r.size = Some(size);
+        r.time_us = Some(secs * 1_000_000);
+        r
+    }
+
+    /// Repository r pulls a and b, r2 pulls c, d, e (flushing a 3-object LRU), then r's manifest
+    /// and a, b again; a is also pushed to r before everything.
+    fn prefetch_workload() -> Workload {
+        let mut w = Workload::default();
+        for r in [
+            at(Method::Put, "v2/r/blobs/uploads/u1?digest=sha256%3Ap", 0, 0),
+            at(Method::Get, "v2/r/blobs/sha256:a", 10, 1),
+            at(Method::Get, "v2/r/blobs/sha256:b", 10, 2),
+            at(Method::Get, "v2/r2/blobs/sha256:c", 10, 3),
+            at(Method::Get, "v2/r2/blobs/sha256:d", 10, 4),
+            at(Method::Get, "v2/r2/blobs/sha256:e", 10, 5),
+            at(Method::Get, "v2/r/manifests/latest", 1, 6),
+            at(Method::Get, "v2/r/blobs/sha256:a", 10, 7),
+            at(Method::Get, "v2/r/blobs/sha256:b", 10, 8),
+            at(Method::Get, "v2/r/blobs/sha256:p", 10, 9),
+        ] {
+            w.add(&r);
+        }
+        w
+    }
+
+    #[test]
+    fn a_manifest_get_prefetches_its_repositorys_recent_layers_newest_first() {
+        let w = prefetch_workload();
+        let (a, b, p) = (
+            w.ids["v2/r/blobs/sha256:a"],
+            w.ids["v2/r/blobs/sha256:b"],
+            w.ids["v2/r/blobs/sha256:p"],
+        );
+        // The manifest is request 5 (the push is not a request). Window 10 s: b, a and the pushed p.
+        assert_eq!(
+            w.prefetch_plan(Duration::from_secs(10)).unwrap(),
+            vec![(5, vec![b, a, p])]
+        );
+        // 4.5 s back from t=6 reaches t=1.5: b only. A later manifest prefetches nothing of r2's.
+        assert_eq!(
+            w.prefetch_plan(Duration::from_millis(4500)).unwrap(),
+            vec![(5, vec![b])]
+        );
+        assert_eq!(w.prefetch_plan(Duration::ZERO).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn prefetching_turns_the_layers_after_a_manifest_into_hits() {
+        let w = prefetch_workload();
+        let run = |prefetch| {
+            simulate_with(
+                &w,
+                &[Policy::Lru, Policy::S3Fifo],
+                &[Capacity::Objects(3)],
+                SimOptions {
+                    warmup: 0.0,
+                    prefetch,
+                },
+            )
+            .unwrap()
+        };
+        let plain = run(None);
+        assert_eq!((plain[0].hits, plain[0].prefetched), (0, 0));
+        // Window 10 s: b, a, p admitted after the manifest (it stays too: b, a, p fill 3 slots,
+        // evicting the manifest, c, d, e); then a, b and p hit.
+        let lru = &run(Some(Duration::from_secs(10)))[0];
+        assert_eq!((lru.hits, lru.prefetched), (3, 3), "{lru:?}");
+        // Window 4.5 s: only b.
+        let lru = &run(Some(Duration::from_millis(4500)))[0];
+        assert_eq!((lru.hits, lru.prefetched), (1, 1), "{lru:?}");
+    }
+
+    #[test]
+    fn prefetching_needs_timestamps() {
+        let mut w = Workload::default();
+        w.add(&get("v2/r/manifests/latest", 1));
+        assert_eq!(
+            w.prefetch_plan(Duration::from_secs(1)),
+            Err(SimulateError::NoTimes)
+        );
     }
 }

@@ -163,6 +163,20 @@ fn uri_lines(
     })
 }
 
+/// The availability zone a trace file belongs to: `<zone>` of the IBM traces' names
+/// (`<env>-<zone>-logstash-YYYY.MM.DD-N.json`), else the name of the directory it is in.
+pub fn zone_of(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy();
+    let mut parts = name.split('-');
+    if let (Some(_env), Some(zone), Some("logstash")) = (parts.next(), parts.next(), parts.next())
+        && !zone.is_empty()
+    {
+        return Some(zone.to_owned());
+    }
+    let dir = path.parent()?.file_name()?.to_string_lossy();
+    (!dir.is_empty()).then(|| dir.into_owned())
+}
+
 /// The trace files `paths` name: files as they are, directories walked (files with a trace's
 /// name, in name order), and `*`/`?` wildcards in a path's last component.
 pub fn trace_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TraceError> {
