@@ -83,6 +83,7 @@ pub(crate) mod tests {
                     errors: Default::default(),
                 })
                 .collect(),
+            replay: None,
         }
     }
 
