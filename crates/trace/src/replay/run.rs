@@ -180,27 +180,30 @@ pub async fn run(
     let stats: Arc<Mutex<BTreeMap<ObjectKind, KindStats>>> = Arc::default();
     let mut per_registry = vec![0u64; o.registries.len()];
     let mut unsent = Unsent::default();
-    let mut no_time = 0u64;
+    let mut untimed = false;
     let started_unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let started = Instant::now();
-    let items = requests.filter_map(|r| {
-        let Some((key, kind)) = object_of(&r) else {
-            unsent.skipped += 1;
-            return None;
-        };
-        match map.get(&key) {
-            Some(e) => {
-                if r.time_us.is_none() {
-                    no_time += 1;
-                }
-                Some((r.time_us.unwrap_or(0), e.clone()))
-            }
-            None => {
+    let recorded = matches!(o.pace, Pace::Recorded { .. });
+    let mut requests = requests;
+    let items = std::iter::from_fn(|| {
+        loop {
+            let r = requests.next()?;
+            let Some((key, kind)) = object_of(&r) else {
+                unsent.skipped += 1;
+                continue;
+            };
+            let Some(e) = map.get(&key) else {
                 *unsent.unmapped.entry(kind.as_str().to_owned()).or_default() += 1;
-                None
+                continue;
+            };
+            // Recorded pace needs every request's time: stop at the first without one.
+            if recorded && r.time_us.is_none() {
+                untimed = true;
+                return None;
             }
+            return Some((r.time_us.unwrap_or(0), e.clone()));
         }
     });
     let paced = pace(items, o.pace, |entry, intended, sent| {
@@ -244,10 +247,11 @@ pub async fn run(
         let _ = log.flush();
     }
     let duration = started.elapsed().as_secs_f64().max(1e-9);
-    if matches!(o.pace, Pace::Recorded { .. }) && no_time > 0 {
-        return Err(RunError::Option(format!(
-            "{no_time} requests of the trace have no timestamp (a URI list?): replay it with --pace asap"
-        )));
+    if untimed {
+        return Err(RunError::Option(
+            "the trace's requests have no timestamps (a URI list?): replay it with --pace asap"
+                .to_owned(),
+        ));
     }
     let stats = stats.lock().unwrap_or_else(|e| e.into_inner());
     let kinds: BTreeMap<String, KindFigures> = stats
