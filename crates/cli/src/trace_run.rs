@@ -23,7 +23,7 @@ pub struct WarmupArgs {
     /// The registry to fill, http(s)://host:port.
     #[arg(long, value_name = "URL")]
     pub registry: String,
-    /// Where to write the warmup map [default: the first trace path with .map.jsonl appended].
+    /// Where to write the warmup map [default: the first trace path with .map appended].
     #[arg(long, value_name = "FILE")]
     pub map: Option<PathBuf>,
     /// Objects pushed at a time.
@@ -120,13 +120,26 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     Ok((i, n))
 }
 
+/// The map of the trace at `path`: `.map` appended, beside a directory rather than in it, and
+/// with an extension no trace reader takes, so replaying the directory never reads the map.
+fn default_map(path: &Path) -> PathBuf {
+    let trimmed = path.to_string_lossy().trim_end_matches('/').to_owned();
+    PathBuf::from(format!(
+        "{}.map",
+        if trimmed.is_empty() {
+            "trace"
+        } else {
+            &trimmed
+        }
+    ))
+}
+
 /// `ferry trace warmup`.
 pub fn warmup(args: &WarmupArgs) -> anyhow::Result<ExitCode> {
-    let map_path = args.map.clone().unwrap_or_else(|| {
-        let mut p = args.input.paths[0].clone().into_os_string();
-        p.push(".map.jsonl");
-        PathBuf::from(p)
-    });
+    let map_path = args
+        .map
+        .clone()
+        .unwrap_or_else(|| default_map(&args.input.paths[0]));
     let registry = ferry_client::Registry::new(ferry_client::RegistryOptions {
         endpoint: args.registry.clone(),
         ..ferry_client::RegistryOptions::default()
