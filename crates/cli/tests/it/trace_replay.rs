@@ -77,6 +77,20 @@ fn warmup_and_run_against_ferry_serve_replay_every_get() {
         second.contains("pushed 0 blobs and 0 manifests (0 bytes)"),
         "{second}"
     );
+    // Without --map, the map goes beside the trace under an extension no trace reader takes.
+    ok(&[
+        "trace",
+        "warmup",
+        s(&trace),
+        "--registry",
+        &url,
+        "--max-blob-size",
+        "64KB",
+    ]);
+    assert_eq!(
+        std::fs::read(tmp.path().join("t.jsonl.map")).unwrap(),
+        std::fs::read(&map).unwrap()
+    );
 
     let run = |extra: &[&str], name: &str| {
         let json = tmp.path().join(format!("{name}.json"));
