@@ -11,6 +11,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+/// The most requests in flight any pace allows (each holds a connection).
+pub const MAX_IN_FLIGHT: usize = 1 << 16;
+
 /// How requests are timed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pace {
@@ -30,11 +33,13 @@ pub enum Pace {
 }
 
 impl Pace {
+    /// Requests in flight at most: 1 to [`MAX_IN_FLIGHT`].
     fn slots(self) -> usize {
         match self {
-            Pace::Recorded { max_in_flight, .. } => max_in_flight.max(1),
-            Pace::Asap { concurrency } => concurrency.max(1),
+            Pace::Recorded { max_in_flight, .. } => max_in_flight,
+            Pace::Asap { concurrency } => concurrency,
         }
+        .clamp(1, MAX_IN_FLIGHT)
     }
 }
 
