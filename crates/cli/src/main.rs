@@ -9,6 +9,7 @@ mod load;
 mod preload;
 mod trace;
 mod trace_plots;
+mod trace_run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,7 +128,7 @@ enum Command {
     /// The load lab: generate images, drive a registry with scaling pullers, report.
     #[command(subcommand)]
     Load(load::LoadCommand),
-    /// The trace lab: production registry traces analyzed (and, to come, replayed and simulated).
+    /// The trace lab: production registry traces analyzed, simulated, generated and replayed.
     #[command(subcommand)]
     Trace(trace::TraceCommand),
     /// Print the version.
@@ -239,6 +240,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trace(trace::TraceCommand::Analyze(args)) => trace::analyze(args),
         Command::Trace(trace::TraceCommand::Simulate(args)) => trace::simulate(args),
         Command::Trace(trace::TraceCommand::Gen(args)) => trace::generate(args),
+        Command::Trace(trace::TraceCommand::Warmup(args)) => trace_run::warmup(args),
+        Command::Trace(trace::TraceCommand::Run(args)) => trace_run::run(args),
+        Command::Trace(trace::TraceCommand::Merge(args)) => trace_run::merge(args),
         Command::Load(load::LoadCommand::Report(args)) => {
             load::report(args)?;
             Ok(ExitCode::SUCCESS)

@@ -25,6 +25,23 @@ pub enum TraceCommand {
         after_help = "Examples:\n  ferry trace gen --requests 1000000 --objects 50000 --out /tmp/synthetic.jsonl\n  ferry trace gen --requests 5000 --zipf 1.1 --seed 7 | ferry trace analyze /dev/stdin --format json\n\nWrites JSON lines in the original traces' key names (blob GETs with sizes, clients and\ntimestamps), which every `ferry trace` command reads. The same options always give the same\nbytes; --seed changes them."
     )]
     Gen(GenArgs),
+    /// Push every blob and manifest a trace GETs to a registry (seeded content of the recorded
+    /// sizes) and write the warmup map `ferry trace run` replays through.
+    #[command(
+        after_help = "Examples:\n  ferry trace warmup /tmp/synthetic.jsonl --registry http://127.0.0.1:5000 --map /tmp/synthetic.map.jsonl\n  ferry trace warmup traces/dal09/ --registry http://127.0.0.1:5000 --max-blob-size 16MB -j 16\n\nBlobs get content seeded by their trace URI (two blobs of one size differ; a rerun pushes the\nsame bytes); manifests become OCI image manifests of a config and two layers, pushed under a tag.\nWhat the registry already has is not pushed again, so a broken warmup resumes."
+    )]
+    Warmup(crate::trace_run::WarmupArgs),
+    /// Replay a trace's GETs of blobs and manifests against registries through a warmup map;
+    /// report latency and schedule lag by kind.
+    #[command(
+        after_help = "Examples:\n  ferry trace run /tmp/synthetic.jsonl --map /tmp/synthetic.map.jsonl --registry http://127.0.0.1:5000 --speed 10\n  ferry trace run traces/dal09/ --map dal09.map.jsonl --registry http://10.0.0.1:5000,http://10.0.0.2:5000 --pace asap --concurrency 64 --json results.json\n\nEvery body is checked for its size and digest. --pace recorded (the default) sends each request\nat its trace time over --speed, whether or not earlier ones have been answered, with at most\n--max-in-flight in flight; --pace asap keeps --concurrency in flight. Several registries share the\nobjects by consistent hashing. Requests whose object is not in the map are counted, not sent."
+    )]
+    Run(Box<crate::trace_run::RunArgs>),
+    /// Merge the results of a replay's shards (`ferry trace run --shard i/N --json`) exactly.
+    #[command(
+        after_help = "Example:\n  ferry trace merge shard-0.json shard-1.json --json all.json"
+    )]
+    Merge(crate::trace_run::MergeArgs),
 }
 
 #[derive(Debug, Clone, Args)]

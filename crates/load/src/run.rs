@@ -94,7 +94,7 @@ pub struct RunOptions {
 pub use ferry_report::results::{Percentiles, Results, SCHEMA_VERSION, Summary, Tally};
 
 /// Latency percentiles in milliseconds of a histogram of microseconds.
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
     let ms = |us: u64| us as f64 / 1000.0;
     if h.is_empty() {
         return Percentiles::default();
@@ -645,6 +645,7 @@ pub async fn run(o: RunOptions, label: String) -> Results {
                 .collect(),
         },
         tallies,
+        replay: None,
     }
 }
 

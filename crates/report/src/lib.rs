@@ -88,6 +88,7 @@ pub(crate) mod tests {
                     errors: Default::default(),
                 })
                 .collect(),
+            replay: None,
         }
     }
 

@@ -31,6 +31,9 @@ pub struct Results {
     pub summary: Summary,
     /// Rate rows.
     pub tallies: Vec<Tally>,
+    /// What a trace replay (`ferry trace run`) measured; absent from `ferry load` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
 }
 
 fn first_version() -> u32 {
@@ -96,6 +99,52 @@ pub struct Tally {
     pub mb_per_sec: f64,
     /// Failed pulls in the interval, by kind.
     pub errors: BTreeMap<String, u64>,
+}
+
+/// A trace replay's figures, by object kind (`blob`, `manifest`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    /// How requests were timed: `recorded` (the trace's timestamps over `speed`) or `asap`.
+    pub pace: String,
+    /// The speed-up of `recorded` pace (1 at `asap`).
+    pub speed: f64,
+    /// The shard replayed (`i/N`), if the trace was split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// Requests not sent because the warmup map lacks their object, by kind.
+    pub unmapped: BTreeMap<String, u64>,
+    /// Requests of the trace that are not GETs of blobs or manifests (not replayed).
+    pub skipped: u64,
+    /// Requests that fell due while the in-flight cap was reached, and so went late.
+    pub overflowed: u64,
+    /// Requests sent to each registry.
+    pub registries: BTreeMap<String, u64>,
+    /// Figures by kind.
+    pub kinds: BTreeMap<String, KindFigures>,
+}
+
+/// One kind's figures in a trace replay.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KindFigures {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests that failed (an error status, a broken exchange, a wrong size or digest).
+    pub errors: u64,
+    /// Failures by kind (`http_404`, `size`, `digest`, `timeout`, …).
+    pub error_kinds: BTreeMap<String, u64>,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// From sending a request to the end of its body.
+    pub latency_ms: Percentiles,
+    /// Schedule lag: when a request was sent less when it was due.
+    pub lag_ms: Percentiles,
+    /// The latency histogram in microseconds, as `[value, count]` pairs of its recorded
+    /// buckets: what merging shards' results needs to be exact.
+    #[serde(default)]
+    pub latency_us: Vec<(u64, u64)>,
+    /// The lag histogram, likewise.
+    #[serde(default)]
+    pub lag_us: Vec<(u64, u64)>,
 }
 
 /// Why bytes are not results this crate can read; the file's fault, or a newer writer's.

@@ -12,13 +12,17 @@
 //! status, duration. A record that cannot be read is an error item naming its file and position
 //! ([`TraceError::Record`]), never silently dropped; the reader goes on.
 //!
+//! [`replay`] warms registries up from a trace and replays its GETs against them.
+//!
 //! Architecture invariant: reading never holds more than one record per open file (memory does
-//! not grow with the trace), and knows nothing of registries or HTTP clients.
+//! not grow with the trace), and knows nothing of registries or HTTP clients (only `replay`
+//! talks to registries).
 
 pub mod analyze;
 mod error;
 pub mod generate;
 mod read;
+pub mod replay;
 mod request;
 pub mod simulate;
 

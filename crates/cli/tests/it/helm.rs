@@ -283,3 +283,49 @@ fn helm_chart_renders_valid_kubernetes_objects() {
         assert!(err.contains(why), "{sets:?}: {err}");
     }
 }
+
+/// `deploy/k8s/trace-run-job.yaml`: a valid batch/v1 Job, Indexed, one shard per completion, whose
+/// arguments `ferry trace run` accepts (it gets as far as the missing map).
+#[test]
+fn trace_run_job_is_an_indexed_job_of_replay_shards() {
+    use k8s_openapi::api::batch::v1::Job;
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s/trace-run-job.yaml");
+    let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let job: Job = typed(&doc);
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    let n = spec.completions.unwrap();
+    assert_eq!(spec.parallelism, Some(n));
+    let pod = spec.template.spec.unwrap();
+    let c = &pod.containers[0];
+    let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+    assert!(env.contains(&"JOB_COMPLETION_INDEX") && env.contains(&"START_AT"));
+    let args = c.args.clone().unwrap();
+    assert_eq!(&args[..2], ["trace", "run"]);
+    assert!(
+        args.contains(&format!("--shard=$(JOB_COMPLETION_INDEX)/{n}")),
+        "{args:?}"
+    );
+    // What the pod of index 1 runs, with the volume's paths under a temp dir.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            a.replace("$(JOB_COMPLETION_INDEX)", "1")
+                .replace("$(START_AT)", "2026-12-03T16:00:00Z")
+                .replace("/data", data)
+        })
+        .collect();
+    let out = std::process::Command::new(ferry_bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("trace.map.jsonl"),
+        "arguments parsed, then the map is missing: {stderr}"
+    );
+}

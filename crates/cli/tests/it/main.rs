@@ -18,6 +18,7 @@ mod storage;
 mod store;
 mod tour;
 mod trace;
+mod trace_replay;
 
 use std::path::Path;
 

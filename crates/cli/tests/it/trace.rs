@@ -74,6 +74,8 @@ fn every_command_of_docs_trace_runs_as_written() {
     let doc = std::fs::read_to_string(repo_root().join("docs/trace.md")).unwrap();
     let mut in_sh = false;
     let mut ran = 0;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut registry: Option<ferry_testkit::peers::Ferry> = None;
     for line in doc.lines() {
         if line.trim_start().starts_with("```") {
             in_sh = !in_sh && line.trim() == "```sh";
@@ -88,6 +90,19 @@ fn every_command_of_docs_trace_runs_as_written() {
         if line.contains("/var/log/") {
             continue;
         }
+        // The replay section's registry is `127.0.0.1:5000`: a ferry of the test's own stands in.
+        let args = if args.contains("127.0.0.1:5000") {
+            let server = registry.get_or_insert_with(|| {
+                ferry_testkit::peers::Ferry::start(
+                    crate::ferry_bin(),
+                    &tmp.path().join("data"),
+                    &[],
+                )
+            });
+            args.replace("127.0.0.1:5000", &server.host())
+        } else {
+            args.to_owned()
+        };
         let args: Vec<&str> = args.split_whitespace().collect();
         let out = ferry(&args);
         assert!(out.status.success(), "{line}: {}", text(&out).1);
