@@ -239,7 +239,11 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         }
     });
     if let Some(p) = plugin {
-        p.finish()?;
+        match (p.finish(), &read) {
+            // The trace's own error, returned below, likely says why the plugin failed too.
+            (Err(e), Err(_)) => eprintln!("error: {e:#}"),
+            (finished, _) => finished?,
+        }
     }
     if let Some(path) = &args.export_requests {
         let file = std::fs::File::create(path)
