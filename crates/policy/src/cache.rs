@@ -254,11 +254,14 @@ impl CachePolicy for Lfu {
 /// decremented while that is above 0, else evicted; a move that overfills the main FIFO evicts from
 /// it at once.
 ///
-/// libCacheSim's `S3FIFO` (its authors' simulator) differs from the listing in ways that change
-/// hits by a fraction of a percent (the trace lab's comparison test bounds them): while the cache
-/// first fills, objects go to the main FIFO once the small one is full; the main FIFO may overfill
-/// until the next eviction; its ghost holds 90% of the capacity (objects or bytes); and its small
-/// FIFO admits only objects smaller than itself (so nothing under 20 objects of capacity).
+/// libCacheSim's `S3FIFO` (its authors' simulator) differs from the listing (the trace lab's
+/// comparison test states and bounds how much): while the cache first fills, objects go to the
+/// main FIFO once the small one is full; the main FIFO may overfill until the next eviction; its
+/// ghost holds 90% of the capacity (objects or bytes); and its small FIFO admits only objects
+/// smaller than itself (nothing under 20 objects of capacity; in bytes, no object of a tenth of the
+/// capacity or more, where this one admits whatever fits the cache). In objects that moves hits by
+/// under 1% of the requests; in bytes, at small capacities, the admission rule moves them by far
+/// more.
 #[derive(Debug)]
 pub struct S3Fifo {
     capacity: Capacity,
