@@ -13,7 +13,7 @@ file or standard input (`-`). Capacities in objects give every object size 1; in
 By default each request goes through `cache.get` from Python, counting hits exactly. `--c-loop`
 (for benchmarks) lets libCacheSim read the `key,size` file itself and replay it in its C loop;
 the hits then come back as a miss ratio, and are rounded. Each result carries the seconds its
-replay took.
+replay took (with --c-loop, libCacheSim's parsing of the file included).
 """
 
 import argparse
