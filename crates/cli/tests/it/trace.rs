@@ -666,6 +666,33 @@ fn simulate_streams_cache_requests_to_a_plugin() {
     );
     assert_eq!(first["key"], 0);
 
+    // The bench's OrderedDict LRU, as a plugin, hits as often as ferry's own LRU.
+    let results = tmp.path().join("lru.json");
+    let out = ferry(&[
+        "trace",
+        "simulate",
+        "--plugin",
+        "python3 crates/bench/lru_ordereddict.py - --objects 10,100,400",
+        "--objects",
+        "10,100,400",
+        "--json",
+        results.to_str().unwrap(),
+        sample,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let baseline: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    let ours: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+    let hits = |rs: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        rs.iter().map(|r| r["hits"].clone()).collect()
+    };
+    assert_eq!(hits(&baseline), hits(&ours));
+
     // A plugin that has read enough stops the stream, not the command.
     let out = ferry(&["trace", "simulate", "--plugin", "head -n 2", sample]);
     assert!(out.status.success(), "{}", text(&out).1);
