@@ -17,7 +17,7 @@ pub enum TraceCommand {
     /// Replay a trace's cache requests (GETs of blobs and manifests) through cache policies over a
     /// sweep of capacities; print hit ratios.
     #[command(
-        after_help = "Examples:\n  ferry trace simulate --objects 10,50,100,200,400 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --bytes 100MB,1GB,25%,50% --warmup 0.2 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --policy lru,lfu,s3-fifo --objects 1000,10000 --json results.json traces/dal09/\n\nCapacities count objects (--objects) or bytes (--bytes: sizes like 512MB or 2GiB, or a percentage\nof the working set, the bytes of all distinct objects). Each object's size is the largest response\nthe trace recorded for it. Hits are counted after the first --warmup fraction of the requests.\nLRU over object capacities takes one pass over stack distances for the whole sweep; it is the\nsame LRU code the mirror's cache budget is meant to evict with."
+        after_help = "Examples:\n  ferry trace simulate --objects 10,50,100,200,400 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --bytes 100MB,1GB,25%,50% --warmup 0.2 testdata/traces/dal09_blobs_sample.csv\n  ferry trace simulate --policy lru,lfu,s3-fifo --objects 1000,10000 --json results.json traces/dal09/\n  ferry trace simulate --plugin 'python3 my_policy.py' traces/dal09/\n  ferry trace simulate --export-requests requests.csv traces/dal09/\n\nCapacities count objects (--objects) or bytes (--bytes: sizes like 512MB or 2GiB, or a percentage\nof the working set, the bytes of all distinct objects). Each object's size is the largest response\nthe trace recorded for it. Hits are counted after the first --warmup fraction of the requests.\nLRU over object capacities takes one pass over stack distances for the whole sweep; it is the\nsame LRU code the mirror's cache budget is meant to evict with.\n\nA --plugin program reads the cache requests in trace order as JSON lines on its standard input\n(time, client, method, kind, repository, reference, key, size, status) and prints its own result;\nferry fails if it does. --export-requests writes the replayed requests as `key,size` lines."
     )]
     Simulate(SimulateArgs),
     /// Generate a synthetic trace shaped like the IBM sample: Zipf popularity, the sample's sizes.
@@ -105,6 +105,14 @@ pub struct SimulateArgs {
     /// the URI names the digest) within this window before it, e.g. 10m. Needs timestamps.
     #[arg(long, value_name = "AGE", value_parser = prefetch_window)]
     pub prefetch_window: Option<std::time::Duration>,
+    /// Run CMD (through `sh -c`) and hand it the cache requests, in trace order, as JSON lines on
+    /// its standard input; its output is printed as it comes.
+    #[arg(long, value_name = "CMD")]
+    pub plugin: Option<String>,
+    /// Write the cache requests as the simulator replays them to FILE: a `key,size` header, then
+    /// one line a request (the object's number, its size), for other simulators.
+    #[arg(long, value_name = "FILE")]
+    pub export_requests: Option<PathBuf>,
 }
 
 fn prefetch_window(s: &str) -> Result<std::time::Duration, String> {
@@ -292,9 +300,10 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
 pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     use ferry_policy::cache::Capacity;
     use ferry_trace::simulate::{Policy, SimOptions, Workload, simulate_with};
+    let simulating = !args.objects.is_empty() || !args.bytes.is_empty();
     anyhow::ensure!(
-        !args.objects.is_empty() || !args.bytes.is_empty(),
-        "give the capacities to simulate: --objects 100,1000 and/or --bytes 1GB,25%"
+        simulating || args.plugin.is_some() || args.export_requests.is_some(),
+        "give the capacities to simulate: --objects 100,1000 and/or --bytes 1GB,25% (or a --plugin to run, or --export-requests FILE)"
     );
     let policies = args
         .policy
@@ -310,7 +319,41 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut workload = Workload::default();
-    let read = read_trace(&args.input, |r| workload.add(r));
+    // The workload keeps one key a request; a plugin alone needs none of it.
+    let keep = simulating || args.export_requests.is_some();
+    let mut plugin = args.plugin.as_deref().map(Plugin::start).transpose()?;
+    let read = read_trace(&args.input, |r| {
+        if keep {
+            workload.add(r);
+        }
+        if let Some(p) = &mut plugin {
+            p.feed(r);
+        }
+    });
+    if let Some(p) = plugin {
+        match (p.finish(), &read) {
+            // The trace's own error, returned below, likely says why the plugin failed too.
+            (Err(e), Err(_)) => eprintln!("error: {e:#}"),
+            (finished, _) => finished?,
+        }
+    }
+    if let Some(path) = &args.export_requests {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        workload
+            .write_requests(&mut std::io::BufWriter::new(file))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!(
+            "wrote {} cache requests ({} objects) to {}",
+            workload.requests(),
+            workload.objects(),
+            path.display()
+        );
+    }
+    if !simulating {
+        read?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut capacities: Vec<Capacity> =
         args.objects.iter().map(|&n| Capacity::Objects(n)).collect();
     for b in &args.bytes {
@@ -380,6 +423,84 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     read?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `--plugin` program being fed the cache requests.
+struct Plugin<'a> {
+    command: &'a str,
+    child: std::process::Child,
+    /// `None` once the plugin stopped reading (it has what it wanted: not an error).
+    stdin: Option<std::io::BufWriter<std::process::ChildStdin>>,
+    keys: ferry_trace::simulate::ObjectKeys,
+    error: Option<std::io::Error>,
+}
+
+impl<'a> Plugin<'a> {
+    fn start(command: &'a str) -> anyhow::Result<Plugin<'a>> {
+        use std::io::Write;
+        // What ferry printed so far comes before the plugin's own output.
+        std::io::stdout().flush()?;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", command])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run the plugin `{command}` (sh -c)"))?;
+        let stdin = child.stdin.take().map(std::io::BufWriter::new);
+        Ok(Plugin {
+            command,
+            child,
+            stdin,
+            keys: Default::default(),
+            error: None,
+        })
+    }
+
+    /// Hands `r` to the plugin if it is a cache request.
+    fn feed(&mut self, r: &ferry_trace::Request) {
+        use std::io::Write;
+        let Some(stdin) = &mut self.stdin else {
+            return;
+        };
+        let Some((key, _)) = self.keys.key(r) else {
+            return;
+        };
+        let line = ferry_trace::simulate::PluginRequest::new(r, key);
+        let written = serde_json::to_writer(&mut *stdin, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| stdin.write_all(b"\n"));
+        if let Err(e) = written {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                self.error = Some(e);
+            }
+            self.stdin = None;
+        }
+    }
+
+    /// Closes the plugin's input and waits for it; fails if it did.
+    fn finish(mut self) -> anyhow::Result<()> {
+        use std::io::Write;
+        if let Some(mut stdin) = self.stdin.take()
+            && let Err(e) = stdin.flush()
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            self.error.get_or_insert(e);
+        }
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("waiting for the plugin `{}`", self.command))?;
+        anyhow::ensure!(
+            status.success(),
+            "the plugin `{}` failed ({status}); its own messages are above",
+            self.command
+        );
+        if let Some(e) = self.error {
+            return Err(e).with_context(|| {
+                format!("cannot hand the requests to the plugin `{}`", self.command)
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `ferry trace gen`.

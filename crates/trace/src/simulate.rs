@@ -9,8 +9,12 @@
 //! is followed by the admission of the layers the same repository had pulled, or pushed, within a
 //! window before it, newest first, at most [`PREFETCH_MAX`]; a prefetch is not a request (neither
 //! hit nor miss) and skips what is cached.
+//!
+//! Other simulators get the same input: [`Workload::write_requests`] writes it as `key,size`
+//! lines, and [`PluginRequest`] is a cache request as one JSON line for a plugin program.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
 use std::time::Duration;
 
 use ferry_policy::cache::{
@@ -26,11 +30,32 @@ pub const PREFETCH_MAX: usize = 64;
 /// Recent layers remembered per repository for prefetching (the oldest go first).
 const PREFETCH_MEMORY: usize = 1024;
 
+/// Numbers a trace's objects as the simulator does: in order of first request, by URI without its
+/// query. Memory grows with the distinct objects, not the requests.
+#[derive(Debug, Default)]
+pub struct ObjectKeys {
+    ids: HashMap<String, u64>,
+}
+
+impl ObjectKeys {
+    /// The key of the object `r` asks for, and whether this is its first request; `None` when `r`
+    /// is not a cache request.
+    pub fn key(&mut self, r: &Request) -> Option<(u64, bool)> {
+        if !r.is_cacheable() {
+            return None;
+        }
+        let uri = r.uri.split('?').next().unwrap_or(&r.uri);
+        let next = self.ids.len() as u64;
+        let key = *self.ids.entry(uri.to_owned()).or_insert(next);
+        Some((key, key == next))
+    }
+}
+
 /// The cache requests of a trace.
 #[derive(Debug, Default)]
 pub struct Workload {
     keys: Vec<u64>,
-    ids: HashMap<String, u64>,
+    ids: ObjectKeys,
     /// By key: the largest size seen.
     sizes: Vec<Option<u64>>,
     /// By request: microseconds since the epoch (`None` in a URI list).
@@ -71,9 +96,9 @@ impl Workload {
             }
             return;
         }
-        if !r.is_cacheable() {
+        let Some((key, first)) = self.ids.key(r) else {
             return;
-        }
+        };
         let repo = self.repo_id(r.repo.as_deref());
         self.repos.push(if r.kind == Kind::Manifest {
             repo | MANIFEST
@@ -81,10 +106,7 @@ impl Workload {
             repo
         });
         self.times.push(r.time_us);
-        let uri = r.uri.split('?').next().unwrap_or(&r.uri);
-        let next = self.ids.len() as u64;
-        let key = *self.ids.entry(uri.to_owned()).or_insert(next);
-        if key == next {
+        if first {
             self.sizes.push(None);
         }
         let size = r.size.filter(|_| r.status.is_none_or(|s| s == 200));
@@ -134,7 +156,7 @@ impl Workload {
         {
             let t = time.ok_or(SimulateError::NoTimes)?;
             while let Some((_, pt, prepo, uri)) = pushes.next_if(|p| p.0 <= i) {
-                if let (Some(pt), Some(&pkey)) = (pt, self.ids.get(uri))
+                if let (Some(pt), Some(&pkey)) = (pt, self.ids.ids.get(uri))
                     && *prepo != NO_REPO
                 {
                     remember(&mut recent, *prepo, *pt, pkey);
@@ -171,6 +193,20 @@ impl Workload {
         }
         Ok(plan)
     }
+
+    /// Writes the requests as the simulator replays them, for another simulator: a `key,size`
+    /// header, then one line a request with the object's key and its size (the largest the trace
+    /// recorded for it; empty when the trace has none).
+    pub fn write_requests(&self, out: &mut impl Write) -> std::io::Result<()> {
+        out.write_all(b"key,size\n")?;
+        for &key in &self.keys {
+            match self.sizes[key as usize] {
+                Some(size) => writeln!(out, "{key},{size}")?,
+                None => writeln!(out, "{key},")?,
+            }
+        }
+        out.flush()
+    }
 }
 
 /// How to run a simulation beyond its policies and capacities.
@@ -181,6 +217,48 @@ pub struct SimOptions {
     /// Prefetch on manifest GETs the layers of its repository requested or pushed within this
     /// window before it.
     pub prefetch: Option<Duration>,
+}
+
+/// A cache request as `ferry trace simulate --plugin` hands it to a plugin program, one JSON object
+/// a line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginRequest<'a> {
+    /// Arrival time as the traces write it (`2017-06-20T00:00:03.589Z`); `null` in a URI list.
+    pub time: Option<String>,
+    /// The (anonymized) client.
+    pub client: Option<&'a str>,
+    /// `GET`.
+    pub method: &'static str,
+    /// `blob` or `manifest`.
+    pub kind: &'static str,
+    /// The repository.
+    pub repository: Option<&'a str>,
+    /// The digest or tag.
+    pub reference: Option<&'a str>,
+    /// The object's number, as the simulator's own replay and `--export-requests` number it.
+    pub key: u64,
+    /// Bytes this response carried (the simulator gives each object the largest size of its
+    /// successful responses).
+    pub size: Option<u64>,
+    /// The response status.
+    pub status: Option<u16>,
+}
+
+impl<'a> PluginRequest<'a> {
+    /// `r` as a plugin sees it, with the object key `key`.
+    pub fn new(r: &'a Request, key: u64) -> PluginRequest<'a> {
+        PluginRequest {
+            time: r.time_us.map(crate::format_timestamp),
+            client: r.client.as_deref(),
+            method: r.method.as_str(),
+            kind: r.kind.as_str(),
+            repository: r.repo.as_deref(),
+            reference: r.reference.as_deref(),
+            key,
+            size: r.size,
+            status: r.status,
+        }
+    }
 }
 
 /// The replacement policies the simulator runs.
@@ -510,6 +588,38 @@ mod tests {
     }
 
     #[test]
+    fn requests_are_exported_as_the_simulator_replays_them() {
+        let mut w = Workload::default();
+        // b's sizes: 20, then a smaller partial answer, then a failure: it keeps 20.
+        let mut r = get("v2/r/blobs/a?x=1", 10);
+        r.time_us = Some(1_497_916_803_589_000);
+        w.add(&r);
+        w.add(&get("v2/r/blobs/b", 20));
+        w.add(&get("v2/r/blobs/a", 10));
+        w.add(&get("v2/r/blobs/b", 5));
+        let mut failed = get("v2/r/blobs/b", 900);
+        failed.status = Some(500);
+        w.add(&failed);
+        w.add(&Request::new(Method::Get, "v2/r/blobs/c".to_owned()));
+        let mut out = Vec::new();
+        w.write_requests(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "key,size\n0,10\n1,20\n0,10\n1,20\n1,20\n2,\n"
+        );
+
+        let mut keys = ObjectKeys::default();
+        assert_eq!(keys.key(&r), Some((0, true)));
+        assert_eq!(keys.key(&get("v2/r/blobs/a", 10)), Some((0, false)));
+        assert_eq!(keys.key(&Request::new(Method::Get, "v2/".to_owned())), None);
+        let line = serde_json::to_string(&PluginRequest::new(&r, 0)).unwrap();
+        assert_eq!(
+            line,
+            r#"{"time":"2017-06-20T00:00:03.589Z","client":null,"method":"GET","kind":"blob","repository":"r","reference":"a","key":0,"size":10,"status":null}"#
+        );
+    }
+
+    #[test]
     fn bytes_without_sizes_and_unknown_policies_are_refused() {
         let mut w = Workload::default();
         w.add(&Request::new(Method::Get, "v2/r/blobs/a".to_owned()));
@@ -571,9 +681,9 @@ mod tests {
     fn a_manifest_get_prefetches_its_repositorys_recent_layers_newest_first() {
         let w = prefetch_workload();
         let (a, b, p) = (
-            w.ids["v2/r/blobs/sha256:a"],
-            w.ids["v2/r/blobs/sha256:b"],
-            w.ids["v2/r/blobs/sha256:p"],
+            w.ids.ids["v2/r/blobs/sha256:a"],
+            w.ids.ids["v2/r/blobs/sha256:b"],
+            w.ids.ids["v2/r/blobs/sha256:p"],
         );
         // The manifest is request 5 (the push is not a request). Window 10 s: b, a and the pushed p.
         assert_eq!(
