@@ -64,6 +64,10 @@ pub struct GenArgs {
     /// Mean requests per second of the timestamps.
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
+    /// Share of the requests that are manifest GETs (a pull's first request, of the drawn blob's
+    /// repository); 0 gives blob GETs only, as the IBM sample has.
+    #[arg(long, default_value_t = 0.0)]
+    pub manifests: f64,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -513,9 +517,14 @@ pub fn generate(args: &GenArgs) -> anyhow::Result<ExitCode> {
         clients: args.clients,
         rate: args.rate,
         seed: args.seed,
+        manifests: args.manifests,
     };
     let written = match &args.out {
         Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             let written = ferry_trace::generate::generate(&o, &mut std::io::BufWriter::new(file));

@@ -33,6 +33,9 @@ pub struct GenOptions {
     pub rate: f64,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Share of the requests that are manifest GETs (`v2/<repo>/manifests/latest` of the drawn
+    /// blob's repository, as a pull starts): 0 gives blob GETs only, as the sample has.
+    pub manifests: f64,
 }
 
 impl Default for GenOptions {
@@ -45,6 +48,7 @@ impl Default for GenOptions {
             clients: 100,
             rate: 100.0,
             seed: 1,
+            manifests: 0.0,
         }
     }
 }
@@ -110,6 +114,9 @@ pub fn generate(o: &GenOptions, out: &mut impl Write) -> Result<(), GenError> {
     if !(o.zipf.is_finite() && (0.0..=4.0).contains(&o.zipf)) {
         return bad("the Zipf exponent must be 0 to 4".to_owned());
     }
+    if !(o.manifests.is_finite() && (0.0..1.0).contains(&o.manifests)) {
+        return bad("the share of manifest GETs must be at least 0 and below 1".to_owned());
+    }
     if !(o.rate.is_finite() && o.rate > 0.0) {
         return bad("the rate must be above 0 requests/s".to_owned());
     }
@@ -145,9 +152,24 @@ pub fn generate(o: &GenOptions, out: &mut impl Write) -> Result<(), GenError> {
         let rank = cdf.partition_point(|&c| c <= u).min(cdf.len() - 1);
         let (repo, name, size) = &objects[rank];
         let client = &clients[(rng.next() % clients.len() as u64) as usize];
+        // Drawn only when asked for, so blob-only traces stay what they were.
+        let manifest = o.manifests > 0.0 && rng.unit() < o.manifests;
+        let (uri, size) = if manifest {
+            // An image manifest of a few kB, the same for every GET of the repository's tag.
+            let repo_name = &repos[*repo as usize];
+            (
+                format!("v2/{repo_name}/manifests/latest"),
+                1000 + u64::from(*repo).wrapping_mul(2_654_435_761) % 4000,
+            )
+        } else {
+            (
+                format!("v2/{}/blobs/{name:08x}", repos[*repo as usize]),
+                *size,
+            )
+        };
         let record = serde_json::json!({
             "http.request.method": "GET",
-            "http.request.uri": format!("v2/{}/blobs/{name:08x}", repos[*repo as usize]),
+            "http.request.uri": uri,
             "http.request.remoteaddr": client,
             "http.response.status": 200,
             "http.response.written": size,
@@ -211,5 +233,51 @@ mod tests {
             })
         );
         assert!(generate(&GenOptions { objects: 0, ..o }, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_manifest_share_adds_manifest_gets_of_a_stable_size_and_zero_changes_nothing() {
+        let o = GenOptions {
+            requests: 4000,
+            objects: 200,
+            ..GenOptions::default()
+        };
+        let text = |o: &GenOptions| {
+            let mut out = Vec::new();
+            generate(o, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let with = text(&GenOptions {
+            manifests: 0.2,
+            ..o.clone()
+        });
+        let mut sizes: std::collections::HashMap<String, u64> = Default::default();
+        let mut manifests = 0;
+        for line in with.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let uri = v["http.request.uri"].as_str().unwrap().to_owned();
+            if uri.ends_with("/manifests/latest") {
+                manifests += 1;
+                let size = v["http.response.written"].as_u64().unwrap();
+                assert_eq!(
+                    *sizes.entry(uri).or_insert(size),
+                    size,
+                    "one size a manifest"
+                );
+            }
+        }
+        // 20% of 4000, within five standard deviations.
+        assert!((800i64 - manifests).abs() < 5 * 25, "{manifests}");
+        assert!(text(&o).lines().all(|l| l.contains("/blobs/")));
+        assert!(
+            generate(
+                &GenOptions {
+                    manifests: 1.0,
+                    ..o
+                },
+                &mut Vec::new()
+            )
+            .is_err()
+        );
     }
 }

@@ -731,3 +731,135 @@ fn simulate_streams_cache_requests_to_a_plugin() {
     assert!(!out.status.success());
     assert!(text(&out).1.contains("--plugin"), "{}", text(&out).1);
 }
+
+/// Two zones' files (the IBM layout: a directory and a name per zone) are characterized together
+/// and each on its own; `--plots` draws the three figures.
+#[test]
+fn analyze_reports_each_zone_and_draws_its_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("traces");
+    for (zone, seed, requests) in [("dal09", "1", "1500"), ("fra02", "2", "700")] {
+        let file = dir
+            .join(zone)
+            .join(format!("prod-{zone}-logstash-2017.06.20-0.json"));
+        let out = ferry(&[
+            "trace",
+            "gen",
+            "--requests",
+            requests,
+            "--objects",
+            "300",
+            "--seed",
+            seed,
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out).1);
+    }
+    let plots = tmp.path().join("plots");
+    let out = ferry(&[
+        "trace",
+        "analyze",
+        "--json",
+        "--plots",
+        plots.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["requests"], 2200);
+    assert_eq!(v["zones"]["dal09"]["requests"], 1500);
+    assert_eq!(v["zones"]["fra02"]["requests"], 700);
+    for name in ["size-cdf.svg", "popularity.svg", "requests-over-time.svg"] {
+        let svg = std::fs::read_to_string(plots.join(name)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("<polyline"),
+            "{name}"
+        );
+    }
+    let out = ferry(&["trace", "analyze", dir.to_str().unwrap()]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("Per zone:"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("fra02") && l.contains(" 700 "))
+    );
+    // One zone: no per-zone part.
+    let out = ferry(&["trace", "analyze", "testdata/traces/dal09_blobs_sample.csv"]);
+    assert!(!text(&out).0.contains("Per zone:"));
+}
+
+/// Prefetch on manifest admits layers (counted), changes the hits, and the hit-ratio plot draws a
+/// line per policy.
+#[test]
+fn simulate_prefetches_on_manifests_and_plots_hit_ratios() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("pulls.jsonl");
+    let out = ferry(&[
+        "trace",
+        "gen",
+        "--requests",
+        "20000",
+        "--objects",
+        "2000",
+        "--manifests",
+        "0.2",
+        "--out",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let json = tmp.path().join("r.json");
+        let mut args = vec![
+            "trace",
+            "simulate",
+            "--policy",
+            "lru,s3-fifo",
+            "--objects",
+            "50,200",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push(trace.to_str().unwrap());
+        let out = ferry(&args);
+        assert!(out.status.success(), "{}", text(&out).1);
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
+    };
+    let plain = run(&[]);
+    let plot = tmp.path().join("hits.svg");
+    let prefetching = run(&["--prefetch-window", "1h", "--plot", plot.to_str().unwrap()]);
+    for (p, q) in plain
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(prefetching.as_array().unwrap())
+    {
+        assert_eq!(p["prefetched"], 0);
+        assert!(q["prefetched"].as_u64().unwrap() > 0, "{q}");
+        assert_eq!(p["requests"], q["requests"]);
+        assert_ne!(p["hits"], q["hits"], "prefetching changed nothing: {p} {q}");
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("lru (objects)") && svg.contains("s3-fifo (objects)"));
+    // A URI list has no times to look back over.
+    let uris = tmp.path().join("uris.txt");
+    std::fs::write(&uris, "v2/a/manifests/latest\nv2/a/blobs/sha256:1\n").unwrap();
+    let out = ferry(&[
+        "trace",
+        "simulate",
+        "--objects",
+        "1",
+        "--prefetch-window",
+        "1h",
+        uris.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("prefetching needs timestamps"),
+        "{}",
+        text(&out).1
+    );
+}
