@@ -43,34 +43,41 @@ pub enum ChartError {
     },
 }
 
+/// Draws with `$draw(area, args…)` into the file `$out`, SVG or PNG by its extension, 1200×600;
+/// evaluates to the `Result<(), ChartError>` of the drawing (returns early on another extension).
+macro_rules! render {
+    ($out:expr, $draw:ident($($arg:expr),*)) => {{
+        let out: &std::path::Path = $out;
+        // Registering twice is harmless; the name is ours.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            plotters::style::FontStyle::Normal,
+            $crate::charts::FONT,
+        );
+        let size = ($crate::charts::WIDTH, $crate::charts::HEIGHT);
+        let drawn = match out.extension().and_then(|e| e.to_str()) {
+            Some("svg") => $draw(SVGBackend::new(out, size).into_drawing_area(), $($arg),*),
+            Some("png") => $draw(BitMapBackend::new(out, size).into_drawing_area(), $($arg),*),
+            _ => {
+                return Err(ChartError::Format {
+                    path: out.to_owned(),
+                });
+            }
+        };
+        drawn.map_err(|source| ChartError::Draw {
+            path: out.to_owned(),
+            source,
+        })
+    }};
+}
+pub(crate) use render;
+
 /// Draws the runs into `out`: `.svg` or `.png` by extension; 1200×600.
 pub fn chart(runs: &[Results], title: &str, out: &Path) -> Result<(), ChartError> {
     if runs.is_empty() {
         return Err(ChartError::NoRuns);
     }
-    // Registering twice is harmless; the name is ours.
-    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    let drawn = match out.extension().and_then(|e| e.to_str()) {
-        Some("svg") => draw(
-            SVGBackend::new(out, (WIDTH, HEIGHT)).into_drawing_area(),
-            runs,
-            title,
-        ),
-        Some("png") => draw(
-            BitMapBackend::new(out, (WIDTH, HEIGHT)).into_drawing_area(),
-            runs,
-            title,
-        ),
-        _ => {
-            return Err(ChartError::Format {
-                path: out.to_owned(),
-            });
-        }
-    };
-    drawn.map_err(|source| ChartError::Draw {
-        path: out.to_owned(),
-        source,
-    })
+    render!(out, draw(runs, title))
 }
 
 /// A tick label with only the decimals its value needs: `12000`, `0.5`, `2.25` (plotters writes

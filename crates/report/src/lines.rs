@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::charts::{COLORS, ChartError, DrawError, FONT, HEIGHT, WIDTH, tick_label};
+use crate::charts::{COLORS, ChartError, DrawError, render, tick_label};
 
 /// One line.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,28 +36,7 @@ pub fn line_chart(series: &[Series], axes: &Axes, out: &Path) -> Result<(), Char
     if series.iter().all(|s| s.points.is_empty()) {
         return Err(ChartError::NoRuns);
     }
-    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    let drawn = match out.extension().and_then(|e| e.to_str()) {
-        Some("svg") => draw(
-            SVGBackend::new(out, (WIDTH, HEIGHT)).into_drawing_area(),
-            series,
-            axes,
-        ),
-        Some("png") => draw(
-            BitMapBackend::new(out, (WIDTH, HEIGHT)).into_drawing_area(),
-            series,
-            axes,
-        ),
-        _ => {
-            return Err(ChartError::Format {
-                path: out.to_owned(),
-            });
-        }
-    };
-    drawn.map_err(|source| ChartError::Draw {
-        path: out.to_owned(),
-        source,
-    })
+    render!(out, draw(series, axes))
 }
 
 /// A log axis is drawn as the log10 of its values on a linear axis, labelled with the values.

@@ -280,13 +280,20 @@ impl Analyzer {
         }
     }
 
-    fn sizes(&self, kind: Kind) -> Sizes {
+    /// Sizes of the distinct objects of `kind` that have one, ascending.
+    fn sizes_of(&self, kind: Kind) -> Vec<u64> {
         let mut v: Vec<u64> = self
             .objects
             .values()
             .filter(|o| o.kind == kind)
             .filter_map(|o| o.size)
             .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn sizes(&self, kind: Kind) -> Sizes {
+        let mut v = self.sizes_of(kind);
         let n = v.len() as u64;
         let under = |limit: u64| share(v.iter().filter(|&&s| s < limit).count() as u64, n);
         let (under_1mb, under_10mb) = (under(1_000_000), under(10_000_000));
@@ -316,21 +323,11 @@ impl Analyzer {
     /// What the plots of a characterization draw: sizes of the distinct blobs and manifests
     /// (ascending), GETs per object by popularity rank (descending), reads and writes per hour.
     pub fn distributions(&self) -> Distributions {
-        let sizes = |kind: Kind| {
-            let mut v: Vec<u64> = self
-                .objects
-                .values()
-                .filter(|o| o.kind == kind)
-                .filter_map(|o| o.size)
-                .collect();
-            v.sort_unstable();
-            v
-        };
         let mut gets: Vec<u64> = self.objects.values().map(|o| o.gets).collect();
         gets.sort_unstable_by(|a, b| b.cmp(a));
         Distributions {
-            blob_sizes: sizes(Kind::Blob),
-            manifest_sizes: sizes(Kind::Manifest),
+            blob_sizes: self.sizes_of(Kind::Blob),
+            manifest_sizes: self.sizes_of(Kind::Manifest),
             gets_by_rank: gets,
             hours: self.finish_hours(),
         }
