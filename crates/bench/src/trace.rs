@@ -11,7 +11,8 @@
 //!   libCacheSim on the same exported requests, as whole commands.
 //! - `run`: `ferry trace run` against a null registry in this process (hyper on 127.0.0.1 serving
 //!   every object of the map from memory, the seeded bytes warmup would have pushed), at the
-//!   trace's pace sped up to an offered rate, and as fast as it goes.
+//!   trace's pace sped up to an offered rate, and as fast as it goes; then the same against
+//!   `ferry serve` warmed up by `ferry trace warmup` (a second row, not a target).
 //!
 //! Every arm is repeated `--runs` times, the arms of a part interleaved run by run, and medians are
 //! reported; the targets are printed with PASS or MISS, never asserted.
@@ -32,6 +33,8 @@ use ferry_trace::replay::map::{MapEntry, ObjectKind, repository_name, write_map}
 use ferry_trace::replay::warmup::{DEFAULT_SIZE, Objects};
 use ferry_trace::simulate::{Policy, Workload, simulate};
 use serde_json::{Value, json};
+
+use ferry_testkit::peers::Ferry;
 
 use crate::common::{CommonArgs, machine, median, now_utc};
 
@@ -85,6 +88,9 @@ pub struct Args {
     /// `ferry trace warmup --max-blob-size` pushes them [default: 4096]
     #[arg(long, value_name = "BYTES")]
     run_blob_size: Option<u64>,
+    /// Leave out the `run` part's second registry, `ferry serve`
+    #[arg(long)]
+    no_ferry_serve: bool,
     /// Parts to run [default: simulate,sweep,run]
     #[arg(long, value_name = "P,P,…", value_delimiter = ',')]
     parts: Option<Vec<Part>>,
@@ -106,6 +112,8 @@ pub struct Options {
     pub run_objects: u64,
     pub run_rate: f64,
     pub run_blob_size: u64,
+    /// Also replay against `ferry serve` (warmed up with `ferry trace warmup`).
+    pub run_ferry_serve: bool,
     pub parts: Vec<Part>,
     pub json: bool,
     pub out: PathBuf,
@@ -136,6 +144,7 @@ impl Options {
             run_objects: c.sized(a.run_objects, 10_000, 10_000),
             run_rate: c.sized(a.run_rate, 25_000.0, 25_000.0),
             run_blob_size: c.sized(a.run_blob_size, 4096, 4096),
+            run_ferry_serve: !a.no_ferry_serve,
             parts: a.parts.unwrap_or_else(|| Part::ALL.to_vec()),
             json: a.json,
             out: c.out(),
@@ -772,12 +781,12 @@ fn run_part(o: &Options, w: &Path, targets: &mut Vec<Value>) -> anyhow::Result<V
         entries.len(),
         blob_bytes as f64 / 1e6
     );
-    let replay = |pace: &str, name: &str| -> anyhow::Result<(RunFigures, Value)> {
+    let replay = |url: &str, map: &Path, pace: &str, name: &str| -> anyhow::Result<RunFigures> {
         let out = w.join(format!("{name}.json"));
         let mut c = Command::new(&o.ferry);
         c.args(["trace", "run", "--map"])
-            .arg(&map)
-            .args(["--registry", &registry.url, "--pace", pace])
+            .arg(map)
+            .args(["--registry", url, "--pace", pace])
             .arg("--json")
             .arg(&out);
         if pace == "recorded" {
@@ -789,30 +798,58 @@ fn run_part(o: &Options, w: &Path, targets: &mut Vec<Value>) -> anyhow::Result<V
         let f = run_figures(&v)?;
         ensure!(
             f.errors == 0,
-            "ferry trace run --pace {pace} against the null registry had {} errors: {}",
+            "ferry trace run --pace {pace} against {url} had {} errors: {}",
             f.errors,
             v["summary"]["error_kinds"]
         );
-        Ok((f, v["summary"].clone()))
+        Ok(f)
     };
-    let mut recorded = Vec::new();
-    let mut asap = Vec::new();
-    for run in 0..o.runs {
-        let (r, _) = replay("recorded", &format!("recorded-{run}"))?;
-        let (a, _) = replay("asap", &format!("asap-{run}"))?;
-        eprintln!(
-            "  run {}: recorded {:.0} req/s, p99 {:.2} ms, lag p99 {:.2} ms, {} late; asap {:.0} req/s",
-            run + 1,
-            r.requests_per_s,
-            r.p99_ms,
-            r.lag_p99_ms,
-            r.late,
-            a.requests_per_s
-        );
-        recorded.push(r);
-        asap.push(a);
-    }
+    // Recorded pace and asap, interleaved run by run.
+    let series = |label: &str,
+                  url: &str,
+                  map: &Path|
+     -> anyhow::Result<(Vec<RunFigures>, Vec<RunFigures>)> {
+        let (mut recorded, mut asap) = (Vec::new(), Vec::new());
+        for run in 0..o.runs {
+            let r = replay(url, map, "recorded", &format!("{label}-recorded-{run}"))?;
+            let a = replay(url, map, "asap", &format!("{label}-asap-{run}"))?;
+            eprintln!(
+                "  {label} run {}: recorded {:.0} req/s, p99 {:.2} ms, lag p99 {:.2} ms, {} late; asap {:.0} req/s",
+                run + 1,
+                r.requests_per_s,
+                r.p99_ms,
+                r.lag_p99_ms,
+                r.late,
+                a.requests_per_s
+            );
+            recorded.push(r);
+            asap.push(a);
+        }
+        Ok((recorded, asap))
+    };
+    let (recorded, asap) = series("null", &registry.url, &map)?;
     drop(registry);
+    // The same replay against `ferry serve`, warmed up by `ferry trace warmup` at the same cap.
+    let ferry_serve = if o.run_ferry_serve {
+        let server = Ferry::start(&o.ferry, &w.join("ferry-serve"), &[]);
+        let ferry_map = w.join("run-ferry.map");
+        let (warmup_s, _) = timed(
+            Command::new(&o.ferry)
+                .args(["trace", "warmup", "--registry", &server.url(), "--map"])
+                .arg(&ferry_map)
+                .args(["--max-blob-size", &o.run_blob_size.to_string()])
+                .arg(&trace),
+        )?;
+        eprintln!(
+            "  ferry serve at {}: warmed up in {warmup_s:.1} s",
+            server.url()
+        );
+        let (r, a) = series("ferry-serve", &server.url(), &ferry_map)?;
+        drop(server);
+        Some((r, a, warmup_s))
+    } else {
+        None
+    };
     let summary = |v: &[RunFigures]| {
         let m = |f: fn(&RunFigures) -> f64| med(&v.iter().map(f).collect::<Vec<_>>());
         json!({
@@ -855,6 +892,12 @@ fn run_part(o: &Options, w: &Path, targets: &mut Vec<Value>) -> anyhow::Result<V
         "registry": "null: hyper http1 in the bench process, one worker thread, blobs from memory",
         "recorded": rec,
         "asap": asp,
+        "ferry_serve": ferry_serve.map(|(r, a, warmup_s)| json!({
+            "registry": "ferry serve (release build, default options), warmed up by `ferry trace warmup --max-blob-size CAP`",
+            "warmup_s": warmup_s,
+            "recorded": summary(&r),
+            "asap": summary(&a),
+        })),
     }))
 }
 
@@ -982,20 +1025,25 @@ fn render(r: &Value) -> String {
     if !rn.is_null() {
         let _ = writeln!(
             s,
-            "\n# ferry trace run against the null registry: {} requests, blobs ≤ {} bytes, {} req/s offered at recorded pace (×{})",
+            "\n# ferry trace run: {} requests, blobs ≤ {} bytes, {} req/s offered at recorded pace (×{})",
             rn["trace"]["requests"],
             rn["blob_size_cap"],
             num(&rn["offered_requests_per_s"], 1.0, 0),
             rn["speed"]
         );
         s.push_str(
-            "pace\treq/s\tp50 ms\tp99 ms\tlag p99 ms\tlate > 5 ms\tlate for in-flight cap\n",
+            "registry\tpace\treq/s\tp50 ms\tp99 ms\tlag p99 ms\tlate > 5 ms\tlate for in-flight cap\n",
         );
-        for pace in ["recorded", "asap"] {
-            let p = &rn[pace];
+        let registries = [("null", rn), ("ferry serve", &rn["ferry_serve"])];
+        for (pace, (registry, figures)) in registries
+            .iter()
+            .filter(|(_, f)| !f.is_null())
+            .flat_map(|r| ["recorded", "asap"].map(|p| (p, r)))
+        {
+            let p = &figures[pace];
             let _ = writeln!(
                 s,
-                "{pace}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "{registry}\t{pace}\t{}\t{}\t{}\t{}\t{}\t{}",
                 num(&p["median_requests_per_s"], 1.0, 0),
                 num(&p["median_p50_ms"], 1.0, 2),
                 num(&p["median_p99_ms"], 1.0, 2),
