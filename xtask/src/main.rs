@@ -2,7 +2,7 @@
 //!
 //! - `test`: everything CI checks — formatting, clippy with warnings denied, rustdoc with warnings
 //!   denied, then every unit, property and end-to-end test (property tests at 10,000 cases).
-//! - `bench serve|mirror|load|copy`: the benchmarks (see `docs/benchmarks/<name>.md`).
+//! - `bench serve|mirror|load|copy|trace`: the benchmarks (see `docs/benchmarks/<name>.md`).
 
 use std::process::{Command, ExitCode};
 
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- <cargo test args>]\n       cargo xtask bench serve|mirror|load|copy [--quick]"
+                "usage: cargo xtask test [-- <cargo test args>]\n       cargo xtask bench serve|mirror|load|copy|trace [--quick]"
             );
             return ExitCode::from(2);
         }
@@ -93,7 +93,7 @@ fn test(extra: &[String]) -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
-        Some(name @ ("serve" | "mirror" | "load" | "copy")) => {
+        Some(name @ ("serve" | "mirror" | "load" | "copy" | "trace")) => {
             run(
                 "cargo build --release",
                 cargo().args([
@@ -117,7 +117,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             )
         }
         other => Err(format!(
-            "unknown benchmark {other:?}; available: serve, mirror, load, copy"
+            "unknown benchmark {other:?}; available: serve, mirror, load, copy, trace"
         )),
     }
 }

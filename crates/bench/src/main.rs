@@ -8,7 +8,9 @@
 //!
 //! `mirror`: ferry as a pull-through cache against the Distribution proxy. `load`: ociregistry's
 //! load test with `ferry load`. `copy`: `ferry copy` and `ferry info` against skopeo on issue #12's
-//! workflows, on loopback and through a delaying proxy (`delay.rs`).
+//! workflows, on loopback and through a delaying proxy (`delay.rs`). `trace`: issue #13's trace-lab
+//! targets: the simulator against libCacheSim and a Python OrderedDict LRU, and `ferry trace run`
+//! against a null registry in the bench process.
 //!
 //! Everything runs on 127.0.0.1 and stops by itself; nothing is timed inside a test.
 
@@ -18,6 +20,7 @@ mod delay;
 mod load;
 mod mirror;
 mod serve;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -28,7 +31,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry-bench",
-    after_help = "Examples:\n  cargo xtask bench serve --quick\n  cargo xtask bench mirror --quick\n  cargo xtask bench load --quick\n  cargo xtask bench copy --quick"
+    after_help = "Examples:\n  cargo xtask bench serve --quick\n  cargo xtask bench mirror --quick\n  cargo xtask bench load --quick\n  cargo xtask bench copy --quick\n  cargo xtask bench trace --quick"
 )]
 enum Bench {
     /// Cached pulls of many small images and one large blob: ferry, Distribution and nginx.
@@ -40,6 +43,9 @@ enum Bench {
     /// `ferry copy` and `ferry info` against skopeo: pull, tar, push, bulk info and many images
     /// into one directory, on loopback and with a round-trip time added.
     Copy(copy::Args),
+    /// The trace lab: the simulator's requests/s per policy against libCacheSim, a 10-capacity
+    /// LRU sweep against a Python OrderedDict LRU, and `ferry trace run` against a null registry.
+    Trace(trace::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
         Bench::Mirror(a) => mirror::Options::new(a).and_then(mirror::run),
         Bench::Load(a) => load::Options::new(a).and_then(load::run),
         Bench::Copy(a) => copy::Options::new(a).and_then(copy::run).map(|_| ()),
+        Bench::Trace(a) => trace::Options::new(a).and_then(trace::run).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
