@@ -13,6 +13,89 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// guards against chosen keys that cannot occur here and costs most of an access.
 type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
+/// A map from keys: a hash map, or, for keys a caller numbers densely from 0 (the simulator's
+/// objects), a table indexed by the key, which saves the hashing and the probe.
+#[derive(Debug, Clone)]
+enum KeyMap<V> {
+    Hashed(HashMap<u64, V>),
+    Dense { slots: Vec<Option<V>>, len: usize },
+}
+
+impl<V> Default for KeyMap<V> {
+    fn default() -> KeyMap<V> {
+        KeyMap::Hashed(HashMap::default())
+    }
+}
+
+impl<V> KeyMap<V> {
+    fn dense() -> KeyMap<V> {
+        KeyMap::Dense {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn get(&self, key: &u64) -> Option<&V> {
+        match self {
+            KeyMap::Hashed(m) => m.get(key),
+            KeyMap::Dense { slots, .. } => slots.get(*key as usize)?.as_ref(),
+        }
+    }
+
+    fn get_mut(&mut self, key: &u64) -> Option<&mut V> {
+        match self {
+            KeyMap::Hashed(m) => m.get_mut(key),
+            KeyMap::Dense { slots, .. } => slots.get_mut(*key as usize)?.as_mut(),
+        }
+    }
+
+    fn contains_key(&self, key: &u64) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn insert(&mut self, key: u64, value: V) -> Option<V> {
+        match self {
+            KeyMap::Hashed(m) => m.insert(key, value),
+            KeyMap::Dense { slots, len } => {
+                let at = key as usize;
+                if at >= slots.len() {
+                    // Doubling keeps growth amortized O(1) as new objects appear.
+                    slots.resize_with((at + 1).max(slots.len() * 2), || None);
+                }
+                let old = slots[at].replace(value);
+                if old.is_none() {
+                    *len += 1;
+                }
+                old
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &u64) -> Option<V> {
+        match self {
+            KeyMap::Hashed(m) => m.remove(key),
+            KeyMap::Dense { slots, len } => {
+                let old = slots.get_mut(*key as usize)?.take();
+                if old.is_some() {
+                    *len -= 1;
+                }
+                old
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            KeyMap::Hashed(m) => m.len(),
+            KeyMap::Dense { len, .. } => *len,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Fibonacci hashing of a `u64` key (the only key type the policies use).
 #[derive(Debug, Default, Clone, Copy)]
 struct KeyHasher(u64);
@@ -194,7 +277,7 @@ pub struct Lru {
     capacity: Capacity,
     used: u64,
     list: List,
-    index: HashMap<u64, u32>,
+    index: KeyMap<u32>,
     log: EvictionLog,
 }
 
@@ -205,9 +288,16 @@ impl Lru {
             capacity,
             used: 0,
             list: List::new(),
-            index: HashMap::default(),
+            index: KeyMap::default(),
             log: EvictionLog::default(),
         }
+    }
+
+    /// The same (empty) cache, for keys numbered densely from 0: looked up in a table indexed by
+    /// the key, which grows to the largest key seen.
+    pub fn with_dense_keys(mut self) -> Lru {
+        self.index = KeyMap::dense();
+        self
     }
 
     /// The same cache, recording its victims for [`Evicting::take_evicted`].
@@ -410,11 +500,11 @@ pub struct S3Fifo {
     small_used: u64,
     main_used: u64,
     /// Key → (frequency, weight, in main).
-    entries: HashMap<u64, (u8, u64, bool)>,
+    entries: KeyMap<(u8, u64, bool)>,
     /// Remembered keys, newest first; a key readmitted leaves it at once.
     ghost: List,
     /// Key → its node in `ghost`.
-    ghosts: HashMap<u64, u32>,
+    ghosts: KeyMap<u32>,
     log: EvictionLog,
 }
 
@@ -430,11 +520,18 @@ impl S3Fifo {
             main: std::collections::VecDeque::new(),
             small_used: 0,
             main_used: 0,
-            entries: HashMap::default(),
+            entries: KeyMap::default(),
             ghost: List::new(),
-            ghosts: HashMap::default(),
+            ghosts: KeyMap::default(),
             log: EvictionLog::default(),
         }
+    }
+
+    /// The same (empty) cache, for keys numbered densely from 0 (see [`Lru::with_dense_keys`]).
+    pub fn with_dense_keys(mut self) -> S3Fifo {
+        self.entries = KeyMap::dense();
+        self.ghosts = KeyMap::dense();
+        self
     }
 
     /// The same cache, recording its victims for [`Evicting::take_evicted`].
@@ -602,7 +699,7 @@ pub struct Arc {
     lists: [List; 4],
     lens: [usize; 4],
     /// Key → (list, node).
-    index: HashMap<u64, (usize, u32)>,
+    index: KeyMap<(usize, u32)>,
 }
 
 const T1: usize = 0;
@@ -621,8 +718,14 @@ impl Arc {
             p: 0.0,
             lists: [List::new(), List::new(), List::new(), List::new()],
             lens: [0; 4],
-            index: HashMap::default(),
+            index: KeyMap::default(),
         })
+    }
+
+    /// The same (empty) cache, for keys numbered densely from 0 (see [`Lru::with_dense_keys`]).
+    pub fn with_dense_keys(mut self) -> Arc {
+        self.index = KeyMap::dense();
+        self
     }
 
     fn push(&mut self, list: usize, key: u64) {
@@ -912,6 +1015,29 @@ mod tests {
             hits(&mut s3, &[a, a, a, b, c, b, c, a]),
             [false, true, true, false, false, false, false, false]
         );
+    }
+
+    proptest! {
+        /// The simulator's dense-key tables decide exactly as the hashed maps do.
+        #[test]
+        fn dense_keys_hit_exactly_as_hashed_ones(
+            keys in proptest::collection::vec(0u64..60, 0..400),
+            capacity in 1u64..40,
+        ) {
+            let sized = |k: u64| 10 + 7 * k;
+            let run = |policy: &mut dyn CachePolicy| -> Vec<bool> {
+                keys.iter().map(|&k| policy.access(k, sized(k))).collect()
+            };
+            for c in [Capacity::Objects(capacity), Capacity::Bytes(capacity * 40)] {
+                prop_assert_eq!(run(&mut Lru::new(c)), run(&mut Lru::new(c).with_dense_keys()));
+                prop_assert_eq!(run(&mut S3Fifo::new(c)), run(&mut S3Fifo::new(c).with_dense_keys()));
+            }
+            let c = Capacity::Objects(capacity);
+            prop_assert_eq!(
+                run(&mut Arc::new(c).unwrap()),
+                run(&mut Arc::new(c).unwrap().with_dense_keys())
+            );
+        }
     }
 
     proptest! {

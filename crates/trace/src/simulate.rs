@@ -316,14 +316,18 @@ impl Policy {
         }
     }
 
+    /// The policy at `capacity`, over the workload's keys (numbered densely from 0, so the
+    /// policies index tables by them instead of hashing).
     fn build(self, capacity: Capacity) -> Result<Box<dyn CachePolicy>, SimulateError> {
         Ok(match self {
-            Policy::Lru => Box::new(Lru::new(capacity)),
+            Policy::Lru => Box::new(Lru::new(capacity).with_dense_keys()),
             Policy::Lfu => Box::new(Lfu::new(capacity)),
-            Policy::S3Fifo => Box::new(S3Fifo::new(capacity)),
-            Policy::Arc => {
-                Box::new(ArcCache::new(capacity).ok_or(SimulateError::ObjectsOnly(self.as_str()))?)
-            }
+            Policy::S3Fifo => Box::new(S3Fifo::new(capacity).with_dense_keys()),
+            Policy::Arc => Box::new(
+                ArcCache::new(capacity)
+                    .ok_or(SimulateError::ObjectsOnly(self.as_str()))?
+                    .with_dense_keys(),
+            ),
             Policy::TwoTier {
                 ssd_ratio,
                 bypass_above,
