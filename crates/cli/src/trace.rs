@@ -34,7 +34,7 @@ pub enum TraceCommand {
     /// Replay a trace's GETs of blobs and manifests against registries through a warmup map;
     /// report latency and schedule lag by kind.
     #[command(
-        after_help = "Examples:\n  ferry trace run /tmp/synthetic.jsonl --map /tmp/synthetic.map.jsonl --registry http://127.0.0.1:5000 --speed 10\n  ferry trace run traces/dal09/ --map dal09.map.jsonl --registry http://10.0.0.1:5000,http://10.0.0.2:5000 --pace asap --concurrency 64 --json results.json\n\nEvery body is checked for its size and digest. --pace recorded (the default) sends each request\nat its trace time over --speed, whether or not earlier ones have been answered, with at most\n--max-in-flight in flight; --pace asap keeps --concurrency in flight. Several registries share the\nobjects by consistent hashing. Requests whose object is not in the map are counted, not sent."
+        after_help = "Examples:\n  ferry trace run /tmp/synthetic.jsonl --map /tmp/synthetic.map.jsonl --registry http://127.0.0.1:5000 --speed 10\n  ferry trace run traces/dal09/ --map dal09.map.jsonl --registry http://registry-a:5000,http://registry-b:5000 --pace asap --concurrency 64 --json results.json\n\nEvery body is checked for its size and digest. --pace recorded (the default) sends each request\nat its trace time over --speed, whether or not earlier ones have been answered, with at most\n--max-in-flight in flight; --pace asap keeps --concurrency in flight. Several registries share the\nobjects by consistent hashing. Requests whose object is not in the map are counted, not sent."
     )]
     Run(Box<crate::trace_run::RunArgs>),
     /// Merge the results of a replay's shards (`ferry trace run --shard i/N --json`) exactly.
