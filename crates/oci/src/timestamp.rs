@@ -41,8 +41,12 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
             {
                 return None;
             }
-            let six: String = digits.chars().chain("000000".chars()).take(6).collect();
-            six.parse::<i64>().ok()?
+            // Microseconds: the first six digits, zero-padded on the right.
+            digits
+                .bytes()
+                .chain(std::iter::repeat(b'0'))
+                .take(6)
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
         }
     };
     let days = days_from_civil(year, month, day);

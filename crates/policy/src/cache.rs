@@ -376,17 +376,44 @@ impl Evicting for Lru {
 
 /// Least frequently used: evicts the object requested least often while cached, the least
 /// recently requested of those on a tie (frequencies start at 1 on admission and are forgotten on
-/// eviction, as libCacheSim's LFU counts them). O(log n) per access.
+/// eviction, as libCacheSim's LFU counts them). O(1) per access (Shah, Mitra and Matani's
+/// structure): a list of frequency buckets in increasing order, only those holding objects, each
+/// its objects from least to most recently requested; an access moves an object to the end of the
+/// next frequency's bucket, which lies right after its own, and the victim is the first object of
+/// the first bucket.
 #[derive(Debug)]
 pub struct Lfu {
     capacity: Capacity,
     used: u64,
-    /// Key → (frequency, last access, weight).
-    entries: HashMap<u64, (u64, u64, u64)>,
-    /// (frequency, last access, key), least first.
-    order: std::collections::BTreeSet<(u64, u64, u64)>,
-    clock: u64,
+    index: KeyMap<u32>,
+    items: Vec<LfuItem>,
+    free_items: Vec<u32>,
+    buckets: Vec<Bucket>,
+    free_buckets: Vec<u32>,
+    /// The bucket of the lowest frequency; [`NIL`] when nothing is cached.
+    lowest: u32,
     log: EvictionLog,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LfuItem {
+    key: u64,
+    weight: u64,
+    bucket: u32,
+    /// Neighbours in the bucket: less and more recently requested.
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    frequency: u64,
+    /// Least and most recently requested object.
+    oldest: u32,
+    newest: u32,
+    /// Neighbouring buckets: the next lower and higher frequency.
+    lower: u32,
+    higher: u32,
 }
 
 impl Lfu {
@@ -395,11 +422,20 @@ impl Lfu {
         Lfu {
             capacity,
             used: 0,
-            entries: HashMap::default(),
-            order: std::collections::BTreeSet::new(),
-            clock: 0,
+            index: KeyMap::default(),
+            items: Vec::new(),
+            free_items: Vec::new(),
+            buckets: Vec::new(),
+            free_buckets: Vec::new(),
+            lowest: NIL,
             log: EvictionLog::default(),
         }
+    }
+
+    /// The same (empty) cache, for keys numbered densely from 0 (see [`Lru::with_dense_keys`]).
+    pub fn with_dense_keys(mut self) -> Lfu {
+        self.index = KeyMap::dense();
+        self
     }
 
     /// The same cache, recording its victims for [`Evicting::take_evicted`].
@@ -408,28 +444,112 @@ impl Lfu {
         self
     }
 
-    fn evict_least(&mut self) -> bool {
-        let Some((_, _, victim)) = self.order.pop_first() else {
-            return false;
+    /// The bucket of `frequency` right above `below` (above none: the lowest), made if missing.
+    fn bucket_above(&mut self, below: u32, frequency: u64) -> u32 {
+        let above = match below {
+            NIL => self.lowest,
+            b => self.buckets[b as usize].higher,
         };
-        let (_, _, w) = self
-            .entries
-            .remove(&victim)
-            .expect("ordered keys are cached");
-        self.used -= w;
-        self.log.record(victim);
+        if above != NIL && self.buckets[above as usize].frequency == frequency {
+            return above;
+        }
+        let bucket = Bucket {
+            frequency,
+            oldest: NIL,
+            newest: NIL,
+            lower: below,
+            higher: above,
+        };
+        let at = match self.free_buckets.pop() {
+            Some(i) => {
+                self.buckets[i as usize] = bucket;
+                i
+            }
+            None => {
+                self.buckets.push(bucket);
+                u32::try_from(self.buckets.len() - 1).expect("fewer than 2^32 frequencies")
+            }
+        };
+        match below {
+            NIL => self.lowest = at,
+            b => self.buckets[b as usize].higher = at,
+        }
+        if above != NIL {
+            self.buckets[above as usize].lower = at;
+        }
+        at
+    }
+
+    /// Appends item `at` to `bucket` as its most recently requested object.
+    fn append(&mut self, bucket: u32, at: u32) {
+        let newest = self.buckets[bucket as usize].newest;
+        let item = &mut self.items[at as usize];
+        item.bucket = bucket;
+        item.prev = newest;
+        item.next = NIL;
+        match newest {
+            NIL => self.buckets[bucket as usize].oldest = at,
+            n => self.items[n as usize].next = at,
+        }
+        self.buckets[bucket as usize].newest = at;
+    }
+
+    /// Takes item `at` out of its bucket, dropping the bucket if that empties it.
+    fn detach(&mut self, at: u32) {
+        let LfuItem {
+            bucket, prev, next, ..
+        } = self.items[at as usize];
+        match prev {
+            NIL => self.buckets[bucket as usize].oldest = next,
+            p => self.items[p as usize].next = next,
+        }
+        match next {
+            NIL => self.buckets[bucket as usize].newest = prev,
+            n => self.items[n as usize].prev = prev,
+        }
+        let b = self.buckets[bucket as usize];
+        if b.oldest == NIL {
+            match b.lower {
+                NIL => self.lowest = b.higher,
+                l => self.buckets[l as usize].higher = b.higher,
+            }
+            if b.higher != NIL {
+                self.buckets[b.higher as usize].lower = b.lower;
+            }
+            self.free_buckets.push(bucket);
+        }
+    }
+
+    /// Forgets item `at`: out of its bucket and the index, its slot free, its weight released.
+    fn drop_item(&mut self, at: u32) -> u64 {
+        self.detach(at);
+        self.free_items.push(at);
+        let LfuItem { key, weight, .. } = self.items[at as usize];
+        self.index.remove(&key);
+        self.used -= weight;
+        key
+    }
+
+    fn evict_least(&mut self) -> bool {
+        if self.lowest == NIL {
+            return false;
+        }
+        let victim = self.buckets[self.lowest as usize].oldest;
+        let key = self.drop_item(victim);
+        self.log.record(key);
         true
     }
 }
 
 impl CachePolicy for Lfu {
     fn access(&mut self, key: u64, size: u64) -> bool {
-        self.clock += 1;
-        if let Some(e) = self.entries.get_mut(&key) {
-            self.order.remove(&(e.0, e.1, key));
-            e.0 += 1;
-            e.1 = self.clock;
-            self.order.insert((e.0, e.1, key));
+        if let Some(&at) = self.index.get(&key) {
+            let bucket = self.items[at as usize].bucket;
+            let frequency = self.buckets[bucket as usize].frequency;
+            // The next bucket is found before the object leaves its own, which may then go.
+            let next = self.bucket_above(bucket, frequency + 1);
+            self.detach(at);
+            self.append(next, at);
             return true;
         }
         let weight = self.capacity.weight(size);
@@ -440,14 +560,32 @@ impl CachePolicy for Lfu {
             let evicted = self.evict_least();
             debug_assert!(evicted, "used > 0 means something is cached");
         }
-        self.entries.insert(key, (1, self.clock, weight));
-        self.order.insert((1, self.clock, key));
+        let item = LfuItem {
+            key,
+            weight,
+            bucket: NIL,
+            prev: NIL,
+            next: NIL,
+        };
+        let at = match self.free_items.pop() {
+            Some(i) => {
+                self.items[i as usize] = item;
+                i
+            }
+            None => {
+                self.items.push(item);
+                u32::try_from(self.items.len() - 1).expect("fewer than 2^32 cached objects")
+            }
+        };
+        let first = self.bucket_above(NIL, 1);
+        self.append(first, at);
+        self.index.insert(key, at);
         self.used += weight;
         false
     }
 
     fn contains(&self, key: u64) -> bool {
-        self.entries.contains_key(&key)
+        self.index.contains_key(&key)
     }
 
     fn name(&self) -> &'static str {
@@ -465,9 +603,8 @@ impl Evicting for Lfu {
     }
 
     fn remove(&mut self, key: u64) {
-        if let Some((f, t, w)) = self.entries.remove(&key) {
-            self.order.remove(&(f, t, key));
-            self.used -= w;
+        if let Some(&at) = self.index.get(&key) {
+            self.drop_item(at);
         }
     }
 }
@@ -1032,11 +1169,93 @@ mod tests {
                 prop_assert_eq!(run(&mut Lru::new(c)), run(&mut Lru::new(c).with_dense_keys()));
                 prop_assert_eq!(run(&mut S3Fifo::new(c)), run(&mut S3Fifo::new(c).with_dense_keys()));
             }
+            for c in [Capacity::Objects(capacity), Capacity::Bytes(capacity * 40)] {
+                prop_assert_eq!(run(&mut Lfu::new(c)), run(&mut Lfu::new(c).with_dense_keys()));
+            }
             let c = Capacity::Objects(capacity);
             prop_assert_eq!(
                 run(&mut Arc::new(c).unwrap()),
                 run(&mut Arc::new(c).unwrap().with_dense_keys())
             );
+        }
+    }
+
+    /// LFU as its definition reads, a scan per eviction: the least (frequency, last request).
+    #[derive(Debug, Default)]
+    struct ScanLfu {
+        capacity: u64,
+        used: u64,
+        clock: u64,
+        /// Key → (frequency, last request, weight).
+        entries: std::collections::HashMap<u64, (u64, u64, u64)>,
+    }
+
+    impl ScanLfu {
+        fn access(&mut self, key: u64, weight: u64) -> bool {
+            self.clock += 1;
+            if let Some(e) = self.entries.get_mut(&key) {
+                e.0 += 1;
+                e.1 = self.clock;
+                return true;
+            }
+            if weight > self.capacity {
+                return false;
+            }
+            while self.used + weight > self.capacity {
+                let (&victim, &(_, _, w)) =
+                    self.entries.iter().min_by_key(|(_, e)| (e.0, e.1)).unwrap();
+                self.entries.remove(&victim);
+                self.used -= w;
+            }
+            self.entries.insert(key, (1, self.clock, weight));
+            self.used += weight;
+            false
+        }
+    }
+
+    proptest! {
+        /// The bucketed LFU decides as the definition does, in objects and in bytes, with objects
+        /// removed behind its back (the mirror deletes some) and evicted on demand.
+        #[test]
+        fn lfu_decides_as_its_definition(
+            ops in proptest::collection::vec((0u64..40, 0u8..20), 0..500),
+            capacity in 1u64..30,
+            bytes in any::<bool>(),
+        ) {
+            let c = if bytes { Capacity::Bytes(capacity * 30) } else { Capacity::Objects(capacity) };
+            let mut lfu = Lfu::new(c).with_eviction_log();
+            let mut reference = ScanLfu { capacity: c.amount(), ..ScanLfu::default() };
+            for (key, op) in ops {
+                let weight = c.weight(key % 50 + 1);
+                match op {
+                    0 => {
+                        lfu.remove(key);
+                        if let Some((_, _, w)) = reference.entries.remove(&key) {
+                            reference.used -= w;
+                        }
+                    }
+                    1 => {
+                        let victim = reference
+                            .entries
+                            .iter()
+                            .min_by_key(|(_, e)| (e.0, e.1))
+                            .map(|(&k, _)| k);
+                        prop_assert_eq!(lfu.evict(), victim.is_some());
+                        let _ = lfu.take_evicted();
+                        if let Some(v) = victim {
+                            let (_, _, w) = reference.entries.remove(&v).unwrap();
+                            reference.used -= w;
+                            prop_assert!(!lfu.contains(v));
+                        }
+                    }
+                    _ => {
+                        prop_assert_eq!(lfu.access(key, key % 50 + 1), reference.access(key, weight));
+                        let _ = lfu.take_evicted();
+                    }
+                }
+                prop_assert_eq!(lfu.used, reference.used);
+                prop_assert_eq!(lfu.index.len(), reference.entries.len());
+            }
         }
     }
 

@@ -34,8 +34,12 @@ const PREFETCH_MEMORY: usize = 1024;
 /// query. Memory grows with the distinct objects, not the requests.
 #[derive(Debug, Default)]
 pub struct ObjectKeys {
-    ids: HashMap<String, u64>,
+    ids: UriMap<u64>,
 }
+
+/// A map from URIs or repository names: foldhash, seeded per process (so a trace cannot choose
+/// colliding names), costs a fraction of std's SipHash on strings this short.
+type UriMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 impl ObjectKeys {
     /// The key of the object `r` asks for, and whether this is its first request; `None` when `r`
@@ -45,9 +49,12 @@ impl ObjectKeys {
             return None;
         }
         let uri = r.uri.split('?').next().unwrap_or(&r.uri);
-        let next = self.ids.len() as u64;
-        let key = *self.ids.entry(uri.to_owned()).or_insert(next);
-        Some((key, key == next))
+        if let Some(&key) = self.ids.get(uri) {
+            return Some((key, false));
+        }
+        let key = self.ids.len() as u64;
+        self.ids.insert(uri.to_owned(), key);
+        Some((key, true))
     }
 }
 
@@ -62,7 +69,7 @@ pub struct Workload {
     times: Vec<Option<i64>>,
     /// By request: its repository's number, with [`MANIFEST`] set for a manifest GET.
     repos: Vec<u32>,
-    repo_ids: HashMap<String, u32>,
+    repo_ids: UriMap<u32>,
     /// Blobs pushed with their digest in the URI: (requests before it, time, repository, blob URI).
     pushes: Vec<(usize, Option<i64>, u32, String)>,
 }
@@ -75,10 +82,14 @@ const NO_REPO: u32 = MANIFEST - 1;
 impl Workload {
     fn repo_id(&mut self, repo: Option<&str>) -> u32 {
         let Some(repo) = repo else { return NO_REPO };
+        if let Some(&id) = self.repo_ids.get(repo) {
+            return id;
+        }
         let next = u32::try_from(self.repo_ids.len())
             .unwrap_or(NO_REPO)
             .min(NO_REPO);
-        *self.repo_ids.entry(repo.to_owned()).or_insert(next)
+        self.repo_ids.insert(repo.to_owned(), next);
+        next
     }
 
     /// Adds `r` if a cache would serve it (or, for a blob pushed with its digest in the URI, notes
@@ -321,7 +332,7 @@ impl Policy {
     fn build(self, capacity: Capacity) -> Result<Box<dyn CachePolicy>, SimulateError> {
         Ok(match self {
             Policy::Lru => Box::new(Lru::new(capacity).with_dense_keys()),
-            Policy::Lfu => Box::new(Lfu::new(capacity)),
+            Policy::Lfu => Box::new(Lfu::new(capacity).with_dense_keys()),
             Policy::S3Fifo => Box::new(S3Fifo::new(capacity).with_dense_keys()),
             Policy::Arc => Box::new(
                 ArcCache::new(capacity)

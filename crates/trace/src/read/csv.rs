@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use crate::error::{Position, TraceError};
-use crate::read::json::request_from;
+use crate::read::record::{Field, Fields};
 use crate::request::Request;
 
 /// Longest record read (a line, or lines joined by a quoted field).
@@ -141,13 +141,13 @@ impl Iterator for CsvRecords {
                     ),
                 }));
             }
-            let get = |key: &str| {
-                header
-                    .iter()
-                    .position(|h| h == key)
-                    .map(|i| fields[i].clone())
-            };
-            return Some(request_from(get).map_err(|why| TraceError::Record {
+            let mut record = Fields::default();
+            for (name, value) in header.iter().zip(&fields) {
+                if let Some(slot) = record.slot(name) {
+                    *slot = Some(Field::Text(value.as_str().into()));
+                }
+            }
+            return Some(record.request().map_err(|why| TraceError::Record {
                 file: self.file.clone(),
                 position: Position::Line(line),
                 why,

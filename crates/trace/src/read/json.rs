@@ -4,13 +4,10 @@
 
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::sync::Arc;
-
-use serde_json::{Map, Value};
 
 use crate::error::{Position, TraceError};
-use crate::request::{Method, Request};
-use ferry_oci::timestamp::parse_timestamp;
+use crate::read::record::Fields;
+use crate::request::Request;
 
 /// Longest record read; the trace's records are a few hundred bytes.
 const MAX_RECORD: usize = 1 << 20;
@@ -81,6 +78,26 @@ impl JsonRecords {
                 }
             }
         }
+    }
+
+    /// The record at the read position when it is the rest of its line and well-formed JSON, as
+    /// JSON lines and the original files have it (`{…}` or `{…},`), parsed in place: no scan for
+    /// its end and no copy. `None` otherwise (it spans lines, shares its line, is cut by the end of
+    /// the buffer, or is not JSON): [`JsonRecords::read_object`] reads it, and reports the error.
+    fn line_record(&mut self) -> Option<Result<Request, String>> {
+        let buf = self.reader.fill_buf().ok()?;
+        let line = &buf[..memchr::memchr(b'\n', buf)?];
+        let mut end = line.trim_ascii_end();
+        if self.mode == Mode::Array {
+            end = end.strip_suffix(b",").unwrap_or(end).trim_ascii_end();
+        }
+        if end.last() != Some(&b'}') {
+            return None;
+        }
+        let parsed = serde_json::from_slice::<Fields>(end).ok()?.request();
+        let take = end.len();
+        self.reader.consume(take);
+        Some(parsed)
     }
 
     /// Reads one object, from its `{` to the matching `}`, into `self.record`. `Ok(false)` if the
@@ -172,6 +189,14 @@ impl Iterator for JsonRecords {
                     return self.fail(why);
                 }
                 (Mode::Array | Mode::Lines, Some(b'{')) => {
+                    if let Some(parsed) = self.line_record() {
+                        self.index += 1;
+                        return Some(parsed.map_err(|why| TraceError::Record {
+                            file: self.file.clone(),
+                            position: Position::Record(self.index),
+                            why,
+                        }));
+                    }
                     match self.read_object() {
                         Ok(true) => {}
                         Ok(false) => {
@@ -183,9 +208,9 @@ impl Iterator for JsonRecords {
                     self.index += 1;
                     let position = Position::Record(self.index);
                     return Some(
-                        serde_json::from_slice::<Map<String, Value>>(&self.record)
+                        serde_json::from_slice::<Fields>(&self.record)
                             .map_err(|e| e.to_string())
-                            .and_then(|fields| request_from_fields(&fields))
+                            .and_then(|fields| fields.request())
                             .map_err(|why| TraceError::Record {
                                 file: self.file.clone(),
                                 position,
@@ -204,73 +229,4 @@ impl Iterator for JsonRecords {
             }
         }
     }
-}
-
-/// A field as text: strings as they are, numbers as written.
-fn text(fields: &Map<String, Value>, key: &str) -> Option<String> {
-    match fields.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A non-negative whole number written as an integer, a float with no fraction (`72626.0`, as
-/// the CSV export has it) or a string of either.
-pub(crate) fn whole_number(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<u64>() {
-        return Some(n);
-    }
-    let f: f64 = s.parse().ok()?;
-    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < 2f64.powi(63)).then_some(f as u64)
-}
-
-/// A request from a trace record's fields (the original key names), or why it cannot be one.
-pub(crate) fn request_from_fields(fields: &Map<String, Value>) -> Result<Request, String> {
-    request_from(|key| text(fields, key))
-}
-
-/// A request from a record whose field `key` is `get(key)`: the URI is required, the rest is
-/// checked when present.
-pub(crate) fn request_from(get: impl Fn(&str) -> Option<String>) -> Result<Request, String> {
-    let uri = get("http.request.uri").ok_or("no http.request.uri")?;
-    let method = match get("http.request.method") {
-        Some(m) if !m.is_empty() => Method::parse(&m),
-        _ => return Err("no http.request.method".to_owned()),
-    };
-    let mut r = Request::new(method, uri);
-    if let Some(t) = get("timestamp").filter(|t| !t.is_empty()) {
-        r.time_us = Some(
-            parse_timestamp(&t)
-                .ok_or_else(|| format!("timestamp {t:?} is not YYYY-MM-DDTHH:MM:SS[.fff]Z"))?,
-        );
-    }
-    if let Some(w) = get("http.response.written").filter(|w| !w.is_empty()) {
-        r.size = Some(
-            whole_number(&w)
-                .ok_or_else(|| format!("http.response.written {w:?} is not a byte count"))?,
-        );
-    }
-    if let Some(s) = get("http.response.status").filter(|s| !s.is_empty()) {
-        r.status = Some(
-            whole_number(&s)
-                .filter(|n| (100..=599).contains(n))
-                .ok_or_else(|| format!("http.response.status {s:?} is not an HTTP status"))?
-                as u16,
-        );
-    }
-    if let Some(d) = get("http.request.duration").filter(|d| !d.is_empty()) {
-        let secs: f64 = d
-            .parse()
-            .ok()
-            .filter(|f: &f64| f.is_finite() && *f >= 0.0)
-            .ok_or_else(|| format!("http.request.duration {d:?} is not a number of seconds"))?;
-        r.duration_s = Some(secs);
-    }
-    r.client = get("http.request.remoteaddr")
-        .filter(|c| !c.is_empty())
-        .map(Arc::from);
-    r.host = get("host").filter(|h| !h.is_empty()).map(Arc::from);
-    Ok(r)
 }

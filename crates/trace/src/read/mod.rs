@@ -9,7 +9,8 @@
 //! - `.txt`, `.uris`: one URI per line (`v2/...`), in request order, no times or sizes: GETs.
 
 mod csv;
-pub(crate) mod json;
+mod json;
+mod record;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
