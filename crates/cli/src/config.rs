@@ -60,9 +60,36 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The pull-through cache's budget.
     pub cache: CacheConfig,
+    /// Other ferry nodes this mirror shares blobs with.
+    pub peers: PeersConfig,
     /// Upstream registries to mirror (`[[upstream]]` tables).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<UpstreamConfig>,
+}
+
+/// `[peers]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// Other ferry nodes' registry endpoints, `http(s)://host[:port]`: a blob this mirror lacks
+    /// is asked of them (by digest, verified before use) before the upstream, and they are served
+    /// what this node holds or is fetching. Empty: no sharing.
+    pub nodes: Vec<String>,
+    /// Blob transfers served to peers at once; more are answered 429 at once, so the asker goes
+    /// to another source.
+    pub max_uploads: usize,
+    /// Seconds a peer may take to answer before the next source is asked.
+    pub first_byte_timeout_secs: u64,
+}
+
+impl Default for PeersConfig {
+    fn default() -> PeersConfig {
+        PeersConfig {
+            nodes: Vec::new(),
+            max_uploads: 32,
+            first_byte_timeout_secs: 2,
+        }
+    }
 }
 
 /// `[cache]`.
@@ -481,6 +508,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
+            peers: PeersConfig::default(),
             upstream: Vec::new(),
         }
     }
@@ -699,6 +727,14 @@ impl Config {
             "limits.max_connections must be at least 1"
         );
         anyhow::ensure!(
+            self.peers.nodes.is_empty() || !self.upstream.is_empty(),
+            "peers.nodes is set but no [[upstream]] is configured: peers share what mirrors fetch (add --upstream URL)"
+        );
+        anyhow::ensure!(
+            self.peers.max_uploads > 0 && self.peers.first_byte_timeout_secs > 0,
+            "peers.max_uploads and peers.first_byte_timeout_secs must be at least 1"
+        );
+        anyhow::ensure!(
             self.limits.max_manifest_bytes >= 1024,
             "limits.max_manifest_bytes must be at least 1024"
         );
@@ -858,11 +894,20 @@ impl Config {
             min_free_bytes: ferry_server::units::parse_size(&self.cache.min_free_space)
                 .map_err(|e| anyhow::anyhow!("cache.min_free_space: {e}"))?,
         };
-        Ok(Some(ferry_server::Mirror::new(
-            upstreams,
-            self.default_upstream.as_deref(),
-            options,
-        )?))
+        let mirror =
+            ferry_server::Mirror::new(upstreams, self.default_upstream.as_deref(), options)?;
+        if self.peers.nodes.is_empty() {
+            return Ok(Some(mirror));
+        }
+        let peers = ferry_server::Peers::new(ferry_server::PeerOptions {
+            endpoints: self.peers.nodes.clone(),
+            max_uploads: self.peers.max_uploads,
+            first_byte_timeout: Duration::from_secs(self.peers.first_byte_timeout_secs),
+            connections,
+            ..ferry_server::PeerOptions::default()
+        })
+        .map_err(|e| anyhow::anyhow!("peers.nodes: {e}"))?;
+        Ok(Some(mirror.with_peers(peers)))
     }
 
     /// The floor under clients' transfer rates.
@@ -951,7 +996,15 @@ mod tests {
             // Still the configuration it prints.
             assert_eq!(Config::parse(&text).unwrap().to_toml(), text);
             let printed = printed_keys(&text);
-            for table in ["", "registry", "limits", "cache", "cache.prune", "upstream"] {
+            for table in [
+                "",
+                "registry",
+                "limits",
+                "cache",
+                "cache.prune",
+                "peers",
+                "upstream",
+            ] {
                 for key in accepted_keys(table) {
                     assert!(
                         printed.contains(&(table.to_owned(), key.clone())),

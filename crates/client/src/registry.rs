@@ -513,11 +513,25 @@ impl Registry {
         digest: &Digest,
         offset: u64,
     ) -> Result<BlobResponse, ClientError> {
+        self.get_blob_with(repo, digest, offset, Vec::new()).await
+    }
+
+    /// [`Registry::get_blob`] with more request headers (a ferry node asking another marks its
+    /// request as a peer's and names the upstream).
+    pub async fn get_blob_with(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        offset: u64,
+        headers: Vec<(header::HeaderName, String)>,
+    ) -> Result<BlobResponse, ClientError> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.options.endpoint);
         let range = (offset > 0).then(|| format!("bytes={offset}-"));
-        let r = self
-            .send(Method::GET, &url, repo, range.as_deref(), false)
-            .await?;
+        let mut rq = Request::new(Method::GET, &url, repo);
+        rq.range = range.as_deref();
+        rq.whole = false;
+        rq.headers = headers;
+        let r = self.send_with(rq).await?;
         check(&r, "blob GET")?;
         let (start, total) = match r.status() {
             StatusCode::PARTIAL_CONTENT => r

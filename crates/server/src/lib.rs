@@ -38,6 +38,7 @@ pub use error::ApiError;
 pub use lifecycle::{RunError, RunSettings, run};
 pub use listen::{ClientAddr, RateFloor, ServeOptions, serve};
 pub use metrics::Metrics;
+pub use mirror::peers::{PEER_HEADER, PeerOptions, Peers};
 pub use mirror::{
     CacheNames, CacheRepoError, Mirror, MirrorConfigError, MirrorOptions, TransferFloor, Upstream,
     cache_repo_of,

@@ -44,6 +44,12 @@ pub(crate) struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CauseLabels {
+    /// One of a closed set (`PeerMiss::label`, or `served`).
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct UpstreamLabels {
     pub upstream: String,
 }
@@ -76,6 +82,12 @@ pub struct Metrics {
     pub(crate) upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub(crate) stale_served: Family<UpstreamLabels, Counter>,
     pub(crate) fills_in_flight: Gauge,
+    pub(crate) peer_requests: Family<CauseLabels, Counter>,
+    pub(crate) peer_fallbacks: Family<CauseLabels, Counter>,
+    pub(crate) peer_fetched_bytes: Counter,
+    pub(crate) peer_served_bytes: Counter,
+    pub(crate) peer_uploads: Gauge,
+    pub(crate) peer_uploads_refused: Counter,
     cache_blobs: Gauge,
     cache_bytes: Gauge,
     cache_repositories: Gauge,
@@ -106,6 +118,12 @@ impl Default for Metrics {
             upstream_errors: Family::default(),
             stale_served: Family::default(),
             fills_in_flight: Gauge::default(),
+            peer_requests: Family::default(),
+            peer_fallbacks: Family::default(),
+            peer_fetched_bytes: Counter::default(),
+            peer_served_bytes: Counter::default(),
+            peer_uploads: Gauge::default(),
+            peer_uploads_refused: Counter::default(),
             cache_blobs: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_repositories: Gauge::default(),
@@ -159,6 +177,36 @@ impl Default for Metrics {
             "fills_in_flight",
             "Blob fetches from upstreams in progress",
             m.fills_in_flight.clone(),
+        );
+        registry.register(
+            "peer_requests",
+            "Blobs asked of peers, by outcome (served, not_found, busy, timeout, error, interrupted, size)",
+            m.peer_requests.clone(),
+        );
+        registry.register(
+            "peer_fallbacks",
+            "Fills that asked peers and went to the upstream, by the last peer's outcome (or digest, store)",
+            m.peer_fallbacks.clone(),
+        );
+        registry.register(
+            "peer_fetched_bytes",
+            "Blob bytes received from peers",
+            m.peer_fetched_bytes.clone(),
+        );
+        registry.register(
+            "peer_served_bytes",
+            "Blob bytes sent to peers",
+            m.peer_served_bytes.clone(),
+        );
+        registry.register(
+            "peer_uploads",
+            "Blob transfers to peers in progress",
+            m.peer_uploads.clone(),
+        );
+        registry.register(
+            "peer_uploads_refused",
+            "Peer requests answered 503 because max_uploads transfers were in progress",
+            m.peer_uploads_refused.clone(),
         );
         registry.register("cache_blobs", "Blobs in the store", m.cache_blobs.clone());
         registry.register(

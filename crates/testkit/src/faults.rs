@@ -25,6 +25,9 @@ pub enum Fault {
     Stall,
     /// Hold the request until [`FaultProxy::release`], then forward it as is.
     Held,
+    /// Send the head and half the body, then the rest once [`FaultProxy::release`] is called: a
+    /// transfer caught in the middle for as long as a test needs.
+    PauseMidBody,
 }
 
 /// Which requests a fault applies to.
@@ -123,6 +126,15 @@ impl FaultProxy {
             .unwrap_or_else(|e| e.into_inner())
             .released = true;
         self.gate.notify_all();
+    }
+
+    /// Holds requests again after [`FaultProxy::release`]: [`Fault::Held`] and
+    /// [`Fault::PauseMidBody`] wait for the next release.
+    pub fn hold_again(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .released = false;
     }
 
     /// The `Range` headers of the `method` requests for exactly `path`, in arrival order (requests
@@ -246,6 +258,17 @@ fn handle(
     let resp_head =
         String::from_utf8_lossy(resp_head).replace("Connection: keep-alive", "Connection: close");
     match fault {
+        Some(Fault::PauseMidBody) => {
+            client.write_all(resp_head.as_bytes())?;
+            client.write_all(&body[..body.len() / 2])?;
+            client.flush()?;
+            let f = faults.lock().unwrap_or_else(|e| e.into_inner());
+            drop(
+                gate.wait_while(f, |f| !f.released)
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+            client.write_all(&body[body.len() / 2..])?;
+        }
         None | Some(Fault::Status(..) | Fault::Held) => {
             client.write_all(resp_head.as_bytes())?;
             client.write_all(&body)?;

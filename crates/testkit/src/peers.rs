@@ -175,7 +175,12 @@ pub struct Ferry {
 impl Ferry {
     /// Starts `bin serve --listen 127.0.0.1:<free> --data-dir <data_dir> <extra…>`.
     pub fn start(bin: &Path, data_dir: &Path, extra: &[&str]) -> Ferry {
-        let port = free_port();
+        Ferry::start_on(bin, free_port(), data_dir, extra)
+    }
+
+    /// [`Ferry::start`] on a port chosen beforehand (nodes that name each other as peers need
+    /// their addresses before any starts).
+    pub fn start_on(bin: &Path, port: u16, data_dir: &Path, extra: &[&str]) -> Ferry {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--listen")

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// and `simulate` read it), rotated to FILE.1 past access_log_max_size (1GiB).
     #[arg(long, value_name = "FILE", env = "FERRY_ACCESS_LOG")]
     pub access_log: Option<PathBuf>,
+    /// Another ferry node to share blobs with (repeatable): `http(s)://host[:port]`, its registry
+    /// endpoint. Blobs this mirror lacks are asked of peers (verified) before the upstream.
+    #[arg(long = "peer", value_name = "URL")]
+    pub peers: Vec<String>,
 }
 
 impl ServeArgs {
@@ -89,6 +93,7 @@ impl ServeArgs {
         if let Some(l) = &self.access_log {
             c.access_log = Some(l.clone());
         }
+        c.peers.nodes.extend(self.peers.iter().cloned());
         c.validate()?;
         Ok(c)
     }

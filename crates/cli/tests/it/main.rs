@@ -12,6 +12,7 @@ mod inspect;
 mod inventory;
 mod load;
 mod mirror;
+mod p2p;
 mod peers;
 mod security;
 mod storage;

@@ -222,6 +222,20 @@ async fn mirrored(
 ) -> ApiResult {
     let route = parse_route(path, req.method())?;
     let m = req.method().clone();
+    let peer = req
+        .headers()
+        .contains_key(crate::mirror::peers::PEER_HEADER);
+    if peer
+        && !matches!(
+            (&route, &m),
+            (Route::Blob { .. }, &Method::GET | &Method::HEAD)
+        )
+    {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "a peer request (ferry-peer header) asks for a blob by digest; nothing else is served to peers",
+        ));
+    }
     match (&route, &m) {
         (Route::Base, &Method::GET | &Method::HEAD) => {
             Ok(json_response(StatusCode::OK, b"{}".to_vec()))
@@ -232,7 +246,8 @@ async fn mirrored(
         }
         (Route::Blob { repo, digest }, &Method::GET | &Method::HEAD) => {
             let range = req.headers().get(header::RANGE).cloned();
-            crate::mirror::get_blob(app, mirror, up, repo, digest, m == Method::HEAD, range).await
+            let head = m == Method::HEAD;
+            crate::mirror::get_blob(app, mirror, up, repo, digest, head, range, peer).await
         }
         (Route::TagsList { repo }, &Method::GET) => {
             // The query, not the request, crosses the upstream call (a body is not `Sync`).

@@ -19,18 +19,21 @@ use ferry_store::{Store, StoreError};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 
+use super::peers::{PeerMiss, Peers};
 use super::{FetchError, Upstream};
-use crate::metrics::{Metrics, UpstreamLabels};
+use crate::metrics::{CauseLabels, Metrics, UpstreamLabels};
 
 /// How often an interrupted upstream transfer is resumed before the fill gives up.
 const MAX_RESUMES: u32 = 3;
 /// Largest read a follower does at once.
 const FOLLOW_CHUNK: u64 = 256 * 1024;
 
-/// The blob a fill is for: `digest` of upstream `repo`, cached under `key`.
+/// The blob a fill is for: `digest` of upstream `repo`, cached under `key`; asked of `peers`
+/// first, when the mirror has any.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Wanted<'a> {
     pub upstream: &'a Arc<Upstream>,
+    pub peers: Option<&'a Arc<Peers>>,
     pub repo: &'a RepoName,
     pub key: &'a RepoName,
     pub digest: &'a Digest,
@@ -96,6 +99,7 @@ impl Fills {
     ) -> Option<(Arc<Fill>, bool)> {
         let Wanted {
             upstream,
+            peers,
             repo,
             key,
             digest,
@@ -120,13 +124,27 @@ impl Fills {
         tokio::spawn(run(
             guard,
             store.clone(),
-            upstream.clone(),
+            Sources {
+                upstream: upstream.clone(),
+                peers: peers.cloned(),
+            },
             repo.clone(),
             key.clone(),
             limits,
         ));
         Some((fill, true))
     }
+
+    /// The fill in flight for `digest`, if any, without starting one (what a peer may be served).
+    pub fn in_flight(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.map().get(digest).cloned()
+    }
+}
+
+/// Where a fill's bytes may come from: its peers, then its upstream.
+struct Sources {
+    upstream: Arc<Upstream>,
+    peers: Option<Arc<Peers>>,
 }
 
 /// Owns the fill's sender. However the task ends — finished, failed or panicked — dropping the
@@ -158,13 +176,36 @@ impl Drop for Guard {
 async fn run(
     guard: Guard,
     store: Arc<Store>,
-    upstream: Arc<Upstream>,
+    sources: Sources,
     repo: RepoName,
     key: RepoName,
     limits: FillLimits,
 ) {
     let started = Instant::now();
-    let outcome = fetch(&guard, &store, &upstream, &repo, &key, started, limits).await;
+    let upstream = sources.upstream;
+    let from_peers = match &sources.peers {
+        Some(peers) if !peers.is_empty() => {
+            match from_peers(&guard, &store, peers, &upstream, &repo, &key, limits).await {
+                Ok(total) => Some(total),
+                Err(miss) => {
+                    guard
+                        .metrics
+                        .peer_fallbacks
+                        .get_or_create(&CauseLabels {
+                            cause: miss.label(),
+                        })
+                        .inc();
+                    tracing::debug!(digest = %guard.digest, cause = miss.label(), "no peer delivered the blob; fetching it from the upstream");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let outcome = match from_peers {
+        Some(total) => Ok(total),
+        None => fetch(&guard, &store, &upstream, &repo, &key, started, limits).await,
+    };
     let state = match outcome {
         Ok(total) => {
             tracing::debug!(digest = %guard.digest, total, ms = started.elapsed().as_millis() as u64, "blob fill done");
@@ -305,6 +346,122 @@ async fn fetch(
         )),
         Err(e) => Err(FetchError::store(e)),
     }
+}
+
+/// Fetches the blob from peers, in [`Peers::order`], into an ingest no follower sees (the fill
+/// stays `Starting`): a peer that breaks off is followed by the next from where it stopped, and the
+/// blob is committed only once it hashes to its digest. Any miss leaves nothing behind and the fill
+/// goes to the upstream, so peers can cost time but never content.
+async fn from_peers(
+    guard: &Guard,
+    store: &Arc<Store>,
+    peers: &Peers,
+    upstream: &Upstream,
+    repo: &RepoName,
+    key: &RepoName,
+    limits: FillLimits,
+) -> Result<u64, PeerMiss> {
+    let digest = &guard.digest;
+    let metrics = &guard.metrics;
+    let asked = |miss: Option<PeerMiss>| {
+        metrics
+            .peer_requests
+            .get_or_create(&CauseLabels {
+                cause: miss.map_or("served", PeerMiss::label),
+            })
+            .inc();
+    };
+    let started = Instant::now();
+    let mut ingest: Option<ferry_store::Ingest> = None;
+    // The size the first peer to answer announced: every later one must agree.
+    let mut total: Option<u64> = None;
+    let mut last = PeerMiss::NotFound;
+    for peer in peers.order(digest) {
+        let offset = ingest.as_ref().map_or(0, |i| i.written());
+        let response = match peers.open(peer, &upstream.name, repo, digest, offset).await {
+            Ok(r) => r,
+            Err(miss) => {
+                asked(Some(miss));
+                last = miss;
+                continue;
+            }
+        };
+        // A peer must say the size, and it must be the one a manifest gave, within the bound.
+        let announced = response.total;
+        let fits = announced.is_some_and(|t| {
+            limits.expected.is_none_or(|e| e == t)
+                && t <= limits.expected.unwrap_or(limits.max)
+                && total.is_none_or(|known| known == t)
+        });
+        let Some(size) = announced.filter(|_| fits) else {
+            asked(Some(PeerMiss::Size));
+            last = PeerMiss::Size;
+            continue;
+        };
+        total = Some(size);
+        if ingest.is_none() {
+            if check_space(store, size, limits.min_free).is_err() {
+                asked(Some(PeerMiss::Store));
+                return Err(PeerMiss::Store);
+            }
+            ingest = Some(
+                store
+                    .begin_ingest(digest)
+                    .await
+                    .map_err(|_| PeerMiss::Store)?,
+            );
+        }
+        let Some(into) = ingest.as_mut() else {
+            return Err(PeerMiss::Store);
+        };
+        let mut body = response.into_stream();
+        let mut broke = false;
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else {
+                broke = true;
+                break;
+            };
+            if into.written() + chunk.len() as u64 > size {
+                broke = true;
+                break;
+            }
+            if into.write(&chunk).await.is_err() {
+                asked(Some(PeerMiss::Store));
+                return Err(PeerMiss::Store);
+            }
+            metrics.peer_fetched_bytes.inc_by(chunk.len() as u64);
+            if upstream
+                .min_transfer
+                .too_slow(into.written(), started.elapsed())
+            {
+                broke = true;
+                break;
+            }
+        }
+        if broke || into.written() < size {
+            tracing::debug!(%digest, peer = %peer.endpoint, written = into.written(), size, "peer transfer broke off; asking the next source");
+            asked(Some(PeerMiss::Interrupted));
+            last = PeerMiss::Interrupted;
+            continue;
+        }
+        asked(None);
+        let Some(done) = ingest.take() else {
+            return Err(PeerMiss::Store);
+        };
+        return match done.commit(store, key).await {
+            Ok(n) => {
+                metrics.storage_wrote();
+                tracing::debug!(%digest, peer = %peer.endpoint, bytes = n, ms = started.elapsed().as_millis() as u64, "blob filled from peers");
+                Ok(n)
+            }
+            Err(StoreError::DigestMismatch { actual, .. }) => {
+                tracing::warn!(%digest, %actual, peer = %peer.endpoint, "peers sent bytes of another digest; fetching from the upstream");
+                Err(PeerMiss::Digest)
+            }
+            Err(_) => Err(PeerMiss::Store),
+        };
+    }
+    Err(last)
 }
 
 /// Refuses a fill that would leave less than `min_free` bytes free after writing `more`: the

@@ -14,6 +14,7 @@ pub mod budget;
 mod fill;
 pub(crate) mod flight;
 mod outage;
+pub mod peers;
 mod pull;
 
 use std::collections::BTreeMap;
@@ -356,6 +357,8 @@ pub struct Mirror {
     /// Bounds blob prefetches in flight across all images (client-driven fills are not bounded by
     /// it: a client waiting must never queue behind speculation).
     pub(crate) prefetch: Arc<tokio::sync::Semaphore>,
+    /// Other ferry nodes asked for blobs before the upstream, and served what this one holds.
+    pub(crate) peers: Option<Arc<peers::Peers>>,
 }
 
 /// Blob sizes remembered at most; the map starts over when full (a size not known only means the
@@ -442,7 +445,15 @@ impl Mirror {
             negative: std::sync::Mutex::default(),
             expected_sizes: std::sync::Mutex::default(),
             prefetch: Arc::new(tokio::sync::Semaphore::new(MAX_PREFETCHES)),
+            peers: None,
         })
+    }
+
+    /// The same mirror, asking `peers` for blobs before the upstream and serving them what it
+    /// holds (see [`peers`]).
+    pub fn with_peers(mut self, peers: peers::Peers) -> Mirror {
+        self.peers = Some(Arc::new(peers));
+        self
     }
 
     /// Store prefixes under which upstreams' content is cached.

@@ -197,6 +197,7 @@ fn prefetch_blobs(
         mirror.prefetch.clone(),
         mirror.options.min_free_bytes,
     );
+    let peers = mirror.peers.clone();
     let (up, upstream_repo, key, m) = (up.clone(), upstream_repo.clone(), key.clone(), m.clone());
     tokio::spawn(async move {
         for d in m.blob_references() {
@@ -213,6 +214,7 @@ fn prefetch_blobs(
             };
             let wanted = Wanted {
                 upstream: &up,
+                peers: peers.as_ref(),
                 repo: &upstream_repo,
                 key: &key,
                 digest: &d.digest,
@@ -317,6 +319,7 @@ async fn refresh_manifest(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn get_blob(
     app: &App,
     mirror: &Mirror,
@@ -325,9 +328,13 @@ pub(crate) async fn get_blob(
     digest: &Digest,
     head: bool,
     range: Option<HeaderValue>,
+    peer: bool,
 ) -> ApiResult {
     let upstream_repo = up.upstream_repo(repo)?;
     let key = up.store_repo(&upstream_repo)?;
+    if peer {
+        return serve_peer(app, mirror, &key, digest, head, range).await;
+    }
     if app.store.has_content_now(digest) {
         let linked = app.store.has_blob(&key, digest)
             || app.store.link_cached_blob(&key, digest).await.is_ok();
@@ -357,6 +364,7 @@ pub(crate) async fn get_blob(
         &app.metrics,
         Wanted {
             upstream: up,
+            peers: mirror.peers.as_ref(),
             repo: &upstream_repo,
             key: &key,
             digest,
@@ -429,6 +437,109 @@ pub(crate) async fn get_blob(
         content_range.as_deref(),
         body,
     ))
+}
+
+/// A peer's request for a blob (see `peers`): served from the store or from a fill in flight
+/// whose size is known, never fetched, so a request between nodes cannot loop or reach an
+/// upstream. Transfers to peers are bounded; past the bound the answer is 429 at once.
+async fn serve_peer(
+    app: &App,
+    mirror: &Mirror,
+    key: &RepoName,
+    digest: &Digest,
+    head: bool,
+    range: Option<HeaderValue>,
+) -> ApiResult {
+    let Some(peers) = &mirror.peers else {
+        return Err(ApiError::new(
+            ErrorCode::Denied,
+            "this node does not share blobs with peers (no peers are configured)",
+        ));
+    };
+    let not_here = || {
+        ApiError::new(
+            ErrorCode::BlobUnknown,
+            format!(
+                "{digest} is not on this node (a peer is served what is cached or being fetched, nothing is fetched for it)"
+            ),
+        )
+    };
+    let permit = if head {
+        None
+    } else {
+        match peers.uploads.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                app.metrics.peer_uploads_refused.inc();
+                return Err(ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    "this node serves as many peers as it may (peers.max_uploads); ask another source",
+                ));
+            }
+        }
+    };
+    let response = if app.store.has_content_now(digest) {
+        app.store.link_cached_blob(key, digest).await?;
+        api::blobs::get(app, key, digest, head, range).await?
+    } else {
+        let fill = mirror.fills.in_flight(digest).ok_or_else(not_here)?;
+        let state = fill.state.borrow().clone();
+        match state {
+            FillState::Receiving { total: Some(t), .. } => {
+                let (status, start, len, content_range) =
+                    api::blobs::plan_read(api::blobs::parse_range(range), t)?;
+                let body = if head {
+                    Body::empty()
+                } else {
+                    Body::from_stream(follow(fill, start, len))
+                };
+                api::blobs::blob_response(status, digest, len, content_range.as_deref(), body)
+            }
+            FillState::Done { .. } => {
+                app.store.link_cached_blob(key, digest).await?;
+                api::blobs::get(app, key, digest, head, range).await?
+            }
+            // Waiting for its upstream, filling from peers itself (nothing to show before it is
+            // verified), of unknown size, or failed: the asker is better served elsewhere.
+            _ => return Err(not_here()),
+        }
+    };
+    Ok(match permit {
+        Some(permit) => upload_to_peer(response, permit, &app.metrics),
+        None => response,
+    })
+}
+
+/// `response` with its body holding `permit` (and counted as a transfer to a peer) until the body
+/// is sent or dropped.
+fn upload_to_peer(
+    response: axum::response::Response,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: &Arc<crate::Metrics>,
+) -> axum::response::Response {
+    struct Upload {
+        _permit: tokio::sync::OwnedSemaphorePermit,
+        metrics: Arc<crate::Metrics>,
+    }
+    impl Drop for Upload {
+        fn drop(&mut self) {
+            self.metrics.peer_uploads.dec();
+        }
+    }
+    use futures_util::StreamExt;
+    metrics.peer_uploads.inc();
+    let upload = Upload {
+        _permit: permit,
+        metrics: metrics.clone(),
+    };
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        if let Ok(c) = &chunk {
+            upload.metrics.peer_served_bytes.inc_by(c.len() as u64);
+        }
+        chunk
+    });
+    axum::response::Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// Largest upstream tag-list page ferry relays (a page of Docker Hub's biggest repositories is far
