@@ -33,8 +33,24 @@ impl Node {
         upstream: &str,
         peers: &[String],
     ) -> Node {
+        Node::start_with(tmp, name, port, upstream, peers, "")
+    }
+
+    /// [`Node::start`] with `config` (TOML) as its configuration file.
+    fn start_with(
+        tmp: &std::path::Path,
+        name: &str,
+        port: u16,
+        upstream: &str,
+        peers: &[String],
+        config: &str,
+    ) -> Node {
         let metrics = free_port();
+        let config_file = tmp.join(format!("{name}.toml"));
+        std::fs::write(&config_file, config).unwrap();
         let mut args = vec![
+            "--config".to_owned(),
+            config_file.display().to_string(),
             "--upstream".to_owned(),
             format!("http://{upstream}"),
             "--metrics".to_owned(),
@@ -336,4 +352,90 @@ async fn a_peer_request_is_answered_from_the_node_alone_never_forwarded() {
     let r = ask(format!("{}/v2/p2p/app/manifests/v1", a.ferry.url())).await;
     assert_eq!(r.status(), 405);
     assert_eq!(up.requests("GET", "/v2/p2p/app/manifests/v1"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_missing_a_blob_at_once_fetch_it_from_the_upstream_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(75, 3, 1_000_000, "amd64");
+    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+        return;
+    };
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let nodes: Vec<Node> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| {
+            // Holds last up to 3/4 of this: generous, so a loaded test machine cannot turn a
+            // slow answer into a second upstream fetch.
+            let config = "[peers]\nfirst_byte_timeout_secs = 20\n";
+            Node::start_with(
+                tmp.path(),
+                &format!("n{i}"),
+                port,
+                &up.host(),
+                &urls,
+                config,
+            )
+        })
+        .collect();
+    // A cold rollout: every node is asked for every layer at the same moment.
+    let mut pulls = Vec::new();
+    for node in &nodes {
+        for layer in &img.layers {
+            let (url, d) = (node.blob_url(&layer.digest), layer.digest.clone());
+            pulls.push(tokio::spawn(async move { pull(&url, &d).await }));
+        }
+    }
+    for p in pulls {
+        p.await.unwrap();
+    }
+    for layer in &img.layers {
+        assert_eq!(
+            up.requests("GET", &blob_path(&layer.digest)),
+            1,
+            "four nodes missing {} at once fetched it upstream once",
+            layer.digest
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_peers_that_lack_a_blob_upstream_faults_are_handled_as_without() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(76, 1, 1_000_000, "amd64");
+    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+        return;
+    };
+    let layer = &img.layers[0];
+    let (pa, pb) = (free_port(), free_port());
+    let urls = [
+        format!("http://127.0.0.1:{pa}"),
+        format!("http://127.0.0.1:{pb}"),
+    ];
+    let a = Node::start(tmp.path(), "a", pa, &up.host(), &urls);
+    let _b = Node::start(tmp.path(), "b", pb, &up.host(), &urls);
+    // The upstream breaks off mid-body: the fill resumes with a Range, the client gets it whole.
+    up.inject(Target::Blob, Fault::ResetMidBody, 1);
+    pull(&a.blob_url(&layer.digest), &layer.digest).await;
+    assert_eq!(up.requests("GET", &blob_path(&layer.digest)), 2);
+    assert_eq!(up.ranges("GET", &blob_path(&layer.digest)).len(), 1);
+    // Wrong bytes from the upstream: the client never gets a whole wrong body, nothing is kept,
+    // and the next pull fetches it right.
+    let layer = &img.config;
+    up.inject(Target::Blob, Fault::WrongBytes, 1);
+    // A broken transfer may show as a failed request (no head sent) or a body cut short.
+    let whole = match client().get(a.blob_url(&layer.digest)).send().await {
+        Ok(r) if r.status() == 200 => r.bytes().await.ok(),
+        _ => None,
+    };
+    assert!(
+        whole.is_none_or(|b| Digest::sha256(&b) == layer.digest),
+        "a whole body with wrong bytes reached the client"
+    );
+    pull(&a.blob_url(&layer.digest), &layer.digest).await;
 }

@@ -224,8 +224,9 @@ async fn mirrored(
     let m = req.method().clone();
     let peer = req
         .headers()
-        .contains_key(crate::mirror::peers::PEER_HEADER);
-    if peer
+        .get(crate::mirror::peers::PEER_HEADER)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    if peer.is_some()
         && !matches!(
             (&route, &m),
             (Route::Blob { .. }, &Method::GET | &Method::HEAD)
@@ -247,6 +248,7 @@ async fn mirrored(
         (Route::Blob { repo, digest }, &Method::GET | &Method::HEAD) => {
             let range = req.headers().get(header::RANGE).cloned();
             let head = m == Method::HEAD;
+            let peer = peer.as_deref();
             crate::mirror::get_blob(app, mirror, up, repo, digest, head, range, peer).await
         }
         (Route::TagsList { repo }, &Method::GET) => {

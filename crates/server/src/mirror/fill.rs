@@ -56,6 +56,8 @@ const SPACE_CHECK_EVERY: u64 = 64 << 20;
 /// Where a fill stands.
 #[derive(Debug, Clone)]
 pub(crate) enum FillState {
+    /// Asking peers, or receiving from one (nothing is shown before the blob verifies).
+    Asking,
     /// Waiting for the upstream's answer.
     Starting,
     /// Bytes are arriving in `path`.
@@ -111,7 +113,12 @@ impl Fills {
         if store.has_content_now(digest) {
             return None;
         }
-        let (tx, rx) = watch::channel(FillState::Starting);
+        let asks = peers.is_some_and(|p| !p.is_empty());
+        let (tx, rx) = watch::channel(if asks {
+            FillState::Asking
+        } else {
+            FillState::Starting
+        });
         let fill = Arc::new(Fill { state: rx });
         map.insert(digest.clone(), fill.clone());
         metrics.fills_in_flight.inc();
@@ -204,7 +211,10 @@ async fn run(
     };
     let outcome = match from_peers {
         Some(total) => Ok(total),
-        None => fetch(&guard, &store, &upstream, &repo, &key, started, limits).await,
+        None => {
+            guard.tx.send_replace(FillState::Starting);
+            fetch(&guard, &store, &upstream, &repo, &key, started, limits).await
+        }
     };
     let state = match outcome {
         Ok(total) => {
@@ -349,9 +359,12 @@ async fn fetch(
 }
 
 /// Fetches the blob from peers, in [`Peers::order`], into an ingest no follower sees (the fill
-/// stays `Starting`): a peer that breaks off is followed by the next from where it stopped, and the
-/// blob is committed only once it hashes to its digest. Any miss leaves nothing behind and the fill
-/// goes to the upstream, so peers can cost time but never content.
+/// stays `Asking`): a peer that breaks off is followed by the next from where it stopped, and the
+/// blob is committed only once it hashes to its digest. Peers that had nothing to give are asked
+/// once more before the upstream: one that started fetching the blob meanwhile (a rollout, where
+/// every node misses at once) serves it then (see `pull.rs::serve_peer` for how simultaneous
+/// askers settle on one fetch). Any miss leaves nothing behind and the fill goes to the upstream,
+/// so peers can cost time but never content.
 async fn from_peers(
     guard: &Guard,
     store: &Arc<Store>,
@@ -376,13 +389,22 @@ async fn from_peers(
     // The size the first peer to answer announced: every later one must agree.
     let mut total: Option<u64> = None;
     let mut last = PeerMiss::NotFound;
-    for peer in peers.order(digest) {
+    // Each peer in order, then once more those that had nothing to give (second: true).
+    let mut queue: std::collections::VecDeque<_> = peers
+        .order(digest)
+        .into_iter()
+        .map(|p| (p, false))
+        .collect();
+    while let Some((peer, second)) = queue.pop_front() {
         let offset = ingest.as_ref().map_or(0, |i| i.written());
         let response = match peers.open(peer, &upstream.name, repo, digest, offset).await {
             Ok(r) => r,
             Err(miss) => {
                 asked(Some(miss));
                 last = miss;
+                if miss == PeerMiss::NotFound && !second {
+                    queue.push_back((peer, true));
+                }
                 continue;
             }
         };
@@ -519,7 +541,7 @@ pub(crate) fn follow(
             let state = c.rx.borrow_and_update().clone();
             let (path, available, done) = match state {
                 FillState::Failed(e) => return fail(c, e.message),
-                FillState::Starting => (None, 0, false),
+                FillState::Asking | FillState::Starting => (None, 0, false),
                 FillState::Receiving { path, written, .. } => {
                     (Some(path), written.saturating_sub(1), false)
                 }

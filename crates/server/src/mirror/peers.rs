@@ -11,6 +11,11 @@
 //!   to itself until the whole blob hashes to its digest; a peer that stalls, breaks off or sends
 //!   other bytes costs time, never content: the fill goes on from the next peer, and finally from
 //!   the upstream, as if peers were not there.
+//! - **One fetch for a rollout.** When every node misses at once, the askers rank themselves per
+//!   blob ([`Peers::rank`]): a node holds a lower-ranked peer's request while it is still asking
+//!   around itself, and answers a higher-ranked one at once; every node asks the peers that had
+//!   nothing a second time before its upstream. The highest-ranked asker fetches, the rest stream
+//!   from it.
 //! - **A busy node says so.** Transfers served to peers are bounded per node; past the bound a peer
 //!   is answered 503 at once and asks another source.
 
@@ -22,7 +27,8 @@ use ferry_client::{BlobResponse, ClientError, Connections, Registry, RegistryOpt
 use ferry_oci::{Digest, RepoName};
 use tokio::sync::Semaphore;
 
-/// The header that marks a request as one ferry node's to another (its value is ignored).
+/// The header that marks a request as one ferry node's to another; its value is the asking node's
+/// identity (16 hex digits), which decides who waits for whom when nodes ask each other at once.
 pub const PEER_HEADER: &str = "ferry-peer";
 
 /// How a mirror shares blobs with other ferry nodes.
@@ -57,6 +63,8 @@ impl Default for PeerOptions {
 #[derive(Debug)]
 pub struct Peers {
     nodes: Vec<Peer>,
+    /// This node among its peers: random per process, sent as the [`PEER_HEADER`] value.
+    node: u64,
     first_byte_timeout: Duration,
     /// Transfers served to peers in flight.
     pub(crate) uploads: Arc<Semaphore>,
@@ -128,8 +136,14 @@ impl Peers {
                 nodes.push(Peer { endpoint, client });
             }
         }
+        let node = {
+            let mut h = std::hash::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.finish()
+        };
         Ok(Peers {
             nodes,
+            node,
             first_byte_timeout: options.first_byte_timeout,
             uploads: Arc::new(Semaphore::new(options.max_uploads.max(1))),
             order_seed: foldhash::fast::FixedState::with_seed(0x6665_7272_7970_3270),
@@ -168,6 +182,28 @@ impl Peers {
         ranked.into_iter().map(|(_, p)| p).collect()
     }
 
+    /// This node's identity among its peers.
+    pub(crate) fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// Where `node` ranks for `digest`. When nodes ask each other for one blob at once (a rollout:
+    /// every node misses together), a node holds the request of a lower-ranked one until its own
+    /// fill is past asking, and answers a higher-ranked one at once, so the askers settle on the
+    /// highest among them fetching from the upstream and the rest streaming from it, without
+    /// waiting in a circle.
+    pub(crate) fn rank(&self, digest: &Digest, node: u64) -> u64 {
+        let mut h = self.order_seed.build_hasher();
+        h.write(digest.as_str().as_bytes());
+        h.write_u64(node);
+        h.finish()
+    }
+
+    /// How long a lower-ranked peer's request may be held: within its first-byte timeout.
+    pub(crate) fn hold(&self) -> Duration {
+        self.first_byte_timeout * 3 / 4
+    }
+
     /// Asks `peer` for `digest` of `upstream`'s `repo` from byte `offset` on.
     pub(crate) async fn open(
         &self,
@@ -178,7 +214,10 @@ impl Peers {
         offset: u64,
     ) -> Result<BlobResponse, PeerMiss> {
         let headers = vec![
-            (http::HeaderName::from_static(PEER_HEADER), "1".to_owned()),
+            (
+                http::HeaderName::from_static(PEER_HEADER),
+                format!("{:016x}", self.node),
+            ),
             (
                 http::HeaderName::from_static("x-registry"),
                 upstream.to_owned(),

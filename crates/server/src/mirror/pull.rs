@@ -328,12 +328,12 @@ pub(crate) async fn get_blob(
     digest: &Digest,
     head: bool,
     range: Option<HeaderValue>,
-    peer: bool,
+    peer: Option<&str>,
 ) -> ApiResult {
     let upstream_repo = up.upstream_repo(repo)?;
     let key = up.store_repo(&upstream_repo)?;
-    if peer {
-        return serve_peer(app, mirror, &key, digest, head, range).await;
+    if let Some(asker) = peer {
+        return serve_peer(app, mirror, &key, digest, head, range, asker).await;
     }
     if app.store.has_content_now(digest) {
         let linked = app.store.has_blob(&key, digest)
@@ -390,7 +390,7 @@ pub(crate) async fn get_blob(
     }
     let mut rx = fill.state.clone();
     let waited = rx
-        .wait_for(|s| !matches!(s, FillState::Starting))
+        .wait_for(|s| !matches!(s, FillState::Asking | FillState::Starting))
         .await
         .map(|s| s.clone());
     let state = waited.unwrap_or_else(|_| rx.borrow().clone());
@@ -418,7 +418,7 @@ pub(crate) async fn get_blob(
             return api::blobs::get(app, &key, digest, head, range).await;
         }
         FillState::Receiving { total: Some(t), .. } => t,
-        FillState::Starting => {
+        FillState::Asking | FillState::Starting => {
             return Err(FetchError::internal("blob fill did not start").into_api());
         }
     };
@@ -441,7 +441,9 @@ pub(crate) async fn get_blob(
 
 /// A peer's request for a blob (see `peers`): served from the store or from a fill in flight
 /// whose size is known, never fetched, so a request between nodes cannot loop or reach an
-/// upstream. Transfers to peers are bounded; past the bound the answer is 429 at once.
+/// upstream. A fill still waiting for its upstream's answer, or (for a lower-ranked asker, see
+/// `Peers::rank`) still asking peers, is waited for up to `Peers::hold`. Transfers to peers are
+/// bounded; past the bound the answer is 429 at once.
 async fn serve_peer(
     app: &App,
     mirror: &Mirror,
@@ -449,6 +451,7 @@ async fn serve_peer(
     digest: &Digest,
     head: bool,
     range: Option<HeaderValue>,
+    asker: &str,
 ) -> ApiResult {
     let Some(peers) = &mirror.peers else {
         return Err(ApiError::new(
@@ -464,6 +467,12 @@ async fn serve_peer(
             ),
         )
     };
+    // A ferry node names itself; anything else is served, never held.
+    let asker = u64::from_str_radix(asker.trim(), 16).ok();
+    if asker == Some(peers.node()) {
+        return Err(not_here());
+    }
+    let holds = asker.is_some_and(|a| peers.rank(digest, a) < peers.rank(digest, peers.node()));
     let permit = if head {
         None
     } else {
@@ -478,12 +487,15 @@ async fn serve_peer(
             }
         }
     };
-    let response = if app.store.has_content_now(digest) {
-        app.store.link_cached_blob(key, digest).await?;
-        api::blobs::get(app, key, digest, head, range).await?
-    } else {
+    let until = tokio::time::Instant::now() + peers.hold();
+    let response = loop {
+        if app.store.has_content_now(digest) {
+            app.store.link_cached_blob(key, digest).await?;
+            break api::blobs::get(app, key, digest, head, range).await?;
+        }
         let fill = mirror.fills.in_flight(digest).ok_or_else(not_here)?;
-        let state = fill.state.borrow().clone();
+        let mut rx = fill.state.clone();
+        let state = rx.borrow_and_update().clone();
         match state {
             FillState::Receiving { total: Some(t), .. } => {
                 let (status, start, len, content_range) =
@@ -493,15 +505,27 @@ async fn serve_peer(
                 } else {
                     Body::from_stream(follow(fill, start, len))
                 };
-                api::blobs::blob_response(status, digest, len, content_range.as_deref(), body)
+                break api::blobs::blob_response(
+                    status,
+                    digest,
+                    len,
+                    content_range.as_deref(),
+                    body,
+                );
             }
-            FillState::Done { .. } => {
-                app.store.link_cached_blob(key, digest).await?;
-                api::blobs::get(app, key, digest, head, range).await?
+            FillState::Done { .. } => continue,
+            // Waiting for its upstream: the bytes are about to flow.
+            FillState::Starting => {}
+            // Asking around itself: a lower-ranked asker waits for it, a higher-ranked one is
+            // told at once (and this node will wait for that one instead).
+            FillState::Asking if holds => {}
+            // Of unknown size, or failed: the asker is better served elsewhere.
+            FillState::Asking | FillState::Receiving { total: None, .. } | FillState::Failed(_) => {
+                return Err(not_here());
             }
-            // Waiting for its upstream, filling from peers itself (nothing to show before it is
-            // verified), of unknown size, or failed: the asker is better served elsewhere.
-            _ => return Err(not_here()),
+        }
+        if tokio::time::timeout_at(until, rx.changed()).await.is_err() {
+            return Err(not_here());
         }
     };
     Ok(match permit {
