@@ -439,3 +439,75 @@ async fn with_peers_that_lack_a_blob_upstream_faults_are_handled_as_without() {
     );
     pull(&a.blob_url(&layer.digest), &layer.digest).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_pulls_through_a_node_that_takes_the_layers_from_its_peer() {
+    let Some(containerd) = ferry_testkit::peers::Containerd::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(77, 3, 400_000, "amd64");
+    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+        return;
+    };
+    let (pa, pb) = (free_port(), free_port());
+    let urls = [
+        format!("http://127.0.0.1:{pa}"),
+        format!("http://127.0.0.1:{pb}"),
+    ];
+    let a = Node::start(tmp.path(), "a", pa, &up.host(), &urls);
+    let b = Node::start(tmp.path(), "b", pb, &up.host(), &urls);
+    // Node A has the image's blobs (another node of the cluster pulled it).
+    for blob in img.blobs() {
+        pull(&a.blob_url(&blob.digest), &blob.digest).await;
+    }
+    // containerd on node B pulls through B, whose hosts.toml ferry writes.
+    let out = std::process::Command::new(ferry_bin())
+        .args([
+            "containerd-config",
+            "--mirror",
+            &b.ferry.url(),
+            "--registries",
+            &format!("http://{}", up.host()),
+            "--dir",
+        ])
+        .arg(containerd.hosts_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = format!("{}/p2p/app:v1", up.host());
+    let hosts_dir = containerd.hosts_dir();
+    let out = containerd.ctr(&[
+        "-n",
+        "p2p",
+        "images",
+        "pull",
+        "--hosts-dir",
+        hosts_dir.to_str().unwrap(),
+        &reference,
+    ]);
+    assert!(
+        out.status.success(),
+        "containerd pull through node B: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for blob in img.blobs() {
+        let got = containerd.ctr(&["-n", "p2p", "content", "get", blob.digest.as_str()]);
+        assert_eq!(Digest::sha256(&got.stdout), blob.digest);
+        assert_eq!(
+            up.requests("GET", &blob_path(&blob.digest)),
+            1,
+            "only node A fetched {} from the upstream",
+            blob.digest
+        );
+    }
+    let blob_bytes: usize = img.blobs().map(|b| b.bytes.len()).sum();
+    assert_eq!(
+        b.metric("ferry_peer_fetched_bytes_total").await,
+        blob_bytes as f64
+    );
+}

@@ -12,7 +12,7 @@
 //!   other bytes costs time, never content: the fill goes on from the next peer, and finally from
 //!   the upstream, as if peers were not there.
 //! - **One fetch for a rollout.** When every node misses at once, the askers rank themselves per
-//!   blob ([`Peers::rank`]): a node holds a lower-ranked peer's request while it is still asking
+//!   blob (`Peers::rank`): a node holds a lower-ranked peer's request while it is still asking
 //!   around itself, and answers a higher-ranked one at once; every node asks the peers that had
 //!   nothing a second time before its upstream. The highest-ranked asker fetches, the rest stream
 //!   from it.
