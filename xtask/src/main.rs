@@ -2,7 +2,7 @@
 //!
 //! - `test`: everything CI checks — formatting, clippy with warnings denied, rustdoc with warnings
 //!   denied, then every unit, property and end-to-end test (property tests at 10,000 cases).
-//! - `bench serve|mirror|load|copy|trace`: the benchmarks (see `docs/benchmarks/<name>.md`).
+//! - `bench serve|mirror|load|copy|trace|rollout`: the benchmarks (see `docs/benchmarks/<name>.md`).
 
 use std::process::{Command, ExitCode};
 
@@ -93,7 +93,7 @@ fn test(extra: &[String]) -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
-        Some(name @ ("serve" | "mirror" | "load" | "copy" | "trace")) => {
+        Some(name @ ("serve" | "mirror" | "load" | "copy" | "trace" | "rollout")) => {
             run(
                 "cargo build --release",
                 cargo().args([
@@ -117,7 +117,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             )
         }
         other => Err(format!(
-            "unknown benchmark {other:?}; available: serve, mirror, load, copy, trace"
+            "unknown benchmark {other:?}; available: serve, mirror, load, copy, trace, rollout"
         )),
     }
 }

@@ -440,6 +440,7 @@ fn endpoint(
     let link = Link {
         one_way: Duration::from_micros(rtt_ms * 500),
         window: window_kib.map(|k| k * 1024),
+        rate: None,
     };
     let proxy = rt.block_on(DelayProxy::start(target, link))?;
     Ok(Endpoint {

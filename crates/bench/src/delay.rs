@@ -39,7 +39,13 @@ pub struct Link {
     pub one_way: Duration,
     /// Most bytes in flight per connection and direction; `None` for no limit.
     pub window: Option<usize>,
+    /// Bytes per second the whole link carries, shared by every connection and both directions
+    /// (a site's uplink to a remote registry); `None` for no limit.
+    pub rate: Option<u64>,
 }
+
+/// When a rate-limited link is next free to start sending.
+type Uplink = Arc<std::sync::Mutex<Instant>>;
 
 /// A running delaying forwarder; stops accepting and drops its connections when dropped.
 #[derive(Debug)]
@@ -54,6 +60,7 @@ impl DelayProxy {
     pub async fn start(target: SocketAddr, link: Link) -> io::Result<DelayProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let uplink: Uplink = Arc::new(std::sync::Mutex::new(Instant::now()));
         let accept = tokio::spawn(async move {
             // Connection tasks live in this set, so aborting the accept loop ends them too.
             let mut conns = tokio::task::JoinSet::new();
@@ -61,7 +68,7 @@ impl DelayProxy {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((client, _)) = accepted else { continue };
-                        conns.spawn(forward(client, target, link));
+                        conns.spawn(forward(client, target, link, uplink.clone()));
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }
@@ -87,7 +94,7 @@ impl Drop for DelayProxy {
     }
 }
 
-async fn forward(client: TcpStream, target: SocketAddr, link: Link) {
+async fn forward(client: TcpStream, target: SocketAddr, link: Link, uplink: Uplink) {
     let accepted = Instant::now();
     let Ok(server) = TcpStream::connect(target).await else {
         return;
@@ -100,15 +107,27 @@ async fn forward(client: TcpStream, target: SocketAddr, link: Link) {
     // The handshake's round trip: nothing the client sends moves before it would have completed.
     let handshake_done = accepted + 2 * link.one_way;
     tokio::join!(
-        pump(client_read, server_write, link, handshake_done),
-        pump(server_read, client_write, link, accepted),
+        pump(
+            client_read,
+            server_write,
+            link,
+            handshake_done,
+            uplink.clone()
+        ),
+        pump(server_read, client_write, link, accepted, uplink),
     );
 }
 
 /// Copies `from` to `to`, each chunk written `one_way` after it was read (or after `not_before`,
 /// whichever is later); end of stream is passed on the same way, as a write shutdown. With a
 /// window, reading waits while a window's worth of bytes is in flight.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: Link, not_before: Instant) {
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    link: Link,
+    not_before: Instant,
+    uplink: Uplink,
+) {
     let one_way = link.one_way;
     let window = link
         .window
@@ -137,7 +156,21 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: Link, not_b
                 }
             };
             let end = chunk.is_none();
-            let due = Instant::now().max(not_before) + one_way;
+            let mut due = Instant::now().max(not_before) + one_way;
+            if let (Some(rate), Some(c)) = (link.rate, &chunk) {
+                // The chunk takes its turn on the shared link: sent once the link is free, for
+                // len ÷ rate, arriving one way after it is all sent. Reading waits for the turn,
+                // so a fast server is not read ahead without bound.
+                let airtime = Duration::from_secs_f64(c.len() as f64 / rate.max(1) as f64);
+                let start = {
+                    let mut free = uplink.lock().unwrap_or_else(|e| e.into_inner());
+                    let start = (*free).max(Instant::now());
+                    *free = start + airtime;
+                    start
+                };
+                due = due.max(start + airtime + one_way);
+                tokio::time::sleep_until(start).await;
+            }
             if tx.send((due, chunk)).await.is_err() || end {
                 break;
             }
@@ -208,6 +241,7 @@ mod tests {
             Link {
                 one_way,
                 window: None,
+                rate: None,
             },
         )
         .await
@@ -233,6 +267,7 @@ mod tests {
         let link = Link {
             one_way: Duration::from_millis(25),
             window: Some(256 * 1024),
+            rate: None,
         };
         let body = pattern(4 * 1024 * 1024);
         let server = responder(1, body.clone()).await;
@@ -251,6 +286,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rate_is_shared_by_every_connection() {
+        // Two connections of 2 MiB each over one 8 MiB/s link: the link carries 4 MiB, so at
+        // least half a second, however the two interleave.
+        let link = Link {
+            one_way: Duration::from_millis(1),
+            window: None,
+            rate: Some(8 * 1024 * 1024),
+        };
+        let body = pattern(2 * 1024 * 1024);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = l.local_addr().unwrap();
+        let served = body.clone();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let (mut s, _) = l.accept().await.unwrap();
+                let body = served.clone();
+                tokio::spawn(async move {
+                    let mut req = [0u8; 1];
+                    s.read_exact(&mut req).await.unwrap();
+                    s.write_all(&body).await.unwrap();
+                    s.shutdown().await.unwrap();
+                });
+            }
+        });
+        let proxy = DelayProxy::start(server, link).await.unwrap();
+        let fetch = || async {
+            let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+            c.write_all(b"x").await.unwrap();
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let started = Instant::now();
+        let (a, b) = tokio::join!(fetch(), fetch());
+        let took = started.elapsed();
+        assert!(
+            a == body && b == body,
+            "the bytes arrived changed or out of order"
+        );
+        assert!(
+            took >= Duration::from_millis(490),
+            "4 MiB took {took:?} over one 8 MiB/s link"
+        );
+    }
+
+    #[tokio::test]
     async fn the_delay_does_not_cap_throughput() {
         // 64 MiB through a 50 ms delay: queued chunks move in a window, so this takes a few round
         // trips; sleeping per chunk would take at least 1024 × 50 ms.
@@ -262,6 +343,7 @@ mod tests {
             Link {
                 one_way,
                 window: None,
+                rate: None,
             },
         )
         .await

@@ -10,7 +10,8 @@
 //! load test with `ferry load`. `copy`: `ferry copy` and `ferry info` against skopeo on issue #12's
 //! workflows, on loopback and through a delaying proxy (`delay.rs`). `trace`: issue #13's trace-lab
 //! targets: the simulator against libCacheSim and a Python OrderedDict LRU, and `ferry trace run`
-//! against a null registry in the bench process.
+//! against a null registry in the bench process. `rollout`: issue #14's: N ferry nodes roll an
+//! image out from a bandwidth-limited upstream, alone and as peers.
 //!
 //! Everything runs on 127.0.0.1 and stops by itself; nothing is timed inside a test.
 
@@ -19,6 +20,7 @@ mod copy;
 mod delay;
 mod load;
 mod mirror;
+mod rollout;
 mod serve;
 mod trace;
 
@@ -31,7 +33,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry-bench",
-    after_help = "Examples:\n  cargo xtask bench serve --quick\n  cargo xtask bench mirror --quick\n  cargo xtask bench load --quick\n  cargo xtask bench copy --quick\n  cargo xtask bench trace --quick"
+    after_help = "Examples:\n  cargo xtask bench serve --quick\n  cargo xtask bench mirror --quick\n  cargo xtask bench load --quick\n  cargo xtask bench copy --quick\n  cargo xtask bench trace --quick\n  cargo xtask bench rollout --quick"
 )]
 enum Bench {
     /// Cached pulls of many small images and one large blob: ferry, Distribution and nginx.
@@ -46,6 +48,9 @@ enum Bench {
     /// The trace lab: the simulator's requests/s per policy against libCacheSim, a 10-capacity
     /// LRU sweep against a Python OrderedDict LRU, and `ferry trace run` against a null registry.
     Trace(trace::Args),
+    /// Spegel's benchmark on one machine: N mirrors roll an image out from a remote-like
+    /// upstream, each on its own (baseline) and sharing blobs as peers.
+    Rollout(rollout::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         Bench::Load(a) => load::Options::new(a).and_then(load::run),
         Bench::Copy(a) => copy::Options::new(a).and_then(copy::run).map(|_| ()),
         Bench::Trace(a) => trace::Options::new(a).and_then(trace::run).map(|_| ()),
+        Bench::Rollout(a) => rollout::Options::new(a).and_then(rollout::run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
