@@ -185,7 +185,7 @@ impl Default for Metrics {
         );
         registry.register(
             "peer_fallbacks",
-            "Fills that asked peers and went to the upstream, by the last peer's outcome (or digest, store)",
+            "Fills that asked peers and went to the upstream, by the last peer's outcome (or digest: peers sent wrong bytes)",
             m.peer_fallbacks.clone(),
         );
         registry.register(

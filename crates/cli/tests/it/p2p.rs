@@ -222,7 +222,7 @@ async fn a_node_streams_a_blob_its_peer_is_still_fetching_and_falls_back_when_th
     );
 
     // Layer 1: A stops halfway again, C starts streaming from A, then A is killed: C goes on from
-    // the upstream and still delivers verified bytes.
+    // the upstream where A stopped, and its client gets the whole blob, verified.
     let layer = &img.layers[1];
     up.hold_again();
     let a_response = pull_paused(&a, &up, &layer.digest).await;
@@ -244,10 +244,15 @@ async fn a_node_streams_a_blob_its_peer_is_still_fetching_and_falls_back_when_th
         1.0
     );
     assert_eq!(up.requests("GET", &blob_path(&layer.digest)), 2);
+    assert_eq!(
+        up.ranges("GET", &blob_path(&layer.digest)).len(),
+        1,
+        "C went on from where A stopped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_sending_other_bytes_is_rejected_and_the_upstream_used() {
+async fn a_peer_sending_other_bytes_breaks_the_transfer_and_the_retry_uses_the_upstream() {
     let tmp = tempfile::tempdir().unwrap();
     let img = image(73, 1, 500_000, "amd64");
     let Some((_registry, up)) = upstream(tmp.path(), &img) else {
@@ -274,6 +279,17 @@ async fn a_peer_sending_other_bytes_is_rejected_and_the_upstream_used() {
         &up.host(),
         &[format!("http://{}", liar.host())],
     );
+    // B's first fill streams what the liar sends; the digest check breaks that transfer, so the
+    // client never holds a whole wrong blob and nothing is stored.
+    let whole = match client().get(b.blob_url(&layer.digest)).send().await {
+        Ok(r) if r.status() == 200 => r.bytes().await.ok(),
+        _ => None,
+    };
+    assert!(
+        whole.is_none_or(|w| Digest::sha256(&w) == layer.digest),
+        "a whole body with a peer's wrong bytes reached the client"
+    );
+    // The retry (containerd retries a broken layer) asks no peer for it: the upstream serves it.
     pull(&b.blob_url(&layer.digest), &layer.digest).await;
     assert_eq!(liar.requests("GET", &blob_path(&layer.digest)), 1);
     assert_eq!(up.requests("GET", &blob_path(&layer.digest)), 2);

@@ -56,7 +56,7 @@ const SPACE_CHECK_EVERY: u64 = 64 << 20;
 /// Where a fill stands.
 #[derive(Debug, Clone)]
 pub(crate) enum FillState {
-    /// Asking peers, or receiving from one (nothing is shown before the blob verifies).
+    /// Asking peers which of them has the blob (none has answered with it yet).
     Asking,
     /// Waiting for the upstream's answer.
     Starting,
@@ -190,32 +190,14 @@ async fn run(
 ) {
     let started = Instant::now();
     let upstream = sources.upstream;
-    let from_peers = match &sources.peers {
-        Some(peers) if !peers.is_empty() => {
-            match from_peers(&guard, &store, peers, &upstream, &repo, &key, limits).await {
-                Ok(total) => Some(total),
-                Err(miss) => {
-                    guard
-                        .metrics
-                        .peer_fallbacks
-                        .get_or_create(&CauseLabels {
-                            cause: miss.label(),
-                        })
-                        .inc();
-                    tracing::debug!(digest = %guard.digest, cause = miss.label(), "no peer delivered the blob; fetching it from the upstream");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    let outcome = match from_peers {
-        Some(total) => Ok(total),
-        None => {
-            guard.tx.send_replace(FillState::Starting);
-            fetch(&guard, &store, &upstream, &repo, &key, started, limits).await
-        }
-    };
+    let peers = sources
+        .peers
+        .as_deref()
+        .filter(|p| !p.is_empty() && !p.distrusted(&guard.digest));
+    let outcome = fetch(
+        &guard, &store, &upstream, peers, &repo, &key, started, limits,
+    )
+    .await;
     let state = match outcome {
         Ok(total) => {
             tracing::debug!(digest = %guard.digest, total, ms = started.elapsed().as_millis() as u64, "blob fill done");
@@ -231,18 +213,48 @@ async fn run(
     guard.tx.send_replace(state);
 }
 
+/// Fetches the blob into the store while followers read it: from peers first (when there are
+/// any), else or then from the upstream. A source that breaks off is followed by the next from
+/// where it stopped (the next peer, or the upstream with `Range`); the digest is checked before
+/// the blob becomes visible or a follower gets its last byte.
+#[allow(clippy::too_many_arguments)]
 async fn fetch(
     guard: &Guard,
     store: &Arc<Store>,
     upstream: &Upstream,
+    peers: Option<&Peers>,
     repo: &RepoName,
     key: &RepoName,
     started: Instant,
     limits: FillLimits,
 ) -> Result<u64, FetchError> {
     let digest = &guard.digest;
-    // Nothing from the upstream is written before its size is known to fit.
-    let first = upstream.answered(upstream.client.get_blob(repo, digest, 0).await, true)?;
+    let metrics = &guard.metrics;
+    let mut asking = peers.map(|p| PeerCursor::new(p, digest));
+    // A peer must announce the size, the one a manifest gave when there is one, within bounds.
+    let peer_size_fits = |t: Option<u64>| {
+        t.is_some_and(|t| {
+            limits.expected.is_none_or(|e| e == t) && t <= limits.expected.unwrap_or(limits.max)
+        })
+    };
+    let peer_first = match asking.as_mut() {
+        Some(c) => c.next(upstream, repo, 0, peer_size_fits, metrics).await,
+        None => None,
+    };
+    // Where the bytes being written come from: a peer (its endpoint) or the upstream (None).
+    let (first, mut source) = match peer_first {
+        Some((r, peer)) => (r, Some(peer)),
+        None => {
+            if let Some(c) = &asking {
+                c.fell_back(metrics);
+            }
+            guard.tx.send_replace(FillState::Starting);
+            // Nothing from the upstream is written before its size is known to fit.
+            let r = upstream.answered(upstream.client.get_blob(repo, digest, 0).await, true)?;
+            (r, None)
+        }
+    };
+    let mut peer_bytes = 0u64;
     let total = first.total;
     // A manifest's size bounds a transfer that announces none. When the upstream announces
     // another, the manifest may be the one that is wrong (anyone can push one naming any digest
@@ -301,13 +313,17 @@ async fn fetch(
                     check_space(store, 0, limits.min_free)?;
                 }
                 ingest.write(&chunk).await.map_err(FetchError::store)?;
-                guard
-                    .metrics
-                    .bytes_fetched
-                    .get_or_create(&UpstreamLabels {
-                        upstream: upstream.name.clone(),
-                    })
-                    .inc_by(chunk.len() as u64);
+                if source.is_some() {
+                    peer_bytes += chunk.len() as u64;
+                    metrics.peer_fetched_bytes.inc_by(chunk.len() as u64);
+                } else {
+                    metrics
+                        .bytes_fetched
+                        .get_or_create(&UpstreamLabels {
+                            upstream: upstream.name.clone(),
+                        })
+                        .inc_by(chunk.len() as u64);
+                }
                 let written = ingest.written();
                 guard.tx.send_modify(|s| {
                     if let FillState::Receiving { written: w, .. } = s {
@@ -328,7 +344,47 @@ async fn fetch(
             )),
             None => break,
         };
-        if let Some(e) = interrupted {
+        if let Some(e) = &interrupted
+            && let Some(peer) = source
+        {
+            // A peer broke off: the next one goes on from here, else the upstream does.
+            let from = ingest.written();
+            tracing::debug!(%digest, peer, from, error = %e, "peer transfer broke off; asking the next source");
+            metrics
+                .peer_requests
+                .get_or_create(&CauseLabels {
+                    cause: PeerMiss::Interrupted.label(),
+                })
+                .inc();
+            let same_size = |t: Option<u64>| t == total;
+            let next = match asking.as_mut() {
+                Some(c) => {
+                    c.last = PeerMiss::Interrupted;
+                    c.next(upstream, repo, from, same_size, metrics).await
+                }
+                None => None,
+            };
+            match next {
+                Some((r, p)) => {
+                    source = Some(p);
+                    stream = Box::new(r.into_stream());
+                }
+                None => {
+                    if let Some(c) = &asking {
+                        c.fell_back(metrics);
+                    }
+                    source = None;
+                    let r = upstream
+                        .answered(upstream.client.get_blob(repo, digest, from).await, true)?;
+                    if r.start != from || r.total.is_some_and(|t| Some(t) != total) {
+                        return Err(FetchError::upstream_protocol(
+                            "upstream cannot go on from where a peer stopped (ignored Range, or another size)",
+                        ));
+                    }
+                    stream = Box::new(r.into_stream());
+                }
+            }
+        } else if let Some(e) = interrupted {
             if resumes >= MAX_RESUMES {
                 return Err(upstream.fetch_error(&e, true));
             }
@@ -351,6 +407,22 @@ async fn fetch(
             guard.metrics.storage_wrote();
             Ok(n)
         }
+        Err(StoreError::DigestMismatch { actual, .. }) if peer_bytes > 0 => {
+            // Which source lied cannot be told; the next fill of this blob asks no peer.
+            if let Some(p) = peers {
+                p.distrust(digest);
+            }
+            metrics
+                .peer_fallbacks
+                .get_or_create(&CauseLabels {
+                    cause: PeerMiss::Digest.label(),
+                })
+                .inc();
+            tracing::warn!(%digest, %actual, peer_bytes, "bytes from peers hash to another digest; nothing was stored, and the next request for it goes to the upstream alone");
+            Err(FetchError::upstream_protocol(&format!(
+                "peers sent bytes hashing to {actual}, not {digest}; nothing was stored; retry: the blob will be fetched from the upstream"
+            )))
+        }
         Err(StoreError::DigestMismatch { actual, .. }) => Err(FetchError::upstream_protocol(
             &format!("upstream sent bytes hashing to {actual}, not {digest}; nothing was stored"),
         )),
@@ -358,132 +430,81 @@ async fn fetch(
     }
 }
 
-/// Fetches the blob from peers, in [`Peers::order`], into an ingest no follower sees (the fill
-/// stays `Asking`): a peer that breaks off is followed by the next from where it stopped, and the
-/// blob is committed only once it hashes to its digest. Peers that had nothing to give are asked
-/// once more before the upstream: one that started fetching the blob meanwhile (a rollout, where
-/// every node misses at once) serves it then (see `pull.rs::serve_peer` for how simultaneous
-/// askers settle on one fetch). Any miss leaves nothing behind and the fill goes to the upstream,
-/// so peers can cost time but never content.
-async fn from_peers(
-    guard: &Guard,
-    store: &Arc<Store>,
-    peers: &Peers,
-    upstream: &Upstream,
-    repo: &RepoName,
-    key: &RepoName,
-    limits: FillLimits,
-) -> Result<u64, PeerMiss> {
-    let digest = &guard.digest;
-    let metrics = &guard.metrics;
-    let asked = |miss: Option<PeerMiss>| {
+/// The peers a fill asks, in [`Peers::order`], then once more those that had nothing to give:
+/// one that started fetching the blob meanwhile (a rollout, where every node misses at once)
+/// serves it then (`pull.rs::serve_peer` says how simultaneous askers settle on one fetch).
+struct PeerCursor<'p> {
+    peers: &'p Peers,
+    digest: Digest,
+    /// Peers left, each with whether this is its second round.
+    queue: std::collections::VecDeque<(&'p super::peers::Peer, bool)>,
+    /// Why the last peer asked did not serve (the cause of a fall-back to the upstream).
+    last: PeerMiss,
+}
+
+impl<'p> PeerCursor<'p> {
+    fn new(peers: &'p Peers, digest: &Digest) -> PeerCursor<'p> {
+        PeerCursor {
+            peers,
+            digest: digest.clone(),
+            queue: peers
+                .order(digest)
+                .into_iter()
+                .map(|p| (p, false))
+                .collect(),
+            last: PeerMiss::NotFound,
+        }
+    }
+
+    /// The next peer that answers for the bytes from `offset` with a size `fits` accepts, and
+    /// its endpoint; `None` once every peer has been asked.
+    async fn next(
+        &mut self,
+        upstream: &Upstream,
+        repo: &RepoName,
+        offset: u64,
+        fits: impl Fn(Option<u64>) -> bool,
+        metrics: &Metrics,
+    ) -> Option<(ferry_client::BlobResponse, &'p str)> {
+        let count = |miss: Option<PeerMiss>| {
+            metrics
+                .peer_requests
+                .get_or_create(&CauseLabels {
+                    cause: miss.map_or("served", PeerMiss::label),
+                })
+                .inc();
+        };
+        while let Some((peer, second)) = self.queue.pop_front() {
+            let opened = self
+                .peers
+                .open(peer, &upstream.name, repo, &self.digest, offset)
+                .await;
+            let miss = match opened {
+                Ok(r) if fits(r.total) => {
+                    count(None);
+                    return Some((r, peer.endpoint.as_str()));
+                }
+                Ok(_) => PeerMiss::Size,
+                Err(miss) => miss,
+            };
+            count(Some(miss));
+            self.last = miss;
+            if miss == PeerMiss::NotFound && !second {
+                self.queue.push_back((peer, true));
+            }
+        }
+        None
+    }
+
+    /// Counts the fall-back to the upstream, by the last peer's answer.
+    fn fell_back(&self, metrics: &Metrics) {
         metrics
-            .peer_requests
+            .peer_fallbacks
             .get_or_create(&CauseLabels {
-                cause: miss.map_or("served", PeerMiss::label),
+                cause: self.last.label(),
             })
             .inc();
-    };
-    let started = Instant::now();
-    let mut ingest: Option<ferry_store::Ingest> = None;
-    // The size the first peer to answer announced: every later one must agree.
-    let mut total: Option<u64> = None;
-    let mut last = PeerMiss::NotFound;
-    // Each peer in order, then once more those that had nothing to give (second: true).
-    let mut queue: std::collections::VecDeque<_> = peers
-        .order(digest)
-        .into_iter()
-        .map(|p| (p, false))
-        .collect();
-    while let Some((peer, second)) = queue.pop_front() {
-        let offset = ingest.as_ref().map_or(0, |i| i.written());
-        let response = match peers.open(peer, &upstream.name, repo, digest, offset).await {
-            Ok(r) => r,
-            Err(miss) => {
-                asked(Some(miss));
-                last = miss;
-                if miss == PeerMiss::NotFound && !second {
-                    queue.push_back((peer, true));
-                }
-                continue;
-            }
-        };
-        // A peer must say the size, and it must be the one a manifest gave, within the bound.
-        let announced = response.total;
-        let fits = announced.is_some_and(|t| {
-            limits.expected.is_none_or(|e| e == t)
-                && t <= limits.expected.unwrap_or(limits.max)
-                && total.is_none_or(|known| known == t)
-        });
-        let Some(size) = announced.filter(|_| fits) else {
-            asked(Some(PeerMiss::Size));
-            last = PeerMiss::Size;
-            continue;
-        };
-        total = Some(size);
-        if ingest.is_none() {
-            if check_space(store, size, limits.min_free).is_err() {
-                asked(Some(PeerMiss::Store));
-                return Err(PeerMiss::Store);
-            }
-            ingest = Some(
-                store
-                    .begin_ingest(digest)
-                    .await
-                    .map_err(|_| PeerMiss::Store)?,
-            );
-        }
-        let Some(into) = ingest.as_mut() else {
-            return Err(PeerMiss::Store);
-        };
-        let mut body = response.into_stream();
-        let mut broke = false;
-        while let Some(chunk) = body.next().await {
-            let Ok(chunk) = chunk else {
-                broke = true;
-                break;
-            };
-            if into.written() + chunk.len() as u64 > size {
-                broke = true;
-                break;
-            }
-            if into.write(&chunk).await.is_err() {
-                asked(Some(PeerMiss::Store));
-                return Err(PeerMiss::Store);
-            }
-            metrics.peer_fetched_bytes.inc_by(chunk.len() as u64);
-            if upstream
-                .min_transfer
-                .too_slow(into.written(), started.elapsed())
-            {
-                broke = true;
-                break;
-            }
-        }
-        if broke || into.written() < size {
-            tracing::debug!(%digest, peer = %peer.endpoint, written = into.written(), size, "peer transfer broke off; asking the next source");
-            asked(Some(PeerMiss::Interrupted));
-            last = PeerMiss::Interrupted;
-            continue;
-        }
-        asked(None);
-        let Some(done) = ingest.take() else {
-            return Err(PeerMiss::Store);
-        };
-        return match done.commit(store, key).await {
-            Ok(n) => {
-                metrics.storage_wrote();
-                tracing::debug!(%digest, peer = %peer.endpoint, bytes = n, ms = started.elapsed().as_millis() as u64, "blob filled from peers");
-                Ok(n)
-            }
-            Err(StoreError::DigestMismatch { actual, .. }) => {
-                tracing::warn!(%digest, %actual, peer = %peer.endpoint, "peers sent bytes of another digest; fetching from the upstream");
-                Err(PeerMiss::Digest)
-            }
-            Err(_) => Err(PeerMiss::Store),
-        };
     }
-    Err(last)
 }
 
 /// Refuses a fill that would leave less than `min_free` bytes free after writing `more`: the

@@ -7,10 +7,11 @@
 //!   upstream), so a blob missing everywhere costs one quick 404 per peer asked.
 //! - **Peers never decide what a name means.** Only blobs, by digest, are asked of peers; tags
 //!   and manifests always come from the upstream (or the tag cache under its TTL).
-//! - **A peer's bytes are verified before anyone sees them.** A fill from peers keeps its bytes
-//!   to itself until the whole blob hashes to its digest; a peer that stalls, breaks off or sends
-//!   other bytes costs time, never content: the fill goes on from the next peer, and finally from
-//!   the upstream, as if peers were not there.
+//! - **A peer's bytes are checked as an upstream's are.** They stream to the node's clients as
+//!   they arrive, the last byte held until the blob hashes to its digest. A peer that stalls or
+//!   breaks off costs time only: the fill goes on from the next peer, or from the upstream, from
+//!   where it stopped. Bytes of another digest break the transfers in flight (a client never gets
+//!   a whole wrong blob, nothing is stored) and the blob's next fill asks no peer.
 //! - **One fetch for a rollout.** When every node misses at once, the askers rank themselves per
 //!   blob (`Peers::rank`): a node holds a lower-ranked peer's request while it is still asking
 //!   around itself, and answers a higher-ranked one at once; every node asks the peers that had
@@ -70,7 +71,13 @@ pub struct Peers {
     pub(crate) uploads: Arc<Semaphore>,
     /// Seeds the order in which peers are asked.
     order_seed: foldhash::fast::FixedState,
+    /// Blobs for which peers sent bytes of another digest: their next fill asks no peer.
+    distrusted: std::sync::Mutex<std::collections::HashSet<Digest>>,
 }
+
+/// Blobs remembered as distrusted at most; the set starts over when full (forgetting only costs a
+/// peer's second chance).
+const DISTRUSTED_MAX: usize = 4096;
 
 /// One other node.
 #[derive(Debug)]
@@ -96,8 +103,6 @@ pub(crate) enum PeerMiss {
     Size,
     /// The bytes peers sent do not hash to the digest.
     Digest,
-    /// This node could not store what peers sent (the upstream fill reports the cause).
-    Store,
 }
 
 impl PeerMiss {
@@ -111,7 +116,6 @@ impl PeerMiss {
             PeerMiss::Interrupted => "interrupted",
             PeerMiss::Size => "size",
             PeerMiss::Digest => "digest",
-            PeerMiss::Store => "store",
         }
     }
 }
@@ -147,6 +151,7 @@ impl Peers {
             first_byte_timeout: options.first_byte_timeout,
             uploads: Arc::new(Semaphore::new(options.max_uploads.max(1))),
             order_seed: foldhash::fast::FixedState::with_seed(0x6665_7272_7970_3270),
+            distrusted: std::sync::Mutex::default(),
         })
     }
 
@@ -180,6 +185,23 @@ impl Peers {
             .collect();
         ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
         ranked.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Remembers that peers sent wrong bytes for `digest`.
+    pub(crate) fn distrust(&self, digest: &Digest) {
+        let mut set = self.distrusted.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= DISTRUSTED_MAX {
+            set.clear();
+        }
+        set.insert(digest.clone());
+    }
+
+    /// Whether peers sent wrong bytes for `digest` before.
+    pub(crate) fn distrusted(&self, digest: &Digest) -> bool {
+        self.distrusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(digest)
     }
 
     /// This node's identity among its peers.
