@@ -98,6 +98,19 @@ async fn pull(url: &str, digest: &Digest) -> Vec<u8> {
     body
 }
 
+/// GETs `url` while wrong bytes are on their way: the client may see a broken transfer (a failed
+/// request when no head was sent, or a body cut short), never a whole body of other bytes.
+async fn assert_never_whole_and_wrong(url: &str, digest: &Digest) {
+    let whole = match client().get(url).send().await {
+        Ok(r) if r.status() == 200 => r.bytes().await.ok(),
+        _ => None,
+    };
+    assert!(
+        whole.is_none_or(|w| &Digest::sha256(&w) == digest),
+        "{url}: a whole body with wrong bytes reached the client"
+    );
+}
+
 fn blob_path(digest: &Digest) -> String {
     format!("/v2/p2p/app/blobs/{digest}")
 }
@@ -281,14 +294,7 @@ async fn a_peer_sending_other_bytes_breaks_the_transfer_and_the_retry_uses_the_u
     );
     // B's first fill streams what the liar sends; the digest check breaks that transfer, so the
     // client never holds a whole wrong blob and nothing is stored.
-    let whole = match client().get(b.blob_url(&layer.digest)).send().await {
-        Ok(r) if r.status() == 200 => r.bytes().await.ok(),
-        _ => None,
-    };
-    assert!(
-        whole.is_none_or(|w| Digest::sha256(&w) == layer.digest),
-        "a whole body with a peer's wrong bytes reached the client"
-    );
+    assert_never_whole_and_wrong(&b.blob_url(&layer.digest), &layer.digest).await;
     // The retry (containerd retries a broken layer) asks no peer for it: the upstream serves it.
     pull(&b.blob_url(&layer.digest), &layer.digest).await;
     assert_eq!(liar.requests("GET", &blob_path(&layer.digest)), 1);
@@ -444,15 +450,7 @@ async fn with_peers_that_lack_a_blob_upstream_faults_are_handled_as_without() {
     // and the next pull fetches it right.
     let layer = &img.config;
     up.inject(Target::Blob, Fault::WrongBytes, 1);
-    // A broken transfer may show as a failed request (no head sent) or a body cut short.
-    let whole = match client().get(a.blob_url(&layer.digest)).send().await {
-        Ok(r) if r.status() == 200 => r.bytes().await.ok(),
-        _ => None,
-    };
-    assert!(
-        whole.is_none_or(|b| Digest::sha256(&b) == layer.digest),
-        "a whole body with wrong bytes reached the client"
-    );
+    assert_never_whole_and_wrong(&a.blob_url(&layer.digest), &layer.digest).await;
     pull(&a.blob_url(&layer.digest), &layer.digest).await;
 }
 
