@@ -36,6 +36,17 @@ impl Node {
         Node::start_with(tmp, name, port, upstream, peers, "")
     }
 
+    /// A node whose upstream comes from `config` alone (for per-upstream settings).
+    fn start_bare(
+        tmp: &std::path::Path,
+        name: &str,
+        port: u16,
+        peers: &[String],
+        config: &str,
+    ) -> Node {
+        Node::start_args(tmp, name, port, None, peers, config)
+    }
+
     /// [`Node::start`] with `config` (TOML) as its configuration file.
     fn start_with(
         tmp: &std::path::Path,
@@ -45,17 +56,29 @@ impl Node {
         peers: &[String],
         config: &str,
     ) -> Node {
+        Node::start_args(tmp, name, port, Some(upstream), peers, config)
+    }
+
+    fn start_args(
+        tmp: &std::path::Path,
+        name: &str,
+        port: u16,
+        upstream: Option<&str>,
+        peers: &[String],
+        config: &str,
+    ) -> Node {
         let metrics = free_port();
         let config_file = tmp.join(format!("{name}.toml"));
         std::fs::write(&config_file, config).unwrap();
         let mut args = vec![
             "--config".to_owned(),
             config_file.display().to_string(),
-            "--upstream".to_owned(),
-            format!("http://{upstream}"),
             "--metrics".to_owned(),
             format!("127.0.0.1:{metrics}"),
         ];
+        if let Some(u) = upstream {
+            args.extend(["--upstream".to_owned(), format!("http://{u}")]);
+        }
         for p in peers {
             args.extend(["--peer".to_owned(), p.clone()]);
         }
@@ -523,5 +546,95 @@ async fn containerd_pulls_through_a_node_that_takes_the_layers_from_its_peer() {
     assert_eq!(
         b.metric("ferry_peer_fetched_bytes_total").await,
         blob_bytes as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serving_as_many_peers_as_it_may_refuses_the_next_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(78, 1, 2_000_000, "amd64");
+    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+        return;
+    };
+    let layer = &img.layers[0];
+    let (pa, pb) = (free_port(), free_port());
+    let a_url = format!("http://127.0.0.1:{pa}");
+    let peers = std::slice::from_ref(&a_url);
+    let a = Node::start_with(
+        tmp.path(),
+        "a",
+        pa,
+        &up.host(),
+        peers,
+        "[peers]\nmax_uploads = 1\n",
+    );
+    let b = Node::start(tmp.path(), "b", pb, &up.host(), peers);
+    // A's one upload slot goes to B, streaming what A is still fetching.
+    let a_response = pull_paused(&a, &up, &layer.digest).await;
+    let b_pull = tokio::spawn({
+        let (url, d) = (b.blob_url(&layer.digest), layer.digest.clone());
+        async move { pull(&url, &d).await }
+    });
+    assert!(serving_peers(&a, 1.0).await, "A serves B");
+    // Another peer is told at once, not queued.
+    let r = client()
+        .get(a.blob_url(&layer.digest))
+        .header("ferry-peer", "00000000000000ff")
+        .header("x-registry", up.host())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("TOOMANYREQUESTS"));
+    assert_eq!(a.metric("ferry_peer_uploads_refused_total").await, 1.0);
+    up.release();
+    drop(a_response);
+    b_pull.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_trickling_bytes_is_left_for_the_upstream_at_the_transfer_floor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(79, 1, 300_000, "amd64");
+    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+        return;
+    };
+    let layer = &img.layers[0];
+    let (pa, pb) = (free_port(), free_port());
+    let a_url = format!("http://127.0.0.1:{pa}");
+    let a = Node::start(
+        tmp.path(),
+        "a",
+        pa,
+        &up.host(),
+        std::slice::from_ref(&a_url),
+    );
+    pull(&a.blob_url(&layer.digest), &layer.digest).await;
+    // B reaches A through a proxy that trickles the body a byte a second (never silent long
+    // enough for a read timeout); B's floor is 16 KiB/s after 3 s.
+    let slow = FaultProxy::start(&a.ferry.host());
+    slow.inject(Target::Blob, Fault::Stall, 1);
+    let b = Node::start_bare(
+        tmp.path(),
+        "b",
+        pb,
+        &[format!("http://{}", slow.host())],
+        &format!(
+            "[[upstream]]\nurl = \"http://{}\"\nmin_transfer_grace_secs = 3\n",
+            up.host()
+        ),
+    );
+    pull(&b.blob_url(&layer.digest), &layer.digest).await;
+    assert_eq!(slow.requests("GET", &blob_path(&layer.digest)), 1);
+    assert_eq!(up.requests("GET", &blob_path(&layer.digest)), 2);
+    assert_eq!(
+        up.ranges("GET", &blob_path(&layer.digest)).len(),
+        1,
+        "B went on from the bytes the trickling peer had sent"
+    );
+    assert_eq!(
+        b.metric("ferry_peer_fallbacks_total{cause=\"interrupted\"}")
+            .await,
+        1.0
     );
 }

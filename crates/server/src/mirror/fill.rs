@@ -255,6 +255,9 @@ async fn fetch(
         }
     };
     let mut peer_bytes = 0u64;
+    // The transfer floor is measured from here: from the fill's start, and again from each
+    // switch away from a peer (the next source is not charged for the last one's slowness).
+    let mut floor = (started, 0u64);
     let total = first.total;
     // A manifest's size bounds a transfer that announces none. When the upstream announces
     // another, the manifest may be the one that is wrong (anyone can push one naming any digest
@@ -330,12 +333,23 @@ async fn fetch(
                         *w = written;
                     }
                 });
-                if upstream.min_transfer.too_slow(written, started.elapsed()) {
+                let (since, base) = floor;
+                if !upstream
+                    .min_transfer
+                    .too_slow(written - base, since.elapsed())
+                {
+                    None
+                } else if source.is_some() {
+                    // A peer trickling bytes is left like one that broke off.
+                    Some(ClientError::new(
+                        ferry_client::ErrorKind::Timeout,
+                        "peer transfer is below the transfer floor",
+                    ))
+                } else {
                     return Err(FetchError::timeout(
                         "upstream transfer is too slow; abandoned",
                     ));
                 }
-                None
             }
             Some(Err(e)) => Some(e),
             None if total.is_some_and(|t| ingest.written() < t) => Some(ClientError::new(
@@ -364,6 +378,7 @@ async fn fetch(
                 }
                 None => None,
             };
+            floor = (Instant::now(), from);
             match next {
                 Some((r, p)) => {
                     source = Some(p);

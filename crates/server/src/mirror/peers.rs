@@ -8,8 +8,8 @@
 //! - **Peers never decide what a name means.** Only blobs, by digest, are asked of peers; tags
 //!   and manifests always come from the upstream (or the tag cache under its TTL).
 //! - **A peer's bytes are checked as an upstream's are.** They stream to the node's clients as
-//!   they arrive, the last byte held until the blob hashes to its digest. A peer that stalls or
-//!   breaks off costs time only: the fill goes on from the next peer, or from the upstream, from
+//!   they arrive, the last byte held until the blob hashes to its digest. A peer that stalls,
+//!   trickles below the upstream's transfer floor or breaks off costs time only: the fill goes on from the next peer, or from the upstream, from
 //!   where it stopped. Bytes of another digest break the transfers in flight (a client never gets
 //!   a whole wrong blob, nothing is stored) and the blob's next fill asks no peer.
 //! - **One fetch for a rollout.** When every node misses at once, the askers rank themselves per
