@@ -36,17 +36,6 @@ impl Node {
         Node::start_with(tmp, name, port, upstream, peers, "")
     }
 
-    /// A node whose upstream comes from `config` alone (for per-upstream settings).
-    fn start_bare(
-        tmp: &std::path::Path,
-        name: &str,
-        port: u16,
-        peers: &[String],
-        config: &str,
-    ) -> Node {
-        Node::start_args(tmp, name, port, None, peers, config)
-    }
-
     /// [`Node::start`] with `config` (TOML) as its configuration file.
     fn start_with(
         tmp: &std::path::Path,
@@ -59,6 +48,8 @@ impl Node {
         Node::start_args(tmp, name, port, Some(upstream), peers, config)
     }
 
+    /// A node with `config` as its configuration file, and `upstream` (when given) as
+    /// `--upstream`; without, the configuration names it (for per-upstream settings).
     fn start_args(
         tmp: &std::path::Path,
         name: &str,
@@ -132,6 +123,28 @@ async fn assert_never_whole_and_wrong(url: &str, digest: &Digest) {
         whole.is_none_or(|w| &Digest::sha256(&w) == digest),
         "{url}: a whole body with wrong bytes reached the client"
     );
+}
+
+/// Node A, a peer (of itself) holding `digest`, and a proxy in front of it that applies `fault` to
+/// the next blob it serves: how a node reaches a misbehaving peer.
+async fn holder_behind_proxy(
+    tmp: &std::path::Path,
+    up: &FaultProxy,
+    digest: &Digest,
+    fault: Fault,
+) -> (Node, FaultProxy) {
+    let pa = free_port();
+    let a = Node::start(
+        tmp,
+        "a",
+        pa,
+        &up.host(),
+        &[format!("http://127.0.0.1:{pa}")],
+    );
+    pull(&a.blob_url(digest), digest).await;
+    let proxy = FaultProxy::start(&a.ferry.host());
+    proxy.inject(Target::Blob, fault, 1);
+    (a, proxy)
 }
 
 fn blob_path(digest: &Digest) -> String {
@@ -295,19 +308,9 @@ async fn a_peer_sending_other_bytes_breaks_the_transfer_and_the_retry_uses_the_u
         return;
     };
     let layer = &img.layers[0];
-    let (pa, pb) = (free_port(), free_port());
-    let a_url = format!("http://127.0.0.1:{pa}");
-    let a = Node::start(
-        tmp.path(),
-        "a",
-        pa,
-        &up.host(),
-        std::slice::from_ref(&a_url),
-    );
-    pull(&a.blob_url(&layer.digest), &layer.digest).await;
+    let pb = free_port();
     // B reaches A through a proxy that flips a byte of the next blob.
-    let liar = FaultProxy::start(&a.ferry.host());
-    liar.inject(Target::Blob, Fault::WrongBytes, 1);
+    let (_a, liar) = holder_behind_proxy(tmp.path(), &up, &layer.digest, Fault::WrongBytes).await;
     let b = Node::start(
         tmp.path(),
         "b",
@@ -600,24 +603,15 @@ async fn a_peer_trickling_bytes_is_left_for_the_upstream_at_the_transfer_floor()
         return;
     };
     let layer = &img.layers[0];
-    let (pa, pb) = (free_port(), free_port());
-    let a_url = format!("http://127.0.0.1:{pa}");
-    let a = Node::start(
-        tmp.path(),
-        "a",
-        pa,
-        &up.host(),
-        std::slice::from_ref(&a_url),
-    );
-    pull(&a.blob_url(&layer.digest), &layer.digest).await;
+    let pb = free_port();
     // B reaches A through a proxy that trickles the body a byte a second (never silent long
     // enough for a read timeout); B's floor is 16 KiB/s after 3 s.
-    let slow = FaultProxy::start(&a.ferry.host());
-    slow.inject(Target::Blob, Fault::Stall, 1);
-    let b = Node::start_bare(
+    let (_a, slow) = holder_behind_proxy(tmp.path(), &up, &layer.digest, Fault::Stall).await;
+    let b = Node::start_args(
         tmp.path(),
         "b",
         pb,
+        None,
         &[format!("http://{}", slow.host())],
         &format!(
             "[[upstream]]\nurl = \"http://{}\"\nmin_transfer_grace_secs = 3\n",
