@@ -1,0 +1,3 @@
+//! The peer network on loopback: several nodes in one process, each with its own swarm.
+
+mod dht;
