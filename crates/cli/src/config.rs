@@ -80,6 +80,36 @@ pub struct PeersConfig {
     pub max_uploads: usize,
     /// Seconds a peer may take to answer before the next source is asked.
     pub first_byte_timeout_secs: u64,
+    /// Find peers through a DHT (libp2p Kademlia) on the peer port: a node announces a blob as
+    /// its fill starts, and nodes missing it stream it from there (`--p2p`).
+    pub p2p: bool,
+    /// The DHT's peer port.
+    pub listen: SocketAddr,
+    /// Where to find the first peers: `/ip4/ADDR/tcp/PORT`, `IP:PORT`, `HOST:PORT` or
+    /// `/dns4/NAME/tcp/PORT`; names are resolved again every `rediscover_secs` (a headless
+    /// Service's name finds every node).
+    pub bootstrap: Vec<String>,
+    /// Peer ids allowed to take part (empty: any node with the cluster key, or any node at all).
+    pub allow: Vec<String>,
+    /// Seconds other nodes keep this node's provider records.
+    pub provider_ttl_secs: u64,
+    /// Seconds between announcements of everything the store holds (less than the TTL).
+    pub reannounce_secs: u64,
+    /// Seconds between resolutions of the bootstrap names.
+    pub rediscover_secs: u64,
+    /// Milliseconds a DHT lookup may take before the fill goes on without it.
+    pub lookup_timeout_ms: u64,
+    /// Connections the DHT keeps at most.
+    pub max_connections: u32,
+    /// Digests of provider records held at most.
+    pub max_records: usize,
+    /// File holding the cluster key (go-libp2p `swarm.key`, or 64 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// The registry port peers are told to use (default: the port `listen` serves on; set it when
+    /// a node's registry is reached through another port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_port: Option<u16>,
 }
 
 impl Default for PeersConfig {
@@ -88,7 +118,57 @@ impl Default for PeersConfig {
             nodes: Vec::new(),
             max_uploads: 32,
             first_byte_timeout_secs: 2,
+            p2p: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 5001)),
+            bootstrap: Vec::new(),
+            allow: Vec::new(),
+            provider_ttl_secs: 30 * 60,
+            reannounce_secs: 10 * 60,
+            rediscover_secs: 30,
+            lookup_timeout_ms: 800,
+            max_connections: 512,
+            max_records: 1 << 18,
+            cluster_key_file: None,
+            advertise_port: None,
         }
+    }
+}
+
+impl PeersConfig {
+    /// Who may take part: the cluster key read, the allow-list parsed.
+    pub fn membership(&self) -> anyhow::Result<ferry_peer::Membership> {
+        let key = match &self.cluster_key_file {
+            Some(path) => Some(ferry_peer::ClusterKey::read(path)?),
+            None => None,
+        };
+        let allow = self
+            .allow
+            .iter()
+            .map(|id| {
+                id.parse::<ferry_peer::PeerId>().map_err(|e| {
+                    anyhow::anyhow!(
+                        "peers.allow: {id:?} is not a peer id ({e}); a node logs its own at start (\"joined the peer network\", peer_id=…)"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(ferry_peer::Membership { key, allow })
+    }
+
+    /// The bootstrap entries, parsed.
+    pub fn bootstrap(&self) -> anyhow::Result<Vec<ferry_peer::Bootstrap>> {
+        self.bootstrap
+            .iter()
+            .map(|b| {
+                b.parse()
+                    .map_err(|e| anyhow::anyhow!("peers.bootstrap: {e}"))
+            })
+            .collect()
+    }
+
+    /// Whether this node shares blobs with peers at all.
+    pub fn enabled(&self) -> bool {
+        self.p2p || !self.nodes.is_empty()
     }
 }
 
@@ -567,6 +647,18 @@ fn sections(text: &str) -> Vec<&str> {
 /// them commented out when unset.
 const OPTIONAL_KEYS: &[(&str, &str, &str, &str)] = &[
     (
+        "peers",
+        "cluster_key_file",
+        "File holding the cluster key (go-libp2p swarm.key, or 64 hex digits): only nodes with it take part",
+        "\"/etc/ferry/cluster.key\"",
+    ),
+    (
+        "peers",
+        "advertise_port",
+        "The registry port peers are told to use (default: the port ferry listens on)",
+        "5000",
+    ),
+    (
         "",
         "admin_token_file",
         "File holding the admin API's bearer token (16+ characters); the API is off without one",
@@ -720,16 +812,46 @@ impl Config {
         Ok(cfg)
     }
 
+    /// [`Config::validate`], and what only the whole configuration of `serve` (file, environment
+    /// and flags together) can tell.
+    pub fn validate_serving(&self) -> anyhow::Result<()> {
+        self.validate()?;
+        anyhow::ensure!(
+            !self.peers.enabled() || !self.upstream.is_empty(),
+            "peers.nodes or peers.p2p is set but no [[upstream]] is configured: peers share what mirrors fetch (add --upstream URL)"
+        );
+        Ok(())
+    }
+
     /// Rejects values that would make the server misbehave.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.limits.max_connections > 0,
             "limits.max_connections must be at least 1"
         );
-        anyhow::ensure!(
-            self.peers.nodes.is_empty() || !self.upstream.is_empty(),
-            "peers.nodes is set but no [[upstream]] is configured: peers share what mirrors fetch (add --upstream URL)"
-        );
+        if self.peers.p2p {
+            let p = &self.peers;
+            anyhow::ensure!(
+                p.reannounce_secs > 0 && p.reannounce_secs < p.provider_ttl_secs,
+                "peers.reannounce_secs ({}) must be at least 1 and less than peers.provider_ttl_secs ({}), or this node's records lapse while it holds the blobs",
+                p.reannounce_secs,
+                p.provider_ttl_secs
+            );
+            anyhow::ensure!(
+                p.rediscover_secs > 0
+                    && p.lookup_timeout_ms >= 50
+                    && p.max_connections >= 8
+                    && p.max_records >= 1024,
+                "peers.rediscover_secs must be at least 1, peers.lookup_timeout_ms at least 50, peers.max_connections at least 8 and peers.max_records at least 1024"
+            );
+            p.bootstrap()?;
+            p.membership()?;
+        } else {
+            anyhow::ensure!(
+                self.peers.bootstrap.is_empty(),
+                "peers.bootstrap is set but peers.p2p is off: bootstrap addresses are the DHT's (add --p2p)"
+            );
+        }
         anyhow::ensure!(
             self.peers.max_uploads > 0 && self.peers.first_byte_timeout_secs > 0,
             "peers.max_uploads and peers.first_byte_timeout_secs must be at least 1"
@@ -896,18 +1018,53 @@ impl Config {
         };
         let mirror =
             ferry_server::Mirror::new(upstreams, self.default_upstream.as_deref(), options)?;
-        if self.peers.nodes.is_empty() {
-            return Ok(Some(mirror));
+        Ok(Some(mirror))
+    }
+
+    /// The peers a mirror shares blobs with (`None` when it shares none): the static nodes and,
+    /// with `p2p`, the DHT `discovery`; `identity` names this node to them.
+    pub fn peers(
+        &self,
+        identity: ferry_peer::NodeIdentity,
+        discovery: Option<ferry_peer::Network>,
+    ) -> anyhow::Result<Option<ferry_server::Peers>> {
+        if !self.peers.enabled() {
+            return Ok(None);
         }
         let peers = ferry_server::Peers::new(ferry_server::PeerOptions {
             endpoints: self.peers.nodes.clone(),
             max_uploads: self.peers.max_uploads,
             first_byte_timeout: Duration::from_secs(self.peers.first_byte_timeout_secs),
-            connections,
+            identity: Some(identity),
+            membership: self.peers.membership()?,
+            discovery,
+            reannounce: Duration::from_secs(self.peers.reannounce_secs),
             ..ferry_server::PeerOptions::default()
         })
         .map_err(|e| anyhow::anyhow!("peers.nodes: {e}"))?;
-        Ok(Some(mirror.with_peers(peers)))
+        Ok(Some(peers))
+    }
+
+    /// The DHT options of a node whose registry serves on `registry_port`.
+    pub fn network_options(
+        &self,
+        identity: ferry_peer::NodeIdentity,
+        registry_port: u16,
+    ) -> anyhow::Result<ferry_peer::NetworkOptions> {
+        let p = &self.peers;
+        let mut o = ferry_peer::NetworkOptions::new(
+            p.listen,
+            identity,
+            p.advertise_port.unwrap_or(registry_port),
+        );
+        o.bootstrap = p.bootstrap()?;
+        o.membership = p.membership()?;
+        o.provider_ttl = Duration::from_secs(p.provider_ttl_secs);
+        o.rediscover = Duration::from_secs(p.rediscover_secs);
+        o.lookup_timeout = Duration::from_millis(p.lookup_timeout_ms);
+        o.max_connections = p.max_connections;
+        o.max_records = p.max_records;
+        Ok(o)
     }
 
     /// The floor under clients' transfer rates.

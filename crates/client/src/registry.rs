@@ -391,6 +391,25 @@ impl Registry {
         }
     }
 
+    /// `HEAD` of the blob `digest` with extra request `headers` (a ferry node probing a peer):
+    /// the response's headers, or `None` when the registry has no such blob.
+    pub async fn head_blob_with(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        headers: Vec<(header::HeaderName, String)>,
+    ) -> Result<Option<header::HeaderMap>, ClientError> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.options.endpoint);
+        let mut rq = Request::new(Method::HEAD, &url, repo);
+        rq.headers = headers;
+        let r = self.send_with(rq).await?;
+        match r.status() {
+            s if s.is_success() => Ok(Some(r.headers().clone())),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => check(&r, "blob HEAD").map(|()| None),
+        }
+    }
+
     /// `PUT /v2/<repo>/manifests/<reference>`; the digest the registry reports, if any.
     pub async fn put_manifest(
         &self,

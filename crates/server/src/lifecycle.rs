@@ -50,6 +50,11 @@ pub async fn run(
         budget,
     } = settings;
     let housekeeping = tokio::spawn(keep_house(app.clone(), housekeeping_interval, budget));
+    let announcing = app
+        .mirror
+        .as_ref()
+        .and_then(|m| m.peers.clone())
+        .map(|p| tokio::spawn(p.keep_announced(app.store.clone(), app.metrics.clone())));
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -76,6 +81,9 @@ pub async fn run(
     }
     housekeeping.abort();
     let _ = housekeeping.await;
+    if let Some(a) = announcing {
+        a.abort();
+    }
     if let Err(e) = app.store.flush_access().await {
         tracing::warn!(error = %e, "writing pull statistics failed");
     }

@@ -88,6 +88,10 @@ pub struct Metrics {
     pub(crate) peer_served_bytes: Counter,
     pub(crate) peer_uploads: Gauge,
     pub(crate) peer_uploads_refused: Counter,
+    pub(crate) peer_lookups: Counter,
+    pub(crate) peer_providers_found: Counter,
+    pub(crate) peer_members: Gauge,
+    pub(crate) peer_requests_denied: Counter,
     cache_blobs: Gauge,
     cache_bytes: Gauge,
     cache_repositories: Gauge,
@@ -124,6 +128,10 @@ impl Default for Metrics {
             peer_served_bytes: Counter::default(),
             peer_uploads: Gauge::default(),
             peer_uploads_refused: Counter::default(),
+            peer_lookups: Counter::default(),
+            peer_providers_found: Counter::default(),
+            peer_members: Gauge::default(),
+            peer_requests_denied: Counter::default(),
             cache_blobs: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_repositories: Gauge::default(),
@@ -205,8 +213,28 @@ impl Default for Metrics {
         );
         registry.register(
             "peer_uploads_refused",
-            "Peer requests answered 503 because max_uploads transfers were in progress",
+            "Peer requests answered 429 because max_uploads transfers were in progress",
             m.peer_uploads_refused.clone(),
+        );
+        registry.register(
+            "peer_lookups",
+            "Provider lookups in the peer DHT (--p2p), one per fill that asks peers and one more before its second round",
+            m.peer_lookups.clone(),
+        );
+        registry.register(
+            "peer_providers_found",
+            "Providers the peer DHT named, in all lookups",
+            m.peer_providers_found.clone(),
+        );
+        registry.register(
+            "peer_members",
+            "ferry nodes connected in the peer DHT now",
+            m.peer_members.clone(),
+        );
+        registry.register(
+            "peer_requests_denied",
+            "Peer requests refused for want of a valid membership proof (cluster key, allow-list)",
+            m.peer_requests_denied.clone(),
         );
         registry.register("cache_blobs", "Blobs in the store", m.cache_blobs.clone());
         registry.register(

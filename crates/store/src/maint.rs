@@ -139,6 +139,16 @@ fn hash_file(path: &Path, d: &Digest) -> Result<(Digest, u64), StoreError> {
 }
 
 impl Store {
+    /// Every blob digest in the store (a scan of `blobs/`; what a peer node announces it holds).
+    pub async fn blob_digests(&self) -> Result<Vec<Digest>, StoreError> {
+        let layout = self.layout.clone();
+        tokio::task::spawn_blocking(move || {
+            blob_files(&layout).map(|s| s.found.into_iter().map(|(d, _)| d).collect())
+        })
+        .await
+        .map_err(StoreError::join)?
+    }
+
     /// Hashes every blob file. With `quarantine`, corrupt files are moved to `quarantine/` so they
     /// can never be served (needs the exclusive lock the store was opened with).
     pub async fn fsck(&self, quarantine: bool) -> Result<FsckReport, StoreError> {

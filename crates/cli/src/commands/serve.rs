@@ -59,6 +59,27 @@ pub struct ServeArgs {
     /// endpoint. Blobs this mirror lacks are asked of peers (verified) before the upstream.
     #[arg(long = "peer", value_name = "URL")]
     pub peers: Vec<String>,
+    /// Find peers through a DHT on the peer port (--p2p-listen): this node announces a blob as
+    /// its fill starts, and nodes missing it stream it from here instead of the upstream.
+    #[arg(long, env = "FERRY_P2P")]
+    pub p2p: bool,
+    /// The DHT's peer port [default: 0.0.0.0:5001].
+    #[arg(long, value_name = "IP:PORT", env = "FERRY_P2P_LISTEN", value_parser = socket_addr)]
+    pub p2p_listen: Option<SocketAddr>,
+    /// Where to find the first peers (repeatable): `HOST:PORT`, `IP:PORT`, `/ip4/ADDR/tcp/PORT`
+    /// or `/dns4/NAME/tcp/PORT`; a name resolving to many addresses (a Kubernetes headless
+    /// Service) finds every node, and is resolved again every peers.rediscover_secs.
+    #[arg(
+        long = "p2p-bootstrap",
+        visible_alias = "peers",
+        value_name = "ADDR",
+        value_delimiter = ',',
+        env = "FERRY_P2P_BOOTSTRAP"
+    )]
+    pub p2p_bootstrap: Vec<String>,
+    /// Only nodes holding this cluster key take part (go-libp2p swarm.key, or 64 hex digits).
+    #[arg(long, value_name = "FILE", env = "FERRY_CLUSTER_KEY_FILE")]
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -94,7 +115,17 @@ impl ServeArgs {
             c.access_log = Some(l.clone());
         }
         c.peers.nodes.extend(self.peers.iter().cloned());
-        c.validate()?;
+        if self.p2p {
+            c.peers.p2p = true;
+        }
+        if let Some(l) = self.p2p_listen {
+            c.peers.listen = l;
+        }
+        c.peers.bootstrap.extend(self.p2p_bootstrap.iter().cloned());
+        if let Some(k) = &self.cluster_key_file {
+            c.peers.cluster_key_file = Some(k.clone());
+        }
+        c.validate_serving()?;
         Ok(c)
     }
 }
@@ -147,6 +178,20 @@ fn fit_connections_to_fd_limit(c: &mut Config) {
         );
         c.limits.max_connections = fit;
     }
+}
+
+/// The peers of this node: its identity (kept in the data dir), the DHT joined when `p2p`.
+async fn join_peers(c: &Config, registry_port: u16) -> anyhow::Result<ferry_server::Peers> {
+    let key = c.data_dir.join("peer").join("identity.key");
+    let identity = ferry_peer::NodeIdentity::load_or_create(&key)?;
+    let discovery = if c.peers.p2p {
+        let options = c.network_options(identity.clone(), registry_port)?;
+        Some(ferry_peer::Network::start(options).await?)
+    } else {
+        None
+    };
+    c.peers(identity, discovery)?
+        .context("peers are configured but none could be set up")
 }
 
 /// Connections waiting to be accepted at most (what `TcpListener::bind` uses too).
@@ -230,6 +275,11 @@ pub async fn serve(
             tracing::info!(archives = archives.len(), "archives imported");
         }
     }
+    // Peers join once the data dir is this process's (the node identity lives there).
+    let mirror = match mirror {
+        Some(m) if c.peers.enabled() => Some(m.with_peers(join_peers(&c, addr.port()).await?)),
+        m => m,
+    };
     let listener = socket
         .listen(LISTEN_BACKLOG)
         .with_context(|| listen_error(addr))?;

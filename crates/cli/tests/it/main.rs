@@ -13,6 +13,7 @@ mod inventory;
 mod load;
 mod mirror;
 mod p2p;
+mod p2p_dht;
 mod peers;
 mod security;
 mod storage;

@@ -11,7 +11,7 @@ use ferry_testkit::peers::{DockerRegistry, Ferry, Skopeo, free_port};
 use crate::{client, ferry_bin};
 
 /// Distribution holding `img` as `p2p/app:v1`, behind a proxy that counts what reaches it.
-fn upstream(tmp: &std::path::Path, img: &Image) -> Option<(DockerRegistry, FaultProxy)> {
+pub(crate) fn upstream(tmp: &std::path::Path, img: &Image) -> Option<(DockerRegistry, FaultProxy)> {
     let skopeo = Skopeo::new()?;
     let registry = DockerRegistry::start()?;
     skopeo.push_image(img, tmp, &format!("{}/p2p/app:v1", registry.host()));
@@ -20,8 +20,8 @@ fn upstream(tmp: &std::path::Path, img: &Image) -> Option<(DockerRegistry, Fault
 }
 
 /// A node mirroring `upstream` with `peers` (URLs) and its metrics on a port of its own.
-struct Node {
-    ferry: Ferry,
+pub(crate) struct Node {
+    pub(crate) ferry: Ferry,
     metrics: u16,
 }
 
@@ -50,7 +50,7 @@ impl Node {
 
     /// A node with `config` as its configuration file, and `upstream` (when given) as
     /// `--upstream`; without, the configuration names it (for per-upstream settings).
-    fn start_args(
+    pub(crate) fn start_args(
         tmp: &std::path::Path,
         name: &str,
         port: u16,
@@ -78,12 +78,12 @@ impl Node {
         Node { ferry, metrics }
     }
 
-    fn blob_url(&self, digest: &Digest) -> String {
+    pub(crate) fn blob_url(&self, digest: &Digest) -> String {
         format!("{}/v2/p2p/app/blobs/{digest}", self.ferry.url())
     }
 
     /// The value of the series `name` (with its labels, as the metrics text spells them).
-    async fn metric(&self, name: &str) -> f64 {
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
         let text = client()
             .get(format!("http://127.0.0.1:{}/metrics", self.metrics))
             .send()
@@ -99,7 +99,7 @@ impl Node {
 }
 
 /// The blob's bytes through `url`, checked against `digest`.
-async fn pull(url: &str, digest: &Digest) -> Vec<u8> {
+pub(crate) async fn pull(url: &str, digest: &Digest) -> Vec<u8> {
     let r = client()
         .get(url)
         .header("accept", MediaType::ACCEPT_ALL)
@@ -147,7 +147,7 @@ async fn holder_behind_proxy(
     (a, proxy)
 }
 
-fn blob_path(digest: &Digest) -> String {
+pub(crate) fn blob_path(digest: &Digest) -> String {
     format!("/v2/p2p/app/blobs/{digest}")
 }
 

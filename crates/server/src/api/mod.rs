@@ -222,10 +222,7 @@ async fn mirrored(
 ) -> ApiResult {
     let route = parse_route(path, req.method())?;
     let m = req.method().clone();
-    let peer = req
-        .headers()
-        .get(crate::mirror::peers::PEER_HEADER)
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let peer = crate::mirror::peers::PeerAsk::of(req.headers());
     if peer.is_some()
         && !matches!(
             (&route, &m),
@@ -248,8 +245,7 @@ async fn mirrored(
         (Route::Blob { repo, digest }, &Method::GET | &Method::HEAD) => {
             let range = req.headers().get(header::RANGE).cloned();
             let head = m == Method::HEAD;
-            let peer = peer.as_deref();
-            crate::mirror::get_blob(app, mirror, up, repo, digest, head, range, peer).await
+            crate::mirror::get_blob(app, mirror, up, repo, digest, head, range, peer.as_ref()).await
         }
         (Route::TagsList { repo }, &Method::GET) => {
             // The query, not the request, crosses the upstream call (a body is not `Sync`).

@@ -190,6 +190,10 @@ async fn run(
 ) {
     let started = Instant::now();
     let upstream = sources.upstream;
+    // Announced as the fill starts, so nodes missing the blob a moment later stream it from here.
+    if let Some(p) = &sources.peers {
+        p.announce(&guard.digest);
+    }
     let peers = sources
         .peers
         .as_deref()
@@ -206,6 +210,9 @@ async fn run(
             }
         }
         Err(e) => {
+            if let Some(p) = &sources.peers {
+                p.forget(&guard.digest);
+            }
             tracing::warn!(digest = %guard.digest, upstream = %upstream.name, error = %e.message, "blob fill failed");
             FillState::Failed(e)
         }
@@ -359,11 +366,11 @@ async fn fetch(
             None => break,
         };
         if let Some(e) = &interrupted
-            && let Some(peer) = source
+            && let Some(peer) = &source
         {
             // A peer broke off: the next one goes on from here, else the upstream does.
             let from = ingest.written();
-            tracing::debug!(%digest, peer, from, error = %e, "peer transfer broke off; asking the next source");
+            tracing::debug!(%digest, %peer, from, error = %e, "peer transfer broke off; asking the next source");
             metrics
                 .peer_requests
                 .get_or_create(&CauseLabels {
@@ -445,14 +452,20 @@ async fn fetch(
     }
 }
 
-/// The peers a fill asks, in [`Peers::order`], then once more those that had nothing to give:
-/// one that started fetching the blob meanwhile (a rollout, where every node misses at once)
-/// serves it then (`pull.rs::serve_peer` says how simultaneous askers settle on one fetch).
+/// The peers a fill asks, best first ([`Peers::candidates`]: DHT providers, then the static peers
+/// in rendezvous order), then once more those that had nothing to give, together with any
+/// provider the DHT names by then: one that started fetching the blob meanwhile (a rollout, where
+/// every node misses at once) serves it then (`pull.rs::serve_peer` says how simultaneous askers
+/// settle on one fetch).
 struct PeerCursor<'p> {
     peers: &'p Peers,
     digest: Digest,
     /// Peers left, each with whether this is its second round.
-    queue: std::collections::VecDeque<(&'p super::peers::Peer, bool)>,
+    queue: std::collections::VecDeque<(Arc<super::peers::Peer>, bool)>,
+    /// Endpoints asked so far.
+    asked: std::collections::HashSet<String>,
+    /// Whether the DHT was asked again for the second round.
+    looked_again: bool,
     /// Why the last peer asked did not serve (the cause of a fall-back to the upstream).
     last: PeerMiss,
 }
@@ -462,12 +475,35 @@ impl<'p> PeerCursor<'p> {
         PeerCursor {
             peers,
             digest: digest.clone(),
-            queue: peers
-                .order(digest)
-                .into_iter()
-                .map(|p| (p, false))
-                .collect(),
+            queue: std::collections::VecDeque::new(),
+            asked: std::collections::HashSet::new(),
+            looked_again: false,
             last: PeerMiss::NotFound,
+        }
+    }
+
+    /// Fills the queue: the first time with every candidate; once the first round is done,
+    /// with the providers the DHT names now that were not asked yet, ahead of the second round.
+    async fn refill(&mut self, upstream: &Upstream, repo: &RepoName, metrics: &Metrics) {
+        let first = self.asked.is_empty() && self.queue.is_empty();
+        if !first {
+            if self.looked_again || self.peers.discovery().is_none() {
+                return;
+            }
+            self.looked_again = true;
+        }
+        let found = self
+            .peers
+            .candidates(&upstream.name, repo, &self.digest, &self.asked, metrics)
+            .await;
+        let queued: std::collections::HashSet<String> =
+            self.queue.iter().map(|(p, _)| p.endpoint.clone()).collect();
+        let new: Vec<_> = found
+            .into_iter()
+            .filter(|p| !queued.contains(&p.endpoint))
+            .collect();
+        for p in new.into_iter().rev() {
+            self.queue.push_front((p, false));
         }
     }
 
@@ -480,7 +516,7 @@ impl<'p> PeerCursor<'p> {
         offset: u64,
         fits: impl Fn(Option<u64>) -> bool,
         metrics: &Metrics,
-    ) -> Option<(ferry_client::BlobResponse, &'p str)> {
+    ) -> Option<(ferry_client::BlobResponse, String)> {
         let count = |miss: Option<PeerMiss>| {
             metrics
                 .peer_requests
@@ -489,15 +525,20 @@ impl<'p> PeerCursor<'p> {
                 })
                 .inc();
         };
-        while let Some((peer, second)) = self.queue.pop_front() {
+        if self.asked.is_empty() {
+            self.refill(upstream, repo, metrics).await;
+        }
+        loop {
+            let (peer, second) = self.queue.pop_front()?;
             let opened = self
                 .peers
-                .open(peer, &upstream.name, repo, &self.digest, offset)
+                .open(&peer, &upstream.name, repo, &self.digest, offset)
                 .await;
+            self.asked.insert(peer.endpoint.clone());
             let miss = match opened {
                 Ok(r) if fits(r.total) => {
                     count(None);
-                    return Some((r, peer.endpoint.as_str()));
+                    return Some((r, peer.endpoint.clone()));
                 }
                 Ok(_) => PeerMiss::Size,
                 Err(miss) => miss,
@@ -507,8 +548,11 @@ impl<'p> PeerCursor<'p> {
             if miss == PeerMiss::NotFound && !second {
                 self.queue.push_back((peer, true));
             }
+            // The first round over: the DHT once more, for providers that started meanwhile.
+            if self.queue.front().is_none_or(|(_, second)| *second) {
+                self.refill(upstream, repo, metrics).await;
+            }
         }
-        None
     }
 
     /// Counts the fall-back to the upstream, by the last peer's answer.

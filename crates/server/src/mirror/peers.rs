@@ -18,7 +18,13 @@
 //!   nothing a second time before its upstream. The highest-ranked asker fetches, the rest stream
 //!   from it.
 //! - **A busy node says so.** Transfers served to peers are bounded per node; past the bound a peer
-//!   is answered 503 at once and asks another source.
+//!   is answered 429 at once and asks another source.
+//! - **Peers are found two ways**: a static list (`peers.nodes`), and with `--p2p` the DHT of
+//!   `ferry-peer`, where a node announces a digest when its fill starts. Providers the DHT names
+//!   are probed (`HEAD`, answered at once) and asked complete copies first, then the least busy;
+//!   then the static list in rendezvous order.
+//! - **Only members are served.** With a cluster key or an allow-list, a peer request carries a
+//!   proof ([`PEER_AUTH_HEADER`]) that the serving node checks before anything else.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -26,11 +32,20 @@ use std::time::Duration;
 
 use ferry_client::{BlobResponse, ClientError, Connections, Registry, RegistryOptions};
 use ferry_oci::{Digest, RepoName};
+use ferry_peer::{Membership, Network, NodeIdentity};
 use tokio::sync::Semaphore;
 
 /// The header that marks a request as one ferry node's to another; its value is the asking node's
-/// identity (16 hex digits), which decides who waits for whom when nodes ask each other at once.
+/// peer id, which decides who waits for whom when nodes ask each other at once.
 pub const PEER_HEADER: &str = "ferry-peer";
+/// The asking node's proof of membership (see `ferry_peer::Membership`).
+pub const PEER_AUTH_HEADER: &str = "ferry-peer-auth";
+/// On a peer's `HEAD`: answer at once with the copy's state, never hold.
+pub(crate) const PEER_PROBE_HEADER: &str = "ferry-peer-probe";
+/// In a probe's answer: `complete` or `filling`.
+pub(crate) const PEER_COPY_HEADER: &str = "ferry-peer-copy";
+/// In a probe's answer: transfers this node serves to peers now.
+pub(crate) const PEER_LOAD_HEADER: &str = "ferry-peer-load";
 
 /// How a mirror shares blobs with other ferry nodes.
 #[derive(Debug, Clone)]
@@ -46,6 +61,15 @@ pub struct PeerOptions {
     pub read_timeout: Duration,
     /// The connection pool (shared with the upstreams' clients).
     pub connections: Connections,
+    /// This node's identity (its peer id names it to peers); a fresh one when `None`.
+    pub identity: Option<NodeIdentity>,
+    /// Who may take part, and the proofs this node sends.
+    pub membership: Membership,
+    /// The DHT, when nodes find each other (`--p2p`).
+    pub discovery: Option<Network>,
+    /// How often everything the store holds is announced again in the DHT (shorter than the
+    /// records' TTL, so a node's records never lapse while it holds the blobs).
+    pub reannounce: Duration,
 }
 
 impl Default for PeerOptions {
@@ -56,6 +80,10 @@ impl Default for PeerOptions {
             first_byte_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(10),
             connections: Connections::default(),
+            identity: None,
+            membership: Membership::default(),
+            discovery: None,
+            reannounce: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -63,9 +91,17 @@ impl Default for PeerOptions {
 /// The peer set of a mirror.
 #[derive(Debug)]
 pub struct Peers {
-    nodes: Vec<Peer>,
-    /// This node among its peers: random per process, sent as the [`PEER_HEADER`] value.
-    node: u64,
+    nodes: Vec<Arc<Peer>>,
+    /// This node among its peers: its peer id, sent as the [`PEER_HEADER`] value.
+    node: String,
+    identity: NodeIdentity,
+    membership: Membership,
+    discovery: Option<Network>,
+    /// Clients of providers the DHT named, by endpoint.
+    found: std::sync::Mutex<std::collections::HashMap<String, Arc<Peer>>>,
+    client_options: RegistryOptions,
+    reannounce: Duration,
+    max_uploads: usize,
     first_byte_timeout: Duration,
     /// Transfers served to peers in flight.
     pub(crate) uploads: Arc<Semaphore>,
@@ -78,12 +114,62 @@ pub struct Peers {
 /// Blobs remembered as distrusted at most; the set starts over when full (forgetting only costs a
 /// peer's second chance).
 const DISTRUSTED_MAX: usize = 4096;
+/// Clients of DHT-found providers kept at most; the map starts over when full.
+const FOUND_MAX: usize = 1024;
+/// DHT members asked for a blob no provider announced, at most (the highest-ranked for it).
+const MEMBERS_ASKED: usize = 16;
+
+/// What a peer's request says of the asker.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerAsk {
+    /// The [`PEER_HEADER`] value: the asking node's peer id.
+    pub node: String,
+    /// The [`PEER_AUTH_HEADER`] value.
+    pub proof: Option<String>,
+    /// A probe ([`PEER_PROBE_HEADER`]): answered at once, never held.
+    pub probe: bool,
+}
+
+impl PeerAsk {
+    /// The asker a request's headers name, if it is a peer's request.
+    pub(crate) fn of(headers: &http::HeaderMap) -> Option<PeerAsk> {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or_default().trim().to_owned())
+        };
+        Some(PeerAsk {
+            node: text(PEER_HEADER)?,
+            proof: text(PEER_AUTH_HEADER),
+            probe: headers.contains_key(PEER_PROBE_HEADER),
+        })
+    }
+}
 
 /// One other node.
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub endpoint: String,
     client: Registry,
+}
+
+impl Peer {
+    fn new(options: &RegistryOptions, endpoint: &str) -> Result<Peer, ClientError> {
+        let client = Registry::new(RegistryOptions {
+            endpoint: endpoint.to_owned(),
+            ..options.clone()
+        })?;
+        Ok(Peer {
+            endpoint: client.endpoint().to_owned(),
+            client,
+        })
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Why a peer did not deliver a blob (the `cause` label of the peer metrics).
@@ -123,31 +209,34 @@ impl PeerMiss {
 impl Peers {
     /// The peer set `options` describe; fails on an endpoint that is not `http(s)://host[:port]`.
     pub fn new(options: PeerOptions) -> Result<Peers, ClientError> {
-        let mut nodes = Vec::new();
+        let client_options = RegistryOptions {
+            endpoint: String::new(),
+            // A peer that fails is skipped, not retried: the next source is as good.
+            attempts: 1,
+            connect_timeout: options.first_byte_timeout,
+            request_timeout: options.first_byte_timeout,
+            read_timeout: options.read_timeout,
+            connections: options.connections.clone(),
+            ..RegistryOptions::default()
+        };
+        let mut nodes: Vec<Arc<Peer>> = Vec::new();
         for endpoint in &options.endpoints {
-            let client = Registry::new(RegistryOptions {
-                endpoint: endpoint.clone(),
-                // A peer that fails is skipped, not retried: the next source is as good.
-                attempts: 1,
-                connect_timeout: options.first_byte_timeout,
-                request_timeout: options.first_byte_timeout,
-                read_timeout: options.read_timeout,
-                connections: options.connections.clone(),
-                ..RegistryOptions::default()
-            })?;
-            let endpoint = client.endpoint().to_owned();
-            if nodes.iter().all(|p: &Peer| p.endpoint != endpoint) {
-                nodes.push(Peer { endpoint, client });
+            let peer = Peer::new(&client_options, endpoint)?;
+            if nodes.iter().all(|p| p.endpoint != peer.endpoint) {
+                nodes.push(Arc::new(peer));
             }
         }
-        let node = {
-            let mut h = std::hash::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            h.finish()
-        };
+        let identity = options.identity.unwrap_or_else(NodeIdentity::ephemeral);
         Ok(Peers {
             nodes,
-            node,
+            node: identity.id().to_string(),
+            identity,
+            membership: options.membership,
+            discovery: options.discovery,
+            found: std::sync::Mutex::default(),
+            client_options,
+            reannounce: options.reannounce,
+            max_uploads: options.max_uploads.max(1),
             first_byte_timeout: options.first_byte_timeout,
             uploads: Arc::new(Semaphore::new(options.max_uploads.max(1))),
             order_seed: foldhash::fast::FixedState::with_seed(0x6665_7272_7970_3270),
@@ -155,14 +244,213 @@ impl Peers {
         })
     }
 
-    /// How many peers there are.
+    /// How many peers are listed statically.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
-    /// Whether there are none.
+    /// Whether no peer is listed and none can be found.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.nodes.is_empty() && self.discovery.is_none()
+    }
+
+    /// The DHT, when peers are found through it.
+    pub fn discovery(&self) -> Option<&Network> {
+        self.discovery.as_ref()
+    }
+
+    /// Transfers this node serves to peers now.
+    pub(crate) fn load(&self) -> usize {
+        self.max_uploads - self.uploads.available_permits().min(self.max_uploads)
+    }
+
+    /// The peers to ask for `digest`, best first: providers the DHT names (complete copies, then
+    /// the least busy; each probed at once), then the static peers in [`Peers::order`]. `skip`:
+    /// endpoints asked already.
+    pub(crate) async fn candidates(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        digest: &Digest,
+        skip: &std::collections::HashSet<String>,
+        metrics: &crate::Metrics,
+    ) -> Vec<Arc<Peer>> {
+        let mut out = Vec::new();
+        if let Some(net) = &self.discovery {
+            metrics.peer_lookups.inc();
+            let providers = net.providers(digest.as_str()).await;
+            metrics.peer_providers_found.inc_by(providers.len() as u64);
+            let fresh: Vec<Arc<Peer>> = providers
+                .iter()
+                .filter(|p| !skip.contains(&p.url))
+                .filter_map(|p| self.found_peer(&p.url))
+                .collect();
+            out = self.best_first(fresh, upstream, repo, digest).await;
+        }
+        if let Some(net) = &self.discovery {
+            // The members too, highest rank first: when nodes miss a blob at once, before any has
+            // announced it, they find each other this way (as with a static list), and
+            // the highest-ranked among them fetches while the rest wait for it.
+            let mut members = net.members().await;
+            members.sort_by_cached_key(|m| std::cmp::Reverse(self.rank(digest, &m.id.to_string())));
+            for m in members.into_iter().take(MEMBERS_ASKED) {
+                if !skip.contains(&m.url) && out.iter().all(|o| o.endpoint != m.url) {
+                    out.extend(self.found_peer(&m.url));
+                }
+            }
+        }
+        for p in self.order(digest) {
+            if !skip.contains(&p.endpoint) && out.iter().all(|o| o.endpoint != p.endpoint) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// A client for the provider at `url`, made once.
+    fn found_peer(&self, url: &str) -> Option<Arc<Peer>> {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = found.get(url) {
+            return Some(p.clone());
+        }
+        if found.len() >= FOUND_MAX {
+            found.clear();
+        }
+        let peer = Arc::new(Peer::new(&self.client_options, url).ok()?);
+        found.insert(url.to_owned(), peer.clone());
+        Some(peer)
+    }
+
+    /// `providers` in the order to ask them: with more than one, each is probed at once and
+    /// complete copies come first, then the least busy; one that has nothing is dropped.
+    async fn best_first(
+        &self,
+        providers: Vec<Arc<Peer>>,
+        upstream: &str,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Vec<Arc<Peer>> {
+        if providers.len() < 2 {
+            return providers;
+        }
+        let probes = providers.iter().map(|p| async move {
+            let mut headers = self.marker(upstream, digest);
+            headers.push((
+                http::HeaderName::from_static(PEER_PROBE_HEADER),
+                "1".to_owned(),
+            ));
+            let probe = p.client.head_blob_with(repo, digest, headers);
+            let answer = tokio::time::timeout(self.first_byte_timeout, probe).await;
+            // (has nothing, not complete, load): sorts best first.
+            match answer {
+                Ok(Ok(Some(h))) => {
+                    let value = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+                    let complete = value(PEER_COPY_HEADER) == Some("complete");
+                    let load = value(PEER_LOAD_HEADER)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(u64::MAX / 2);
+                    (false, !complete, load)
+                }
+                Ok(Ok(None)) => (true, true, u64::MAX),
+                // Unreachable or slow now: last, but still tried.
+                _ => (false, true, u64::MAX),
+            }
+        });
+        let ranks = futures_util::future::join_all(probes).await;
+        let mut ranked: Vec<_> = ranks.into_iter().zip(providers).collect();
+        ranked.retain(|(r, _)| !r.0);
+        ranked.sort_by_key(|(r, _)| *r);
+        ranked.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Announces that this node is filling (or holds) `digest`.
+    pub(crate) fn announce(&self, digest: &Digest) {
+        if let Some(net) = &self.discovery {
+            net.provide(digest.as_str());
+        }
+    }
+
+    /// Announces everything `store` holds, now (a restarted node says what it has) and every
+    /// re-announcement interval, while the server runs; keeps the members gauge current.
+    pub(crate) async fn keep_announced(
+        self: Arc<Self>,
+        store: Arc<ferry_store::Store>,
+        metrics: Arc<crate::Metrics>,
+    ) {
+        let Some(net) = &self.discovery else {
+            return;
+        };
+        let gauge = async {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let n = net
+                    .stats()
+                    .members
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                metrics.peer_members.set(n.try_into().unwrap_or(i64::MAX));
+            }
+        };
+        let announce = async {
+            let mut tick = tokio::time::interval(self.reannounce);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match store.blob_digests().await {
+                    Ok(held) => {
+                        tracing::debug!(
+                            blobs = held.len(),
+                            "announcing the store's blobs to peers"
+                        );
+                        net.hold(held.into_iter().map(|d| d.as_str().to_owned()).collect())
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list the store's blobs to announce them; trying again at the next round")
+                    }
+                }
+            }
+        };
+        tokio::join!(gauge, announce);
+    }
+
+    /// Stops announcing `digest` (its fill failed).
+    pub(crate) fn forget(&self, digest: &Digest) {
+        if let Some(net) = &self.discovery {
+            net.forget(digest.as_str());
+        }
+    }
+
+    /// Whether a peer's request for `digest`, from `node` with `proof`, is a member's.
+    pub(crate) fn admit(
+        &self,
+        node: &str,
+        digest: &Digest,
+        proof: Option<&str>,
+    ) -> Result<(), ferry_peer::Denied> {
+        self.membership
+            .check(node, digest.as_str(), proof, unix_now())
+    }
+
+    /// The headers that mark a request for `digest` as this node's.
+    fn marker(&self, upstream: &str, digest: &Digest) -> Vec<(http::HeaderName, String)> {
+        let mut headers = vec![
+            (
+                http::HeaderName::from_static(PEER_HEADER),
+                self.node.clone(),
+            ),
+            (
+                http::HeaderName::from_static("x-registry"),
+                upstream.to_owned(),
+            ),
+        ];
+        if let Some(proof) =
+            self.membership
+                .prove(&self.identity, &self.node, digest.as_str(), unix_now())
+        {
+            headers.push((http::HeaderName::from_static(PEER_AUTH_HEADER), proof));
+        }
+        headers
     }
 
     /// The peers' endpoints, as configured (normalized).
@@ -172,8 +460,8 @@ impl Peers {
 
     /// The peers in the order to ask them for `digest`: highest random weight first (rendezvous
     /// hashing), so every node asks the same peer first for one blob, and blobs spread over peers.
-    pub(crate) fn order(&self, digest: &Digest) -> Vec<&Peer> {
-        let mut ranked: Vec<(u64, &Peer)> = self
+    pub(crate) fn order(&self, digest: &Digest) -> Vec<Arc<Peer>> {
+        let mut ranked: Vec<(u64, &Arc<Peer>)> = self
             .nodes
             .iter()
             .map(|p| {
@@ -184,7 +472,7 @@ impl Peers {
             })
             .collect();
         ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
-        ranked.into_iter().map(|(_, p)| p).collect()
+        ranked.into_iter().map(|(_, p)| p.clone()).collect()
     }
 
     /// Remembers that peers sent wrong bytes for `digest`.
@@ -205,8 +493,8 @@ impl Peers {
     }
 
     /// This node's identity among its peers.
-    pub(crate) fn node(&self) -> u64 {
-        self.node
+    pub(crate) fn node(&self) -> &str {
+        &self.node
     }
 
     /// Where `node` ranks for `digest`. When nodes ask each other for one blob at once (a rollout:
@@ -214,10 +502,10 @@ impl Peers {
     /// fill is past asking, and answers a higher-ranked one at once, so the askers settle on the
     /// highest among them fetching from the upstream and the rest streaming from it, without
     /// waiting in a circle.
-    pub(crate) fn rank(&self, digest: &Digest, node: u64) -> u64 {
+    pub(crate) fn rank(&self, digest: &Digest, node: &str) -> u64 {
         let mut h = self.order_seed.build_hasher();
         h.write(digest.as_str().as_bytes());
-        h.write_u64(node);
+        h.write(node.as_bytes());
         h.finish()
     }
 
@@ -235,16 +523,7 @@ impl Peers {
         digest: &Digest,
         offset: u64,
     ) -> Result<BlobResponse, PeerMiss> {
-        let headers = vec![
-            (
-                http::HeaderName::from_static(PEER_HEADER),
-                format!("{:016x}", self.node),
-            ),
-            (
-                http::HeaderName::from_static("x-registry"),
-                upstream.to_owned(),
-            ),
-        ];
+        let headers = self.marker(upstream, digest);
         let asked = peer.client.get_blob_with(repo, digest, offset, headers);
         match tokio::time::timeout(self.first_byte_timeout, asked).await {
             Err(_) => Err(PeerMiss::Timeout),

@@ -328,7 +328,7 @@ pub(crate) async fn get_blob(
     digest: &Digest,
     head: bool,
     range: Option<HeaderValue>,
-    peer: Option<&str>,
+    peer: Option<&super::peers::PeerAsk>,
 ) -> ApiResult {
     let upstream_repo = up.upstream_repo(repo)?;
     let key = up.store_repo(&upstream_repo)?;
@@ -451,7 +451,7 @@ async fn serve_peer(
     digest: &Digest,
     head: bool,
     range: Option<HeaderValue>,
-    asker: &str,
+    asker: &super::peers::PeerAsk,
 ) -> ApiResult {
     let Some(peers) = &mirror.peers else {
         return Err(ApiError::new(
@@ -467,12 +467,20 @@ async fn serve_peer(
             ),
         )
     };
-    // A ferry node names itself; anything else is served, never held.
-    let asker = u64::from_str_radix(asker.trim(), 16).ok();
-    if asker == Some(peers.node()) {
+    if let Err(denied) = peers.admit(&asker.node, digest, asker.proof.as_deref()) {
+        app.metrics.peer_requests_denied.inc();
+        return Err(ApiError::new(
+            ErrorCode::Denied,
+            format!("not a member of this node's peer cluster: {denied}"),
+        ));
+    }
+    if asker.node == peers.node() {
         return Err(not_here());
     }
-    let holds = asker.is_some_and(|a| peers.rank(digest, a) < peers.rank(digest, peers.node()));
+    if asker.probe {
+        return probe(app, mirror, peers, digest).ok_or_else(not_here);
+    }
+    let holds = peers.rank(digest, &asker.node) < peers.rank(digest, peers.node());
     let permit = if head {
         None
     } else {
@@ -532,6 +540,31 @@ async fn serve_peer(
         Some(permit) => upload_to_peer(response, permit, &app.metrics),
         None => response,
     })
+}
+
+/// A probe's answer, at once: whether this node holds `digest` whole or is filling it, and how
+/// many transfers it serves to peers now; `None` when it has nothing.
+fn probe(
+    app: &App,
+    mirror: &Mirror,
+    peers: &super::peers::Peers,
+    digest: &Digest,
+) -> Option<axum::response::Response> {
+    use super::peers::{PEER_COPY_HEADER, PEER_LOAD_HEADER};
+    let copy = if app.store.has_content_now(digest) {
+        "complete"
+    } else {
+        match *mirror.fills.in_flight(digest)?.state.borrow() {
+            FillState::Failed(_) => return None,
+            FillState::Done { .. } => "complete",
+            _ => "filling",
+        }
+    };
+    let mut response = axum::response::Response::new(Body::empty());
+    let h = response.headers_mut();
+    h.insert(PEER_COPY_HEADER, HeaderValue::from_static(copy));
+    h.insert(PEER_LOAD_HEADER, HeaderValue::from(peers.load()));
+    Some(response)
 }
 
 /// `response` with its body holding `permit` (and counted as a transfer to a peer) until the body
