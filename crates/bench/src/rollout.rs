@@ -9,7 +9,8 @@
 //! - **v2**: a new version, node after node, each once the previous finished (a rolling update).
 //!
 //! each twice: **baseline** (nodes pull through their own mirror from the upstream) and **p2p**
-//! (the nodes are each other's peers, `--peer`). Per node: the pull's duration; per run: the bytes
+//! (the nodes find each other through the DHT, `--p2p`, bootstrapping from the first node; or,
+//! with `--discovery static`, list each other, `--peer`). Per node: the pull's duration; per run: the bytes
 //! the upstream sent, as a multiple of the image's size.
 
 use std::path::{Path, PathBuf};
@@ -58,6 +59,17 @@ pub struct Args {
     /// The upstream link's one-way latency, ms [default: 10]
     #[arg(long, value_name = "MS")]
     upstream_latency_ms: Option<u64>,
+    /// How p2p nodes find each other: `dht` (`--p2p`, bootstrapping from the first node) or
+    /// `static` (each lists every node, `--peer URL`)
+    #[arg(long, value_enum, default_value_t = Discovery::Dht)]
+    discovery: Discovery,
+}
+
+/// How the p2p scenario's nodes find each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Discovery {
+    Dht,
+    Static,
 }
 
 /// Benchmark parameters.
@@ -71,6 +83,7 @@ pub struct Options {
     latency_ms: u64,
     out: PathBuf,
     quick: bool,
+    discovery: Discovery,
 }
 
 impl Options {
@@ -85,6 +98,7 @@ impl Options {
             latency_ms: c.sized(a.upstream_latency_ms, 10, 10),
             out: c.out(),
             quick: c.quick,
+            discovery: a.discovery,
         };
         ensure!(
             o.nodes >= 2
@@ -147,14 +161,18 @@ fn image_bytes(img: &Image) -> u64 {
     img.blobs().map(|b| b.bytes.len() as u64).sum()
 }
 
-/// N nodes mirroring `upstream`, peers of each other when `p2p`.
-fn start_nodes(o: &Options, dir: &Path, upstream: &str, p2p: bool) -> Vec<Ferry> {
+/// N nodes mirroring `upstream`, peers of each other when `p2p` (found through the DHT, or
+/// listed, as `o.discovery` says); with the DHT, returned once every node sees all the others.
+async fn start_nodes(
+    o: &Options,
+    dir: &Path,
+    upstream: &str,
+    p2p: bool,
+) -> anyhow::Result<Vec<Ferry>> {
     let ports: Vec<u16> = (0..o.nodes).map(|_| free_port()).collect();
-    let peers: Vec<String> = ports
-        .iter()
-        .flat_map(|p| ["--peer".to_owned(), format!("http://127.0.0.1:{p}")])
-        .collect();
-    ports
+    let peer_ports: Vec<u16> = (0..o.nodes).map(|_| free_port()).collect();
+    let metrics: Vec<u16> = (0..o.nodes).map(|_| free_port()).collect();
+    let nodes: Vec<Ferry> = ports
         .iter()
         .enumerate()
         .map(|(i, &port)| {
@@ -163,14 +181,62 @@ fn start_nodes(o: &Options, dir: &Path, upstream: &str, p2p: bool) -> Vec<Ferry>
                 "warn".to_owned(),
                 "--upstream".to_owned(),
                 format!("http://{upstream}"),
+                "--metrics".to_owned(),
+                format!("127.0.0.1:{}", metrics[i]),
             ];
-            if p2p {
-                args.extend(peers.iter().cloned());
+            match (p2p, o.discovery) {
+                (false, _) => {}
+                (true, Discovery::Static) => {
+                    for p in &ports {
+                        args.extend(["--peer".to_owned(), format!("http://127.0.0.1:{p}")]);
+                    }
+                }
+                (true, Discovery::Dht) => {
+                    args.extend([
+                        "--p2p".to_owned(),
+                        "--p2p-listen".to_owned(),
+                        format!("127.0.0.1:{}", peer_ports[i]),
+                    ]);
+                    if i > 0 {
+                        args.extend([
+                            "--p2p-bootstrap".to_owned(),
+                            format!("127.0.0.1:{}", peer_ports[0]),
+                        ]);
+                    }
+                }
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             Ferry::start_on(&o.ferry, port, &dir.join(format!("node-{i}")), &args)
         })
-        .collect()
+        .collect();
+    if p2p && o.discovery == Discovery::Dht {
+        let c = reqwest::Client::builder().no_proxy().build()?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        for m in &metrics {
+            loop {
+                let text = c
+                    .get(format!("http://127.0.0.1:{m}/metrics"))
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                let members = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("ferry_peer_members ")?.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                if members >= (o.nodes - 1) as f64 {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "the DHT did not form within 60 s (a node sees {members} of {} others)",
+                    o.nodes - 1
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(nodes)
 }
 
 /// One rollout: every node pulls `repo` (all at once, or one after another); per-node seconds.
@@ -251,7 +317,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             })?;
             let mut by_mode = serde_json::Map::new();
             for (mode, p2p) in [("baseline", false), ("p2p", true)] {
-                let nodes = start_nodes(&o, &w.join(format!("{case}-{mode}")), &remote.host(), p2p);
+                let nodes = rt.block_on(start_nodes(
+                    &o,
+                    &w.join(format!("{case}-{mode}")),
+                    &remote.host(),
+                    p2p,
+                ))?;
                 let mut rollouts = serde_json::Map::new();
                 for (name, at_once, r, img) in [("v1", true, &r1, &v1), ("v2", false, &r2, &v2)] {
                     let before = upstream_bytes(&upstream, r, img);
@@ -287,6 +358,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         "machine": machine(),
         "parameters": {
             "nodes": o.nodes, "sizes_mb": o.sizes, "layers": o.layers, "quick": o.quick,
+            "discovery": match o.discovery { Discovery::Dht => "dht (--p2p)", Discovery::Static => "static (--peer)" },
             "upstream_link": {"mbps": o.mbps, "one_way_latency_ms": o.latency_ms, "shared_by_all_nodes": true},
             "puller": format!("manifest by tag, then config and layers {DOWNLOADS} at a time, digests checked"),
             "v1": "every node at once", "v2": "node after node",
@@ -372,8 +444,11 @@ fn render(r: &Value) -> String {
     let p = &r["parameters"];
     let _ = writeln!(
         s,
-        "# rollout: {} nodes, upstream link {} MB/s shared, {} ms one way\n",
-        p["nodes"], p["upstream_link"]["mbps"], p["upstream_link"]["one_way_latency_ms"]
+        "# rollout: {} nodes, upstream link {} MB/s shared, {} ms one way; p2p peers: {}\n",
+        p["nodes"],
+        p["upstream_link"]["mbps"],
+        p["upstream_link"]["one_way_latency_ms"],
+        p["discovery"].as_str().unwrap_or("static (--peer)")
     );
     s.push_str("| image | rollout | baseline avg ms | p2p avg ms | improvement | Spegel's | baseline p50 / p95 ms | p2p p50 / p95 ms | upstream × image: baseline / p2p |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|\n");

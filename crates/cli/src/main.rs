@@ -55,7 +55,7 @@ struct Cli {
 enum Command {
     /// Run the OCI registry.
     #[command(
-        after_help = "Examples:\n  ferry serve\n  ferry serve --listen 127.0.0.1:5000 --data-dir /tmp/ferry\n  FERRY_LISTEN=0.0.0.0:5000 ferry serve --config /etc/ferry/ferry.toml\n\nPush and pull with any OCI client, e.g.:\n  skopeo copy --dest-tls-verify=false oci:./layout:v1 docker://127.0.0.1:8080/team/app:v1"
+        after_help = "Examples:\n  ferry serve\n  ferry serve --listen 127.0.0.1:5000 --data-dir /tmp/ferry\n  FERRY_LISTEN=0.0.0.0:5000 ferry serve --config /etc/ferry/ferry.toml\n  ferry serve --listen 0.0.0.0:5000 --upstream https://registry-1.docker.io --p2p --p2p-bootstrap node-1:5001\n\nPush and pull with any OCI client, e.g.:\n  skopeo copy --dest-tls-verify=false oci:./layout:v1 docker://127.0.0.1:8080/team/app:v1"
     )]
     Serve(ServeArgs),
     /// Verify that every stored blob hashes to its name.
