@@ -211,7 +211,11 @@ async fn a_blob_one_node_pulled_reaches_the_others_from_it_not_the_upstream() {
 
 /// Starts pulling `digest` through `node` while the upstream holds the transfer halfway: returns
 /// once the node's fill is receiving (its answer's head has come), with the response to finish.
-async fn pull_paused(node: &Node, up: &FaultProxy, digest: &Digest) -> reqwest::Response {
+pub(crate) async fn pull_paused(
+    node: &Node,
+    up: &FaultProxy,
+    digest: &Digest,
+) -> reqwest::Response {
     up.inject(Target::Blob, Fault::PauseMidBody, 1);
     let r = client()
         .get(node.blob_url(digest))

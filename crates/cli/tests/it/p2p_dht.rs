@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ferry_oci::Digest;
 use ferry_testkit::image::image;
 use ferry_testkit::peers::free_port;
 
@@ -233,4 +234,58 @@ async fn only_members_of_the_cluster_are_served_by_peer_request() {
     );
     // Plain clients are not peers: served as before.
     pull(&nodes[0].blob_url(&layer.digest), &layer.digest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_is_answered_at_once_with_the_copys_state_and_the_nodes_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(85, 2, 2_000_000, "amd64");
+    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+        return;
+    };
+    let nodes = start_nodes(tmp.path(), "p", &up.host(), 2, "");
+    joined(&nodes).await;
+    let (held, filling) = (&img.layers[0], &img.layers[1]);
+    pull(&nodes[0].blob_url(&held.digest), &held.digest).await;
+    // The second layer's upstream transfer stops halfway: node 1 is filling it.
+    let paused = crate::p2p::pull_paused(&nodes[1], &up, &filling.digest).await;
+    let probe = |node: &Node, digest: &ferry_oci::Digest| {
+        client()
+            .head(node.blob_url(digest))
+            .header(
+                "ferry-peer",
+                "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+            )
+            .header("ferry-peer-probe", "1")
+            .send()
+    };
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let complete = probe(&nodes[0], &held.digest).await.unwrap();
+    assert_eq!(complete.status(), 200);
+    assert_eq!(
+        header(&complete, "ferry-peer-copy").as_deref(),
+        Some("complete")
+    );
+    assert_eq!(header(&complete, "ferry-peer-load").as_deref(), Some("0"));
+    // A fill in flight is answered at once (a probe is never held), as filling.
+    let started = std::time::Instant::now();
+    let in_flight = probe(&nodes[1], &filling.digest).await.unwrap();
+    assert_eq!(in_flight.status(), 200);
+    assert_eq!(
+        header(&in_flight, "ferry-peer-copy").as_deref(),
+        Some("filling")
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Nothing here: 404 at once, and nothing fetched for the probe.
+    let before = up.requests("GET", &blob_path(&held.digest));
+    let nothing = probe(&nodes[1], &held.digest).await.unwrap();
+    assert_eq!(nothing.status(), 404);
+    assert_eq!(up.requests("GET", &blob_path(&held.digest)), before);
+    up.release();
+    let body = paused.bytes().await.unwrap();
+    assert_eq!(Digest::sha256(&body), filling.digest);
 }

@@ -166,6 +166,23 @@ impl Peer {
     }
 }
 
+/// How a provider's answer to a probe sorts, best first: (has nothing, not a complete copy, load).
+/// `None`: no answer in time (last, but still asked); `Some(None)`: it has nothing (dropped).
+fn probe_rank(answer: Option<Option<&http::HeaderMap>>) -> (bool, bool, u64) {
+    match answer {
+        Some(Some(h)) => {
+            let value = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+            let complete = value(PEER_COPY_HEADER) == Some("complete");
+            let load = value(PEER_LOAD_HEADER)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(u64::MAX / 2);
+            (false, !complete, load)
+        }
+        Some(None) => (true, true, u64::MAX),
+        None => (false, true, u64::MAX),
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -341,19 +358,9 @@ impl Peers {
             ));
             let probe = p.client.head_blob_with(repo, digest, headers);
             let answer = tokio::time::timeout(self.first_byte_timeout, probe).await;
-            // (has nothing, not complete, load): sorts best first.
             match answer {
-                Ok(Ok(Some(h))) => {
-                    let value = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-                    let complete = value(PEER_COPY_HEADER) == Some("complete");
-                    let load = value(PEER_LOAD_HEADER)
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(u64::MAX / 2);
-                    (false, !complete, load)
-                }
-                Ok(Ok(None)) => (true, true, u64::MAX),
-                // Unreachable or slow now: last, but still tried.
-                _ => (false, true, u64::MAX),
+                Ok(Ok(h)) => probe_rank(Some(h.as_ref())),
+                _ => probe_rank(None),
             }
         });
         let ranks = futures_util::future::join_all(probes).await;
@@ -536,5 +543,48 @@ impl Peers {
                 _ => PeerMiss::Error,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(copy: &str, load: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(PEER_COPY_HEADER, copy.parse().unwrap());
+        h.insert(PEER_LOAD_HEADER, load.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn complete_copies_come_first_then_the_least_busy_then_the_silent() {
+        let (busy_complete, idle_complete) = (answer("complete", "9"), answer("complete", "0"));
+        let (idle_filling, garbled) = (answer("filling", "0"), answer("??", "lots"));
+        let mut ranked = [
+            ("silent", probe_rank(None)),
+            ("idle filling", probe_rank(Some(Some(&idle_filling)))),
+            ("busy complete", probe_rank(Some(Some(&busy_complete)))),
+            ("nothing", probe_rank(Some(None))),
+            ("garbled", probe_rank(Some(Some(&garbled)))),
+            ("idle complete", probe_rank(Some(Some(&idle_complete)))),
+        ];
+        ranked.sort_by_key(|r| r.1);
+        let order: Vec<&str> = ranked.iter().map(|r| r.0).collect();
+        assert_eq!(
+            order,
+            [
+                "idle complete",
+                "busy complete",
+                "idle filling",
+                "garbled",
+                "silent",
+                "nothing"
+            ]
+        );
+        assert!(
+            ranked.iter().filter(|r| r.1.0).all(|r| r.0 == "nothing"),
+            "only 'nothing' is dropped"
+        );
     }
 }
