@@ -8,6 +8,7 @@ use ferry_testkit::faults::{Fault, FaultProxy, Target};
 use ferry_testkit::image::{Image, image};
 use ferry_testkit::peers::{DockerRegistry, Ferry, Skopeo, free_port};
 
+use crate::p2p_dht::{dht, joined};
 use crate::{client, ferry_bin};
 
 /// Distribution holding `img` as `p2p/app:v1`, behind a proxy that counts what reaches it.
@@ -485,7 +486,7 @@ async fn with_peers_that_lack_a_blob_upstream_faults_are_handled_as_without() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containerd_pulls_through_a_node_that_takes_the_layers_from_its_peer() {
+async fn containerd_pulls_through_a_dht_node_that_takes_the_layers_from_its_peer() {
     let Some(containerd) = ferry_testkit::peers::Containerd::start() else {
         return;
     };
@@ -494,13 +495,28 @@ async fn containerd_pulls_through_a_node_that_takes_the_layers_from_its_peer() {
     let Some((_registry, up)) = upstream(tmp.path(), &img) else {
         return;
     };
-    let (pa, pb) = (free_port(), free_port());
-    let urls = [
-        format!("http://127.0.0.1:{pa}"),
-        format!("http://127.0.0.1:{pb}"),
+    // Two nodes that find each other through the DHT, as the Helm chart's DaemonSet runs them.
+    let (la, lb) = (free_port(), free_port());
+    let nodes = [
+        Node::start_args(
+            tmp.path(),
+            "a",
+            free_port(),
+            Some(&up.host()),
+            &[],
+            &dht(la, &[], ""),
+        ),
+        Node::start_args(
+            tmp.path(),
+            "b",
+            free_port(),
+            Some(&up.host()),
+            &[],
+            &dht(lb, &[la], ""),
+        ),
     ];
-    let a = Node::start(tmp.path(), "a", pa, &up.host(), &urls);
-    let b = Node::start(tmp.path(), "b", pb, &up.host(), &urls);
+    joined(&nodes).await;
+    let [a, b] = &nodes;
     // Node A has the image's blobs (another node of the cluster pulled it).
     for blob in img.blobs() {
         pull(&a.blob_url(&blob.digest), &blob.digest).await;

@@ -12,7 +12,7 @@ use crate::p2p::{Node, blob_path, pull, upstream};
 
 /// A `--p2p` node's configuration: its peer port, the peer ports it bootstraps from, and `extra`
 /// lines of `[peers]`.
-fn dht(listen: u16, bootstrap: &[u16], extra: &str) -> String {
+pub(crate) fn dht(listen: u16, bootstrap: &[u16], extra: &str) -> String {
     let bootstrap: Vec<String> = bootstrap
         .iter()
         .map(|p| format!("\"127.0.0.1:{p}\""))
@@ -65,7 +65,7 @@ async fn until_metric(node: &Node, name: &str, at_least: f64) {
     }
 }
 
-async fn joined(nodes: &[Node]) {
+pub(crate) async fn joined(nodes: &[Node]) {
     for node in nodes {
         until_metric(node, "ferry_peer_members", (nodes.len() - 1) as f64).await;
     }
