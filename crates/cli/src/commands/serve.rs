@@ -185,6 +185,9 @@ async fn join_peers(c: &Config, registry_port: u16) -> anyhow::Result<ferry_serv
     let key = c.data_dir.join("peer").join("identity.key");
     let identity = ferry_peer::NodeIdentity::load_or_create(&key)?;
     let discovery = if c.peers.p2p {
+        if c.listen.ip().is_loopback() && !c.peers.listen.ip().is_loopback() {
+            tracing::warn!(listen = %c.listen, peer_listen = %c.peers.listen, "the registry listens on loopback only, but peers on other hosts reach it at this host's address: listen on an address they can reach (e.g. --listen 0.0.0.0:5000)");
+        }
         let options = c.network_options(identity.clone(), registry_port)?;
         Some(ferry_peer::Network::start(options).await?)
     } else {
