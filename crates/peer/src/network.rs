@@ -394,8 +394,8 @@ struct Node {
     /// The listening addresses of connected peers: bootstrap addresses among them are not
     /// dialed again.
     peer_addrs: HashMap<PeerId, HashSet<SocketAddr>>,
-    /// Connected ferry nodes, by connection count.
-    members: HashMap<PeerId, usize>,
+    /// Connected ferry nodes.
+    members: HashSet<PeerId>,
     /// Where each known peer's registry is.
     urls: HashMap<PeerId, String>,
     announce_queue: VecDeque<RecordKey>,
@@ -422,7 +422,7 @@ impl Node {
             own_addrs: [listen].into_iter().collect(),
             conn_ips: HashMap::new(),
             peer_addrs: HashMap::new(),
-            members: HashMap::new(),
+            members: HashSet::new(),
             urls: HashMap::new(),
             announce_queue: VecDeque::new(),
             queued: HashSet::new(),
@@ -511,7 +511,7 @@ impl Node {
             Command::Members(reply) => {
                 let members = self
                     .members
-                    .keys()
+                    .iter()
                     .filter_map(|p| {
                         Some(Provider {
                             id: *p,
@@ -730,7 +730,7 @@ impl Node {
                 if num_established == 0 {
                     self.peer_addrs.remove(&peer_id);
                 }
-                if num_established == 0 && self.members.remove(&peer_id).is_some() {
+                if num_established == 0 && self.members.remove(&peer_id) {
                     self.stats
                         .members
                         .store(self.members.len() as u64, Ordering::Relaxed);
@@ -796,7 +796,7 @@ impl Node {
             let drop = self
                 .urls
                 .keys()
-                .find(|p| !self.members.contains_key(p))
+                .find(|p| !self.members.contains(p))
                 .copied();
             if let Some(p) = drop.or_else(|| self.urls.keys().next().copied()) {
                 self.urls.remove(&p);
@@ -804,7 +804,7 @@ impl Node {
         }
         self.urls.insert(peer, url.clone());
         let was_empty = self.members.is_empty();
-        *self.members.entry(peer).or_default() += 1;
+        self.members.insert(peer);
         self.stats
             .members
             .store(self.members.len() as u64, Ordering::Relaxed);
