@@ -286,3 +286,25 @@ async fn a_peer_port_in_use_is_a_clear_error() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn garbage_and_idle_connections_on_the_peer_port_do_not_stop_the_network() {
+    let a = NodeSpec::new(5701).start().await;
+    // 200 connections that never finish a handshake: half send garbage, half send nothing.
+    let mut attackers = Vec::new();
+    for i in 0..200 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(a.listen_addr()).await {
+            if i % 2 == 0 {
+                use tokio::io::AsyncWriteExt;
+                let _ = s.write_all(&[0xff; 4096]).await;
+            }
+            attackers.push(s);
+        }
+    }
+    let b = NodeSpec::new(5702).via(&a).start().await;
+    until("b joins a under attack", || b.members(), |m| m.len() == 1).await;
+    a.provide(DIGEST);
+    let found = until("b finds a", || b.providers(DIGEST), |f| !f.is_empty()).await;
+    assert_eq!(ids(&found), [a.id()].into_iter().collect());
+    drop(attackers);
+}
