@@ -169,7 +169,7 @@ mod tests {
             assert_eq!(text.parse::<Bootstrap>().as_ref(), Ok(&want), "{text}");
         }
         let with_id =
-            "/ip4/10.0.0.1/tcp/5001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+            "/ip4/198.18.0.1/tcp/5001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
         assert!(matches!(
             with_id.parse::<Bootstrap>(),
             Ok(Bootstrap::Addr(_))

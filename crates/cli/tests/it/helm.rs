@@ -962,22 +962,11 @@ async fn helm_chart_hosts_toml_sends_containerd_through_ferry() {
         "pull with the chart's hosts.toml: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let catalog: Value = crate::client()
-        .get(format!("{}/v2/_catalog", ferry.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let cached = format!("{}/team/app", upstream.host().replace(':', "__"));
+    let catalog = crate::catalog(&ferry.url()).await;
     assert!(
-        catalog["repositories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r.as_str() == Some(cached.as_str())),
-        "containerd went through ferry: {catalog}"
+        catalog.contains(&cached),
+        "containerd went through ferry: {catalog:?}"
     );
 }
 
@@ -1418,27 +1407,13 @@ async fn helm_rollout_bench_manifests_run_one_puller_per_node() {
     );
     assert!(line["started_unix"].as_u64().unwrap() >= now, "{line}");
     // The pull went through ferry, from the upstream named by ?ns=.
-    let catalog: Value = crate::client()
-        .get(format!("{}/v2/_catalog", mirror.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let cached = format!(
         "{}/{}",
         upstream.host().replace(':', "__"),
         image.split(':').next().unwrap()
     );
-    assert!(
-        catalog["repositories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r == cached.as_str()),
-        "{catalog}"
-    );
+    let catalog = crate::catalog(&mirror.url()).await;
+    assert!(catalog.contains(&cached), "{catalog:?}");
 
     // summarize.jq: the lines as `ferry-bench rollout`'s runs (avg, nearest-rank p50/p95).
     let Some(jq) = ferry_testkit::peers::require("jq") else {

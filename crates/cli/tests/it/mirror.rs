@@ -130,16 +130,8 @@ async fn containerd_pulls_through_ferry_then_from_cache_when_the_upstream_is_gon
         assert_eq!(Digest::sha256(&got.stdout), b.digest);
     }
     // What ferry cached shows in its catalog under the upstream's name.
-    let cat: serde_json::Value = client()
-        .get(format!("{}/v2/_catalog", ferry.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let cached = format!("{}/team/app", upstream.host().replace(':', "__"));
-    assert_eq!(cat["repositories"], serde_json::json!([cached]));
+    assert_eq!(crate::catalog(&ferry.url()).await, [cached]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

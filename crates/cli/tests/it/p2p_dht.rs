@@ -65,6 +65,37 @@ async fn until_metric(node: &Node, name: &str, at_least: f64) {
     }
 }
 
+/// Nodes on the DHT and their upstream, kept alive together.
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    _registry: ferry_testkit::peers::DockerRegistry,
+    up: ferry_testkit::faults::FaultProxy,
+    img: ferry_testkit::image::Image,
+    nodes: Vec<Node>,
+}
+
+/// `n` nodes on the DHT, joined, mirroring a Distribution that holds `img` (behind a counting
+/// proxy); `extra` gives `[peers]` lines, knowing the test's directory. `None`: a peer is missing
+/// (skipped loudly, or a failure under CI).
+async fn cluster(
+    img: ferry_testkit::image::Image,
+    n: usize,
+    extra: impl FnOnce(&std::path::Path) -> String,
+) -> Option<Cluster> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_registry, up) = upstream(tmp.path(), &img)?;
+    let extra = extra(tmp.path());
+    let nodes = start_nodes(tmp.path(), "n", &up.host(), n, &extra);
+    joined(&nodes).await;
+    Some(Cluster {
+        _tmp: tmp,
+        _registry,
+        up,
+        img,
+        nodes,
+    })
+}
+
 pub(crate) async fn joined(nodes: &[Node]) {
     for node in nodes {
         until_metric(node, "ferry_peer_members", (nodes.len() - 1) as f64).await;
@@ -73,13 +104,10 @@ pub(crate) async fn joined(nodes: &[Node]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_on_the_dht_take_a_blob_from_the_node_that_announced_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let img = image(81, 2, 300_000, "amd64");
-    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+    let Some(c) = cluster(image(81, 2, 300_000, "amd64"), 3, |_| String::new()).await else {
         return;
     };
-    let nodes = start_nodes(tmp.path(), "d", &up.host(), 3, "");
-    joined(&nodes).await;
+    let Cluster { up, img, nodes, .. } = &c;
     for layer in &img.layers {
         pull(&nodes[0].blob_url(&layer.digest), &layer.digest).await;
     }
@@ -105,13 +133,10 @@ async fn nodes_on_the_dht_take_a_blob_from_the_node_that_announced_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_rollout_over_the_dht_fetches_each_blob_from_the_upstream_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let img = image(82, 2, 1_000_000, "amd64");
-    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+    let Some(c) = cluster(image(82, 2, 1_000_000, "amd64"), 4, |_| String::new()).await else {
         return;
     };
-    let nodes = start_nodes(tmp.path(), "r", &up.host(), 4, "");
-    joined(&nodes).await;
+    let Cluster { up, img, nodes, .. } = &c;
     // Every node misses every layer at once.
     let pulls = nodes.iter().flat_map(|node| {
         img.layers
@@ -179,21 +204,20 @@ async fn a_restarted_node_announces_what_its_store_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_members_of_the_cluster_are_served_by_peer_request() {
-    let tmp = tempfile::tempdir().unwrap();
-    let img = image(84, 1, 300_000, "amd64");
-    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+    let with_key = |dir: &std::path::Path| {
+        let key = dir.join("cluster.key");
+        std::fs::write(
+            &key,
+            "/key/swarm/psk/1.0.0/\n/base16/\n0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n",
+        )
+        .unwrap();
+        format!("cluster_key_file = \"{}\"\n", key.display())
+    };
+    let Some(c) = cluster(image(84, 1, 300_000, "amd64"), 2, with_key).await else {
         return;
     };
+    let Cluster { up, img, nodes, .. } = &c;
     let layer = &img.layers[0];
-    let key = tmp.path().join("cluster.key");
-    std::fs::write(
-        &key,
-        "/key/swarm/psk/1.0.0/\n/base16/\n0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n",
-    )
-    .unwrap();
-    let extra = format!("cluster_key_file = \"{}\"\n", key.display());
-    let nodes = start_nodes(tmp.path(), "k", &up.host(), 2, &extra);
-    joined(&nodes).await;
     pull(&nodes[0].blob_url(&layer.digest), &layer.digest).await;
     // A member (proof under the key) is served from the node that has the blob.
     pull(&nodes[1].blob_url(&layer.digest), &layer.digest).await;
@@ -238,17 +262,14 @@ async fn only_members_of_the_cluster_are_served_by_peer_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_is_answered_at_once_with_the_copys_state_and_the_nodes_load() {
-    let tmp = tempfile::tempdir().unwrap();
-    let img = image(85, 2, 2_000_000, "amd64");
-    let Some((_registry, up)) = upstream(tmp.path(), &img) else {
+    let Some(c) = cluster(image(85, 2, 2_000_000, "amd64"), 2, |_| String::new()).await else {
         return;
     };
-    let nodes = start_nodes(tmp.path(), "p", &up.host(), 2, "");
-    joined(&nodes).await;
+    let Cluster { up, img, nodes, .. } = &c;
     let (held, filling) = (&img.layers[0], &img.layers[1]);
     pull(&nodes[0].blob_url(&held.digest), &held.digest).await;
     // The second layer's upstream transfer stops halfway: node 1 is filling it.
-    let paused = crate::p2p::pull_paused(&nodes[1], &up, &filling.digest).await;
+    let paused = crate::p2p::pull_paused(&nodes[1], up, &filling.digest).await;
     let probe = |node: &Node, digest: &ferry_oci::Digest| {
         client()
             .head(node.blob_url(digest))
