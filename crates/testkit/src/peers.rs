@@ -471,6 +471,21 @@ impl Containerd {
             .expect("run ctr")
     }
 
+    /// `ctr -n namespace images pull --hosts-dir <hosts_dir> reference`: a pull the way containerd
+    /// pulls with the registry configuration in [`Containerd::hosts_dir`] (a mirror's hosts.toml).
+    pub fn pull(&self, namespace: &str, reference: &str) -> Output {
+        let hosts_dir = self.hosts_dir();
+        self.ctr(&[
+            "-n",
+            namespace,
+            "images",
+            "pull",
+            "--hosts-dir",
+            hosts_dir.to_str().expect("a UTF-8 temp path"),
+            reference,
+        ])
+    }
+
     /// Its gRPC socket, for `ctr --address` in a command line that [`Containerd::ctr`] cannot run.
     pub fn socket(&self) -> &Path {
         &self.socket

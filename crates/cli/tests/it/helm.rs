@@ -948,15 +948,8 @@ async fn helm_chart_hosts_toml_sends_containerd_through_ferry() {
         &["--config", config.to_str().unwrap()],
     );
 
-    let hosts_dir = containerd.hosts_dir();
     let reference = format!("{}/team/app:v1", upstream.host());
-    let out = containerd.ctr(&[
-        "images",
-        "pull",
-        "--hosts-dir",
-        hosts_dir.to_str().unwrap(),
-        &reference,
-    ]);
+    let out = containerd.pull("default", &reference);
     assert!(
         out.status.success(),
         "pull with the chart's hosts.toml: {}",

@@ -93,18 +93,7 @@ async fn containerd_pulls_through_ferry_then_from_cache_when_the_upstream_is_gon
     )
     .unwrap();
     let reference = format!("{}/team/app:v1", upstream.host());
-    let hosts_dir = containerd.hosts_dir();
-    let pull = |ns: &str| {
-        containerd.ctr(&[
-            "-n",
-            ns,
-            "images",
-            "pull",
-            "--hosts-dir",
-            hosts_dir.to_str().unwrap(),
-            &reference,
-        ])
-    };
+    let pull = |ns: &str| containerd.pull(ns, &reference);
     let out = pull("first");
     assert!(
         out.status.success(),

@@ -540,16 +540,7 @@ async fn containerd_pulls_through_a_dht_node_that_takes_the_layers_from_its_peer
         String::from_utf8_lossy(&out.stderr)
     );
     let reference = format!("{}/p2p/app:v1", up.host());
-    let hosts_dir = containerd.hosts_dir();
-    let out = containerd.ctr(&[
-        "-n",
-        "p2p",
-        "images",
-        "pull",
-        "--hosts-dir",
-        hosts_dir.to_str().unwrap(),
-        &reference,
-    ]);
+    let out = containerd.pull("p2p", &reference);
     assert!(
         out.status.success(),
         "containerd pull through node B: {}",

@@ -452,8 +452,8 @@ async fn fetch(
     }
 }
 
-/// The peers a fill asks, best first ([`Peers::candidates`]: DHT providers, then the static peers
-/// in rendezvous order), then once more those that had nothing to give, together with any
+/// The peers a fill asks, best first ([`Peers::candidates`]: DHT providers, the DHT's members by
+/// rank, then the static peers in rendezvous order), then once more those that had nothing to give, together with any
 /// provider the DHT names by then: one that started fetching the blob meanwhile (a rollout, where
 /// every node misses at once) serves it then (`pull.rs::serve_peer` says how simultaneous askers
 /// settle on one fetch).

@@ -282,8 +282,8 @@ impl Peers {
     }
 
     /// The peers to ask for `digest`, best first: providers the DHT names (complete copies, then
-    /// the least busy; each probed at once), then the static peers in [`Peers::order`]. `skip`:
-    /// endpoints asked already.
+    /// the least busy; each probed at once), the DHT's members highest-ranked for the blob first
+    /// (at most 16), then the static peers in [`Peers::order`]. `skip`: endpoints asked already.
     pub(crate) async fn candidates(
         &self,
         upstream: &str,
