@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         Bench::Load(a) => load::Options::new(a).and_then(load::run),
         Bench::Copy(a) => copy::Options::new(a).and_then(copy::run).map(|_| ()),
         Bench::Trace(a) => trace::Options::new(a).and_then(trace::run).map(|_| ()),
-        Bench::Rollout(a) => rollout::Options::new(a).and_then(rollout::run),
+        Bench::Rollout(a) => rollout::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,6 +63,58 @@ pub struct Args {
     /// `static` (each lists every node, `--peer URL`)
     #[arg(long, value_enum, default_value_t = Discovery::Dht)]
     discovery: Discovery,
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+/// What else `rollout` does than run the benchmark.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Action {
+    /// Print the table and the targets' verdicts of a results file (a `rollout-*.json` of this
+    /// bench, or what deploy/k8s/bench/summarize.jq makes of a cluster's puller lines) and draw
+    /// its charts into --out
+    Analyze {
+        /// The results file
+        file: PathBuf,
+        /// Where to draw the charts [default: target/bench of the workspace]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `ferry-bench rollout [analyze FILE]`.
+pub fn main(a: Args) -> anyhow::Result<()> {
+    match a.action {
+        Some(Action::Analyze { ref file, ref out }) => {
+            analyze(file, &out.clone().unwrap_or_else(|| a.common.out()))
+        }
+        None => Options::new(a).and_then(run),
+    }
+}
+
+/// Prints the table and targets of the results in `file` and draws their charts into `out`.
+fn analyze(file: &Path, out: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the results file {}", file.display()))?;
+    let mut result: Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not JSON (a rollout-*.json, or summarize.jq's output)",
+            file.display()
+        )
+    })?;
+    let runs = result["runs"].as_array().cloned().with_context(|| {
+        format!(
+            "{} has no \"runs\" list: not a rollout results file",
+            file.display()
+        )
+    })?;
+    ensure!(!runs.is_empty(), "{} has no runs", file.display());
+    result["targets"] = json!(targets(&runs));
+    println!("{}", render(&result));
+    std::fs::create_dir_all(out)?;
+    plot(&result, out)?;
+    eprintln!("charts in {}", out.display());
+    Ok(())
 }
 
 /// How the p2p scenario's nodes find each other.
@@ -442,14 +494,22 @@ fn render(r: &Value) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let p = &r["parameters"];
-    let _ = writeln!(
-        s,
-        "# rollout: {} nodes, upstream link {} MB/s shared, {} ms one way; p2p peers: {}\n",
-        p["nodes"],
-        p["upstream_link"]["mbps"],
-        p["upstream_link"]["one_way_latency_ms"],
-        p["discovery"].as_str().unwrap_or("static (--peer)")
-    );
+    if p.is_object() {
+        let _ = writeln!(
+            s,
+            "# rollout: {} nodes, upstream link {} MB/s shared, {} ms one way; p2p peers: {}\n",
+            p["nodes"],
+            p["upstream_link"]["mbps"],
+            p["upstream_link"]["one_way_latency_ms"],
+            p["discovery"].as_str().unwrap_or("static (--peer)")
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "# rollout: {}\n",
+            r["source"].as_str().unwrap_or("results without parameters")
+        );
+    }
     s.push_str("| image | rollout | baseline avg ms | p2p avg ms | improvement | Spegel's | baseline p50 / p95 ms | p2p p50 / p95 ms | upstream × image: baseline / p2p |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for run in r["runs"].as_array().into_iter().flatten() {
@@ -526,4 +586,76 @@ fn plot(r: &Value, out: &Path) -> anyhow::Result<()> {
         ferry_report::line_chart(&series, &axes, &file)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(avg: [f64; 2], x: f64) -> Value {
+        let v = |avg: f64| json!({"avg_ms": avg, "p50_ms": avg, "p95_ms": avg, "per_node_ms": [avg, avg], "upstream_x_image": x});
+        json!({"v1": v(avg[0]), "v2": v(avg[1])})
+    }
+
+    #[test]
+    fn analyze_prints_the_table_and_verdicts_of_a_summary_without_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        // What summarize.jq makes of a cluster's lines: runs, no parameters or targets.
+        let summary = json!({
+            "benchmark": "rollout",
+            "source": "kubernetes (deploy/k8s/bench)",
+            "runs": [{
+                "size_mb": 100, "layers": 4, "image_bytes": 100_000_000,
+                "baseline": mode([8000.0, 1000.0], 8.0),
+                "p2p": mode([2000.0, 250.0], 1.0),
+            }],
+        });
+        let file = dir.path().join("rollout-k8s.json");
+        std::fs::write(&file, summary.to_string()).unwrap();
+        let table = {
+            let mut r = summary.clone();
+            r["targets"] = json!(targets(r["runs"].as_array().unwrap()));
+            render(&r)
+        };
+        assert!(
+            table.starts_with("# rollout: kubernetes (deploy/k8s/bench)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 100 MB, 4 layers | v1 | 8000 | 2000 | 75 % |"),
+            "{table}"
+        );
+        assert!(table.contains("| cold v1 rollout, 100 MB in 4 layers: upstream bytes ≤ 1.1× the image | 1.00× (baseline 8.00×) | PASS |"), "{table}");
+        assert!(
+            table.contains("v2: average pull ≤ 0.3× baseline | 0.25× (250 ms vs 1000 ms) | PASS |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("v2: improvement ≥ Spegel's 68 % | 75 % | PASS |"),
+            "{table}"
+        );
+        let out = dir.path().join("charts");
+        analyze(&file, &out).unwrap();
+        assert!(out.join("rollout-100mb-4l.svg").is_file());
+    }
+
+    #[test]
+    fn analyze_says_what_is_wrong_with_a_file_that_is_not_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.json");
+        for (text, says) in [
+            ("not json", "is not JSON"),
+            ("{}", "no \"runs\" list"),
+            ("{\"runs\": []}", "has no runs"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = format!("{:#}", analyze(&file, dir.path()).unwrap_err());
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        let e = format!(
+            "{:#}",
+            analyze(&dir.path().join("missing.json"), dir.path()).unwrap_err()
+        );
+        assert!(e.contains("cannot read the results file"), "{e}");
+    }
 }
