@@ -1,17 +1,21 @@
-//! TLS for tests: a throwaway CA and a certificate for 127.0.0.1 made with `openssl`, and a TCP
-//! forwarder that counts the connections it carries (to show that HTTP/2 shares one).
+//! TLS for tests: a throwaway CA made in the test (rcgen), a certificate for 127.0.0.1 signed by
+//! it, client certificates, and a TCP forwarder that counts the connections it carries (to show
+//! that HTTP/2 shares one).
 
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use crate::peers::require;
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SerialNumber,
+};
 
-/// A test CA and a server certificate for `IP:127.0.0.1` signed by it, in a temp dir.
-#[derive(Debug)]
+/// A test CA and a server certificate for `IP:127.0.0.1` and `localhost` signed by it, in a
+/// temp dir. Keys are written 0600, as ferry wants its secret files.
 pub struct TestPki {
     /// The CA certificate (PEM), to trust.
     pub ca_pem: Vec<u8>,
@@ -21,95 +25,66 @@ pub struct TestPki {
     pub cert: PathBuf,
     /// The server key's file (PEM).
     pub key: PathBuf,
-    _dir: tempfile::TempDir,
+    ca_cert: Certificate,
+    ca_key: KeyPair,
+    serial: AtomicU64,
+    dir: tempfile::TempDir,
 }
 
 impl TestPki {
-    /// Makes one with `openssl`, or `None` if it is not installed (outside CI).
-    pub fn generate() -> Option<TestPki> {
-        let openssl = require("openssl")?;
+    /// Makes a CA and a server certificate for 127.0.0.1.
+    pub fn generate() -> TestPki {
         let dir = tempfile::tempdir().expect("tempdir");
-        let run = |args: &[&str]| {
-            let out = Command::new(&openssl)
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        run(&[
-            &["req", "-x509"][..],
-            &ec[..],
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=ferry test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ][..],
-        ]
-        .concat());
-        run(&[
-            &["req"][..],
-            &ec[..],
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ][..],
-        ]
-        .concat());
-        std::fs::write(
-            dir.path().join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write server.ext");
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ]);
+        let (ca_cert, ca_key) = new_ca("ferry test CA");
         let ca = dir.path().join("ca.pem");
-        Some(TestPki {
-            ca_pem: std::fs::read(&ca).expect("read ca.pem"),
+        write_file(&ca, ca_cert.pem().as_bytes(), 0o644);
+        let pki = TestPki {
+            ca_pem: ca_cert.pem().into_bytes(),
             ca,
             cert: dir.path().join("server.pem"),
             key: dir.path().join("server.key"),
-            _dir: dir,
-        })
+            ca_cert,
+            ca_key,
+            serial: AtomicU64::new(1000),
+            dir,
+        };
+        pki.reissue_server();
+        pki
+    }
+
+    /// Issues a new server certificate (new key, new serial) and replaces the files at
+    /// [`TestPki::cert`] and [`TestPki::key`], each written whole and renamed into place, as a
+    /// certificate manager rotates them. Returns the new certificate's serial.
+    pub fn reissue_server(&self) -> u64 {
+        let serial = self.serial.fetch_add(1, Ordering::SeqCst);
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("server key");
+        let cert = params
+            .signed_by(&key, &self.ca_cert, &self.ca_key)
+            .expect("sign server certificate");
+        replace_file(&self.key, key.serialize_pem().as_bytes(), 0o600);
+        replace_file(&self.cert, cert.pem().as_bytes(), 0o644);
+        serial
+    }
+
+    /// A client certificate whose subject's common name is `cn` (for mutual TLS), written as
+    /// `<cn>.pem` and `<cn>.key` beside the CA: returns (certificate, key) paths.
+    pub fn client(&self, cn: &str) -> (PathBuf, PathBuf) {
+        issue_client(&self.ca_cert, &self.ca_key, cn, self.dir.path(), "")
+    }
+
+    /// A client certificate for `cn` from another CA, which a server trusting this one refuses.
+    pub fn foreign_client(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let (ca_cert, ca_key) = new_ca("another CA");
+        issue_client(&ca_cert, &ca_key, cn, self.dir.path(), "foreign-")
     }
 
     /// A containers-style certs.d directory under `parent` trusting this CA (`ca.crt`).
@@ -119,6 +94,70 @@ impl TestPki {
         std::fs::write(dir.join("ca.crt"), &self.ca_pem).expect("write ca.crt");
         dir
     }
+}
+
+impl std::fmt::Debug for TestPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestPki")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_ca(name: &str) -> (Certificate, KeyPair) {
+    let mut params = CertificateParams::new(Vec::new()).expect("CA params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = KeyPair::generate().expect("CA key");
+    let cert = params.self_signed(&key).expect("self-sign CA");
+    (cert, key)
+}
+
+fn issue_client(
+    ca_cert: &Certificate,
+    ca_key: &KeyPair,
+    cn: &str,
+    dir: &Path,
+    prefix: &str,
+) -> (PathBuf, PathBuf) {
+    let mut params = CertificateParams::new(Vec::new()).expect("client params");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "ferry tests");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("client key");
+    let cert = params
+        .signed_by(&key, ca_cert, ca_key)
+        .expect("sign client certificate");
+    let (cert_path, key_path) = (
+        dir.join(format!("{prefix}{cn}.pem")),
+        dir.join(format!("{prefix}{cn}.key")),
+    );
+    write_file(&cert_path, cert.pem().as_bytes(), 0o644);
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600);
+    (cert_path, key_path)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) {
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    std::io::Write::write_all(&mut f, bytes).expect("write PKI file");
+}
+
+fn replace_file(path: &Path, bytes: &[u8], mode: u32) {
+    let tmp = path.with_extension("tmp");
+    write_file(&tmp, bytes, mode);
+    std::fs::rename(&tmp, path).expect("rename PKI file into place");
 }
 
 /// A TCP forwarder on 127.0.0.1 to another local port, counting the connections it accepts.

@@ -73,7 +73,8 @@ fn layout_digest(dir: &Path) -> String {
 
 #[test]
 fn copy_over_tls_trusts_the_cert_dir_ca_and_carries_everything_on_one_http2_connection() {
-    let (Some(pki), Some(skopeo)) = (TestPki::generate(), Skopeo::new()) else {
+    let pki = TestPki::generate();
+    let Some(skopeo) = Skopeo::new() else {
         return;
     };
     let Some(registry) = DockerRegistry::start_tls(&pki) else {
@@ -127,9 +128,7 @@ fn copy_over_tls_trusts_the_cert_dir_ca_and_carries_everything_on_one_http2_conn
 /// one TLS registry to another.
 #[test]
 fn each_side_of_a_copy_has_its_own_cert_dir_and_loopback_tls() {
-    let Some(pki) = TestPki::generate() else {
-        return;
-    };
+    let pki = TestPki::generate();
     let (Some(plain), Some(tls), Some(other_tls)) = (
         DockerRegistry::start(),
         DockerRegistry::start_tls(&pki),
@@ -316,7 +315,8 @@ fn copy_takes_basic_auth_credentials_from_an_authfile() {
 
 #[test]
 fn a_wildcard_copy_lists_and_copies_over_the_one_connection_of_its_process() {
-    let (Some(pki), Some(skopeo)) = (TestPki::generate(), Skopeo::new()) else {
+    let pki = TestPki::generate();
+    let Some(skopeo) = Skopeo::new() else {
         return;
     };
     let Some(registry) = DockerRegistry::start_tls(&pki) else {
