@@ -25,6 +25,8 @@ mod listen;
 pub mod metrics;
 pub mod mirror;
 pub mod prune;
+mod streams;
+pub mod tls;
 pub mod units;
 
 use std::sync::Arc;
@@ -36,7 +38,7 @@ use ferry_store::Store;
 
 pub use error::ApiError;
 pub use lifecycle::{RunError, RunSettings, run};
-pub use listen::{ClientAddr, RateFloor, ServeOptions, serve};
+pub use listen::{ClientAddr, RateFloor, ServeOptions, TlsConnection, serve};
 pub use metrics::Metrics;
 pub use mirror::peers::{PEER_HEADER, PeerOptions, Peers};
 pub use mirror::{

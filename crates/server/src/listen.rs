@@ -1,9 +1,12 @@
 //! The accept loop: bounded connections (in total and per client address), header-read timeout,
-//! a floor under the rate at which a client takes its responses, graceful drain.
+//! a floor under the rate at which a client takes its responses, graceful drain; TLS when
+//! configured.
 //!
-//! HTTP/1.1 only: every registry client (containerd, docker, skopeo, crane) speaks it on plain HTTP,
-//! and hyper's HTTP/1 timer bounds both a slow first request and an idle keep-alive connection,
-//! whereas sniffing for h2c prior knowledge would read the first bytes with no timeout at all.
+//! Plain HTTP is HTTP/1.1 only: every registry client (containerd, docker, skopeo, crane) speaks
+//! it, and hyper's HTTP/1 timer bounds both a slow first request and an idle keep-alive
+//! connection, whereas sniffing for h2c prior knowledge would read the first bytes with no timeout
+//! at all. Over TLS the version is what ALPN settled in the handshake (which is itself timed):
+//! `h2` or HTTP/1.1, never sniffed; HTTP/2's own bounds are in [`crate::streams`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,19 +17,30 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::streams::{FlooredBody, StreamWatch, Verdict};
+use crate::tls::TlsServing;
 
 /// The client a request came from, as a request extension (per-client limits key on it): its
 /// address, or for IPv6 its /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
+
+/// How a request's connection was secured, as a request extension on TLS listeners.
+#[derive(Debug, Clone)]
+pub struct TlsConnection {
+    /// The client's certificate (DER, leaf), verified against the client CA, if it sent one.
+    pub client_certificate: Option<Arc<[u8]>>,
+}
 
 /// Refused connections answered at once at most; beyond, they are closed without an answer.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
@@ -63,6 +77,12 @@ pub struct ServeOptions {
     /// The slowest a client may take response bytes: a connection that keeps ferry waiting to
     /// write is closed when it is below the floor.
     pub min_send: RateFloor,
+    /// Serve TLS (and HTTP/2 where ALPN settles on it) instead of plain HTTP/1.1.
+    pub tls: Option<Arc<TlsServing>>,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub max_streams_per_connection: u32,
+    /// Time between HTTP/2 pings on a connection, so a vanished client is noticed.
+    pub h2_keepalive: Duration,
 }
 
 impl Default for ServeOptions {
@@ -74,6 +94,9 @@ impl Default for ServeOptions {
             shutdown_grace: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             min_send: RateFloor::default(),
+            tls: None,
+            max_streams_per_connection: 100,
+            h2_keepalive: Duration::from_secs(30),
         }
     }
 }
@@ -156,15 +179,26 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .max_buf_size(options.max_header_bytes.max(8192));
-    let graceful = GracefulShutdown::new();
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(options.max_streams_per_connection.max(1))
+        .max_header_list_size(options.max_header_bytes.max(8192) as u32)
+        // What hyper buffers per stream for a client that does not read: bounded so that
+        // streams × buffer stays small per connection.
+        .max_send_buf_size(256 * 1024)
+        .max_pending_accept_reset_streams(Some(20))
+        .keep_alive_interval(Some(options.h2_keepalive.max(Duration::from_secs(1))))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let protocols = Arc::new(Protocols { h1, h2 });
+    let stop = CancellationToken::new();
+    let max_connections = options.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     // Why a semaphore: every connection holds buffers and a task; an unbounded count lets a client
-    // flood exhaust memory or file descriptors.
-    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    // flood exhaust memory or file descriptors. Draining waits for every slot to come back.
+    let slots = Arc::new(Semaphore::new(max_connections));
     let per_client = Arc::new(PerClient::default());
     // Refusals get slots of their own: a refused connection must not hold one of the server's.
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
@@ -198,7 +232,10 @@ pub async fn serve(
         else {
             drop(permit);
             tracing::debug!(%peer, "too many connections from this address; refused");
-            if let Ok(r) = refusals.clone().try_acquire_owned() {
+            // A plaintext answer would be garbage to a TLS client: those are just closed.
+            if options.tls.is_none()
+                && let Ok(r) = refusals.clone().try_acquire_owned()
+            {
                 tokio::spawn(async move {
                     refuse(stream).await;
                     drop(r);
@@ -206,15 +243,15 @@ pub async fn serve(
             }
             continue;
         };
-        let inner = TowerToHyperService::new(app.clone());
-        let svc = hyper::service::service_fn(move |mut req| {
-            req.extensions_mut().insert(ClientAddr(ip));
-            inner.call(req)
-        });
-        let io = TokioIo::new(Paced::new(stream, options.min_send));
-        let conn = graceful.watch(builder.serve_connection(io, svc));
+        let connection = Connection {
+            app: app.clone(),
+            ip,
+            protocols: protocols.clone(),
+            stop: stop.clone(),
+            options: options.clone(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = connection.serve(stream).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(client_slot);
@@ -223,13 +260,265 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("no longer accepting connections; draining");
+    stop.cancel();
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = slots.acquire_many(all) => tracing::info!("all connections closed"),
         () = tokio::time::sleep(options.shutdown_grace) => {
             tracing::warn!(grace_secs = options.shutdown_grace.as_secs(), "connections still open after the grace period; closing");
         }
     }
     Ok(())
+}
+
+/// The HTTP versions' connection settings, shared by every connection.
+struct Protocols {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    app: Router,
+    ip: IpAddr,
+    protocols: Arc<Protocols>,
+    stop: CancellationToken,
+    options: ServeOptions,
+}
+
+impl Connection {
+    async fn serve(
+        self,
+        stream: TcpStream,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        // Under TLS too the floor measures what the client's TCP takes (ciphertext).
+        let paced = Paced::new(stream, self.options.min_send);
+        let Some(tls) = self.options.tls.clone() else {
+            let svc = self.service(None);
+            let conn = self.protocols.h1.serve_connection(TokioIo::new(paced), svc);
+            return Ok(drive(conn, &self.stop).await?);
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+        // The handshake is held to the header timeout: a client that connects and says nothing
+        // (or trickles a ClientHello) holds a slot no longer than one that trickles headers.
+        let stream = tokio::select! {
+            r = tokio::time::timeout(self.options.header_read_timeout, acceptor.accept(paced)) => match r {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}").into()),
+                Err(_) => return Err("TLS handshake not finished within the header timeout".into()),
+            },
+            () = self.stop.cancelled() => return Ok(()),
+        };
+        let (_, session) = stream.get_ref();
+        let info = TlsConnection {
+            client_certificate: session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::from(c.as_ref())),
+        };
+        if session.alpn_protocol() == Some(b"h2") {
+            self.serve_h2(stream, info).await
+        } else {
+            let svc = self.service(Some(info));
+            let conn = self
+                .protocols
+                .h1
+                .serve_connection(TokioIo::new(stream), svc);
+            Ok(drive(conn, &self.stop).await?)
+        }
+    }
+
+    /// The app as a hyper service, with the client's address (and TLS session) on each request.
+    fn service(
+        &self,
+        tls: Option<TlsConnection>,
+    ) -> impl hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + use<> {
+        let inner = TowerToHyperService::new(self.app.clone());
+        let ip = self.ip;
+        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ClientAddr(ip));
+            if let Some(t) = &tls {
+                req.extensions_mut().insert(t.clone());
+            }
+            inner.call(req)
+        })
+    }
+
+    /// HTTP/2: hyper's connection plus a watch on its streams (idle connections are told to go
+    /// away, a stream whose client takes too little closes the connection).
+    async fn serve_h2(
+        &self,
+        io: tokio_rustls::server::TlsStream<Paced>,
+        info: TlsConnection,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let (back, returned) = tokio::sync::oneshot::channel();
+        let io = TokioIo::new(Returned {
+            io: Some(io),
+            back: Some(back),
+        });
+        let watch = StreamWatch::new(self.options.min_send, self.options.header_read_timeout);
+        let inner = self.service(Some(info));
+        let streams = watch.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let guard = streams.open();
+            let call = inner.call(req);
+            async move {
+                let res = call.await?;
+                Ok::<_, std::convert::Infallible>(res.map(|b| FlooredBody::new(b, guard)))
+            }
+        });
+        // Boxed so it can be dropped (and the I/O returned) before this function ends.
+        let mut conn = Box::pin(self.protocols.h2.serve_connection(io, svc));
+        let mut tick = tokio::time::interval(watch.tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut going_away: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    drop(conn);
+                    // The client's window updates keep coming while it reads the last bytes;
+                    // closing on them unread would reset the connection and lose that tail.
+                    if let Ok(io) = returned.await {
+                        linger(io).await;
+                    }
+                    return Ok(r?);
+                }
+                () = self.stop.cancelled(), if going_away.is_none() => {
+                    conn.as_mut().graceful_shutdown();
+                    going_away = Some(Instant::now());
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    match watch.check(now) {
+                        Verdict::TooSlow => {
+                            return Err(format!(
+                                "a stream's client took its response below the floor of {} bytes/s",
+                                self.options.min_send.bytes_per_sec
+                            )
+                            .into());
+                        }
+                        Verdict::Idle if going_away.is_none() => {
+                            conn.as_mut().graceful_shutdown();
+                            going_away = Some(now);
+                        }
+                        _ => {}
+                    }
+                    // Told to go away and still not gone (a client that never reads the GOAWAY
+                    // nor closes): closed after another idle limit.
+                    if going_away.is_some_and(|t| {
+                        now.saturating_duration_since(t) >= self.options.header_read_timeout
+                            && watch.check(now) != Verdict::Fine
+                    }) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads and discards what a client still sends after its connection is done, until it closes or
+/// two seconds pass (nginx's lingering close), so the close is a FIN the client reads after its
+/// last bytes, not a reset that discards them.
+async fn linger(io: tokio_rustls::server::TlsStream<Paced>) {
+    let (paced, _) = io.into_inner();
+    let mut tcp = paced.inner;
+    let _ = tcp.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 1 << 20;
+        while left > 0 {
+            match tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+/// An I/O object that goes back to its owner when hyper drops it.
+struct Returned<T> {
+    io: Option<T>,
+    back: Option<tokio::sync::oneshot::Sender<T>>,
+}
+
+impl<T> Returned<T> {
+    fn io(&mut self) -> Pin<&mut T>
+    where
+        T: Unpin,
+    {
+        // Present until drop; hyper never uses it after.
+        Pin::new(self.io.as_mut().expect("I/O used after it was returned"))
+    }
+}
+
+impl<T> Drop for Returned<T> {
+    fn drop(&mut self) {
+        if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
+            let _ = back.send(io);
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Returned<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.get_mut().io().poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Returned<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().io().poll_shutdown(cx)
+    }
+}
+
+/// Serves one connection; when the server starts draining, the connection finishes what it has
+/// in flight and closes (HTTP/2: GOAWAY).
+async fn drive<C>(conn: C, stop: &CancellationToken) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    conn.await
 }
 
 /// Answers a connection over its address's limit with a 429 envelope and closes it, within five

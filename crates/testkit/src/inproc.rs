@@ -51,6 +51,34 @@ impl Registry {
 
     /// A registry with `options` over `dir/data` (which may hold a store already).
     pub async fn start_in(dir: &Path, options: RegistryOptions) -> Registry {
+        Registry::serving(dir, options, ServeOptions::default(), None).await
+    }
+
+    /// A registry serving TLS with `pki`'s server certificate (HTTP/2 offered by ALPN), with
+    /// `serve`'s connection limits; its client trusts `pki`'s CA and speaks whatever ALPN gives.
+    pub async fn start_tls(pki: &crate::tls::TestPki, mut serve: ServeOptions) -> Registry {
+        let tmp = tempfile::tempdir().unwrap();
+        serve.tls = Some(Arc::new(tls_serving(pki, None)));
+        let mut r =
+            Registry::serving(tmp.path(), RegistryOptions::default(), serve, Some(pki)).await;
+        r._tmp = Some(tmp);
+        r
+    }
+
+    /// A registry with `options` and `serve` over `dir/data`; `https://` when `serve` has TLS
+    /// (its client then trusts `pki`'s CA).
+    pub async fn serving(
+        dir: &Path,
+        options: RegistryOptions,
+        serve: ServeOptions,
+        pki: Option<&crate::tls::TestPki>,
+    ) -> Registry {
+        let scheme = if serve.tls.is_some() { "https" } else { "http" };
+        let mut client = reqwest::Client::builder().no_proxy();
+        if let Some(pki) = pki {
+            client =
+                client.add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem).unwrap());
+        }
         let store = Store::open(dir.join("data"), StoreOptions::default())
             .await
             .unwrap();
@@ -64,20 +92,15 @@ impl Registry {
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            ferry_server::serve(
-                listener,
-                ferry_server::router(app),
-                ServeOptions::default(),
-                async {
-                    let _ = rx.await;
-                },
-            )
+            ferry_server::serve(listener, ferry_server::router(app), serve, async {
+                let _ = rx.await;
+            })
             .await
             .unwrap();
         });
         Registry {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            base: format!("{scheme}://{addr}"),
+            client: client.build().unwrap(),
             dir: dir.to_owned(),
             store,
             shutdown: Some(tx),
@@ -128,6 +151,29 @@ impl Registry {
     pub async fn push_image(&self, repo: &str, tag: &str, image: &Image) {
         push_image(&self.client, &self.base, repo, tag, image).await
     }
+}
+
+/// TLS with `pki`'s server certificate (and client certificates from its CA, `client_auth`).
+pub fn tls_serving(
+    pki: &crate::tls::TestPki,
+    client_auth: Option<ferry_server::tls::ClientAuth>,
+) -> ferry_server::tls::TlsServing {
+    ferry_server::tls::TlsServing::load(
+        ferry_server::tls::TlsFiles {
+            cert: pki.cert.clone(),
+            key: pki.key.clone(),
+            client_ca: client_auth.map(|_| pki.ca.clone()),
+            client_auth: client_auth.unwrap_or(ferry_server::tls::ClientAuth::Required),
+            http2: true,
+        },
+        Arc::new(|p: &Path| {
+            std::fs::read(p).map_err(|source| ferry_server::tls::TlsError::Read {
+                path: p.to_owned(),
+                source,
+            })
+        }),
+    )
+    .expect("load the test PKI")
 }
 
 /// Monolithic upload to the registry at `base`; asserts 201.

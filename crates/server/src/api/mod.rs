@@ -33,6 +33,8 @@ const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
+    // `connection` is an HTTP/1 header; HTTP/2 resets a stream instead of dropping a connection.
+    let http1 = req.version() < http::Version::HTTP_2;
     let span = tracing::debug_span!("request", %method, path = %req.uri().path());
     let (req, body_read) = track_body(req);
     let endpoint = endpoint_of(req.uri().path());
@@ -78,7 +80,7 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
         .latency
         .get_or_create(&EndpointLabels { endpoint })
         .observe(started.elapsed().as_secs_f64());
-    if body_read.is_some_and(|read| !read.load(Ordering::Relaxed)) {
+    if http1 && body_read.is_some_and(|read| !read.load(Ordering::Relaxed)) {
         // hyper drops a connection whose request body was left unread (e.g. a chunk refused with
         // 416 before it was received); saying so stops keep-alive clients from reusing it.
         res.headers_mut()

@@ -10,6 +10,7 @@ mod manifests;
 mod mirror;
 
 mod parse_memory;
+mod tls;
 mod uploads;
 
 pub use ferry_testkit::inproc::Registry;
