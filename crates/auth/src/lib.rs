@@ -1,0 +1,14 @@
+//! # ferry-auth
+//!
+//! Who may do what on `ferry serve`: the pure logic behind TLS client names, basic auth,
+//! Docker-token-spec bearer tokens, per-repository access rules and per-client rate limits. The
+//! HTTP glue lives in the server crate; nothing here does network I/O or reads a clock — times
+//! are arguments — so every decision is deterministic and property-tested.
+
+pub mod authorization;
+pub mod der;
+pub mod secret;
+
+pub use authorization::{Malformed, Presented, parse_authorization};
+pub use der::certificate_subject_common_name;
+pub use secret::{Secret, SecretFileError, read_secret_file};
