@@ -6,9 +6,13 @@
 //! are arguments — so every decision is deterministic and property-tested.
 
 pub mod authorization;
+pub mod credential_cache;
 pub mod der;
+pub mod htpasswd;
 pub mod secret;
 
 pub use authorization::{Malformed, Presented, parse_authorization};
+pub use credential_cache::CredentialCache;
 pub use der::certificate_subject_common_name;
+pub use htpasswd::{Htpasswd, HtpasswdError};
 pub use secret::{Secret, SecretFileError, read_secret_file};
