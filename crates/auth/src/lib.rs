@@ -9,10 +9,14 @@ pub mod authorization;
 pub mod credential_cache;
 pub mod der;
 pub mod htpasswd;
+pub mod rules;
+pub mod scope;
 pub mod secret;
 
 pub use authorization::{Malformed, Presented, parse_authorization};
 pub use credential_cache::CredentialCache;
 pub use der::certificate_subject_common_name;
 pub use htpasswd::{Htpasswd, HtpasswdError};
+pub use rules::{AccessPolicy, Action, ActionSet, Groups, PolicyError, Rule, Who};
+pub use scope::{Access, Scope, ScopeError, parse_scope, parse_scopes};
 pub use secret::{Secret, SecretFileError, read_secret_file};
