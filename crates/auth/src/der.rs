@@ -131,7 +131,7 @@ fn decode_directory_string(tag: u8, value: &[u8]) -> Option<String> {
         // Latin-1: every byte is the code point of the same number.
         T61_STRING => Some(value.iter().map(|&b| char::from(b)).collect()),
         BMP_STRING => {
-            if value.len() % 2 != 0 {
+            if !value.len().is_multiple_of(2) {
                 return None;
             }
             let units = value
