@@ -62,9 +62,105 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Other ferry nodes this mirror shares blobs with.
     pub peers: PeersConfig,
+    /// Serving over TLS (and HTTP/2).
+    pub tls: TlsConfig,
     /// Upstream registries to mirror (`[[upstream]]` tables).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<UpstreamConfig>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM, leaf first); with `key_file`, ferry serves TLS only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM); refused if group- or world-readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to: mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    /// `required` (no certificate, no connection) or `optional` (clients without one are
+    /// anonymous) when `client_ca_file` is set.
+    pub client_auth: ClientAuthMode,
+    /// Offer HTTP/2 by ALPN (HTTP/1.1 is always offered).
+    pub http2: bool,
+    /// Seconds between checks of the certificate, key and CA files for changes (SIGHUP reloads
+    /// at once).
+    pub reload_interval_secs: u64,
+}
+
+/// `tls.client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// A client without a valid certificate cannot connect.
+    Required,
+    /// A client without a certificate is served as anonymous.
+    Optional,
+}
+
+impl Default for TlsConfig {
+    fn default() -> TlsConfig {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            client_auth: ClientAuthMode::Required,
+            http2: true,
+            reload_interval_secs: 10,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The files to serve, when TLS is on; an error when only one of certificate and key is set.
+    pub fn files(&self) -> anyhow::Result<Option<ferry_server::tls::TlsFiles>> {
+        let (cert, key) = match (&self.cert_file, &self.key_file) {
+            (None, None) => {
+                anyhow::ensure!(
+                    self.client_ca_file.is_none(),
+                    "tls.client_ca_file is set without tls.cert_file and tls.key_file: client certificates need TLS (add --tls-cert and --tls-key)"
+                );
+                return Ok(None);
+            }
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            (Some(_), None) => anyhow::bail!(
+                "tls.cert_file is set without tls.key_file: give both (--tls-cert FILE --tls-key FILE)"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "tls.key_file is set without tls.cert_file: give both (--tls-cert FILE --tls-key FILE)"
+            ),
+        };
+        Ok(Some(ferry_server::tls::TlsFiles {
+            cert,
+            key,
+            client_ca: self.client_ca_file.clone(),
+            client_auth: match self.client_auth {
+                ClientAuthMode::Required => ferry_server::tls::ClientAuth::Required,
+                ClientAuthMode::Optional => ferry_server::tls::ClientAuth::Optional,
+            },
+            http2: self.http2,
+        }))
+    }
+
+    /// The TLS material loaded (the key through the secret-file check), when TLS is on.
+    pub fn load(&self) -> anyhow::Result<Option<ferry_server::tls::TlsServing>> {
+        let Some(files) = self.files()? else {
+            return Ok(None);
+        };
+        let read_key: ferry_server::tls::KeyReader = std::sync::Arc::new(|path: &Path| {
+            ferry_auth::read_secret_file(path).map_err(|e| ferry_server::tls::TlsError::Read {
+                path: path.to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        });
+        Ok(Some(
+            ferry_server::tls::TlsServing::load(files, read_key).context("tls")?,
+        ))
+    }
 }
 
 /// `[peers]`.
@@ -568,6 +664,11 @@ pub struct LimitsConfig {
     /// imports, e.g. `"50GiB"`; unset: 100 times the archive's size, at least 64 MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_unpacked_archive: Option<String>,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub max_streams_per_connection: u32,
+    /// Seconds between HTTP/2 pings on a connection (a vanished client is noticed within this
+    /// plus 20 seconds).
+    pub h2_keepalive_secs: u64,
 }
 
 impl Default for Config {
@@ -589,6 +690,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
             peers: PeersConfig::default(),
+            tls: TlsConfig::default(),
             upstream: Vec::new(),
         }
     }
@@ -621,6 +723,8 @@ impl Default for LimitsConfig {
             min_client_rate: "1KiB".to_owned(),
             client_rate_window_secs: 120,
             max_unpacked_archive: None,
+            max_streams_per_connection: 100,
+            h2_keepalive_secs: 30,
         }
     }
 }
@@ -646,6 +750,24 @@ fn sections(text: &str) -> Vec<&str> {
 /// Optional keys of each table, with what they mean and an example value: `config print` shows
 /// them commented out when unset.
 const OPTIONAL_KEYS: &[(&str, &str, &str, &str)] = &[
+    (
+        "tls",
+        "cert_file",
+        "Serve TLS with this certificate chain (PEM, leaf first) and key_file",
+        "\"/etc/ferry/tls/tls.crt\"",
+    ),
+    (
+        "tls",
+        "key_file",
+        "The certificate's private key (PEM, not group- or world-readable)",
+        "\"/etc/ferry/tls/tls.key\"",
+    ),
+    (
+        "tls",
+        "client_ca_file",
+        "Ask clients for certificates chaining to these CAs (mutual TLS); their subject's CN names the user",
+        "\"/etc/ferry/tls/clients-ca.crt\"",
+    ),
     (
         "peers",
         "cluster_key_file",
@@ -883,6 +1005,15 @@ impl Config {
         );
         self.client_floor()?;
         anyhow::ensure!(
+            self.limits.max_streams_per_connection > 0 && self.limits.h2_keepalive_secs > 0,
+            "limits.max_streams_per_connection and limits.h2_keepalive_secs must be at least 1"
+        );
+        self.tls.files()?;
+        anyhow::ensure!(
+            self.tls.reload_interval_secs > 0,
+            "tls.reload_interval_secs must be at least 1"
+        );
+        anyhow::ensure!(
             self.cache.maintenance_interval_secs > 0,
             "cache.maintenance_interval_secs must be at least 1"
         );
@@ -955,8 +1086,10 @@ impl Config {
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
         let (token, source) = match &self.admin_token_file {
             Some(p) => (
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read admin_token_file {}", p.display()))?
+                String::from_utf8(ferry_auth::read_secret_file(p).context("admin_token_file")?)
+                    .map_err(|_| {
+                        anyhow::anyhow!("admin_token_file {}: not valid UTF-8", p.display())
+                    })?
                     .trim()
                     .to_owned(),
                 format!("admin_token_file {}", p.display()),
@@ -1084,6 +1217,8 @@ impl Config {
             min_send: self.client_floor().unwrap_or_default(),
             header_read_timeout: Duration::from_secs(self.limits.header_read_timeout_secs),
             shutdown_grace: Duration::from_secs(self.limits.shutdown_grace_secs),
+            max_streams_per_connection: self.limits.max_streams_per_connection,
+            h2_keepalive: Duration::from_secs(self.limits.h2_keepalive_secs),
             ..ferry_server::ServeOptions::default()
         }
     }

@@ -9,8 +9,8 @@
 //!   127.0.0.1 with free ports and stopped by PID when dropped. A missing peer skips the test with a
 //!   loud message, except under `CI=true`, where it fails the test.
 //!
-//! - [`tls`]: a test CA and a certificate for 127.0.0.1 made with `openssl`, and a TCP forwarder
-//!   that counts connections.
+//! - [`tls`]: a test CA made in the test (rcgen), server and client certificates from it, and a
+//!   TCP forwarder that counts connections.
 //!
 //! Architecture invariant: nothing here talks to any address but loopback.
 
@@ -20,3 +20,12 @@ pub mod image;
 pub mod inproc;
 pub mod peers;
 pub mod tls;
+
+/// Writes a file only its owner can read (0600), as ferry wants its secret files (tokens, keys,
+/// htpasswd); it refuses ones that others can read.
+pub fn write_secret(path: &std::path::Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", path.display()));
+}

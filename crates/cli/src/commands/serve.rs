@@ -77,6 +77,20 @@ pub struct ServeArgs {
         env = "FERRY_P2P_BOOTSTRAP"
     )]
     pub p2p_bootstrap: Vec<String>,
+    /// Serve TLS with this certificate chain (PEM, leaf first); needs --tls-key. Clients that
+    /// offer HTTP/2 get it. Reloaded when the file changes or on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "FERRY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM); refused if group- or world-readable.
+    #[arg(long, value_name = "FILE", env = "FERRY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Ask clients for certificates chaining to these CAs (mutual TLS); the subject's common
+    /// name is the user for access control.
+    #[arg(long, value_name = "FILE", env = "FERRY_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Whether clients must present a certificate when --tls-client-ca is given.
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub tls_client_auth: Option<config::ClientAuthMode>,
     /// Only nodes holding this cluster key take part (go-libp2p swarm.key, or 64 hex digits).
     #[arg(long, value_name = "FILE", env = "FERRY_CLUSTER_KEY_FILE")]
     pub cluster_key_file: Option<PathBuf>,
@@ -124,6 +138,18 @@ impl ServeArgs {
         c.peers.bootstrap.extend(self.p2p_bootstrap.iter().cloned());
         if let Some(k) = &self.cluster_key_file {
             c.peers.cluster_key_file = Some(k.clone());
+        }
+        if let Some(p) = &self.tls_cert {
+            c.tls.cert_file = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_key {
+            c.tls.key_file = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_client_ca {
+            c.tls.client_ca_file = Some(p.clone());
+        }
+        if let Some(m) = self.tls_client_auth {
+            c.tls.client_auth = m;
         }
         c.validate_serving()?;
         Ok(c)
@@ -235,6 +261,10 @@ pub async fn serve(
         }
         None => None,
     };
+    let tls = c.tls.load()?.map(Arc::new);
+    if tls.is_none() && !c.listen.ip().is_loopback() {
+        tracing::warn!(listen = %c.listen, "serving plain HTTP on an address other hosts can reach: anyone who reaches it can pull and push; serve TLS (--tls-cert, --tls-key) and see docs/security.md");
+    }
     let options = ferry_server::RegistryOptions {
         admin_token: c.admin_token()?,
         access_log: access_log.clone(),
@@ -306,7 +336,8 @@ pub async fn serve(
             }
         });
     }
-    tracing::info!(listen = %addr, data_dir = %c.data_dir.display(), "ferry serving the OCI distribution API");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %addr, %scheme, data_dir = %c.data_dir.display(), "ferry serving the OCI distribution API");
     if let Some(m) = &mirror {
         let names: Vec<&str> = m.upstream_names().collect();
         tracing::info!(upstreams = %names.join(","), offline = c.offline, "mirroring");
@@ -336,8 +367,16 @@ pub async fn serve(
         mirror: mirror.map(Arc::new),
         metrics: Arc::default(),
     });
+    // Installed before serving in every case: SIGHUP's default action would end the process.
+    tokio::spawn(reload_on_change(
+        tls.clone(),
+        std::time::Duration::from_secs(c.tls.reload_interval_secs),
+    ));
     let settings = ferry_server::RunSettings {
-        serve: c.serve_options(),
+        serve: ferry_server::ServeOptions {
+            tls,
+            ..c.serve_options()
+        },
         metrics_serve: ferry_server::ServeOptions {
             max_connections: 64,
             ..c.serve_options()
@@ -353,6 +392,66 @@ pub async fn serve(
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the TLS files when they change (checked every `interval`) or on SIGHUP. A set that
+/// does not load (a key renamed into place before its certificate, a bad file) leaves what is
+/// served as it was; the next change or signal tries again.
+async fn reload_on_change(
+    tls: Option<Arc<ferry_server::tls::TlsServing>>,
+    interval: std::time::Duration,
+) {
+    let watched: Vec<PathBuf> = tls
+        .as_ref()
+        .map(|t| {
+            let files = t.files();
+            [
+                Some(&files.cert),
+                Some(&files.key),
+                files.client_ca.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+        })
+        .unwrap_or_default();
+    let stamp = || {
+        watched
+            .iter()
+            .map(|p| {
+                std::fs::metadata(p).ok().map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    (m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut seen = stamp();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        let why = tokio::select! {
+            _ = tick.tick() => "changed",
+            Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+        };
+        let now = stamp();
+        if why == "changed" && now == seen {
+            continue;
+        }
+        seen = now;
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP received: nothing to reload (no TLS configured)");
+            continue;
+        };
+        match tls.reload() {
+            Ok(()) => tracing::info!(trigger = why, "TLS certificate and key reloaded"),
+            Err(e) => {
+                tracing::warn!(trigger = why, error = %e, "TLS files not reloaded; still serving the previous certificate")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

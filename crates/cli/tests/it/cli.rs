@@ -483,7 +483,7 @@ fn a_short_admin_token_file_is_named_in_the_error() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let token = tmp.path().join("admin.token");
-    std::fs::write(&token, "short\n").unwrap();
+    ferry_testkit::write_secret(&token, "short\n");
     let config = tmp.path().join("ferry.toml");
     std::fs::write(
         &config,

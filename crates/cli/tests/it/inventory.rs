@@ -348,7 +348,7 @@ async fn eviction_and_prune_under_concurrent_pulls_never_break_a_pull_or_a_pinne
     let prefix = upstream.host().replace(':', "__");
     let token = "an-admin-token-for-the-prune-storm";
     let token_file = tmp.path().join("token");
-    std::fs::write(&token_file, token).unwrap();
+    ferry_testkit::write_secret(&token_file, token);
     let config = tmp.path().join("ferry.toml");
     std::fs::write(
         &config,

@@ -341,7 +341,7 @@ fn load_run_pulls_tallies_prunes_and_counts_errors() {
 
     // Through a ferry mirror, pruning after every pass: each pass pulls through again.
     let token = tmp.path().join("token");
-    std::fs::write(&token, "a-load-test-admin-token").unwrap();
+    ferry_testkit::write_secret(&token, "a-load-test-admin-token");
     let config = tmp.path().join("ferry.toml");
     std::fs::write(
         &config,

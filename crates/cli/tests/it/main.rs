@@ -18,6 +18,7 @@ mod peers;
 mod security;
 mod storage;
 mod store;
+mod tls_serve;
 mod tour;
 mod trace;
 mod trace_replay;

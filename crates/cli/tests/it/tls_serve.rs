@@ -1,0 +1,353 @@
+//! `ferry serve` over TLS with real clients (skopeo, containerd, ferry's own client), HTTP/2 by
+//! ALPN, certificates reloaded on SIGHUP and on change without a failed request, and the start-up
+//! checks of the TLS files.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use ferry_testkit::image::{image, write_layout};
+use ferry_testkit::peers::{Containerd, Ferry, Skopeo, free_port, wait_until};
+use ferry_testkit::tls::{CountingForwarder, TestPki};
+
+use crate::ferry_bin;
+
+fn tls_args(pki: &TestPki) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        pki.cert.display().to_string(),
+        "--tls-key".into(),
+        pki.key.display().to_string(),
+    ]
+}
+
+fn start_tls(pki: &TestPki, data: &Path, extra: &[&str]) -> Ferry {
+    let mut args = tls_args(pki);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Ferry::start(ferry_bin(), data, &args)
+}
+
+/// A client trusting the test CA; `tls_info` exposes the server certificate each response came
+/// over.
+fn trusting(pki: &TestPki) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_info(true)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The DER of the first certificate in a PEM file.
+fn der_of(pem_file: &Path) -> Vec<u8> {
+    let pem = std::fs::read_to_string(pem_file).unwrap();
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+/// The certificate a new connection to `url` is served.
+async fn served_certificate(pki: &TestPki, url: &str) -> Vec<u8> {
+    let r = trusting(pki).get(url).send().await.unwrap();
+    r.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("a TLS response carries the peer certificate")
+        .to_vec()
+}
+
+#[test]
+fn skopeo_containerd_and_ferry_push_and_pull_over_tls_with_http2() {
+    let pki = TestPki::generate();
+    let (Some(skopeo), Some(containerd)) = (Skopeo::new(), Containerd::start()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ferry = start_tls(&pki, &tmp.path().join("data"), &[]);
+    let host = ferry.host();
+    let certs = pki.cert_dir(tmp.path());
+    let app = image(171, 3, 200_000, "amd64");
+    let layout = tmp.path().join("layout");
+    write_layout(
+        &layout,
+        &app.blobs().collect::<Vec<_>>(),
+        &[("v1", &app.manifest)],
+    )
+    .unwrap();
+
+    // skopeo pushes, trusting the CA from a cert dir.
+    skopeo.run(&[
+        "copy",
+        "--dest-cert-dir",
+        certs.to_str().unwrap(),
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{host}/team/app:v1"),
+    ]);
+
+    // containerd pulls with a hosts.toml naming the CA.
+    let hosts = containerd.hosts_dir().join(&host);
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"https://{host}\"\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let pulled = containerd.pull("default", &format!("{host}/team/app:v1"));
+    assert!(
+        pulled.status.success(),
+        "ctr pull over TLS: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+
+    // ferry's own client copies it out with parallel blobs over one HTTP/2 connection.
+    let forwarder = CountingForwarder::start(ferry.port);
+    let out = tmp.path().join("out");
+    let copied = Command::new(ferry_bin())
+        .args([
+            "copy",
+            "--json",
+            "--cert-dir",
+            certs.to_str().unwrap(),
+            "-j",
+            "4",
+            &format!("docker://127.0.0.1:{}/team/app:v1", forwarder.port),
+            &format!("oci:{}:v1", out.display()),
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&copied.stdout).unwrap();
+    assert_eq!(v["images"][0]["digest"], app.manifest.digest.to_string());
+    assert_eq!(
+        forwarder.accepted(),
+        1,
+        "one HTTP/2 connection for all blobs"
+    );
+
+    // A client offering HTTP/2 gets it; plain HTTP is not served on the port.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let r = trusting(&pki)
+            .get(format!("https://{host}/v2/team/app/manifests/v1"))
+            .header("accept", &app.manifest.media_type)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        let plain = crate::client()
+            .get(format!("http://{host}/v2/"))
+            .send()
+            .await;
+        assert!(plain.is_err(), "plain HTTP answered on the TLS port");
+    });
+}
+
+#[test]
+fn certificates_reload_on_sighup_and_on_change_without_a_failed_request() {
+    let pki = TestPki::generate();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("ferry.toml");
+    std::fs::write(&config, "[tls]\nreload_interval_secs = 1\n").unwrap();
+    let mut ferry = start_tls(
+        &pki,
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let url = format!("https://{}/v2/", ferry.host());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let first = der_of(&pki.cert);
+    assert_eq!(rt.block_on(served_certificate(&pki, &url)), first);
+
+    // Requests on fresh connections all through the rotations, each a new handshake.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, done, failed, url) = (stop.clone(), done.clone(), failed.clone(), url.clone());
+        let ca = pki.ca_pem.clone();
+        rt.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+                    .build()
+                    .unwrap();
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => done.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        })
+    };
+    // One long-lived HTTP/2 connection, opened before the rotation.
+    let kept = trusting(&pki);
+    rt.block_on(kept.get(&url).send()).unwrap();
+
+    // Rotation 1: SIGHUP.
+    pki.reissue_server();
+    let second = der_of(&pki.cert);
+    assert_ne!(first, second);
+    let hup = Command::new("kill")
+        .args(["-HUP", &ferry.process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        wait_until(Duration::from_secs(20), || rt
+            .block_on(served_certificate(&pki, &url))
+            == second),
+        "the new certificate was not served after SIGHUP:\n{}",
+        ferry.process.log()
+    );
+    // The connection opened before still serves, with the session it had.
+    let r = rt.block_on(kept.get(&url).send()).unwrap();
+    assert_eq!(r.status(), 200);
+    let cert = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec);
+    assert_eq!(cert, Some(first.clone()), "the old connection was replaced");
+
+    // Rotation 2: the files change; no signal.
+    pki.reissue_server();
+    let third = der_of(&pki.cert);
+    assert!(
+        wait_until(Duration::from_secs(20), || rt
+            .block_on(served_certificate(&pki, &url))
+            == third),
+        "a changed certificate was not picked up:\n{}",
+        ferry.process.log()
+    );
+
+    // A key that does not fit the certificate: the last good pair keeps being served.
+    let (_, other_key) = pki.client("intruder");
+    std::fs::copy(&other_key, &pki.key).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &ferry.process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || ferry
+            .process
+            .log()
+            .contains("TLS files not reloaded")),
+        "{}",
+        ferry.process.log()
+    );
+    assert_eq!(rt.block_on(served_certificate(&pki, &url)), third);
+
+    stop.store(true, Ordering::SeqCst);
+    rt.block_on(load).unwrap();
+    assert!(done.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during the rotations"
+    );
+    assert!(ferry.process.running());
+}
+
+#[test]
+fn sighup_without_tls_does_not_stop_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ferry = Ferry::start(ferry_bin(), &tmp.path().join("data"), &[]);
+    Command::new("kill")
+        .args(["-HUP", &ferry.process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || ferry
+            .process
+            .log()
+            .contains("nothing to reload")),
+        "{}",
+        ferry.process.log()
+    );
+    assert!(ferry.process.running());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt
+        .block_on(crate::client().get(format!("{}/v2/", ferry.url())).send())
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// `ferry serve ARGS` must refuse to start: its stderr, which must not mention serving.
+fn refused(args: &[&str], data: &Path) -> String {
+    let out = Command::new(ferry_bin())
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "ferry serve {args:?} started");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("serving the OCI"), "{err}");
+    assert!(!data.exists(), "the data directory was created first");
+    err
+}
+
+#[test]
+fn bad_tls_files_stop_serve_before_it_serves_and_say_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = TestPki::generate();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cert = pki.cert.to_str().unwrap();
+    let key = pki.key.to_str().unwrap();
+
+    let err = refused(&["--tls-cert", cert], &data);
+    assert!(err.contains("--tls-key"), "{err}");
+
+    // A key others can read.
+    let open_key = tmp.path().join("open.key");
+    std::fs::copy(&pki.key, &open_key).unwrap();
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = refused(
+        &["--tls-cert", cert, "--tls-key", open_key.to_str().unwrap()],
+        &data,
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(
+        !err.contains("PRIVATE KEY"),
+        "the key's content was printed: {err}"
+    );
+
+    // A key that does not belong to the certificate.
+    let (_, other_key) = pki.client("someone");
+    let err = refused(
+        &["--tls-cert", cert, "--tls-key", other_key.to_str().unwrap()],
+        &data,
+    );
+    assert!(err.contains("does not fit the certificate"), "{err}");
+
+    // A certificate file that is not PEM.
+    let junk = tmp.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let err = refused(
+        &["--tls-cert", junk.to_str().unwrap(), "--tls-key", key],
+        &data,
+    );
+    assert!(err.contains("BEGIN CERTIFICATE"), "{err}");
+}
