@@ -6,6 +6,7 @@
 //! are arguments — so every decision is deterministic and property-tested.
 
 pub mod authorization;
+pub mod bucket;
 pub mod credential_cache;
 pub mod der;
 pub mod htpasswd;
@@ -15,6 +16,7 @@ pub mod scope;
 pub mod secret;
 
 pub use authorization::{Malformed, Presented, parse_authorization};
+pub use bucket::{Rate, RateLimiter, RetryAfter, TokenBucket};
 pub use credential_cache::CredentialCache;
 pub use der::certificate_subject_common_name;
 pub use htpasswd::{Htpasswd, HtpasswdError};
