@@ -160,6 +160,9 @@ pub enum KeyError {
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+    /// A token could not be signed (the random nonce could not be drawn).
+    #[error("the token could not be signed")]
+    Sign,
 }
 
 /// The algorithms accepted.
@@ -441,14 +444,14 @@ impl TokenSigner {
     /// A compact ES256 JWT of `claims`, with `kid` in the header.
     pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
         let header = json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
-        let claims = serde_json::to_vec(claims).map_err(|_| KeyError::Random)?;
+        let claims = serde_json::to_vec(claims).map_err(|_| KeyError::Sign)?;
         let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(claims));
         let sig = self
             .pair
             .sign(&self.rng, token.as_bytes())
-            .map_err(|_| KeyError::Random)?;
+            .map_err(|_| KeyError::Sign)?;
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(sig.as_ref()));
         Ok(token)
@@ -513,6 +516,13 @@ impl TokenVerifier {
             let thumbprint = key.thumbprint();
             let mut ids = vec![thumbprint.clone()];
             if let Some(kid) = jwk.get("kid").and_then(Value::as_str) {
+                // Which key a token meant must never depend on the order of the set.
+                if keys
+                    .iter()
+                    .any(|k: &TrustedKey| k.ids.iter().any(|id| id == kid))
+                {
+                    return Err(KeyError::Jwks("two keys share a kid"));
+                }
                 ids.push(kid.to_owned());
             }
             keys.push(TrustedKey {
@@ -1116,7 +1126,7 @@ mod tests {
 
     #[test]
     fn jwks_errors() {
-        let cases: [(Value, KeyError); 6] = [
+        let cases: [(Value, KeyError); 7] = [
             (json!({}), KeyError::Jwks("no \"keys\" array")),
             (json!({"keys": []}), KeyError::NoKeys),
             (
@@ -1126,6 +1136,13 @@ mod tests {
             (
                 json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "!!", "y": "AA"}]}),
                 KeyError::Jwks("a key member is not base64url"),
+            ),
+            (
+                json!({"keys": [
+                    {"kty": "OKP", "crv": "Ed25519", "x": b64(&[1; 32]), "kid": "k"},
+                    {"kty": "OKP", "crv": "Ed25519", "x": b64(&[2; 32]), "kid": "k"},
+                ]}),
+                KeyError::Jwks("two keys share a kid"),
             ),
             (
                 json!({"keys": [{"kty": "RSA", "n": b64(&[0xc5; 128]), "e": "AQAB"}]}),
