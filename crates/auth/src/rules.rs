@@ -120,6 +120,12 @@ impl fmt::Debug for ActionSet {
     }
 }
 
+impl serde::Serialize for ActionSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(Action::as_str))
+    }
+}
+
 impl<'de> Deserialize<'de> for ActionSet {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Unlike a token request, configuration names must all be known: a typo grants nothing
@@ -142,7 +148,7 @@ impl<'de> Deserialize<'de> for ActionSet {
 
 /// One `[[access]]` rule: these subjects may do these actions on repositories matching these
 /// patterns.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Repository patterns, `*` matching any run of characters (`/` included).

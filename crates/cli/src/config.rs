@@ -1,6 +1,7 @@
 //! The effective configuration: built-in defaults, then the TOML file, then `FERRY_*` environment
 //! variables, then command-line flags (clap merges env and flags; the file sits beneath both).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,9 +65,81 @@ pub struct Config {
     pub peers: PeersConfig,
     /// Serving over TLS (and HTTP/2).
     pub tls: TlsConfig,
+    /// Who may do what: basic credentials, client certificates, access rules.
+    pub auth: AuthConfig,
     /// Upstream registries to mirror (`[[upstream]]` tables).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<UpstreamConfig>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// An htpasswd file of bcrypt entries (`htpasswd -B`): users log in with basic credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub htpasswd_file: Option<PathBuf>,
+    /// The realm named in challenges.
+    pub realm: String,
+    /// Group name → member user names, for `[[auth.access]]` rules.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Access rules: which users, groups or anonymous callers may `pull`, `push`, `delete` on
+    /// which repositories. None: every authenticated user may do everything, anonymous nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<ferry_auth::Rule>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            htpasswd_file: None,
+            realm: "ferry".to_owned(),
+            groups: BTreeMap::new(),
+            access: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Whether requests are authenticated: an htpasswd file, client certificates or access
+    /// rules turn it on.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.htpasswd_file.is_some()
+            || self.tls.client_ca_file.is_some()
+            || !self.auth.access.is_empty()
+    }
+
+    /// The rules checked (no file is read).
+    pub fn access_policy(&self) -> anyhow::Result<ferry_auth::AccessPolicy> {
+        ferry_auth::AccessPolicy::new(self.auth.access.clone(), self.auth.groups.clone())
+            .map_err(|e| anyhow::anyhow!("auth.access: {e}"))
+    }
+
+    /// Authentication and access control, when on: the htpasswd file read (through the
+    /// secret-file check) and parsed, the rules compiled.
+    pub fn auth(&self) -> anyhow::Result<Option<ferry_server::auth::Auth>> {
+        if !self.auth_enabled() {
+            return Ok(None);
+        }
+        let htpasswd = match &self.auth.htpasswd_file {
+            Some(p) => Some(read_htpasswd(p)?),
+            None => None,
+        };
+        let auth = ferry_server::auth::Auth::new(&self.auth.realm, htpasswd, self.access_policy()?)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Some(auth))
+    }
+}
+
+/// An htpasswd file, permission-checked and parsed; errors name the file and line, never its
+/// content.
+pub fn read_htpasswd(path: &Path) -> anyhow::Result<ferry_auth::Htpasswd> {
+    let bytes = ferry_auth::read_secret_file(path).context("auth.htpasswd_file")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("auth.htpasswd_file {}: not UTF-8 text", path.display()))?;
+    ferry_auth::Htpasswd::parse(&text)
+        .map_err(|e| anyhow::anyhow!("auth.htpasswd_file {}: {e}", path.display()))
 }
 
 /// `[tls]`.
@@ -691,6 +764,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             peers: PeersConfig::default(),
             tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
             upstream: Vec::new(),
         }
     }
@@ -750,6 +824,12 @@ fn sections(text: &str) -> Vec<&str> {
 /// Optional keys of each table, with what they mean and an example value: `config print` shows
 /// them commented out when unset.
 const OPTIONAL_KEYS: &[(&str, &str, &str, &str)] = &[
+    (
+        "auth",
+        "htpasswd_file",
+        "Users who log in with basic credentials: bcrypt entries (htpasswd -B), not group- or world-readable",
+        "\"/etc/ferry/htpasswd\"",
+    ),
     (
         "tls",
         "cert_file",
@@ -1009,6 +1089,7 @@ impl Config {
             "limits.max_streams_per_connection and limits.h2_keepalive_secs must be at least 1"
         );
         self.tls.files()?;
+        self.access_policy()?;
         anyhow::ensure!(
             self.tls.reload_interval_secs > 0,
             "tls.reload_interval_secs must be at least 1"
@@ -1122,6 +1203,7 @@ impl Config {
             ),
             admin_token: None,
             access_log: None,
+            auth: None,
         }
     }
 

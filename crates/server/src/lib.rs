@@ -19,6 +19,7 @@
 pub mod access_log;
 mod admin;
 mod api;
+pub mod auth;
 mod error;
 mod lifecycle;
 mod listen;
@@ -65,6 +66,8 @@ pub struct RegistryOptions {
     pub admin_token: Option<String>,
     /// Where each request is recorded in the traces' format (`--access-log`); `None`: nowhere.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Authentication and access rules; `None`: anyone may do anything the routing allows.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 impl Default for RegistryOptions {
@@ -78,6 +81,7 @@ impl Default for RegistryOptions {
             manifest_buffers: BufferBudget::new(64 << 20),
             admin_token: None,
             access_log: None,
+            auth: None,
         }
     }
 }

@@ -50,6 +50,12 @@ pub(crate) struct CauseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    /// One of a closed set (never a user name or a credential).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct UpstreamLabels {
     pub upstream: String,
 }
@@ -92,6 +98,8 @@ pub struct Metrics {
     pub(crate) peer_providers_found: Counter,
     pub(crate) peer_members: Gauge,
     pub(crate) peer_requests_denied: Counter,
+    pub(crate) auth_failures: Family<ReasonLabels, Counter>,
+    pub(crate) access_denied: Counter,
     cache_blobs: Gauge,
     cache_bytes: Gauge,
     cache_repositories: Gauge,
@@ -132,6 +140,8 @@ impl Default for Metrics {
             peer_providers_found: Counter::default(),
             peer_members: Gauge::default(),
             peer_requests_denied: Counter::default(),
+            auth_failures: Family::default(),
+            access_denied: Counter::default(),
             cache_blobs: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_repositories: Gauge::default(),
@@ -235,6 +245,16 @@ impl Default for Metrics {
             "peer_requests_denied",
             "Peer requests refused for want of a valid membership proof (cluster key, allow-list)",
             m.peer_requests_denied.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests whose credentials were refused, by reason (malformed, bad_credentials, unsupported_scheme)",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "access_denied",
+            "Requests the access rules refused (401 for anonymous callers, 403 for users)",
+            m.access_denied.clone(),
         );
         registry.register("cache_blobs", "Blobs in the store", m.cache_blobs.clone());
         registry.register(

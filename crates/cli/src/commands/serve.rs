@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM); refused if group- or world-readable.
     #[arg(long, value_name = "FILE", env = "FERRY_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Users who log in with basic credentials: an htpasswd file of bcrypt entries
+    /// (`htpasswd -B`). Turns authentication on: see [auth] in docs/security.md for access rules.
+    #[arg(long, value_name = "FILE", env = "FERRY_HTPASSWD")]
+    pub htpasswd: Option<PathBuf>,
     /// Ask clients for certificates chaining to these CAs (mutual TLS); the subject's common
     /// name is the user for access control.
     #[arg(long, value_name = "FILE", env = "FERRY_TLS_CLIENT_CA")]
@@ -147,6 +151,9 @@ impl ServeArgs {
         }
         if let Some(p) = &self.tls_client_ca {
             c.tls.client_ca_file = Some(p.clone());
+        }
+        if let Some(p) = &self.htpasswd {
+            c.auth.htpasswd_file = Some(p.clone());
         }
         if let Some(m) = self.tls_client_auth {
             c.tls.client_auth = m;
@@ -265,8 +272,15 @@ pub async fn serve(
     if tls.is_none() && !c.listen.ip().is_loopback() {
         tracing::warn!(listen = %c.listen, "serving plain HTTP on an address other hosts can reach: anyone who reaches it can pull and push; serve TLS (--tls-cert, --tls-key) and see docs/security.md");
     }
+    let auth = c.auth()?.map(Arc::new);
+    if auth.is_some() && tls.is_none() && !c.listen.ip().is_loopback() {
+        tracing::warn!(
+            "credentials are sent in the clear without TLS: serve TLS (--tls-cert, --tls-key) where others can listen"
+        );
+    }
     let options = ferry_server::RegistryOptions {
         admin_token: c.admin_token()?,
+        auth: auth.clone(),
         access_log: access_log.clone(),
         ..c.registry_options()
     };

@@ -33,7 +33,25 @@ fn with_next_link(
 pub(crate) fn catalog(app: &App, req: &Request) -> ApiResult {
     let q = Query::of(req);
     let n = q.n()?;
-    let repos = app.store.repositories(q.get("last"), n);
+    let repos = match (
+        &app.options.auth,
+        req.extensions().get::<crate::auth::Identity>(),
+    ) {
+        // Filtered before the page is cut, so `n` and the `Link` count only visible names.
+        (Some(auth), Some(who)) => {
+            let mut visible: Vec<String> = app
+                .store
+                .repositories(q.get("last"), None)
+                .into_iter()
+                .filter(|r| auth.may_pull(who, r))
+                .collect();
+            if let Some(n) = n {
+                visible.truncate(n);
+            }
+            visible
+        }
+        _ => app.store.repositories(q.get("last"), n),
+    };
     let body =
         serde_json::to_vec(&serde_json::json!({ "repositories": repos })).unwrap_or_default();
     Ok(with_next_link(

@@ -175,6 +175,11 @@ async fn route(app: Arc<App>, req: Request) -> ApiResult {
             format!("no such endpoint: {req_path}"),
         ));
     }
+    let mut req = req;
+    if let Some(auth) = app.options.auth.clone() {
+        gate(&app, &auth, &mut req).await?;
+    }
+    let path = req.uri().path();
     if let Some(mirror) = app.mirror.clone() {
         let write = !matches!(*req.method(), Method::GET | Method::HEAD);
         let ns = Query::of(&req).get("ns").map(str::to_owned);
@@ -200,6 +205,60 @@ async fn route(app: Arc<App>, req: Request) -> ApiResult {
     }
     let route = parse_route(path, req.method())?;
     local(app, route, req).await
+}
+
+/// Authentication and access control, before anything is routed: the caller's identity goes
+/// into the request's extensions (the catalog filters by it). A peer's request for a blob with a
+/// valid membership proof is the peers' business (checked where it is served), not the rules'.
+async fn gate(app: &App, auth: &crate::auth::Auth, req: &mut Request) -> Result<(), ApiError> {
+    let route = Route::parse(req.uri().path()).ok();
+    if let (Some(ask), Some(Route::Blob { digest, .. })) =
+        (crate::mirror::peers::PeerAsk::of(req.headers()), &route)
+        && let Some(peers) = app.mirror.as_ref().and_then(|m| m.peers.as_ref())
+        && peers.members_only()
+        && peers.admit(&ask.node, digest, ask.proof.as_deref()).is_ok()
+    {
+        return Ok(());
+    }
+    let identity = auth.identify(req).await.map_err(|(e, why)| {
+        app.metrics
+            .auth_failures
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: why.label(),
+            })
+            .inc();
+        e
+    })?;
+    let decided = match &route {
+        Some(Route::Base) => auth.base(&identity),
+        Some(Route::Catalog) | None => Ok(()),
+        Some(route) => auth.authorize(&identity, &crate::auth::needs(req.method(), route)),
+    };
+    if let Err(e) = decided {
+        app.metrics.access_denied.inc();
+        return Err(e);
+    }
+    if req.method() == Method::POST
+        && matches!(route, Some(Route::UploadStart { .. }))
+        && let Some(query) = req.uri().query()
+        && let Some(kept) = crate::auth::mount_query(query, |from| auth.may_pull(&identity, from))
+    {
+        let path = req.uri().path();
+        let pq = if kept.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{kept}")
+        };
+        if let Ok(pq) = pq.parse::<http::uri::PathAndQuery>() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req.extensions_mut().insert(identity);
+    Ok(())
 }
 
 /// Parses the path; a tag that cannot exist names no manifest, so GET/HEAD/DELETE answer 404 as for

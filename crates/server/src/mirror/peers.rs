@@ -428,6 +428,12 @@ impl Peers {
         }
     }
 
+    /// Whether peers must prove membership (a cluster key or an allow-list is set): only then may
+    /// a peer's request skip the registry's own authentication.
+    pub(crate) fn members_only(&self) -> bool {
+        self.membership.key.is_some() || !self.membership.allow.is_empty()
+    }
+
     /// Whether a peer's request for `digest`, from `node` with `proof`, is a member's.
     pub(crate) fn admit(
         &self,

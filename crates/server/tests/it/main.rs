@@ -2,6 +2,7 @@
 //! (`ferry_testkit::inproc`), driven over HTTP.
 //! One binary for the crate (modules below) so linking stays cheap.
 
+mod access;
 mod admin;
 mod blobs;
 mod errors;
