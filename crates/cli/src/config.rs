@@ -984,6 +984,9 @@ fn unset_examples(section: &str, chunk: &str) -> String {
         .collect()
 }
 
+/// What `config print` shows for a secret.
+pub const REDACTED: &str = "<redacted>";
+
 /// `~/.local/share/ferry` (the platform's data dir), or `./ferry-data` when there is no home.
 pub fn default_data_dir() -> PathBuf {
     dirs::data_dir()
@@ -1121,7 +1124,15 @@ impl Config {
     /// The effective configuration as TOML: every key, the optional ones that are unset as
     /// commented-out examples with their meaning, so the output is a complete template.
     pub fn to_toml(&self) -> String {
-        let text = toml::to_string_pretty(self).unwrap_or_default();
+        // Secrets are never printed: a password shows as redacted (the files holding other
+        // secrets are named, not read).
+        let mut shown = self.clone();
+        for u in &mut shown.upstream {
+            if u.password.is_some() {
+                u.password = Some(REDACTED.to_owned());
+            }
+        }
+        let text = toml::to_string_pretty(&shown).unwrap_or_default();
         let mut out = String::new();
         for chunk in sections(&text) {
             let header = chunk.lines().next().unwrap_or_default().trim();
@@ -1357,6 +1368,19 @@ mod tests {
             }
         }
         keys
+    }
+
+    #[test]
+    fn config_print_redacts_upstream_passwords() {
+        let c = Config::parse(
+            "[[upstream]]\nurl = \"https://r.example\"\nusername = \"robot\"\npassword = \"hunter2-very-secret\"\n",
+        )
+        .unwrap();
+        let printed = c.to_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("password = \"<redacted>\""), "{printed}");
+        // What is printed still parses.
+        Config::parse(&printed).unwrap();
     }
 
     #[test]

@@ -152,7 +152,9 @@ impl Auth {
         authorization: Option<http::HeaderValue>,
         cert: Option<Arc<[u8]>>,
     ) -> Result<Identity, (ApiError, Refusal)> {
-        if let Some(value) = authorization {
+        if let Some(value) = authorization
+            && !empty_basic(value.as_bytes())
+        {
             let presented = parse_authorization(value.as_bytes()).map_err(|e| {
                 (
                     self.unauthorized(&format!("malformed Authorization header: {e}")),
@@ -264,6 +266,19 @@ impl Auth {
             Identity::User(_) => Ok(()),
         }
     }
+}
+
+/// `Basic` over an empty user and password (`:`), what containers/image clients (skopeo,
+/// podman) send when a Basic challenge meets them without credentials: anonymous, not malformed.
+fn empty_basic(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let mut parts = text.split_ascii_whitespace();
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(scheme), Some("Og==" | "Og"), None) if scheme.eq_ignore_ascii_case("basic")
+    )
 }
 
 /// What a request needs: (repository, action) pairs, from its method and parsed path. The base

@@ -351,3 +351,177 @@ fn bad_tls_files_stop_serve_before_it_serves_and_say_why() {
     );
     assert!(err.contains("BEGIN CERTIFICATE"), "{err}");
 }
+
+const PASSWORD: &str = "correct-horse-battery-staple-42";
+
+/// A config file with an htpasswd of `alice` and rules: anyone pulls, alice does everything.
+fn auth_config(dir: &Path) -> std::path::PathBuf {
+    let htpasswd = dir.join("htpasswd");
+    ferry_testkit::write_secret(
+        &htpasswd,
+        format!("alice:{}\n", bcrypt::hash(PASSWORD, 5).unwrap()),
+    );
+    let config = dir.join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nhtpasswd_file = \"{}\"\n[[auth.access]]\nrepositories = [\"*\"]\nanonymous = true\nactions = [\"pull\"]\n[[auth.access]]\nrepositories = [\"*\"]\nusers = [\"alice\"]\nactions = [\"*\"]\n",
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn skopeo_and_ferry_push_and_pull_with_basic_auth_and_no_secret_reaches_the_logs() {
+    let pki = TestPki::generate();
+    let Some(skopeo) = Skopeo::new() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = auth_config(tmp.path());
+    let ferry = start_tls(
+        &pki,
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap(), "--log-level", "trace"],
+    );
+    let host = ferry.host();
+    let certs = pki.cert_dir(tmp.path());
+    let app = image(173, 2, 50_000, "amd64");
+    let layout = tmp.path().join("layout");
+    write_layout(
+        &layout,
+        &app.blobs().collect::<Vec<_>>(),
+        &[("v1", &app.manifest)],
+    )
+    .unwrap();
+    let src = format!("oci:{}:v1", layout.display());
+    let dest = format!("docker://{host}/team/app:v1");
+
+    // Without credentials the push is refused; with them it lands.
+    let anonymous = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--dest-cert-dir"])
+        .arg(&certs)
+        .args([&src, &dest])
+        .output()
+        .unwrap();
+    assert!(
+        !anonymous.status.success(),
+        "an anonymous push was accepted"
+    );
+    let creds = format!("alice:{PASSWORD}");
+    skopeo.run(&[
+        "copy",
+        "--dest-cert-dir",
+        certs.to_str().unwrap(),
+        "--dest-creds",
+        &creds,
+        &src,
+        &dest,
+    ]);
+    // Anyone pulls (skopeo anonymously, ferry with the credentials).
+    skopeo.run(&[
+        "inspect",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--raw",
+        &format!("docker://{host}/team/app:v1"),
+    ]);
+    let out = tmp.path().join("out");
+    let copied = Command::new(ferry_bin())
+        .args(["copy", "--json", "--cert-dir", certs.to_str().unwrap()])
+        .args(["--src-creds", &creds])
+        .arg(&dest)
+        .arg(format!("oci:{}:v1", out.display()))
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+
+    // The trace-level log holds neither the password nor the header that carried it.
+    let log = ferry.process.log();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "not a trace log"
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode(&creds);
+    for secret in [PASSWORD, basic.as_str()] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+    let metrics_free = !log.contains("authorization: Basic");
+    assert!(metrics_free, "an Authorization header was logged");
+}
+
+#[test]
+fn mutual_tls_refuses_unknown_clients_and_names_the_user_by_the_certificate() {
+    let pki = TestPki::generate();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        "[[auth.access]]\nrepositories = [\"*\"]\nusers = [\"alice\"]\nactions = [\"*\"]\n[[auth.access]]\nrepositories = [\"*\"]\nusers = [\"bob\"]\nactions = [\"pull\"]\n",
+    )
+    .unwrap();
+    let ferry = start_tls(
+        &pki,
+        &tmp.path().join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--tls-client-ca",
+            pki.ca.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://{}/v2/team/app/blobs/uploads/", ferry.host());
+    let client = |identity: Option<(std::path::PathBuf, std::path::PathBuf)>| {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem).unwrap());
+        if let Some((cert, key)) = identity {
+            let mut pem = std::fs::read(cert).unwrap();
+            pem.extend(std::fs::read(key).unwrap());
+            b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // No certificate, or one from another CA: no connection at all.
+        assert!(client(None).post(&url).send().await.is_err());
+        assert!(
+            client(Some(pki.foreign_client("alice")))
+                .post(&url)
+                .send()
+                .await
+                .is_err()
+        );
+        // alice's certificate: she may push.
+        let r = client(Some(pki.client("alice")))
+            .post(&url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        // bob's: he may only pull.
+        let r = client(Some(pki.client("bob")))
+            .post(&url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("bob"),
+            "{body}"
+        );
+    });
+}

@@ -187,6 +187,15 @@ async fn each_caller_gets_exactly_what_the_rules_grant() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{user}:{password}");
         assert_eq!(error_code(r).await, "UNAUTHORIZED");
     }
+    // An empty user and password (what skopeo sends after a challenge, without credentials)
+    // is anonymous.
+    let r = reg
+        .req(Method::GET, &m("public/app"))
+        .basic_auth("", Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     reg.stop().await;
 }
 
