@@ -58,7 +58,7 @@ pub use htpasswd::{Htpasswd, HtpasswdError};
 pub use jwt::{Audience, Claims, KeyError, TokenError, TokenSigner, TokenVerifier};
 pub use rules::{AccessPolicy, Action, ActionSet, Groups, PolicyError, Rule, Who};
 pub use scope::{Access, Scope, ScopeError, parse_scope, parse_scopes};
-pub use secret::{Secret, SecretFileError, read_secret_file};
+pub use secret::{Secret, SecretFileError, read_secret_file, write_secret_file};
 
 /// A property-test runner of at most `max` cases, for properties that run bcrypt: proptest lets
 /// `PROPTEST_CASES` (10,000 in CI) override a `proptest_config`, but not a runner's own config.

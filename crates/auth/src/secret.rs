@@ -295,3 +295,41 @@ mod tests {
         ));
     }
 }
+
+/// Writes a secret file whole, owner-only (0600), then renames it into place, so a reader never
+/// sees half a key and a crash leaves the old file or the new one; the parent directory is made
+/// if missing.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn a_written_secret_file_is_owner_only_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/key");
+        write_secret_file(&path, b"k1").unwrap();
+        write_secret_file(&path, b"k2").unwrap();
+        assert_eq!(read_secret_file(&path).unwrap(), b"k2");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

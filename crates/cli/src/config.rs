@@ -88,6 +88,143 @@ pub struct AuthConfig {
     /// which repositories. None: every authenticated user may do everything, anonymous nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<ferry_auth::Rule>,
+    /// Bearer tokens (Docker token specification).
+    pub token: TokenConfig,
+}
+
+/// `[auth.token]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// Issue tokens at `/token` (basic credentials in, a short-lived JWT out) and challenge
+    /// clients with `Bearer` (`--token-auth`).
+    pub issue: bool,
+    /// The service name (token audience).
+    pub service: String,
+    /// The issuer (`iss`) of tokens made and accepted.
+    pub issuer: String,
+    /// Lifetime of issued tokens, seconds (at least 60).
+    pub ttl_secs: u64,
+    /// Where clients ask for tokens; default: this server's `/token` as the client reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    /// The ES256 key (PKCS#8 PEM) ferry signs with; default: `<data_dir>/auth/token-signing.key`,
+    /// made at first start. Share one between replicas behind one name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
+    /// An external issuer's keys (a JWKS file): tokens are verified with them and ferry issues
+    /// none (`realm` names the issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// An external issuer's public keys (PEM `PUBLIC KEY` files), instead of or beside `jwks_file`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_key_files: Vec<PathBuf>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> TokenConfig {
+        TokenConfig {
+            issue: false,
+            service: "ferry".to_owned(),
+            issuer: "ferry".to_owned(),
+            ttl_secs: 300,
+            realm: None,
+            signing_key_file: None,
+            jwks_file: None,
+            public_key_files: Vec::new(),
+        }
+    }
+}
+
+impl TokenConfig {
+    fn external(&self) -> bool {
+        self.jwks_file.is_some() || !self.public_key_files.is_empty()
+    }
+
+    /// Whether bearer tokens are on (issued here or by an external issuer).
+    pub fn enabled(&self) -> bool {
+        self.issue || self.external()
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !(self.issue && self.external()),
+            "auth.token.issue and an external issuer's keys (auth.token.jwks_file, public_key_files) exclude each other: ferry either issues tokens or accepts another's"
+        );
+        anyhow::ensure!(
+            !self.external() || self.realm.is_some(),
+            "auth.token.realm must name the external issuer's token endpoint when auth.token.jwks_file or public_key_files is set"
+        );
+        anyhow::ensure!(
+            self.ttl_secs >= 60 && self.ttl_secs <= 86_400,
+            "auth.token.ttl_secs must be between 60 and 86400"
+        );
+        Ok(())
+    }
+
+    /// The verifier of an external issuer's keys.
+    fn external_verifier(&self) -> anyhow::Result<ferry_auth::TokenVerifier> {
+        let mut verifier: Option<ferry_auth::TokenVerifier> = None;
+        let mut add = |v: ferry_auth::TokenVerifier| {
+            verifier = Some(match verifier.take() {
+                Some(have) => have.merge(v),
+                None => v,
+            });
+        };
+        if let Some(p) = &self.jwks_file {
+            let bytes = std::fs::read(p)
+                .with_context(|| format!("cannot read auth.token.jwks_file {}", p.display()))?;
+            add(ferry_auth::TokenVerifier::from_jwks(&bytes)
+                .map_err(|e| anyhow::anyhow!("auth.token.jwks_file {}: {e}", p.display()))?);
+        }
+        for p in &self.public_key_files {
+            let bytes = std::fs::read(p).with_context(|| {
+                format!("cannot read auth.token.public_key_files {}", p.display())
+            })?;
+            add(
+                ferry_auth::TokenVerifier::from_public_key_pem(&bytes).map_err(|e| {
+                    anyhow::anyhow!("auth.token.public_key_files {}: {e}", p.display())
+                })?,
+            );
+        }
+        verifier.context("no keys to verify tokens with")
+    }
+
+    /// The signing key: the configured file, or the data dir's (made now when `create`).
+    fn signer(
+        &self,
+        data_dir: &Path,
+        create: bool,
+    ) -> anyhow::Result<Option<ferry_auth::TokenSigner>> {
+        let (path, configured) = match &self.signing_key_file {
+            Some(p) => (p.clone(), true),
+            None => (data_dir.join("auth").join("token-signing.key"), false),
+        };
+        match ferry_auth::read_secret_file(&path) {
+            Ok(pem) => ferry_auth::TokenSigner::from_pem(&pem)
+                .map(Some)
+                .map_err(|e| {
+                    anyhow::anyhow!("auth.token.signing_key_file {}: {e}", path.display())
+                }),
+            Err(ferry_auth::SecretFileError::NotFound { .. }) if !configured => {
+                if !create {
+                    return Ok(None);
+                }
+                let (signer, der) = ferry_auth::TokenSigner::generate()
+                    .map_err(|e| anyhow::anyhow!("cannot make a token signing key: {e}"))?;
+                ferry_auth::write_secret_file(
+                    &path,
+                    ferry_auth::TokenSigner::pkcs8_pem(&der).as_bytes(),
+                )
+                .with_context(|| {
+                    format!("cannot write the token signing key {}", path.display())
+                })?;
+                tracing::info!(path = %path.display(), kid = signer.kid(), "made a token signing key");
+                Ok(Some(signer))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context("auth.token.signing_key_file")),
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -97,17 +234,19 @@ impl Default for AuthConfig {
             realm: "ferry".to_owned(),
             groups: BTreeMap::new(),
             access: Vec::new(),
+            token: TokenConfig::default(),
         }
     }
 }
 
 impl Config {
-    /// Whether requests are authenticated: an htpasswd file, client certificates or access
-    /// rules turn it on.
+    /// Whether requests are authenticated: an htpasswd file, client certificates, tokens or
+    /// access rules turn it on.
     pub fn auth_enabled(&self) -> bool {
         self.auth.htpasswd_file.is_some()
             || self.tls.client_ca_file.is_some()
             || !self.auth.access.is_empty()
+            || self.auth.token.enabled()
     }
 
     /// The rules checked (no file is read).
@@ -117,17 +256,44 @@ impl Config {
     }
 
     /// Authentication and access control, when on: the htpasswd file read (through the
-    /// secret-file check) and parsed, the rules compiled.
-    pub fn auth(&self) -> anyhow::Result<Option<ferry_server::auth::Auth>> {
+    /// secret-file check) and parsed, the rules compiled, the token keys loaded. `create_key`:
+    /// make the data dir's token signing key if there is none (once the data dir is ferry's);
+    /// without it, a missing key is only checked for.
+    pub fn auth(&self, create_key: bool) -> anyhow::Result<Option<ferry_server::auth::Auth>> {
         if !self.auth_enabled() {
             return Ok(None);
         }
+        self.auth.token.check()?;
         let htpasswd = match &self.auth.htpasswd_file {
             Some(p) => Some(read_htpasswd(p)?),
             None => None,
         };
-        let auth = ferry_server::auth::Auth::new(&self.auth.realm, htpasswd, self.access_policy()?)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let mut auth =
+            ferry_server::auth::Auth::new(&self.auth.realm, htpasswd, self.access_policy()?)
+                .map_err(|e| anyhow::anyhow!(e))?;
+        let t = &self.auth.token;
+        if t.external() {
+            auth = auth.with_tokens(ferry_server::auth::Tokens {
+                realm: t.realm.clone(),
+                service: t.service.clone(),
+                issuer: t.issuer.clone(),
+                ttl_secs: t.ttl_secs,
+                signer: None,
+                verifier: t.external_verifier()?,
+            });
+        } else if t.issue {
+            let Some(signer) = t.signer(&self.data_dir, create_key)? else {
+                return Ok(Some(auth));
+            };
+            auth = auth.with_tokens(ferry_server::auth::Tokens {
+                realm: t.realm.clone(),
+                service: t.service.clone(),
+                issuer: t.issuer.clone(),
+                ttl_secs: t.ttl_secs,
+                verifier: ferry_auth::TokenVerifier::from_signer(&signer),
+                signer: Some(signer),
+            });
+        }
         Ok(Some(auth))
     }
 }
@@ -737,6 +903,11 @@ pub struct LimitsConfig {
     /// imports, e.g. `"50GiB"`; unset: 100 times the archive's size, at least 64 MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_unpacked_archive: Option<String>,
+    /// Requests a second one client may make on average (a token bucket per user when
+    /// authenticated, else per address); 0: no limit.
+    pub rate_per_client: f64,
+    /// Requests one client may make at once above its rate.
+    pub rate_burst: u32,
     /// Streams one HTTP/2 connection may have open at once.
     pub max_streams_per_connection: u32,
     /// Seconds between HTTP/2 pings on a connection (a vanished client is noticed within this
@@ -797,6 +968,8 @@ impl Default for LimitsConfig {
             min_client_rate: "1KiB".to_owned(),
             client_rate_window_secs: 120,
             max_unpacked_archive: None,
+            rate_per_client: 0.0,
+            rate_burst: 200,
             max_streams_per_connection: 100,
             h2_keepalive_secs: 30,
         }
@@ -824,6 +997,24 @@ fn sections(text: &str) -> Vec<&str> {
 /// Optional keys of each table, with what they mean and an example value: `config print` shows
 /// them commented out when unset.
 const OPTIONAL_KEYS: &[(&str, &str, &str, &str)] = &[
+    (
+        "auth.token",
+        "realm",
+        "Where clients get tokens (default: this server's /token); required for an external issuer",
+        "\"https://auth.example.com/token\"",
+    ),
+    (
+        "auth.token",
+        "signing_key_file",
+        "ES256 key (PKCS#8 PEM) ferry signs tokens with (default: <data_dir>/auth/token-signing.key)",
+        "\"/etc/ferry/token-signing.key\"",
+    ),
+    (
+        "auth.token",
+        "jwks_file",
+        "An external issuer's keys (JWKS): tokens are verified with them, ferry issues none",
+        "\"/etc/ferry/issuer-jwks.json\"",
+    ),
     (
         "auth",
         "htpasswd_file",
@@ -1079,8 +1270,9 @@ impl Config {
             ferry_server::MANIFEST_PARSE_FACTOR
         );
         anyhow::ensure!(
-            self.limits.client_rate_window_secs > 0 && self.limits.empty_upload_ttl_secs > 0,
-            "limits.client_rate_window_secs and limits.empty_upload_ttl_secs must be at least 1"
+            (1..=86_400).contains(&self.limits.client_rate_window_secs)
+                && self.limits.empty_upload_ttl_secs > 0,
+            "limits.client_rate_window_secs must be between 1 and 86400, limits.empty_upload_ttl_secs at least 1"
         );
         anyhow::ensure!(
             self.limits.max_connections_per_client > 0 && self.limits.max_uploads_per_client > 0,
@@ -1091,8 +1283,15 @@ impl Config {
             self.limits.max_streams_per_connection > 0 && self.limits.h2_keepalive_secs > 0,
             "limits.max_streams_per_connection and limits.h2_keepalive_secs must be at least 1"
         );
+        anyhow::ensure!(
+            self.limits.rate_per_client >= 0.0
+                && self.limits.rate_per_client.is_finite()
+                && (self.limits.rate_per_client == 0.0 || self.limits.rate_burst >= 1),
+            "limits.rate_per_client must be 0 (off) or a positive number of requests per second, with limits.rate_burst at least 1"
+        );
         self.tls.files()?;
         self.access_policy()?;
+        self.auth.token.check()?;
         anyhow::ensure!(
             self.tls.reload_interval_secs > 0,
             "tls.reload_interval_secs must be at least 1"
@@ -1215,6 +1414,12 @@ impl Config {
             admin_token: None,
             access_log: None,
             auth: None,
+            rate: (self.limits.rate_per_client > 0.0).then(|| {
+                std::sync::Arc::new(ferry_server::rate::RateLimits::new(
+                    self.limits.rate_per_client,
+                    f64::from(self.limits.rate_burst),
+                ))
+            }),
         }
     }
 

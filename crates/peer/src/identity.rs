@@ -1,8 +1,7 @@
 //! A node's identity: an ed25519 key pair kept in the data dir, so a restarted node is the same
 //! peer (its provider records, other nodes' allow-lists and routing tables stay true).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
@@ -53,7 +52,7 @@ impl NodeIdentity {
                 let bytes = keypair
                     .to_protobuf_encoding()
                     .map_err(|e| fail("encoding the new key", e.to_string()))?;
-                write_private(path, &bytes)
+                ferry_auth::write_secret_file(path, &bytes)
                     .map_err(|e| fail("writing the new key", e.to_string()))?;
                 Ok(NodeIdentity::from_keypair(keypair))
             }
@@ -93,21 +92,6 @@ pub fn verify(peer: &PeerId, msg: &[u8], sig: &[u8]) -> bool {
         Ok(key) => key.verify(msg, sig),
         Err(_) => false,
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp: PathBuf = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

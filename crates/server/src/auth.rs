@@ -1,7 +1,8 @@
 //! Who a request comes from and what it may do: basic credentials checked against an htpasswd
-//! file (cached, so bcrypt does not run per request), the subject of a client certificate, or
-//! anonymous; then the access rules per repository. The policy itself is in `ferry-auth`; this is
-//! the HTTP side: challenges, envelopes, metrics.
+//! file (cached, so bcrypt does not run per request), a bearer token (Docker token
+//! specification: ferry's own from `/token`, or an external issuer's), the subject of a client
+//! certificate, or anonymous; then the access rules per repository. The policy itself is in
+//! `ferry-auth`; this is the HTTP side: challenges, envelopes, the token endpoint, metrics.
 //!
 //! Repository names are matched as the client wrote them in the path (what a token's scope names
 //! too). Mirrored namespaces stay read-only whatever the rules grant: the routing refuses writes
@@ -11,7 +12,8 @@ use std::sync::{Arc, RwLock};
 
 use axum::extract::Request;
 use ferry_auth::{
-    AccessPolicy, Action, CredentialCache, Htpasswd, Presented, Who, parse_authorization,
+    AccessPolicy, Action, Claims, CredentialCache, Htpasswd, Presented, TokenSigner, TokenVerifier,
+    Who, parse_authorization,
 };
 use ferry_oci::{ErrorCode, Route};
 use http::{Method, header};
@@ -29,6 +31,56 @@ pub enum Identity {
     User(String),
 }
 
+/// Who sent a request and, if it came with a bearer token, what the token grants.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub identity: Identity,
+    pub token: Option<Arc<Claims>>,
+}
+
+impl Caller {
+    fn anonymous() -> Caller {
+        Caller {
+            identity: Identity::Anonymous,
+            token: None,
+        }
+    }
+
+    fn user(name: String) -> Caller {
+        Caller {
+            identity: Identity::User(name),
+            token: None,
+        }
+    }
+}
+
+/// Bearer tokens per the Docker token specification.
+pub struct Tokens {
+    /// Where clients ask for tokens; `None`: this server's `/token` as the client reached it.
+    pub realm: Option<String>,
+    /// The `service` (token audience) this registry is.
+    pub service: String,
+    /// The `iss` of the tokens accepted (and issued).
+    pub issuer: String,
+    /// Lifetime of issued tokens, seconds.
+    pub ttl_secs: u64,
+    /// The key ferry signs its own tokens with; `None`: tokens come from an external issuer.
+    pub signer: Option<TokenSigner>,
+    /// The keys tokens are verified with.
+    pub verifier: TokenVerifier,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("realm", &self.realm)
+            .field("service", &self.service)
+            .field("issuer", &self.issuer)
+            .field("issuing", &self.signer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Identity {
     fn who(&self) -> Who {
         match self {
@@ -43,6 +95,7 @@ impl Identity {
 pub(crate) enum Refusal {
     Malformed,
     BadCredentials,
+    BadToken,
     Unsupported,
 }
 
@@ -51,6 +104,7 @@ impl Refusal {
         match self {
             Refusal::Malformed => "malformed",
             Refusal::BadCredentials => "bad_credentials",
+            Refusal::BadToken => "invalid_token",
             Refusal::Unsupported => "unsupported_scheme",
         }
     }
@@ -64,6 +118,7 @@ pub struct Auth {
     cache: CredentialCache,
     /// bcrypt checks at once: each takes tens of milliseconds of a core.
     bcrypt: Semaphore,
+    tokens: Option<Tokens>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -98,7 +153,45 @@ impl Auth {
             policy: RwLock::new(Arc::new(policy)),
             cache,
             bcrypt: Semaphore::new(cores),
+            tokens: None,
         })
+    }
+
+    /// Also bearer tokens: challenges send clients to the token realm.
+    pub fn with_tokens(mut self, tokens: Tokens) -> Auth {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Whether this server answers `/token`.
+    pub(crate) fn issues_tokens(&self) -> bool {
+        self.tokens.as_ref().is_some_and(|t| t.signer.is_some())
+    }
+
+    /// The realm a challenge names: the configured one, or `/token` on the host and scheme the
+    /// client used (it can only misdirect itself).
+    pub(crate) fn realm_for(&self, req: &Request) -> String {
+        if let Some(realm) = self.tokens.as_ref().and_then(|t| t.realm.clone()) {
+            return realm;
+        }
+        let scheme = if req.extensions().get::<TlsConnection>().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .filter(|h| !h.contains(['"', '\\', ' ']))
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{scheme}://{host}/token")
     }
 
     /// Replaces the htpasswd entries (a reload); credentials cached under the old ones no longer
@@ -121,70 +214,129 @@ impl Auth {
             .clone()
     }
 
-    /// The challenge a 401 carries.
-    fn challenge(&self) -> String {
-        format!("Basic realm=\"{}\"", self.realm.replace('"', ""))
+    /// The challenge a 401 carries: Bearer with the token realm, service, the scope wanted and
+    /// why a token was refused; else Basic.
+    fn challenge(&self, realm: &str, scope: Option<&str>, error: Option<&str>) -> String {
+        let Some(tokens) = &self.tokens else {
+            return format!("Basic realm=\"{}\"", self.realm.replace('"', ""));
+        };
+        let mut c = format!(
+            "Bearer realm=\"{realm}\",service=\"{}\"",
+            tokens.service.replace('"', "")
+        );
+        if let Some(scope) = scope {
+            c.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Some(error) = error {
+            c.push_str(&format!(",error=\"{error}\""));
+        }
+        c
     }
 
-    fn unauthorized(&self, message: &str) -> ApiError {
-        ApiError::new(ErrorCode::Unauthorized, message)
-            .header(header::WWW_AUTHENTICATE, &self.challenge())
+    fn unauthorized(&self, realm: &str, message: &str) -> ApiError {
+        self.unauthorized_for(realm, message, None, None)
+    }
+
+    fn unauthorized_for(
+        &self,
+        realm: &str,
+        message: &str,
+        scope: Option<&str>,
+        error: Option<&str>,
+    ) -> ApiError {
+        ApiError::new(ErrorCode::Unauthorized, message).header(
+            header::WWW_AUTHENTICATE,
+            &self.challenge(realm, scope, error),
+        )
     }
 
     /// Who sent `req`: credentials in `Authorization` first, then a client certificate's subject,
     /// else anonymous. Credentials that do not check out are a 401, never a fallback to
     /// anonymous.
-    pub(crate) fn identify(
-        &self,
+    pub(crate) fn identify<'a>(
+        &'a self,
         req: &Request,
-    ) -> impl Future<Output = Result<Identity, (ApiError, Refusal)>> + Send + '_ {
+        realm: &'a str,
+    ) -> impl Future<Output = Result<Caller, (ApiError, Refusal)>> + Send + 'a {
         // Read before any await: a request (its body) is not `Sync`.
         let authorization = req.headers().get(header::AUTHORIZATION).cloned();
         let cert = req
             .extensions()
             .get::<TlsConnection>()
             .and_then(|t| t.client_certificate.clone());
-        self.identify_parts(authorization, cert)
+        self.identify_parts(authorization, cert, realm)
     }
 
     async fn identify_parts(
         &self,
         authorization: Option<http::HeaderValue>,
         cert: Option<Arc<[u8]>>,
-    ) -> Result<Identity, (ApiError, Refusal)> {
+        realm: &str,
+    ) -> Result<Caller, (ApiError, Refusal)> {
         if let Some(value) = authorization
             && !empty_basic(value.as_bytes())
         {
             let presented = parse_authorization(value.as_bytes()).map_err(|e| {
                 (
-                    self.unauthorized(&format!("malformed Authorization header: {e}")),
+                    self.unauthorized(realm, &format!("malformed Authorization header: {e}")),
                     Refusal::Malformed,
                 )
             })?;
             return match presented {
                 Presented::Basic { user, password } => {
                     if self.check_basic(&user, password.expose()).await {
-                        Ok(Identity::User(user))
+                        Ok(Caller::user(user))
                     } else {
                         Err((
-                            self.unauthorized("invalid username or password"),
+                            self.unauthorized(realm, "invalid username or password"),
                             Refusal::BadCredentials,
                         ))
                     }
                 }
-                Presented::Bearer(_) => Err((
-                    self.unauthorized("bearer tokens are not accepted here; use basic credentials"),
-                    Refusal::Unsupported,
-                )),
+                Presented::Bearer(token) => {
+                    let Some(tokens) = &self.tokens else {
+                        return Err((
+                            self.unauthorized(
+                                realm,
+                                "bearer tokens are not accepted here; use basic credentials",
+                            ),
+                            Refusal::Unsupported,
+                        ));
+                    };
+                    match tokens.verifier.verify(
+                        token.expose(),
+                        &tokens.issuer,
+                        &tokens.service,
+                        unix_now(),
+                    ) {
+                        Ok(claims) => Ok(Caller {
+                            identity: if claims.sub.is_empty() {
+                                Identity::Anonymous
+                            } else {
+                                Identity::User(claims.sub.clone())
+                            },
+                            token: Some(Arc::new(claims)),
+                        }),
+                        Err(e) => Err((
+                            self.unauthorized_for(
+                                realm,
+                                &format!("invalid token: {e}"),
+                                None,
+                                Some("invalid_token"),
+                            ),
+                            Refusal::BadToken,
+                        )),
+                    }
+                }
             };
         }
         if let Some(cn) = cert
             .as_deref()
             .and_then(ferry_auth::certificate_subject_common_name)
         {
-            return Ok(Identity::User(cn));
+            return Ok(Caller::user(cn));
         }
-        Ok(Identity::Anonymous)
+        Ok(Caller::anonymous())
     }
 
     /// Checks basic credentials: from the cache, else bcrypt on a blocking thread (bounded).
@@ -214,58 +366,280 @@ impl Auth {
         ok
     }
 
-    /// Whether `who` may do everything `needs` lists; else the answer: 401 with a challenge for
-    /// anonymous callers (they may log in), 403 for users the rules do not allow.
+    /// Whether `caller` may do everything `needs` lists; else the answer: a token lacking the
+    /// scope is a 401 asking for one that has it (`insufficient_scope`); then the rules (for
+    /// ferry's own tokens too, so a rule changed takes effect at once): 401 with a challenge for
+    /// anonymous callers (they may log in), 403 for users the rules do not allow. An external
+    /// issuer's token is its issuer's word.
     pub(crate) fn authorize(
         &self,
-        who: &Identity,
+        caller: &Caller,
         needs: &[(String, Action)],
+        realm: &str,
     ) -> Result<(), ApiError> {
+        if let Some(claims) = &caller.token {
+            let lacking: Vec<&(String, Action)> = needs
+                .iter()
+                .filter(|(repo, action)| !claims.allows("repository", repo, action.as_str()))
+                .collect();
+            if let Some((repo, action)) = lacking.first() {
+                return Err(self
+                    .unauthorized_for(
+                        realm,
+                        &format!("the token does not grant {} on {repo}", action.as_str()),
+                        Some(&scope_of(needs)),
+                        Some("insufficient_scope"),
+                    )
+                    .detail(detail(&lacking)));
+            }
+            if !self.issues_tokens() {
+                return Ok(());
+            }
+        }
         let policy = self.policy();
+        let who = caller.identity.who();
         let missing: Vec<&(String, Action)> = needs
             .iter()
-            .filter(|(repo, action)| !policy.allowed(&who.who(), repo, *action))
+            .filter(|(repo, action)| !policy.allowed(&who, repo, *action))
             .collect();
-        if missing.is_empty() {
+        let Some((repo, action)) = missing.first() else {
             return Ok(());
-        }
-        let detail = serde_json::Value::Array(
-            missing
-                .iter()
-                .map(|(repo, action)| {
-                    serde_json::json!({"Type": "repository", "Name": repo, "Action": action.as_str()})
-                })
-                .collect(),
-        );
-        let (repo, action) = missing[0];
-        Err(match who {
+        };
+        Err(match &caller.identity {
             Identity::Anonymous => self
-                .unauthorized(&format!(
-                    "authentication required to {} {repo}",
-                    action.as_str()
-                ))
-                .detail(detail),
+                .unauthorized_for(
+                    realm,
+                    &format!("authentication required to {} {repo}", action.as_str()),
+                    Some(&scope_of(needs)),
+                    None,
+                )
+                .detail(detail(&missing)),
             Identity::User(user) => ApiError::new(
                 ErrorCode::Denied,
                 format!("{user} may not {} {repo}", action.as_str()),
             )
-            .detail(detail),
+            .detail(detail(&missing)),
         })
     }
 
-    /// Whether `who` may pull `repo` (catalog filtering).
-    pub(crate) fn may_pull(&self, who: &Identity, repo: &str) -> bool {
-        self.policy().allowed(&who.who(), repo, Action::Pull)
-    }
-
-    /// An answer for the base endpoint: anonymous callers are challenged (how `docker login`
-    /// learns to send credentials), users pass.
-    pub(crate) fn base(&self, who: &Identity) -> Result<(), ApiError> {
-        match who {
-            Identity::Anonymous => Err(self.unauthorized("authentication required")),
-            Identity::User(_) => Ok(()),
+    /// Whether `caller` may pull `repo` (catalog filtering).
+    pub(crate) fn may_pull(&self, caller: &Caller, repo: &str) -> bool {
+        match &caller.token {
+            Some(claims) if !self.issues_tokens() => claims.allows("repository", repo, "pull"),
+            Some(claims) => {
+                claims.allows("repository", repo, "pull")
+                    && self
+                        .policy()
+                        .allowed(&caller.identity.who(), repo, Action::Pull)
+            }
+            None => self
+                .policy()
+                .allowed(&caller.identity.who(), repo, Action::Pull),
         }
     }
+
+    /// An answer for the base endpoint: anonymous callers without a token are challenged (how
+    /// `docker login` learns where to send credentials), others pass.
+    pub(crate) fn base(&self, caller: &Caller, realm: &str) -> Result<(), ApiError> {
+        match (&caller.identity, &caller.token) {
+            (Identity::Anonymous, None) => Err(self.unauthorized(realm, "authentication required")),
+            _ => Ok(()),
+        }
+    }
+
+    /// `GET /token` (basic credentials or none; `service`, `scope` repeated) and `POST /token`
+    /// (OAuth2 form, `grant_type=password`): a short-lived token for what was asked and the rules
+    /// grant (possibly nothing, which is not an error).
+    pub(crate) async fn issue(&self, req: Request) -> Result<axum::response::Response, ApiError> {
+        let Some(tokens) = self.tokens.as_ref().filter(|t| t.signer.is_some()) else {
+            return Err(ApiError::new(ErrorCode::NotFound, "no token endpoint here"));
+        };
+        let method = req.method().clone();
+        let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+        let query: Vec<(String, String)> = req
+            .uri()
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let (form, post) = if method == Method::POST {
+            let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::SizeInvalid,
+                        "the token request form is too large",
+                    )
+                })?;
+            (
+                form_urlencoded::parse(&body)
+                    .into_owned()
+                    .collect::<Vec<_>>(),
+                true,
+            )
+        } else if method == Method::GET {
+            (query, false)
+        } else {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "the token endpoint takes GET or POST",
+            ));
+        };
+        let get = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        if let Some(service) = get("service")
+            && service != tokens.service
+        {
+            return Err(ApiError::new(
+                ErrorCode::Denied,
+                format!(
+                    "this is the token service of {:?}, not {service:?}",
+                    tokens.service
+                ),
+            ));
+        }
+        let caller = if post {
+            match get("grant_type") {
+                Some("password") => {
+                    let (Some(user), Some(password)) = (get("username"), get("password")) else {
+                        return Err(oauth_error(
+                            "invalid_request",
+                            "username and password are required",
+                        ));
+                    };
+                    let password = ferry_auth::Secret::new(password);
+                    if !self.check_basic(user, password.expose()).await {
+                        return Err(self.unauthorized_basic("invalid username or password"));
+                    }
+                    Caller::user(user.to_owned())
+                }
+                _ => {
+                    // containerd asks again with GET on this answer.
+                    return Err(oauth_error(
+                        "unsupported_grant_type",
+                        "only grant_type=password is supported; or use GET with basic credentials",
+                    ));
+                }
+            }
+        } else {
+            match authorization {
+                Some(v) if !empty_basic(v.as_bytes()) => match parse_authorization(v.as_bytes()) {
+                    Ok(Presented::Basic { user, password }) => {
+                        if !self.check_basic(&user, password.expose()).await {
+                            return Err(self.unauthorized_basic("invalid username or password"));
+                        }
+                        Caller::user(user)
+                    }
+                    Ok(Presented::Bearer(_)) | Err(_) => {
+                        return Err(self.unauthorized_basic(
+                            "the token endpoint takes basic credentials or none",
+                        ));
+                    }
+                },
+                _ => Caller::anonymous(),
+            }
+        };
+        let scopes: Vec<ferry_auth::Scope> = form
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .flat_map(|(_, v)| ferry_auth::parse_scopes(v).unwrap_or_default())
+            .collect();
+        let access = self.policy().grant(&caller.identity.who(), &scopes);
+        let now = unix_now();
+        let sub = match &caller.identity {
+            Identity::User(u) => u.clone(),
+            Identity::Anonymous => String::new(),
+        };
+        let claims = Claims {
+            iss: tokens.issuer.clone(),
+            sub,
+            aud: ferry_auth::Audience::One(tokens.service.clone()),
+            exp: now + tokens.ttl_secs,
+            nbf: Some(now),
+            iat: Some(now),
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+            access,
+        };
+        let Some(signer) = &tokens.signer else {
+            return Err(ApiError::new(ErrorCode::NotFound, "no token endpoint here"));
+        };
+        let token = signer
+            .sign(&claims)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot sign a token: {e}")))?;
+        let issued_at = httpdate_rfc3339(now);
+        let body = serde_json::json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": tokens.ttl_secs,
+            "issued_at": issued_at,
+        });
+        let mut res = crate::api::json_response(
+            http::StatusCode::OK,
+            serde_json::to_vec(&body).unwrap_or_default(),
+        );
+        res.headers_mut().insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        Ok(res)
+    }
+
+    /// A 401 from the token endpoint: it takes basic credentials, whatever the registry's
+    /// challenge.
+    fn unauthorized_basic(&self, message: &str) -> ApiError {
+        ApiError::new(ErrorCode::Unauthorized, message).header(
+            header::WWW_AUTHENTICATE,
+            &format!("Basic realm=\"{}\"", self.realm.replace('"', "")),
+        )
+    }
+}
+
+/// An OAuth2 error answer (RFC 6749 §5.2), which containerd reads to fall back to GET.
+fn oauth_error(error: &str, description: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, description)
+        .status(http::StatusCode::BAD_REQUEST)
+        .detail(serde_json::json!({"error": error}))
+}
+
+/// `seconds` since the epoch as RFC 3339 (UTC).
+fn httpdate_rfc3339(seconds: u64) -> String {
+    ferry_oci::timestamp::format_timestamp(i64::try_from(seconds).unwrap_or(0) * 1_000_000)
+}
+
+/// The scope string a challenge names for `needs`: one resource per repository, `pull,push` for
+/// a push (as docker asks), space-separated.
+fn scope_of(needs: &[(String, Action)]) -> String {
+    let mut by_repo: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (repo, action) in needs {
+        let actions: &[&str] = match action {
+            Action::Pull => &["pull"],
+            Action::Push => &["pull", "push"],
+            Action::Delete => &["delete"],
+        };
+        match by_repo.iter_mut().find(|(r, _)| r == repo) {
+            Some((_, a)) => a.extend(
+                actions
+                    .iter()
+                    .filter(|x| !a.contains(x))
+                    .collect::<Vec<_>>(),
+            ),
+            None => by_repo.push((repo, actions.to_vec())),
+        }
+    }
+    by_repo
+        .iter()
+        .map(|(repo, actions)| format!("repository:{repo}:{}", actions.join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn detail(missing: &[&(String, Action)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        missing
+            .iter()
+            .map(|(repo, action)| {
+                serde_json::json!({"Type": "repository", "Name": repo, "Action": action.as_str()})
+            })
+            .collect(),
+    )
 }
 
 /// `Basic` over an empty user and password (`:`), what containers/image clients (skopeo,

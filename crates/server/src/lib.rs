@@ -26,6 +26,7 @@ mod listen;
 pub mod metrics;
 pub mod mirror;
 pub mod prune;
+pub mod rate;
 mod streams;
 pub mod tls;
 pub mod units;
@@ -68,6 +69,8 @@ pub struct RegistryOptions {
     pub access_log: Option<Arc<AccessLog>>,
     /// Authentication and access rules; `None`: anyone may do anything the routing allows.
     pub auth: Option<Arc<auth::Auth>>,
+    /// Per-client request rates; `None`: unlimited.
+    pub rate: Option<Arc<rate::RateLimits>>,
 }
 
 impl Default for RegistryOptions {
@@ -82,6 +85,7 @@ impl Default for RegistryOptions {
             admin_token: None,
             access_log: None,
             auth: None,
+            rate: None,
         }
     }
 }

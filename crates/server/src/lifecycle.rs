@@ -113,6 +113,9 @@ async fn keep_house(app: Arc<App>, interval: Duration, budget: CacheBudget) {
         if let Err(e) = app.store.flush_access().await {
             tracing::warn!(error = %e, "writing pull statistics failed");
         }
+        if let Some(rate) = &app.options.rate {
+            rate.sweep();
+        }
         if let Some(m) = &app.mirror
             && let Some(state) = &mut state
             && let Err(e) =

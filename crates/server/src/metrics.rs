@@ -56,6 +56,12 @@ pub(crate) struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ByLabels {
+    /// `user` or `address`.
+    pub by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct UpstreamLabels {
     pub upstream: String,
 }
@@ -100,6 +106,7 @@ pub struct Metrics {
     pub(crate) peer_requests_denied: Counter,
     pub(crate) auth_failures: Family<ReasonLabels, Counter>,
     pub(crate) access_denied: Counter,
+    pub(crate) rate_limited: Family<ByLabels, Counter>,
     cache_blobs: Gauge,
     cache_bytes: Gauge,
     cache_repositories: Gauge,
@@ -142,6 +149,7 @@ impl Default for Metrics {
             peer_requests_denied: Counter::default(),
             auth_failures: Family::default(),
             access_denied: Counter::default(),
+            rate_limited: Family::default(),
             cache_blobs: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_repositories: Gauge::default(),
@@ -255,6 +263,11 @@ impl Default for Metrics {
             "access_denied",
             "Requests the access rules refused (401 for anonymous callers, 403 for users)",
             m.access_denied.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests answered 429 by the per-client rate limits, by whose bucket (user, address)",
+            m.rate_limited.clone(),
         );
         registry.register("cache_blobs", "Blobs in the store", m.cache_blobs.clone());
         registry.register(

@@ -96,9 +96,18 @@ impl StreamWatch {
         }
         let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         for pace in streams.iter().filter_map(Weak::upgrade) {
-            let pace = pace.lock().unwrap_or_else(|e| e.into_inner());
-            if pace.waited(now) >= self.floor.window && !self.floor.met(pace.moved) {
-                return Verdict::TooSlow;
+            let mut pace = pace.lock().unwrap_or_else(|e| e.into_inner());
+            if pace.waited(now) >= self.floor.window {
+                if !self.floor.met(pace.moved) {
+                    return Verdict::TooSlow;
+                }
+                // A full window met the floor: the next one starts now, still waiting if it
+                // was (a stream stalled after a good window is judged by the next one).
+                *pace = Pace {
+                    handed_at: pace.handed_at.map(|_| now),
+                    waited: Duration::ZERO,
+                    moved: 0,
+                };
             }
         }
         Verdict::Fine
@@ -132,9 +141,10 @@ impl Drop for StreamGuard {
 
 /// A response body that reports to its stream's [`Pace`] (and keeps the stream counted open).
 ///
-/// Frames are handed over in pieces of [`FlooredBody::PIECE`]: hyper asks for the next piece only
-/// when the stream has room for it, so what was handed over is what the client's window took,
-/// give or take hyper's send buffer, not a whole megabyte read from a file at once.
+/// Frames are handed over in pieces of [`FlooredBody::PIECE`]: hyper asks for the next piece
+/// right after sending one and holds it until the stream has room, so what was handed over is
+/// what the client's window took, give or take one piece and hyper's send buffer (the floor is
+/// met about 16 KiB per window early), not a whole megabyte read from a file at once.
 #[derive(Debug)]
 pub(crate) struct FlooredBody<B> {
     inner: B,
@@ -202,12 +212,14 @@ impl<B: Body<Data = bytes::Bytes> + Unpin> Body for FlooredBody<B> {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
+        let inner = self.inner.size_hint();
         let rest = self.rest.len() as u64;
-        hint.set_lower(hint.lower() + rest);
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + rest);
+        // Upper first: http-body asserts lower <= upper at each step.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
         }
+        hint.set_lower(inner.lower().saturating_add(rest));
         hint
     }
 }
@@ -253,11 +265,18 @@ mod tests {
             watch.check(now + Duration::from_millis(1000)),
             Verdict::TooSlow
         );
-        // Enough bytes in the window: fine however long.
+        // Enough bytes in the window: fine, and the next window begins; a client that then
+        // stalls is judged by that window.
         guard.pace.lock().unwrap().moved = 5000;
+        let later = now + Duration::from_millis(1000);
+        assert_eq!(watch.check(later), Verdict::Fine);
         assert_eq!(
-            watch.check(now + Duration::from_millis(1000)),
+            watch.check(later + Duration::from_millis(500)),
             Verdict::Fine
+        );
+        assert_eq!(
+            watch.check(later + Duration::from_millis(1000)),
+            Verdict::TooSlow
         );
     }
 

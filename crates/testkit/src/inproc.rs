@@ -151,6 +151,21 @@ impl Registry {
     pub async fn push_image(&self, repo: &str, tag: &str, image: &Image) {
         push_image(&self.client, &self.base, repo, tag, image).await
     }
+
+    /// [`Registry::push_image`] with a bearer token on every request.
+    pub async fn push_image_with(&self, repo: &str, tag: &str, image: &Image, token: &str) {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        push_image(&client, &self.base, repo, tag, image).await
+    }
 }
 
 /// TLS with `pki`'s server certificate (and client certificates from its CA, `client_auth`).

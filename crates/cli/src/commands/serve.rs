@@ -85,13 +85,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "FERRY_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Users who log in with basic credentials: an htpasswd file of bcrypt entries
-    /// (`htpasswd -B`). Turns authentication on: see [auth] in docs/security.md for access rules.
+    /// (`htpasswd -B`). Turns authentication on; access rules are `[[auth.access]]` tables (docs/security.md).
     #[arg(long, value_name = "FILE", env = "FERRY_HTPASSWD")]
     pub htpasswd: Option<PathBuf>,
     /// Ask clients for certificates chaining to these CAs (mutual TLS); the subject's common
     /// name is the user for access control.
     #[arg(long, value_name = "FILE", env = "FERRY_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Issue bearer tokens at /token (Docker token specification) and challenge clients with
+    /// them; basic credentials keep working on every request.
+    #[arg(long, env = "FERRY_TOKEN_AUTH")]
+    pub token_auth: bool,
     /// Whether clients must present a certificate when --tls-client-ca is given.
     #[arg(long, value_name = "MODE", value_enum)]
     pub tls_client_auth: Option<config::ClientAuthMode>,
@@ -154,6 +158,9 @@ impl ServeArgs {
         }
         if let Some(p) = &self.htpasswd {
             c.auth.htpasswd_file = Some(p.clone());
+        }
+        if self.token_auth {
+            c.auth.token.issue = true;
         }
         if let Some(m) = self.tls_client_auth {
             c.tls.client_auth = m;
@@ -272,18 +279,13 @@ pub async fn serve(
     if tls.is_none() && !c.listen.ip().is_loopback() {
         tracing::warn!(listen = %c.listen, "serving plain HTTP on an address other hosts can reach: anyone who reaches it can pull and push; serve TLS (--tls-cert, --tls-key) and see docs/security.md");
     }
-    let auth = c.auth()?.map(Arc::new);
-    if auth.is_some() && tls.is_none() && !c.listen.ip().is_loopback() {
+    // Checked now (a missing data-dir signing key is made once the data dir is ferry's).
+    if c.auth(false)?.is_some() && tls.is_none() && !c.listen.ip().is_loopback() {
         tracing::warn!(
             "credentials are sent in the clear without TLS: serve TLS (--tls-cert, --tls-key) where others can listen"
         );
     }
-    let options = ferry_server::RegistryOptions {
-        admin_token: c.admin_token()?,
-        auth: auth.clone(),
-        access_log: access_log.clone(),
-        ..c.registry_options()
-    };
+    let admin_token = c.admin_token()?;
     let import = if archives.is_empty() {
         None
     } else {
@@ -315,6 +317,12 @@ pub async fn serve(
         None => None,
     };
     let store = open_store(&c, ferry_store::LockMode::Exclusive).await?;
+    let options = ferry_server::RegistryOptions {
+        admin_token,
+        access_log: access_log.clone(),
+        auth: c.auth(true)?.map(Arc::new),
+        ..c.registry_options()
+    };
     if let Some((m, o)) = &import {
         // Imported before listening, so an air-gapped node never answers for images it is about
         // to have.
@@ -382,9 +390,12 @@ pub async fn serve(
         metrics: Arc::default(),
     });
     // Installed before serving in every case: SIGHUP's default action would end the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP (the signal that reloads certificates)")?;
     tokio::spawn(reload_on_change(
         tls.clone(),
         std::time::Duration::from_secs(c.tls.reload_interval_secs),
+        hangup,
     ));
     let settings = ferry_server::RunSettings {
         serve: ferry_server::ServeOptions {
@@ -414,6 +425,7 @@ pub async fn serve(
 async fn reload_on_change(
     tls: Option<Arc<ferry_server::tls::TlsServing>>,
     interval: std::time::Duration,
+    mut hangup: tokio::signal::unix::Signal,
 ) {
     let watched: Vec<PathBuf> = tls
         .as_ref()
@@ -442,13 +454,12 @@ async fn reload_on_change(
             .collect::<Vec<_>>()
     };
     let mut seen = stamp();
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(interval);
     tick.tick().await;
     loop {
         let why = tokio::select! {
             _ = tick.tick() => "changed",
-            Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            Some(()) = hangup.recv() => "SIGHUP",
         };
         let now = stamp();
         if why == "changed" && now == seen {

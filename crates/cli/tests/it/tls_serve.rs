@@ -525,3 +525,118 @@ fn mutual_tls_refuses_unknown_clients_and_names_the_user_by_the_certificate() {
         );
     });
 }
+
+#[test]
+fn skopeo_containerd_and_ferry_follow_the_token_challenge() {
+    let pki = TestPki::generate();
+    let (Some(skopeo), Some(containerd)) = (Skopeo::new(), Containerd::start()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = auth_config(tmp.path());
+    let ferry = start_tls(
+        &pki,
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap(), "--token-auth"],
+    );
+    let host = ferry.host();
+    let certs = pki.cert_dir(tmp.path());
+    let app = image(175, 2, 50_000, "amd64");
+    let layout = tmp.path().join("layout");
+    write_layout(
+        &layout,
+        &app.blobs().collect::<Vec<_>>(),
+        &[("v1", &app.manifest)],
+    )
+    .unwrap();
+    let creds = format!("alice:{PASSWORD}");
+
+    // The challenge is a Bearer one naming this server's /token.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let challenge = rt.block_on(async {
+        let r = trusting(&pki)
+            .post(format!("https://{host}/v2/team/app/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        r.headers()["www-authenticate"].to_str().unwrap().to_owned()
+    });
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer realm=\"https://{host}/token\",service=\"ferry\",scope=\"repository:team/app:pull,push\""
+        )
+    );
+
+    // skopeo logs in through the token endpoint (GET with basic credentials) and pushes.
+    skopeo.run(&[
+        "copy",
+        "--dest-cert-dir",
+        certs.to_str().unwrap(),
+        "--dest-creds",
+        &creds,
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{host}/team/app:v1"),
+    ]);
+    // containerd with credentials (it posts the OAuth2 form first), and anonymously.
+    let hosts = containerd.hosts_dir().join(&host);
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"https://{host}\"\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let hosts_dir = containerd.hosts_dir();
+    for (ns, user) in [("withcreds", Some(creds.as_str())), ("anonymous", None)] {
+        let mut args = vec![
+            "-n",
+            ns,
+            "images",
+            "pull",
+            "--hosts-dir",
+            hosts_dir.to_str().unwrap(),
+        ];
+        if let Some(u) = user {
+            args.extend(["--user", u]);
+        }
+        let reference = format!("{host}/team/app:v1");
+        args.push(&reference);
+        let out = containerd.ctr(&args);
+        assert!(
+            out.status.success(),
+            "ctr pull ({ns}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // ferry's own client.
+    let out = tmp.path().join("out");
+    let copied = Command::new(ferry_bin())
+        .args([
+            "copy",
+            "--cert-dir",
+            certs.to_str().unwrap(),
+            "--src-creds",
+            &creds,
+        ])
+        .arg(format!("docker://{host}/team/app:v1"))
+        .arg(format!("oci:{}:v1", out.display()))
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    // The signing key was made in the data dir, owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let key = tmp.path().join("data/auth/token-signing.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

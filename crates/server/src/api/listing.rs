@@ -35,7 +35,7 @@ pub(crate) fn catalog(app: &App, req: &Request) -> ApiResult {
     let n = q.n()?;
     let repos = match (
         &app.options.auth,
-        req.extensions().get::<crate::auth::Identity>(),
+        req.extensions().get::<crate::auth::Caller>(),
     ) {
         // Filtered before the page is cut, so `n` and the `Link` count only visible names.
         (Some(auth), Some(who)) => {

@@ -175,10 +175,16 @@ async fn route(app: Arc<App>, req: Request) -> ApiResult {
             format!("no such endpoint: {req_path}"),
         ));
     }
+    let token_endpoint = path == "/token";
     let mut req = req;
     if let Some(auth) = app.options.auth.clone() {
+        if token_endpoint && auth.issues_tokens() {
+            limit_rate(&app, &req)?;
+            return auth.issue(req).await;
+        }
         gate(&app, &auth, &mut req).await?;
     }
+    limit_rate(&app, &req)?;
     let path = req.uri().path();
     if let Some(mirror) = app.mirror.clone() {
         let write = !matches!(*req.method(), Method::GET | Method::HEAD);
@@ -207,6 +213,30 @@ async fn route(app: Arc<App>, req: Request) -> ApiResult {
     local(app, route, req).await
 }
 
+/// One request from the caller's bucket (the user's once authenticated, else the address's).
+fn limit_rate(app: &App, req: &Request) -> Result<(), ApiError> {
+    let Some(rate) = &app.options.rate else {
+        return Ok(());
+    };
+    let user = match req.extensions().get::<crate::auth::Caller>() {
+        Some(crate::auth::Caller {
+            identity: crate::auth::Identity::User(u),
+            ..
+        }) => Some(u.as_str()),
+        _ => None,
+    };
+    let address = req.extensions().get::<crate::ClientAddr>().map(|a| a.0);
+    rate.check(user, address).map_err(|limited| {
+        app.metrics
+            .rate_limited
+            .get_or_create(&crate::metrics::ByLabels {
+                by: limited.by.label(),
+            })
+            .inc();
+        limited.answer()
+    })
+}
+
 /// Authentication and access control, before anything is routed: the caller's identity goes
 /// into the request's extensions (the catalog filters by it). A peer's request for a blob with a
 /// valid membership proof is the peers' business (checked where it is served), not the rules'.
@@ -220,7 +250,8 @@ async fn gate(app: &App, auth: &crate::auth::Auth, req: &mut Request) -> Result<
     {
         return Ok(());
     }
-    let identity = auth.identify(req).await.map_err(|(e, why)| {
+    let realm = auth.realm_for(req);
+    let caller = auth.identify(req, &realm).await.map_err(|(e, why)| {
         app.metrics
             .auth_failures
             .get_or_create(&crate::metrics::ReasonLabels {
@@ -230,9 +261,9 @@ async fn gate(app: &App, auth: &crate::auth::Auth, req: &mut Request) -> Result<
         e
     })?;
     let decided = match &route {
-        Some(Route::Base) => auth.base(&identity),
+        Some(Route::Base) => auth.base(&caller, &realm),
         Some(Route::Catalog) | None => Ok(()),
-        Some(route) => auth.authorize(&identity, &crate::auth::needs(req.method(), route)),
+        Some(route) => auth.authorize(&caller, &crate::auth::needs(req.method(), route), &realm),
     };
     if let Err(e) = decided {
         app.metrics.access_denied.inc();
@@ -241,7 +272,7 @@ async fn gate(app: &App, auth: &crate::auth::Auth, req: &mut Request) -> Result<
     if req.method() == Method::POST
         && matches!(route, Some(Route::UploadStart { .. }))
         && let Some(query) = req.uri().query()
-        && let Some(kept) = crate::auth::mount_query(query, |from| auth.may_pull(&identity, from))
+        && let Some(kept) = crate::auth::mount_query(query, |from| auth.may_pull(&caller, from))
     {
         let path = req.uri().path();
         let pq = if kept.is_empty() {
@@ -257,7 +288,7 @@ async fn gate(app: &App, auth: &crate::auth::Auth, req: &mut Request) -> Result<
             }
         }
     }
-    req.extensions_mut().insert(identity);
+    req.extensions_mut().insert(caller);
     Ok(())
 }
 

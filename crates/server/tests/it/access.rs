@@ -319,3 +319,291 @@ async fn any_authorization_header_is_refused_with_an_envelope_never_a_5xx() {
     }
     reg.stop().await;
 }
+
+/// [`auth`] with ferry issuing tokens for service `ferry-test`.
+fn token_auth() -> Auth {
+    let (signer, _) = ferry_auth::TokenSigner::generate().unwrap();
+    auth().with_tokens(ferry_server::auth::Tokens {
+        realm: None,
+        service: "ferry-test".into(),
+        issuer: "ferry".into(),
+        ttl_secs: 300,
+        verifier: ferry_auth::TokenVerifier::from_signer(&signer),
+        signer: Some(signer),
+    })
+}
+
+/// The token `/token` answers `user` for `scope`.
+async fn token(reg: &Registry, user: Option<&str>, scope: &str) -> String {
+    let r = as_user(
+        reg,
+        user,
+        Method::GET,
+        &format!("/token?service=ferry-test&scope={scope}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{user:?} {scope}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["token"], v["access_token"]);
+    assert_eq!(v["expires_in"], 300);
+    assert!(v["issued_at"].as_str().unwrap().ends_with('Z'));
+    v["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_token_flow_challenge_token_retry() {
+    let reg = Registry::start_with(RegistryOptions {
+        auth: Some(Arc::new(token_auth())),
+        ..RegistryOptions::default()
+    })
+    .await;
+    let img = image(193, 1, 1000, "amd64");
+    let carol = token(&reg, Some("carol"), "repository:team/app:pull,push").await;
+    reg.push_image_with("team/app", "v1", &img, &carol).await;
+    let manifest = "/v2/team/app/manifests/v1";
+
+    // The challenge names the realm, the service and the scope wanted.
+    let r = reg.send(Method::GET, manifest).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let realm = format!("{}/token", reg.base);
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"{realm}\",service=\"ferry-test\",scope=\"repository:team/app:pull\""
+            )
+            .as_str()
+        )
+    );
+    let push = reg.send(Method::POST, "/v2/team/app/blobs/uploads/").await;
+    assert!(
+        header(&push, "www-authenticate")
+            .unwrap()
+            .contains("scope=\"repository:team/app:pull,push\"")
+    );
+
+    // bob's token: pull works; a push asks for more scope; the rules never give him push.
+    let bob = token(&reg, Some("bob"), "repository:team/app:pull,push").await;
+    let bearer = |t: &str| format!("Bearer {t}");
+    let r = reg
+        .req(Method::GET, manifest)
+        .header("authorization", bearer(&bob))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = reg
+        .req(Method::POST, "/v2/team/app/blobs/uploads/")
+        .header("authorization", bearer(&bob))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        header(&r, "www-authenticate")
+            .unwrap()
+            .contains("error=\"insufficient_scope\"")
+    );
+    assert_eq!(error_code(r).await, "UNAUTHORIZED");
+
+    // alice's pushes.
+    let alice = token(&reg, Some("alice"), "repository:team/app:pull,push").await;
+    let r = reg
+        .req(Method::POST, "/v2/team/app/blobs/uploads/")
+        .header("authorization", bearer(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    // Anonymous callers get a token too, granting what anonymous rules give.
+    let carol = token(&reg, Some("carol"), "repository:public/app:pull,push").await;
+    reg.push_image_with("public/app", "v1", &img, &carol).await;
+    let anon = token(&reg, None, "repository:public/app:pull").await;
+    let r = reg
+        .req(Method::GET, "/v2/public/app/manifests/v1")
+        .header("authorization", bearer(&anon))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A token from another key, garbage, or bad credentials at /token: 401.
+    let (other, _) = ferry_auth::TokenSigner::generate().unwrap();
+    let forged = other
+        .sign(&ferry_auth::Claims {
+            iss: "ferry".into(),
+            sub: "carol".into(),
+            aud: ferry_auth::Audience::One("ferry-test".into()),
+            exp: u64::MAX / 2,
+            nbf: None,
+            iat: None,
+            jti: None,
+            access: vec![],
+        })
+        .unwrap();
+    for t in [forged.as_str(), "not.a.token", "e30.e30."] {
+        let r = reg
+            .req(Method::GET, manifest)
+            .header("authorization", bearer(t))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{t}");
+        assert!(
+            header(&r, "www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_token\"")
+        );
+        assert_eq!(error_code(r).await, "UNAUTHORIZED");
+    }
+    let r = reg
+        .req(
+            Method::GET,
+            "/token?service=ferry-test&scope=repository:team/app:pull",
+        )
+        .basic_auth("alice", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // The OAuth2 form containerd posts first; a refresh grant is declined so it falls back to GET.
+    let form = reg
+        .req(Method::POST, "/token")
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "alice-pw"),
+            ("service", "ferry-test"),
+            ("scope", "repository:team/app:pull"),
+            ("client_id", "containerd"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+    let refresh = reg
+        .req(Method::POST, "/token")
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), StatusCode::BAD_REQUEST);
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_an_external_issuer_are_accepted_by_its_keys_alone() {
+    let (issuer, _) = ferry_auth::TokenSigner::generate().unwrap();
+    let jwks = serde_json::to_vec(&issuer.jwks()).unwrap();
+    let auth = auth().with_tokens(ferry_server::auth::Tokens {
+        realm: Some("https://auth.example/token".into()),
+        service: "registry.example".into(),
+        issuer: "auth.example".into(),
+        ttl_secs: 300,
+        signer: None,
+        verifier: ferry_auth::TokenVerifier::from_jwks(&jwks).unwrap(),
+    });
+    let reg = Registry::start_with(RegistryOptions {
+        auth: Some(Arc::new(auth)),
+        ..RegistryOptions::default()
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |aud: &str, exp: u64| ferry_auth::Claims {
+        iss: "auth.example".into(),
+        sub: "dave".into(),
+        aud: ferry_auth::Audience::One(aud.into()),
+        exp,
+        nbf: None,
+        iat: None,
+        jti: None,
+        access: vec![ferry_auth::Access {
+            kind: "repository".into(),
+            name: "any/thing".into(),
+            actions: vec!["pull".into(), "push".into()],
+        }],
+    };
+    let good = issuer.sign(&claims("registry.example", now + 300)).unwrap();
+    let r = reg
+        .req(Method::POST, "/v2/any/thing/blobs/uploads/")
+        .header("authorization", format!("Bearer {good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "dave is in no rule, but the issuer granted it"
+    );
+    for bad in [
+        issuer.sign(&claims("another.service", now + 300)).unwrap(),
+        issuer
+            .sign(&claims("registry.example", now - 3600))
+            .unwrap(),
+    ] {
+        let r = reg
+            .req(Method::POST, "/v2/any/thing/blobs/uploads/")
+            .header("authorization", format!("Bearer {bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            header(&r, "www-authenticate")
+                .unwrap()
+                .starts_with("Bearer realm=\"https://auth.example/token\"")
+        );
+    }
+    // No token endpoint here.
+    assert_eq!(
+        reg.send(Method::GET, "/token").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_has_its_own_request_bucket() {
+    let reg = Registry::start_with(RegistryOptions {
+        auth: Some(Arc::new(auth())),
+        rate: Some(Arc::new(ferry_server::rate::RateLimits::new(0.5, 3.0))),
+        ..RegistryOptions::default()
+    })
+    .await;
+    // Three at once, then 429 with the wait; alice's bucket is not bob's, though they share an
+    // address; anonymous callers draw from the address's.
+    for user in [Some("alice"), Some("bob"), None] {
+        for i in 0..3 {
+            let r = as_user(&reg, user, Method::GET, "/v2/public/x/tags/list")
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(
+                r.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "{user:?} request {i}"
+            );
+        }
+        let r = as_user(&reg, user, Method::GET, "/v2/public/x/tags/list")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{user:?}");
+        let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry), "{retry}");
+        assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
+    }
+    // Health checks are not counted.
+    assert_eq!(
+        reg.send(Method::GET, "/healthz").await.status(),
+        StatusCode::OK
+    );
+    reg.stop().await;
+}
