@@ -210,16 +210,23 @@ pub struct WrkRun {
     pub json: serde_json::Value,
 }
 
+/// One wrk run against `url`; with `auth` (base64 of `user:password`) wrk.lua sends it as basic
+/// credentials on every request (`WRK_AUTH`).
 pub fn wrk(
     script: &Path,
     paths: &Path,
     url: &str,
+    auth: Option<&str>,
     connections: usize,
     seconds: u64,
     out: &Path,
 ) -> anyhow::Result<WrkRun> {
     let json_path = out.with_extension("json");
-    let status = Command::new(find("wrk").context("wrk is not installed (apt-get install wrk)")?)
+    let mut cmd = Command::new(find("wrk").context("wrk is not installed (apt-get install wrk)")?);
+    if let Some(a) = auth {
+        cmd.env("WRK_AUTH", a);
+    }
+    let status = cmd
         .args([
             "-t1",
             &format!("-c{connections}"),
@@ -279,33 +286,78 @@ pub fn series(
     connections: usize,
     work: &Path,
 ) -> anyhow::Result<Vec<WrkRun>> {
-    // A short warm-up so that page cache, connection setup and lazy initialisation are not timed.
-    wrk(
+    let target = Target {
+        name,
+        url,
+        auth: None,
+    };
+    let mut runs = interleaved(
+        seconds,
+        repeats,
+        &[target],
         script,
         paths,
-        url,
         connections,
-        1,
-        &work.join(format!("{name}-warmup")),
+        work,
     )?;
-    let mut runs = Vec::new();
-    for r in 0..repeats {
-        let run = wrk(
+    Ok(runs.pop().unwrap_or_default())
+}
+
+/// A server as wrk drives it: a name for its result files and log lines, its base URL, and basic
+/// credentials (base64 of `user:password`) to send, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub auth: Option<&'a str>,
+}
+
+/// [`series`] for several servers taking turns: each is warmed up, then run `i` of every server
+/// follows run `i` of the one before it, so that a machine whose load drifts affects all alike.
+/// Returns the runs of each target, in `targets`' order.
+pub fn interleaved(
+    seconds: u64,
+    repeats: usize,
+    targets: &[Target],
+    script: &Path,
+    paths: &Path,
+    connections: usize,
+    work: &Path,
+) -> anyhow::Result<Vec<Vec<WrkRun>>> {
+    // A short warm-up so that page cache, connection setup and lazy initialisation are not timed.
+    for t in targets {
+        wrk(
             script,
             paths,
-            url,
+            t.url,
+            t.auth,
             connections,
-            seconds,
-            &work.join(format!("{name}-{r}")),
+            1,
+            &work.join(format!("{}-warmup", t.name)),
         )?;
-        eprintln!(
-            "  {name} run {}: {:.0} req/s, {:.1} MB/s, {} errors",
-            r + 1,
-            run.rps,
-            run.bytes_per_s / 1e6,
-            run.errors
-        );
-        runs.push(run);
+    }
+    let mut runs = vec![Vec::new(); targets.len()];
+    for r in 0..repeats {
+        for (t, kept) in targets.iter().zip(&mut runs) {
+            let run = wrk(
+                script,
+                paths,
+                t.url,
+                t.auth,
+                connections,
+                seconds,
+                &work.join(format!("{}-{r}", t.name)),
+            )?;
+            eprintln!(
+                "  {} run {}: {:.0} req/s, {:.1} MB/s, {} errors",
+                t.name,
+                r + 1,
+                run.rps,
+                run.bytes_per_s / 1e6,
+                run.errors
+            );
+            kept.push(run);
+        }
     }
     Ok(runs)
 }

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, ensure};
+use base64::Engine;
 use ferry_testkit::image::{Image, Rng, image};
 use ferry_testkit::peers::{DockerRegistry, Ferry, Nginx, find, rss};
+use ferry_testkit::tls::TestPki;
 
 use crate::common::*;
 
@@ -68,6 +70,10 @@ impl Options {
         Ok(o)
     }
 }
+
+/// The one user of the basic-auth rows.
+const USER: &str = "bench";
+const PASSWORD: &str = "bench-password";
 
 pub fn run(o: Options) -> anyhow::Result<()> {
     for tool in ["docker-registry", "nginx", "wrk"] {
@@ -225,6 +231,141 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let (_, ferry_peak) = rss(ferry.process.pid()).context("reading ferry's RSS")?;
     let dist_rss = rss(distribution.process.pid()).map(|r| r.1).unwrap_or(0);
 
+    // Basic auth on every request: a second ferry with --htpasswd and one user (so no access
+    // rules: that user may do everything, anonymous nothing), filled the same way, taking turns
+    // with the plain one.
+    let htpasswd = w.join("htpasswd");
+    ferry_testkit::write_secret(
+        &htpasswd,
+        format!(
+            "{USER}:{}\n",
+            bcrypt::hash(PASSWORD, 10).map_err(|e| anyhow::anyhow!("bcrypt: {e:?}"))?
+        ),
+    );
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let authed = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(32)
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {credentials}").parse()?,
+        )]))
+        .build()?;
+    let auth_data = w.join("ferry-auth-data");
+    let auth_args = [
+        "--log-level",
+        "warn",
+        "--htpasswd",
+        htpasswd.to_str().context("a UTF-8 temp path")?,
+    ];
+    eprintln!("pushing {} images to ferry with basic auth…", o.stored);
+    {
+        let f = Ferry::start(&o.ferry, &auth_data, &auth_args);
+        rt.block_on(push_all(&authed, &f.url(), &images))?;
+    }
+    // Restarted, as the plain one was, so that both serve with the index rebuilt from disk.
+    let ferry_auth = Ferry::start(&o.ferry, &auth_data, &auth_args);
+    rt.block_on(async {
+        let anonymous = c
+            .get(format!("{}/v2/{}/manifests/v1", ferry_auth.url(), repo(0)))
+            .send()
+            .await?;
+        ensure!(
+            anonymous.status() == 401,
+            "ferry --htpasswd answered {} to an anonymous pull",
+            anonymous.status()
+        );
+        verify(&authed, &ferry_auth.url(), pulled).await
+    })?;
+    eprintln!("small-image pulls, ferry with and without basic auth, taking turns");
+    let (ferry_url, auth_url) = (ferry.url(), ferry_auth.url());
+    let [small_plain, small_auth]: [Vec<WrkRun>; 2] = interleaved(
+        o.seconds,
+        o.repeats,
+        &[
+            Target {
+                name: "small-ferry-beside-auth",
+                url: &ferry_url,
+                auth: None,
+            },
+            Target {
+                name: "small-ferry-basic-auth",
+                url: &auth_url,
+                auth: Some(&credentials),
+            },
+        ],
+        &script,
+        &small_paths,
+        o.pullers,
+        w,
+    )?
+    .try_into()
+    .map_err(|_| anyhow::anyhow!("two series expected"))?;
+    drop(ferry_auth);
+
+    // TLS: ferry restarted on the same data with a certificate for 127.0.0.1, against nginx
+    // serving the same files over TLS, taking turns.
+    drop(ferry);
+    let pki = TestPki::generate();
+    let ferry = Ferry::start(
+        &o.ferry,
+        &ferry_data,
+        &[
+            "--log-level",
+            "warn",
+            "--tls-cert",
+            pki.cert.to_str().context("a UTF-8 temp path")?,
+            "--tls-key",
+            pki.key.to_str().context("a UTF-8 temp path")?,
+        ],
+    );
+    let ferry_tls = format!("https://{}", ferry.host());
+    let nginx_tls = Nginx::start_tls(&www, &pki).context("nginx")?;
+    let trusting = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(32)
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem)?)
+        .build()?;
+    eprintln!("verifying every path on ferry and nginx over TLS…");
+    for base in [&ferry_tls, &nginx_tls.url()] {
+        rt.block_on(verify(&trusting, base, pulled))?;
+    }
+    let negotiated = serde_json::json!({
+        "ferry": negotiated_tls(ferry.port, &pki),
+        "nginx": negotiated_tls(nginx_tls.port, &pki),
+        "server_key": "ECDSA P-256 (rcgen)",
+    });
+    let nginx_tls_url = nginx_tls.url();
+    let mut tls_runs = Vec::new();
+    for (kind, paths, connections) in [("small", &small_paths, o.pullers), ("big", &big_paths, 1)] {
+        eprintln!("{kind} over TLS, nginx and ferry taking turns");
+        let (n, f) = (format!("{kind}-nginx-tls"), format!("{kind}-ferry-tls"));
+        let targets = [
+            Target {
+                name: &n,
+                url: &nginx_tls_url,
+                auth: None,
+            },
+            Target {
+                name: &f,
+                url: &ferry_tls,
+                auth: None,
+            },
+        ];
+        tls_runs.push(interleaved(
+            o.seconds,
+            o.repeats,
+            &targets,
+            &script,
+            paths,
+            connections,
+            w,
+        )?);
+    }
+    drop(nginx_tls);
+
     let s = |runs: &[WrkRun]| summary(runs);
     let (sn, sf, sd, bn, bf) = (
         s(&small_nginx),
@@ -236,7 +377,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let rps = |v: &serde_json::Value| v["median_rps"].as_f64().unwrap_or(0.0);
     let bps = |v: &serde_json::Value| v["median_bytes_per_s"].as_f64().unwrap_or(0.0);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "benchmark": "serve",
         "date": now_utc(),
         "machine": machine(),
@@ -255,6 +396,39 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         },
         "targets": {"small_ferry_vs_nginx": 0.6, "big_ferry_vs_nginx": 0.8, "ferry_idle_rss_mib": 15},
     });
+    let (tn, tf, btn, btf, ap, aa) = (
+        s(&tls_runs[0][0]),
+        s(&tls_runs[0][1]),
+        s(&tls_runs[1][0]),
+        s(&tls_runs[1][1]),
+        s(&small_plain),
+        s(&small_auth),
+    );
+    let added = [
+        (
+            "small_ferry_tls_vs_nginx_tls",
+            ratio(rps(&tf), rps(&tn)),
+            0.6,
+        ),
+        (
+            "big_ferry_tls_vs_nginx_tls",
+            ratio(bps(&btf), bps(&btn)),
+            0.8,
+        ),
+        (
+            "small_ferry_basic_auth_vs_ferry",
+            ratio(rps(&aa), rps(&ap)),
+            0.9,
+        ),
+    ];
+    for (key, r, target) in added {
+        result["ratios"][key] = r.into();
+        result["targets"][key] = target.into();
+    }
+    result["small_pulls_tls"] = serde_json::json!({"nginx": tn, "ferry": tf});
+    result["big_blob_tls"] = serde_json::json!({"nginx": btn, "ferry": btf});
+    result["small_pulls_basic_auth"] = serde_json::json!({"ferry": ap, "ferry_basic_auth": aa});
+    result["tls_negotiated"] = negotiated;
     let table = render(&result);
     println!("{table}");
     let stamp = result["date"].as_str().unwrap_or("").replace(':', "");
@@ -304,35 +478,25 @@ fn render(r: &serde_json::Value) -> String {
         "Cached pulls of {} small images (manifest by tag + config + 5 layers), wrk -t1 -c{}, median of {} × {}s:\n\n",
         p["images_pulled"], p["connections"], p["repeats"], p["seconds_per_run"]
     ));
-    s.push_str("| server | requests/s | images/s | p50 µs | p99 µs | errors | ferry ÷ this |\n|---|---:|---:|---:|---:|---:|---:|\n");
-    let ferry_rps = f(&r["small_pulls"]["ferry"]["median_rps"]);
-    for name in ["nginx", "ferry", "distribution"] {
-        let v = &r["small_pulls"][name];
-        let rps = f(&v["median_rps"]);
-        s.push_str(&format!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2}× |\n",
-            rps,
-            rps / 7.0,
-            f(&v["median_p50_us"]),
-            f(&v["median_p99_us"]),
-            v["errors"],
-            if rps > 0.0 { ferry_rps / rps } else { 0.0 }
-        ));
-    }
+    small_table(
+        &mut s,
+        &r["small_pulls"],
+        &[
+            ("nginx", "nginx"),
+            ("ferry", "ferry"),
+            ("distribution", "distribution"),
+        ],
+        "ferry",
+    );
     s.push_str(&format!(
         "\nOne {} MiB blob, 1 connection, median of {} × {}s:\n\n",
         p["big_blob_mib"], p["repeats"], p["seconds_per_run"]
     ));
-    s.push_str("| server | MB/s | ferry ÷ this |\n|---|---:|---:|\n");
-    let ferry_bps = f(&r["big_blob"]["ferry"]["median_bytes_per_s"]);
-    for name in ["nginx", "ferry"] {
-        let b = f(&r["big_blob"][name]["median_bytes_per_s"]);
-        s.push_str(&format!(
-            "| {name} | {:.0} | {:.2}× |\n",
-            b / 1e6,
-            if b > 0.0 { ferry_bps / b } else { 0.0 }
-        ));
-    }
+    big_table(
+        &mut s,
+        &r["big_blob"],
+        &[("nginx", "nginx"), ("ferry", "ferry")],
+    );
     let m = &r["memory"];
     s.push_str(&format!(
         "\nMemory: ferry idle RSS with {} images stored {:.1} MiB (target ≤ 15), ferry peak RSS {:.1} MiB, Distribution peak RSS {:.1} MiB.\n",
@@ -348,7 +512,151 @@ fn render(r: &serde_json::Value) -> String {
         f(&t["big_ferry_vs_nginx"]),
         f(&t["small_ferry_vs_distribution"])
     ));
+
+    let tls = &r["tls_negotiated"];
+    let session = |server: &str| {
+        let v = &tls[server];
+        format!(
+            "{} {}",
+            v["protocol"].as_str().unwrap_or("?"),
+            v["cipher"].as_str().unwrap_or("?")
+        )
+    };
+    s.push_str(&format!(
+        "\nOver TLS (HTTP/1.1; openssl s_client negotiated ferry: {}, nginx: {}; server key {}), nginx and ferry taking turns, median of {} × {}s. Small pulls, {} connections:\n\n",
+        session("ferry"),
+        session("nginx"),
+        tls["server_key"].as_str().unwrap_or("?"),
+        p["repeats"],
+        p["seconds_per_run"],
+        p["connections"]
+    ));
+    let tls_rows = [("nginx", "nginx TLS"), ("ferry", "ferry TLS")];
+    small_table(&mut s, &r["small_pulls_tls"], &tls_rows, "ferry");
+    s.push_str(&format!(
+        "\nOne {} MiB blob over TLS, 1 connection:\n\n",
+        p["big_blob_mib"]
+    ));
+    big_table(&mut s, &r["big_blob_tls"], &tls_rows);
+    s.push_str(&format!(
+        "\nBasic auth on every request (ferry --htpasswd, one bcrypt user) and plain ferry, taking turns, median of {} × {}s, {} connections:\n\n",
+        p["repeats"], p["seconds_per_run"], p["connections"]
+    ));
+    small_table(
+        &mut s,
+        &r["small_pulls_basic_auth"],
+        &[("ferry", "ferry"), ("ferry_basic_auth", "ferry basic auth")],
+        "ferry_basic_auth",
+    );
+    let checks = [
+        (
+            "small pulls ferry TLS ÷ nginx TLS",
+            "small_ferry_tls_vs_nginx_tls",
+        ),
+        (
+            "large blob ferry TLS ÷ nginx TLS",
+            "big_ferry_tls_vs_nginx_tls",
+        ),
+        (
+            "small pulls ferry basic auth ÷ ferry",
+            "small_ferry_basic_auth_vs_ferry",
+        ),
+    ];
+    let readings: Vec<String> = checks
+        .iter()
+        .map(|(what, key)| {
+            let (ratio, target) = (f(&t[key]), f(&r["targets"][key]));
+            let verdict = if ratio >= target { "met" } else { "missed" };
+            format!("{what} {ratio:.2} (target ≥ {target}: {verdict})")
+        })
+        .collect();
+    s.push_str(&format!(
+        "\nTargets over TLS and with auth: {}.\n",
+        readings.join("; ")
+    ));
     s
+}
+
+/// Rows of small-pull results (`rows`: key in `section`, label), the last column being the
+/// `reference` row's rate over each row's.
+fn small_table(
+    s: &mut String,
+    section: &serde_json::Value,
+    rows: &[(&str, &str)],
+    reference: &str,
+) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let reference_rps = f(&section[reference]["median_rps"]);
+    let label = rows
+        .iter()
+        .find(|(key, _)| *key == reference)
+        .map_or(reference, |(_, label)| *label);
+    s.push_str(&format!("| server | requests/s | images/s | p50 µs | p99 µs | errors | {label} ÷ this |\n|---|---:|---:|---:|---:|---:|---:|\n"));
+    for (key, name) in rows {
+        let v = &section[*key];
+        let rps = f(&v["median_rps"]);
+        s.push_str(&format!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2}× |\n",
+            rps,
+            rps / 7.0,
+            f(&v["median_p50_us"]),
+            f(&v["median_p99_us"]),
+            v["errors"],
+            if rps > 0.0 { reference_rps / rps } else { 0.0 }
+        ));
+    }
+}
+
+/// Rows of large-blob results (`rows`: key in `section`, label), the last one being ferry's.
+fn big_table(s: &mut String, section: &serde_json::Value, rows: &[(&str, &str)]) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let label = rows.last().map_or("ferry", |(_, label)| *label);
+    let ferry_bps = f(&section["ferry"]["median_bytes_per_s"]);
+    s.push_str(&format!(
+        "| server | MB/s | {label} ÷ this |\n|---|---:|---:|\n"
+    ));
+    for (key, name) in rows {
+        let b = f(&section[*key]["median_bytes_per_s"]);
+        s.push_str(&format!(
+            "| {name} | {:.0} | {:.2}× |\n",
+            b / 1e6,
+            if b > 0.0 { ferry_bps / b } else { 0.0 }
+        ));
+    }
+}
+
+/// The protocol and cipher suite `openssl s_client` (the library wrk uses, with its defaults)
+/// negotiates with the server on 127.0.0.1:`port`; nulls when openssl is not installed.
+fn negotiated_tls(port: u16, pki: &TestPki) -> serde_json::Value {
+    let Some(openssl) = find("openssl") else {
+        return serde_json::json!({"protocol": null, "cipher": null});
+    };
+    let out = std::process::Command::new(openssl)
+        .args([
+            "s_client",
+            "-brief",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("-CAfile")
+        .arg(&pki.ca)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let text = out
+        .map(|o| {
+            String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)
+        })
+        .unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    serde_json::json!({
+        "protocol": field("Protocol version:"),
+        "cipher": field("Ciphersuite:"),
+        "key_exchange": field("Server Temp Key:").or_else(|| field("Peer Temp Key:")),
+    })
 }
 
 #[cfg(test)]

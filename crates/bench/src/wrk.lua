@@ -1,5 +1,6 @@
 -- Cycles through request paths read from a file (one per line), one path per request.
--- Writes a JSON summary to $WRK_JSON when the run ends.
+-- Writes a JSON summary to $WRK_JSON when the run ends. With $WRK_AUTH set (base64 of
+-- user:password), every request carries it as basic credentials.
 local paths, idx = {}, 0
 
 function init(args)
@@ -7,6 +8,10 @@ function init(args)
     if line ~= "" then paths[#paths + 1] = line end
   end
   idx = 0
+  local auth = os.getenv("WRK_AUTH")
+  if auth and auth ~= "" then
+    wrk.headers["Authorization"] = "Basic " .. auth
+  end
 end
 
 function request()

@@ -512,12 +512,23 @@ pub struct Nginx {
     pub process: Process,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    tls: bool,
     _dir: tempfile::TempDir,
 }
 
 impl Nginx {
-    /// Serves `root`, or `None` if nginx is not installed (outside CI).
+    /// Serves `root` over plain HTTP, or `None` if nginx is not installed (outside CI).
     pub fn start(root: &Path) -> Option<Nginx> {
+        Nginx::start_with(root, None)
+    }
+
+    /// Serves `root` over TLS 1.2 and 1.3 (HTTP/1.1 only, no ALPN for h2) with `pki`'s
+    /// certificate for 127.0.0.1, or `None` if nginx is not installed (outside CI).
+    pub fn start_tls(root: &Path, pki: &crate::tls::TestPki) -> Option<Nginx> {
+        Nginx::start_with(root, Some(pki))
+    }
+
+    fn start_with(root: &Path, tls: Option<&crate::tls::TestPki>) -> Option<Nginx> {
         let bin = require("nginx")?;
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display();
@@ -525,10 +536,18 @@ impl Nginx {
             std::fs::create_dir_all(dir.path().join("tmp").join(t)).expect("nginx temp dirs");
         }
         let port = free_port();
+        let listen = match tls {
+            None => format!("listen 127.0.0.1:{port};"),
+            Some(pki) => format!(
+                "listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:SSL:10m;",
+                pki.cert.display(),
+                pki.key.display()
+            ),
+        };
         // `user root root` because workers would otherwise run as nobody and get 403 on 0700 temp
         // dirs when the tests run as root.
         let config = format!(
-            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  types {{ }}\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port};\n    root {};\n    location ~ /manifests/ {{ default_type application/vnd.oci.image.manifest.v1+json; }}\n    location / {{ }}\n  }}\n}}\n",
+            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  types {{ }}\n  default_type application/octet-stream;\n  server {{\n    {listen}\n    root {};\n    location ~ /manifests/ {{ default_type application/vnd.oci.image.manifest.v1+json; }}\n    location / {{ }}\n  }}\n}}\n",
             root.display()
         );
         let cfg = dir.path().join("nginx.conf");
@@ -544,8 +563,15 @@ impl Nginx {
         Some(Nginx {
             process,
             port,
+            tls: tls.is_some(),
             _dir: dir,
         })
+    }
+
+    /// `http://127.0.0.1:port`, or `https://…` when started with [`Nginx::start_tls`].
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 
