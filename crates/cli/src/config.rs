@@ -1488,6 +1488,10 @@ impl Config {
             identity,
             p.advertise_port.unwrap_or(registry_port),
         );
+        // Peers fetch from this node's registry over what it serves.
+        if self.tls.cert_file.is_some() {
+            o.registry_scheme = "https";
+        }
         o.bootstrap = p.bootstrap()?;
         o.membership = p.membership()?;
         o.provider_ttl = Duration::from_secs(p.provider_ttl_secs);

@@ -117,12 +117,12 @@ enum Command {
     Config(ConfigCommand),
     /// Write containerd hosts.toml files that send pulls through a ferry mirror.
     #[command(
-        after_help = "Examples:\n  ferry containerd-config --mirror http://127.0.0.1:8080 --registries docker.io,quay.io --dir /etc/containerd/certs.d\n  ferry containerd-config --mirror http://ferry.local:8080 --registries docker.io --dir ./certs.d --dry-run\n  ferry containerd-config --mirror http://ferry.local:8080 --config /etc/ferry/ferry.toml --registries registry.lan:5000 --dry-run\n\ncontainerd must point at the directory: config_path = \"/etc/containerd/certs.d\" in its CRI registry\nsection, or `ctr images pull --hosts-dir /etc/containerd/certs.d …`."
+        after_help = "Examples:\n  ferry containerd-config --mirror http://127.0.0.1:8080 --registries docker.io,quay.io --dir /etc/containerd/certs.d\n  ferry containerd-config --mirror http://ferry.local:8080 --registries docker.io --dir ./certs.d --dry-run\n  ferry containerd-config --mirror http://ferry.local:8080 --config /etc/ferry/ferry.toml --registries registry.lan:5000 --dry-run\n  ferry containerd-config --mirror https://ferry.local:5000 --ca /etc/ferry/ca.crt --registries docker.io --dir ./certs.d\n\ncontainerd must point at the directory: config_path = \"/etc/containerd/certs.d\" in its CRI registry\nsection, or `ctr images pull --hosts-dir /etc/containerd/certs.d …`."
     )]
     ContainerdConfig(ContainerdConfigArgs),
     /// Print the Docker daemon.json settings that use a ferry mirror for Docker Hub.
     #[command(
-        after_help = "Example:\n  ferry docker-config --mirror http://127.0.0.1:8080 > /etc/docker/daemon.json"
+        after_help = "Examples:\n  ferry docker-config --mirror http://127.0.0.1:8080 > /etc/docker/daemon.json\n  ferry docker-config --mirror https://ferry.local:5000 --ca /etc/ferry/ca.crt > /etc/docker/daemon.json"
     )]
     DockerConfig(DockerConfigArgs),
     /// The load lab: generate images, drive a registry with scaling pullers, report.
@@ -161,6 +161,23 @@ struct ContainerdConfigArgs {
     /// containerd's hosts directory.
     #[arg(long, default_value = "/etc/containerd/certs.d")]
     dir: PathBuf,
+    /// The CA that signed an https mirror's certificate (PEM): copied beside each hosts.toml
+    /// (`ferry-ca.crt`) and named by its `ca` key.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a mirror that asks for one (mutual TLS); with --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// A user the mirror knows (its htpasswd): sent as basic credentials on every request to the
+    /// mirror; with --password-file. The hosts.toml files are then written owner-only.
+    #[arg(long, requires = "password_file")]
+    username: Option<String>,
+    /// File holding the user's password (refused if others can read it).
+    #[arg(long, value_name = "FILE", requires = "username")]
+    password_file: Option<PathBuf>,
     /// Print the files instead of writing them.
     #[arg(long)]
     dry_run: bool,
@@ -171,6 +188,13 @@ struct DockerConfigArgs {
     /// The ferry mirror, e.g. `http://127.0.0.1:8080`.
     #[arg(long)]
     mirror: String,
+    /// The CA that signed an https mirror's certificate (PEM): written to
+    /// `<certs-dir>/<host:port>/ca.crt`, where Docker looks for it.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Docker's certificates directory.
+    #[arg(long, default_value = "/etc/docker/certs.d")]
+    certs_dir: PathBuf,
 }
 
 fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<()> {
@@ -275,10 +299,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(path) => config::Config::load(Some(path))?.upstream,
                 None => Vec::new(),
             };
+            let basic = match (&args.username, &args.password_file) {
+                (Some(user), Some(file)) => {
+                    let password =
+                        String::from_utf8(ferry_auth::read_secret_file(file)?).map_err(|_| {
+                            anyhow::anyhow!("--password-file {}: not UTF-8", file.display())
+                        })?;
+                    Some(format!(
+                        "{user}:{}",
+                        password.trim_end_matches(['\r', '\n'])
+                    ))
+                }
+                _ => None,
+            };
+            let access = client_config::MirrorAccess {
+                ca: args.ca.clone(),
+                client: args.client_cert.clone().zip(args.client_key.clone()),
+                basic,
+            };
             client_config::containerd(
                 &args.mirror,
                 &args.registries,
                 &upstreams,
+                &access,
                 &args.dir,
                 args.dry_run,
             )?;
@@ -321,6 +364,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DockerConfig(args) => {
             println!("{}", client_config::docker(&args.mirror)?);
+            if let Some(ca) = &args.ca {
+                let path = client_config::docker_ca(&args.mirror, ca, &args.certs_dir)?;
+                eprintln!("wrote {}", path.display());
+            }
+            if args.mirror.starts_with("https://") {
+                eprintln!(
+                    "Docker sends Docker Hub's credentials to registry-mirrors, not the mirror's: let anonymous callers pull through it ([[auth.access]] anonymous = true)"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {

@@ -422,6 +422,21 @@ impl Auth {
         })
     }
 
+    /// Whether a mount from `from` should ask for a token that can pull it: the caller came with
+    /// one of ferry's tokens lacking that scope, and the rules would grant it (so asking again
+    /// gets a token that mounts, as Distribution's challenge makes clients do; otherwise the
+    /// mount quietly becomes an ordinary upload).
+    pub(crate) fn mount_wants_scope(&self, caller: &Caller, from: &str) -> bool {
+        self.issues_tokens()
+            && caller
+                .token
+                .as_ref()
+                .is_some_and(|claims| !claims.allows("repository", from, "pull"))
+            && self
+                .policy()
+                .allowed(&caller.identity.who(), from, Action::Pull)
+    }
+
     /// Whether `caller` may pull `repo` (catalog filtering).
     pub(crate) fn may_pull(&self, caller: &Caller, repo: &str) -> bool {
         match &caller.token {

@@ -261,6 +261,8 @@ pub struct MirrorSetup {
     pub budget: CacheBudget,
     /// Time between housekeeping rounds.
     pub housekeeping_interval: Duration,
+    /// Registry behaviour (authentication, …).
+    pub registry: RegistryOptions,
 }
 
 impl Default for MirrorSetup {
@@ -274,6 +276,7 @@ impl Default for MirrorSetup {
             budget: CacheBudget::default(),
             // Rounds run only when a test asks for them with a short interval.
             housekeeping_interval: Duration::from_secs(3600),
+            registry: RegistryOptions::default(),
         }
     }
 }
@@ -355,7 +358,7 @@ impl Mirrored {
         let store = Store::open(&dir, StoreOptions::default()).await.unwrap();
         let app = Arc::new(App {
             store,
-            options: RegistryOptions::default(),
+            options: setup.registry,
             mirror: Some(Arc::new(mirror)),
             metrics: Default::default(),
         });

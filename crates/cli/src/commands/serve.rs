@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// them; basic credentials keep working on every request.
     #[arg(long, env = "FERRY_TOKEN_AUTH")]
     pub token_auth: bool,
+    /// The ES256 key (PKCS#8 PEM) tokens are signed with [default: DATA_DIR/auth/token-signing.key,
+    /// made at first start]; replicas behind one name share one.
+    #[arg(long, value_name = "FILE", env = "FERRY_TOKEN_SIGNING_KEY")]
+    pub token_signing_key: Option<PathBuf>,
     /// Whether clients must present a certificate when --tls-client-ca is given.
     #[arg(long, value_name = "MODE", value_enum)]
     pub tls_client_auth: Option<config::ClientAuthMode>,
@@ -161,6 +165,9 @@ impl ServeArgs {
         }
         if self.token_auth {
             c.auth.token.issue = true;
+        }
+        if let Some(p) = &self.token_signing_key {
+            c.auth.token.signing_key_file = Some(p.clone());
         }
         if let Some(m) = self.tls_client_auth {
             c.tls.client_auth = m;
@@ -392,8 +399,12 @@ pub async fn serve(
     // Installed before serving in every case: SIGHUP's default action would end the process.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP (the signal that reloads certificates)")?;
+    let reloadable = Reloadable {
+        tls: tls.clone(),
+        htpasswd: app.options.auth.clone().zip(c.auth.htpasswd_file.clone()),
+    };
     tokio::spawn(reload_on_change(
-        tls.clone(),
+        reloadable,
         std::time::Duration::from_secs(c.tls.reload_interval_secs),
         hangup,
     ));
@@ -419,41 +430,47 @@ pub async fn serve(
     Ok(())
 }
 
-/// Reloads the TLS files when they change (checked every `interval`) or on SIGHUP. A set that
-/// does not load (a key renamed into place before its certificate, a bad file) leaves what is
-/// served as it was; the next change or signal tries again.
-async fn reload_on_change(
+/// What SIGHUP and file changes reload.
+struct Reloadable {
     tls: Option<Arc<ferry_server::tls::TlsServing>>,
+    htpasswd: Option<(Arc<ferry_server::auth::Auth>, PathBuf)>,
+}
+
+impl Reloadable {
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        if let Some(t) = &self.tls {
+            let f = t.files();
+            files.extend(
+                [Some(&f.cert), Some(&f.key), f.client_ca.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        if let Some((_, p)) = &self.htpasswd {
+            files.push(p.clone());
+        }
+        files
+    }
+}
+
+/// Reloads the TLS files and the htpasswd file when they change (checked every `interval`) or
+/// on SIGHUP. What does not load (a key renamed into place before its certificate, a bad line)
+/// leaves what is served as it was, with a warning; the next change or signal tries again.
+async fn reload_on_change(
+    what: Reloadable,
     interval: std::time::Duration,
     mut hangup: tokio::signal::unix::Signal,
 ) {
-    let watched: Vec<PathBuf> = tls
-        .as_ref()
-        .map(|t| {
-            let files = t.files();
-            [
-                Some(&files.cert),
-                Some(&files.key),
-                files.client_ca.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+    let watched = what.files();
+    let stamp = |path: &PathBuf| {
+        std::fs::metadata(path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.ino(), m.len(), m.mtime(), m.mtime_nsec())
         })
-        .unwrap_or_default();
-    let stamp = || {
-        watched
-            .iter()
-            .map(|p| {
-                std::fs::metadata(p).ok().map(|m| {
-                    use std::os::unix::fs::MetadataExt;
-                    (m.ino(), m.len(), m.mtime(), m.mtime_nsec())
-                })
-            })
-            .collect::<Vec<_>>()
     };
-    let mut seen = stamp();
+    let mut seen: Vec<_> = watched.iter().map(stamp).collect();
     let mut tick = tokio::time::interval(interval);
     tick.tick().await;
     loop {
@@ -461,21 +478,44 @@ async fn reload_on_change(
             _ = tick.tick() => "changed",
             Some(()) = hangup.recv() => "SIGHUP",
         };
-        let now = stamp();
+        let now: Vec<_> = watched.iter().map(stamp).collect();
+        let changed = |i: usize| why == "SIGHUP" || now[i] != seen[i];
         if why == "changed" && now == seen {
             continue;
         }
-        seen = now;
-        let Some(tls) = &tls else {
-            tracing::info!("SIGHUP received: nothing to reload (no TLS configured)");
+        if watched.is_empty() {
+            tracing::info!("SIGHUP received: nothing to reload (no TLS or htpasswd configured)");
             continue;
-        };
-        match tls.reload() {
-            Ok(()) => tracing::info!(trigger = why, "TLS certificate and key reloaded"),
-            Err(e) => {
-                tracing::warn!(trigger = why, error = %e, "TLS files not reloaded; still serving the previous certificate")
+        }
+        let tls_files = what.tls.as_ref().map_or(0, |t| {
+            let f = t.files();
+            2 + usize::from(f.client_ca.is_some())
+        });
+        if let Some(tls) = &what.tls
+            && (0..tls_files).any(changed)
+        {
+            match tls.reload() {
+                Ok(()) => tracing::info!(trigger = why, "TLS certificate and key reloaded"),
+                Err(e) => {
+                    tracing::warn!(trigger = why, error = %e, "TLS files not reloaded; still serving the previous certificate")
+                }
             }
         }
+        if let Some((auth, path)) = &what.htpasswd
+            && changed(tls_files)
+        {
+            match crate::config::read_htpasswd(path) {
+                Ok(h) => {
+                    let users = h.len();
+                    auth.set_htpasswd(h);
+                    tracing::info!(trigger = why, users, "htpasswd reloaded");
+                }
+                Err(e) => {
+                    tracing::warn!(trigger = why, error = %e, "htpasswd not reloaded; the previous users stay")
+                }
+            }
+        }
+        seen = now;
     }
 }
 

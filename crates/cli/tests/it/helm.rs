@@ -1495,3 +1495,95 @@ async fn helm_rollout_bench_manifests_run_one_puller_per_node() {
         "in the order the pulls started"
     );
 }
+
+/// `tls.existingSecret` and `auth.*`: the TLS Secret, the htpasswd Secret and the token signing
+/// key are mounted read-only (0440, root-owned: what ferry accepts for secret files), ferry gets
+/// the flags naming them, the probes speak HTTPS, and ferry accepts the rendered arguments.
+#[test]
+fn helm_chart_serves_tls_with_htpasswd_and_tokens_from_secrets() {
+    let Some(helm) = ferry_testkit::peers::require("helm") else {
+        return;
+    };
+    let r = check(
+        &helm,
+        &[
+            "tls.existingSecret=ferry-tls",
+            "auth.htpasswdSecret=ferry-users",
+            "auth.tokens=true",
+            "auth.signingKeySecret=ferry-token-key",
+        ],
+    );
+    let args = r.args();
+    assert_eq!(
+        arg_of(&args, "--tls-cert").as_deref(),
+        Some("/etc/ferry-tls/tls.crt")
+    );
+    assert_eq!(
+        arg_of(&args, "--tls-key").as_deref(),
+        Some("/etc/ferry-tls/tls.key")
+    );
+    assert_eq!(
+        arg_of(&args, "--htpasswd").as_deref(),
+        Some("/etc/ferry-auth/htpasswd")
+    );
+    assert!(args.iter().any(|a| a == "--token-auth"));
+    assert_eq!(
+        arg_of(&args, "--token-signing-key").as_deref(),
+        Some("/etc/ferry-token-key/token-signing.key")
+    );
+    let volumes = r.pod.volumes.clone().unwrap_or_default();
+    for (name, secret, dir) in [
+        ("tls", "ferry-tls", "/etc/ferry-tls"),
+        ("htpasswd", "ferry-users", "/etc/ferry-auth"),
+        ("token-key", "ferry-token-key", "/etc/ferry-token-key"),
+    ] {
+        let v = volumes
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("a {name} volume"));
+        let source = v.secret.as_ref().expect("a Secret volume");
+        assert_eq!(source.secret_name.as_deref(), Some(secret));
+        assert_eq!(source.default_mode, Some(0o440));
+        let mount = r
+            .container()
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} mounted"));
+        assert_eq!(mount.mount_path, dir);
+        assert_eq!(mount.read_only, Some(true));
+    }
+    let c = r.container();
+    for probe in [&c.startup_probe, &c.liveness_probe, &c.readiness_probe] {
+        let get = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("an HTTP probe");
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let printed = ferry_accepts(&r, tmp.path(), None);
+    assert_eq!(
+        printed["tls"]["cert_file"].as_str(),
+        Some("/etc/ferry-tls/tls.crt")
+    );
+    assert_eq!(printed["auth"]["token"]["issue"].as_bool(), Some(true));
+
+    // Without TLS the probes stay HTTP; a signing key without tokens is refused.
+    let plain = check(&helm, &[]);
+    assert!(
+        plain
+            .container()
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .scheme
+            .is_none()
+    );
+    let err = render(&helm, &["auth.signingKeySecret=k"]).unwrap_err();
+    assert!(err.contains("auth.tokens"), "{err}");
+}

@@ -537,7 +537,13 @@ fn skopeo_containerd_and_ferry_follow_the_token_challenge() {
     let ferry = start_tls(
         &pki,
         &tmp.path().join("data"),
-        &["--config", config.to_str().unwrap(), "--token-auth"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--token-auth",
+            "--log-level",
+            "trace",
+        ],
     );
     let host = ferry.host();
     let certs = pki.cert_dir(tmp.path());
@@ -638,5 +644,180 @@ fn skopeo_containerd_and_ferry_follow_the_token_challenge() {
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
+    );
+
+    // A token used by hand; then neither it, the password nor the key is in the trace log.
+    let token = rt.block_on(async {
+        let v: serde_json::Value = trusting(&pki)
+            .get(format!(
+                "https://{host}/token?service=ferry&scope=repository:team/app:pull"
+            ))
+            .basic_auth("alice", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = v["token"].as_str().unwrap().to_owned();
+        let r = trusting(&pki)
+            .get(format!("https://{host}/v2/team/app/tags/list"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        token
+    });
+    let log = ferry.process.log();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "not a trace log"
+    );
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    let key_lines: Vec<&str> = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .collect();
+    assert!(!key_lines.is_empty());
+    let basic = base64::engine::general_purpose::STANDARD.encode(&creds);
+    let signature = token.rsplit('.').next().unwrap();
+    for (what, secret) in [
+        ("password", PASSWORD),
+        ("basic credentials", basic.as_str()),
+        ("token signature", signature),
+    ]
+    .into_iter()
+    .chain(key_lines.iter().map(|l| ("signing key", *l)))
+    {
+        assert!(!log.contains(secret), "the {what} reached the log");
+    }
+}
+
+#[test]
+fn htpasswd_changes_take_effect_on_sighup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = auth_config(tmp.path());
+    let mut ferry = Ferry::start(
+        ferry_bin(),
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let url = format!("{}/v2/", ferry.url());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = |password: &str| {
+        rt.block_on(
+            crate::client()
+                .get(&url)
+                .basic_auth("alice", Some(password))
+                .send(),
+        )
+        .unwrap()
+        .status()
+        .as_u16()
+    };
+    assert_eq!(status(PASSWORD), 200);
+    let new_password = "a-rotated-password-7";
+    ferry_testkit::write_secret(
+        &tmp.path().join("htpasswd"),
+        format!("alice:{}\n", bcrypt::hash(new_password, 5).unwrap()),
+    );
+    Command::new("kill")
+        .args(["-HUP", &ferry.process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || status(new_password) == 200),
+        "{}",
+        ferry.process.log()
+    );
+    // The old password was cached as good; the reload voids it.
+    assert_eq!(status(PASSWORD), 401);
+    assert!(ferry.process.running());
+}
+
+#[test]
+fn containerd_pulls_with_the_ca_and_credentials_containerd_config_writes() {
+    let pki = TestPki::generate();
+    let (Some(skopeo), Some(containerd)) = (Skopeo::new(), Containerd::start()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // Only alice may pull: the header containerd-config writes is what lets containerd in.
+    let htpasswd = tmp.path().join("htpasswd");
+    ferry_testkit::write_secret(
+        &htpasswd,
+        format!("alice:{}\n", bcrypt::hash(PASSWORD, 5).unwrap()),
+    );
+    let ferry = start_tls(
+        &pki,
+        &tmp.path().join("data"),
+        &["--htpasswd", htpasswd.to_str().unwrap()],
+    );
+    let host = ferry.host();
+    let certs = pki.cert_dir(tmp.path());
+    let app = image(177, 2, 50_000, "amd64");
+    let layout = tmp.path().join("layout");
+    write_layout(
+        &layout,
+        &app.blobs().collect::<Vec<_>>(),
+        &[("v1", &app.manifest)],
+    )
+    .unwrap();
+    let creds = format!("alice:{PASSWORD}");
+    skopeo.run(&[
+        "copy",
+        "--dest-cert-dir",
+        certs.to_str().unwrap(),
+        "--dest-creds",
+        &creds,
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{host}/team/app:v1"),
+    ]);
+
+    let password_file = tmp.path().join("password");
+    ferry_testkit::write_secret(&password_file, format!("{PASSWORD}\n"));
+    let out = Command::new(ferry_bin())
+        .args([
+            "containerd-config",
+            "--mirror",
+            &format!("https://{host}"),
+            "--registries",
+            &host,
+            "--ca",
+            pki.ca.to_str().unwrap(),
+            "--username",
+            "alice",
+            "--password-file",
+            password_file.to_str().unwrap(),
+            "--dir",
+            containerd.hosts_dir().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hosts = containerd.hosts_dir().join(&host).join("hosts.toml");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&hosts).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "a file holding credentials is owner-only"
+    );
+    assert!(
+        containerd
+            .hosts_dir()
+            .join(&host)
+            .join("ferry-ca.crt")
+            .exists()
+    );
+    let pulled = containerd.pull("default", &format!("{host}/team/app:v1"));
+    assert!(
+        pulled.status.success(),
+        "ctr pull with containerd-config's CA and header: {}",
+        String::from_utf8_lossy(&pulled.stderr)
     );
 }

@@ -263,7 +263,19 @@ async fn gate(app: &App, auth: &crate::auth::Auth, req: &mut Request) -> Result<
     let decided = match &route {
         Some(Route::Base) => auth.base(&caller, &realm),
         Some(Route::Catalog) | None => Ok(()),
-        Some(route) => auth.authorize(&caller, &crate::auth::needs(req.method(), route), &realm),
+        Some(route) => {
+            let mut needs = crate::auth::needs(req.method(), route);
+            if req.method() == Method::POST
+                && matches!(route, Route::UploadStart { .. })
+                && let Some(from) = Query::of(req)
+                    .get("from")
+                    .filter(|_| Query::of(req).get("mount").is_some())
+                && auth.mount_wants_scope(&caller, from)
+            {
+                needs.push((from.to_owned(), ferry_auth::Action::Pull));
+            }
+            auth.authorize(&caller, &needs, &realm)
+        }
     };
     if let Err(e) = decided {
         app.metrics.access_denied.inc();

@@ -418,6 +418,39 @@ async fn docker_token_flow_challenge_token_retry() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
+    // A mount from a repository alice may pull, with a token that lacks it: the challenge asks
+    // for both scopes (as Distribution's does), and the token that has them mounts.
+    let layer = img.layers[0].digest.to_string();
+    let mount = format!("/v2/team/copy/blobs/uploads/?mount={layer}&from=team/app");
+    let alice_copy = token(&reg, Some("alice"), "repository:team/copy:pull,push").await;
+    let r = reg
+        .req(Method::POST, &mount)
+        .header("authorization", bearer(&alice_copy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        header(&r, "www-authenticate").unwrap().contains(
+            "scope=\"repository:team/copy:pull,push repository:team/app:pull\",error=\"insufficient_scope\""
+        ),
+        "{:?}",
+        header(&r, "www-authenticate")
+    );
+    let both = token(
+        &reg,
+        Some("alice"),
+        "repository:team/copy:pull,push&scope=repository:team/app:pull",
+    )
+    .await;
+    let r = reg
+        .req(Method::POST, &mount)
+        .header("authorization", bearer(&both))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
     // Anonymous callers get a token too, granting what anonymous rules give.
     let carol = token(&reg, Some("carol"), "repository:public/app:pull,push").await;
     reg.push_image_with("public/app", "v1", &img, &carol).await;
@@ -606,4 +639,71 @@ async fn each_client_has_its_own_request_bucket() {
         StatusCode::OK
     );
     reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrored_namespaces_stay_read_only_whatever_the_rules_grant() {
+    use ferry_testkit::inproc::{MirrorSetup, Mirrored};
+    let m = Mirrored::start_with(MirrorSetup {
+        registry: RegistryOptions {
+            auth: Some(Arc::new(auth())),
+            ..RegistryOptions::default()
+        },
+        ..MirrorSetup::default()
+    })
+    .await;
+    let img = image(197, 1, 1000, "amd64");
+    m.seed("library/app", "v1", &img).await;
+    let base = &m.mirror.base;
+    let client = crate::Registry::start().await;
+    let (carol, password) = USERS[2];
+    // carol (group ops, every action anywhere) pulls through the mirror...
+    let r = client
+        .client
+        .get(format!("{base}/v2/library/app/manifests/v1"))
+        .header("accept", &img.manifest.media_type)
+        .basic_auth(carol, Some(password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // ...but cannot push or delete there: the rules let her, the routing does not.
+    for (method, path) in [
+        (Method::POST, "/v2/library/app/blobs/uploads/".to_owned()),
+        (Method::PUT, "/v2/library/app/manifests/v2".to_owned()),
+        (
+            Method::DELETE,
+            format!("/v2/library/app/manifests/{}", img.manifest.digest),
+        ),
+    ] {
+        let r = client
+            .client
+            .request(method.clone(), format!("{base}{path}"))
+            .basic_auth(carol, Some(password))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == StatusCode::METHOD_NOT_ALLOWED || r.status() == StatusCode::FORBIDDEN,
+            "{method} {path}: {}",
+            r.status()
+        );
+    }
+    // Anonymous callers are challenged before anything reaches the upstream.
+    m.seed("library/other", "v1", &img).await;
+    let r = client
+        .client
+        .get(format!("{base}/v2/library/other/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for method in ["GET", "HEAD"] {
+        assert_eq!(
+            m.proxy.requests(method, "/v2/library/other/manifests/v1"),
+            0
+        );
+    }
+    client.stop().await;
+    m.stop().await;
 }

@@ -373,6 +373,7 @@ async fn housekeeping_evicts_the_least_recently_pulled_unpinned_image_to_fit_the
             ..CacheBudget::default()
         },
         housekeeping_interval: Duration::from_millis(100),
+        ..MirrorSetup::default()
     })
     .await;
     let imgs: Vec<Image> = (0..3)
@@ -438,6 +439,7 @@ async fn housekeeping_evicts_what_the_configured_policy_chooses() {
             ..CacheBudget::default()
         },
         housekeeping_interval: Duration::from_millis(100),
+        ..MirrorSetup::default()
     })
     .await;
     let imgs: Vec<Image> = (0..3)

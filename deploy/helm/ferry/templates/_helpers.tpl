@@ -226,6 +226,23 @@ spec:
         - {{ printf "%s/cluster.key" (include "ferry.clusterKeyDir" .) }}
         {{- end }}
         {{- end }}
+        {{- if .Values.tls.existingSecret }}
+        - --tls-cert
+        - /etc/ferry-tls/tls.crt
+        - --tls-key
+        - /etc/ferry-tls/tls.key
+        {{- end }}
+        {{- if .Values.auth.htpasswdSecret }}
+        - --htpasswd
+        - /etc/ferry-auth/htpasswd
+        {{- end }}
+        {{- if .Values.auth.tokens }}
+        - --token-auth
+        {{- if .Values.auth.signingKeySecret }}
+        - --token-signing-key
+        - /etc/ferry-token-key/token-signing.key
+        {{- end }}
+        {{- end }}
       env:
         - name: FERRY_LOG_FORMAT
           value: json
@@ -263,18 +280,27 @@ spec:
         httpGet:
           path: /healthz
           port: registry
+          {{- if .Values.tls.existingSecret }}
+          scheme: HTTPS
+          {{- end }}
         periodSeconds: 2
         failureThreshold: 60
       livenessProbe:
         httpGet:
           path: /healthz
           port: registry
+          {{- if .Values.tls.existingSecret }}
+          scheme: HTTPS
+          {{- end }}
         periodSeconds: 10
         failureThreshold: 3
       readinessProbe:
         httpGet:
           path: /readyz
           port: registry
+          {{- if .Values.tls.existingSecret }}
+          scheme: HTTPS
+          {{- end }}
         periodSeconds: 5
       resources:
         {{- toYaml .Values.resources | nindent 8 }}
@@ -291,6 +317,21 @@ spec:
         {{- if and .Values.p2p.enabled (include "ferry.clusterKeySecret" .) }}
         - name: cluster-key
           mountPath: {{ include "ferry.clusterKeyDir" . }}
+          readOnly: true
+        {{- end }}
+        {{- if .Values.tls.existingSecret }}
+        - name: tls
+          mountPath: /etc/ferry-tls
+          readOnly: true
+        {{- end }}
+        {{- if .Values.auth.htpasswdSecret }}
+        - name: htpasswd
+          mountPath: /etc/ferry-auth
+          readOnly: true
+        {{- end }}
+        {{- if and .Values.auth.tokens .Values.auth.signingKeySecret }}
+        - name: token-key
+          mountPath: /etc/ferry-token-key
           readOnly: true
         {{- end }}
   volumes:
@@ -320,6 +361,37 @@ spec:
         items:
           - key: {{ .Values.p2p.clusterKey.key }}
             path: cluster.key
+    {{- end }}
+    {{- /* 0440: root-owned and readable by the pod's group (fsGroup), which ferry accepts for
+           secret files owned by root; nobody else can read them. */}}
+    {{- if .Values.tls.existingSecret }}
+    - name: tls
+      secret:
+        secretName: {{ .Values.tls.existingSecret }}
+        defaultMode: 288
+        items:
+          - key: tls.crt
+            path: tls.crt
+          - key: tls.key
+            path: tls.key
+    {{- end }}
+    {{- if .Values.auth.htpasswdSecret }}
+    - name: htpasswd
+      secret:
+        secretName: {{ .Values.auth.htpasswdSecret }}
+        defaultMode: 288
+        items:
+          - key: {{ .Values.auth.htpasswdKey }}
+            path: htpasswd
+    {{- end }}
+    {{- if and .Values.auth.tokens .Values.auth.signingKeySecret }}
+    - name: token-key
+      secret:
+        secretName: {{ .Values.auth.signingKeySecret }}
+        defaultMode: 288
+        items:
+          - key: {{ .Values.auth.signingKeyKey }}
+            path: token-signing.key
     {{- end }}
     {{- if .Values.containerdMirror.enabled }}
     - name: containerd-hosts
