@@ -422,19 +422,24 @@ impl Auth {
         })
     }
 
-    /// Whether a mount from `from` should ask for a token that can pull it: the caller came with
-    /// one of ferry's tokens lacking that scope, and the rules would grant it (so asking again
-    /// gets a token that mounts, as Distribution's challenge makes clients do; otherwise the
+    /// Whether a mount from `from` should ask for a token that can pull it: an anonymous
+    /// caller's challenge names it from the start, as Distribution's does; a caller with one of
+    /// ferry's tokens lacking it is asked again when the rules would grant it (otherwise the
     /// mount quietly becomes an ordinary upload).
     pub(crate) fn mount_wants_scope(&self, caller: &Caller, from: &str) -> bool {
-        self.issues_tokens()
-            && caller
-                .token
-                .as_ref()
-                .is_some_and(|claims| !claims.allows("repository", from, "pull"))
-            && self
-                .policy()
-                .allowed(&caller.identity.who(), from, Action::Pull)
+        if !self.issues_tokens() {
+            return false;
+        }
+        match &caller.token {
+            // The first challenge names every scope the client will need.
+            None => caller.identity == Identity::Anonymous,
+            Some(claims) => {
+                !claims.allows("repository", from, "pull")
+                    && self
+                        .policy()
+                        .allowed(&caller.identity.who(), from, Action::Pull)
+            }
+        }
     }
 
     /// Whether `caller` may pull `repo` (catalog filtering).

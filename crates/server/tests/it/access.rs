@@ -418,10 +418,16 @@ async fn docker_token_flow_challenge_token_retry() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
-    // A mount from a repository alice may pull, with a token that lacks it: the challenge asks
-    // for both scopes (as Distribution's does), and the token that has them mounts.
+    // A mount from a repository alice may pull: the first challenge asks for both scopes (as
+    // Distribution's does); a token that lacks the source's is asked to come back with it; the
+    // token that has both mounts.
     let layer = img.layers[0].digest.to_string();
     let mount = format!("/v2/team/copy/blobs/uploads/?mount={layer}&from=team/app");
+    let first = reg.send(Method::POST, &mount).await;
+    assert_eq!(
+        header(&first, "www-authenticate"),
+        Some(format!("Bearer realm=\"{realm}\",service=\"ferry-test\",scope=\"repository:team/copy:pull,push repository:team/app:pull\"").as_str())
+    );
     let alice_copy = token(&reg, Some("alice"), "repository:team/copy:pull,push").await;
     let r = reg
         .req(Method::POST, &mount)
