@@ -66,6 +66,69 @@ async fn served_certificate(pki: &TestPki, url: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// A test image (seeded) in an OCI layout under `dir`: the `oci:` source skopeo pushes.
+fn app_layout(seed: u64, dir: &Path) -> (ferry_testkit::image::Image, String) {
+    let app = image(seed, 2, 50_000, "amd64");
+    let layout = dir.join("layout");
+    write_layout(
+        &layout,
+        &app.blobs().collect::<Vec<_>>(),
+        &[("v1", &app.manifest)],
+    )
+    .unwrap();
+    let src = format!("oci:{}:v1", layout.display());
+    (app, src)
+}
+
+/// skopeo pushes `src` to `https://host/team/app:v1`, trusting `certs`, with `creds` if given.
+fn skopeo_push(skopeo: &Skopeo, certs: &Path, creds: Option<&str>, src: &str, host: &str) {
+    let mut args = vec!["copy", "--dest-cert-dir", certs.to_str().unwrap()];
+    if let Some(c) = creds {
+        args.extend(["--dest-creds", c]);
+    }
+    let dest = format!("docker://{host}/team/app:v1");
+    args.extend([src, dest.as_str()]);
+    skopeo.run(&args);
+}
+
+/// A hosts.toml that makes containerd pull from `host` over TLS, trusting `pki`'s CA.
+fn trust_in_containerd(containerd: &Containerd, host: &str, pki: &TestPki) {
+    let hosts = containerd.hosts_dir().join(host);
+    std::fs::create_dir_all(&hosts).unwrap();
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"https://{host}\"\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// `ferry ARGS` with no ambient credentials; panics with its stderr unless it succeeds; stdout.
+fn ferry_ok(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(ferry_bin())
+        .args(args)
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ferry {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Sends SIGHUP to `ferry`.
+fn hangup(ferry: &Ferry) {
+    let sent = Command::new("kill")
+        .args(["-HUP", &ferry.process.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 #[test]
 fn skopeo_containerd_and_ferry_push_and_pull_over_tls_with_http2() {
     let pki = TestPki::generate();
@@ -76,35 +139,13 @@ fn skopeo_containerd_and_ferry_push_and_pull_over_tls_with_http2() {
     let ferry = start_tls(&pki, &tmp.path().join("data"), &[]);
     let host = ferry.host();
     let certs = pki.cert_dir(tmp.path());
-    let app = image(171, 3, 200_000, "amd64");
-    let layout = tmp.path().join("layout");
-    write_layout(
-        &layout,
-        &app.blobs().collect::<Vec<_>>(),
-        &[("v1", &app.manifest)],
-    )
-    .unwrap();
+    let (app, src) = app_layout(171, tmp.path());
 
     // skopeo pushes, trusting the CA from a cert dir.
-    skopeo.run(&[
-        "copy",
-        "--dest-cert-dir",
-        certs.to_str().unwrap(),
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{host}/team/app:v1"),
-    ]);
+    skopeo_push(&skopeo, &certs, None, &src, &host);
 
     // containerd pulls with a hosts.toml naming the CA.
-    let hosts = containerd.hosts_dir().join(&host);
-    std::fs::create_dir_all(&hosts).unwrap();
-    std::fs::write(
-        hosts.join("hosts.toml"),
-        format!(
-            "server = \"https://{host}\"\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
-            pki.ca.display()
-        ),
-    )
-    .unwrap();
+    trust_in_containerd(&containerd, &host, &pki);
     let pulled = containerd.pull("default", &format!("{host}/team/app:v1"));
     assert!(
         pulled.status.success(),
@@ -115,26 +156,17 @@ fn skopeo_containerd_and_ferry_push_and_pull_over_tls_with_http2() {
     // ferry's own client copies it out with parallel blobs over one HTTP/2 connection.
     let forwarder = CountingForwarder::start(ferry.port);
     let out = tmp.path().join("out");
-    let copied = Command::new(ferry_bin())
-        .args([
-            "copy",
-            "--json",
-            "--cert-dir",
-            certs.to_str().unwrap(),
-            "-j",
-            "4",
-            &format!("docker://127.0.0.1:{}/team/app:v1", forwarder.port),
-            &format!("oci:{}:v1", out.display()),
-        ])
-        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
-        .output()
-        .unwrap();
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&copied.stdout).unwrap();
+    let copied = ferry_ok(&[
+        "copy",
+        "--json",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "-j",
+        "4",
+        &format!("docker://127.0.0.1:{}/team/app:v1", forwarder.port),
+        &format!("oci:{}:v1", out.display()),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&copied).unwrap();
     assert_eq!(v["images"][0]["digest"], app.manifest.digest.to_string());
     assert_eq!(
         forwarder.accepted(),
@@ -205,11 +237,7 @@ fn certificates_reload_on_sighup_and_on_change_without_a_failed_request() {
     pki.reissue_server();
     let second = der_of(&pki.cert);
     assert_ne!(first, second);
-    let hup = Command::new("kill")
-        .args(["-HUP", &ferry.process.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    hangup(&ferry);
     assert!(
         wait_until(Duration::from_secs(20), || rt
             .block_on(served_certificate(&pki, &url))
@@ -241,10 +269,7 @@ fn certificates_reload_on_sighup_and_on_change_without_a_failed_request() {
     // A key that does not fit the certificate: the last good pair keeps being served.
     let (_, other_key) = pki.client("intruder");
     std::fs::copy(&other_key, &pki.key).unwrap();
-    Command::new("kill")
-        .args(["-HUP", &ferry.process.pid().to_string()])
-        .status()
-        .unwrap();
+    hangup(&ferry);
     assert!(
         wait_until(Duration::from_secs(20), || ferry
             .process
@@ -270,10 +295,7 @@ fn certificates_reload_on_sighup_and_on_change_without_a_failed_request() {
 fn sighup_without_tls_does_not_stop_the_server() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ferry = Ferry::start(ferry_bin(), &tmp.path().join("data"), &[]);
-    Command::new("kill")
-        .args(["-HUP", &ferry.process.pid().to_string()])
-        .status()
-        .unwrap();
+    hangup(&ferry);
     assert!(
         wait_until(Duration::from_secs(20), || ferry
             .process
@@ -388,15 +410,7 @@ fn skopeo_and_ferry_push_and_pull_with_basic_auth_and_no_secret_reaches_the_logs
     );
     let host = ferry.host();
     let certs = pki.cert_dir(tmp.path());
-    let app = image(173, 2, 50_000, "amd64");
-    let layout = tmp.path().join("layout");
-    write_layout(
-        &layout,
-        &app.blobs().collect::<Vec<_>>(),
-        &[("v1", &app.manifest)],
-    )
-    .unwrap();
-    let src = format!("oci:{}:v1", layout.display());
+    let (_, src) = app_layout(173, tmp.path());
     let dest = format!("docker://{host}/team/app:v1");
 
     // Without credentials the push is refused; with them it lands.
@@ -411,37 +425,25 @@ fn skopeo_and_ferry_push_and_pull_with_basic_auth_and_no_secret_reaches_the_logs
         "an anonymous push was accepted"
     );
     let creds = format!("alice:{PASSWORD}");
-    skopeo.run(&[
-        "copy",
-        "--dest-cert-dir",
-        certs.to_str().unwrap(),
-        "--dest-creds",
-        &creds,
-        &src,
-        &dest,
-    ]);
+    skopeo_push(&skopeo, &certs, Some(&creds), &src, &host);
     // Anyone pulls (skopeo anonymously, ferry with the credentials).
     skopeo.run(&[
         "inspect",
         "--cert-dir",
         certs.to_str().unwrap(),
         "--raw",
-        &format!("docker://{host}/team/app:v1"),
+        &dest,
     ]);
     let out = tmp.path().join("out");
-    let copied = Command::new(ferry_bin())
-        .args(["copy", "--json", "--cert-dir", certs.to_str().unwrap()])
-        .args(["--src-creds", &creds])
-        .arg(&dest)
-        .arg(format!("oci:{}:v1", out.display()))
-        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
-        .output()
-        .unwrap();
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
+    ferry_ok(&[
+        "copy",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--src-creds",
+        &creds,
+        &dest,
+        &format!("oci:{}:v1", out.display()),
+    ]);
 
     // The trace-level log holds neither the password nor the header that carried it.
     let log = ferry.process.log();
@@ -547,14 +549,7 @@ fn skopeo_containerd_and_ferry_follow_the_token_challenge() {
     );
     let host = ferry.host();
     let certs = pki.cert_dir(tmp.path());
-    let app = image(175, 2, 50_000, "amd64");
-    let layout = tmp.path().join("layout");
-    write_layout(
-        &layout,
-        &app.blobs().collect::<Vec<_>>(),
-        &[("v1", &app.manifest)],
-    )
-    .unwrap();
+    let (_, src) = app_layout(175, tmp.path());
     let creds = format!("alice:{PASSWORD}");
 
     // The challenge is a Bearer one naming this server's /token.
@@ -576,26 +571,9 @@ fn skopeo_containerd_and_ferry_follow_the_token_challenge() {
     );
 
     // skopeo logs in through the token endpoint (GET with basic credentials) and pushes.
-    skopeo.run(&[
-        "copy",
-        "--dest-cert-dir",
-        certs.to_str().unwrap(),
-        "--dest-creds",
-        &creds,
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{host}/team/app:v1"),
-    ]);
+    skopeo_push(&skopeo, &certs, Some(&creds), &src, &host);
     // containerd with credentials (it posts the OAuth2 form first), and anonymously.
-    let hosts = containerd.hosts_dir().join(&host);
-    std::fs::create_dir_all(&hosts).unwrap();
-    std::fs::write(
-        hosts.join("hosts.toml"),
-        format!(
-            "server = \"https://{host}\"\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
-            pki.ca.display()
-        ),
-    )
-    .unwrap();
+    trust_in_containerd(&containerd, &host, &pki);
     let hosts_dir = containerd.hosts_dir();
     for (ns, user) in [("withcreds", Some(creds.as_str())), ("anonymous", None)] {
         let mut args = vec![
@@ -620,24 +598,15 @@ fn skopeo_containerd_and_ferry_follow_the_token_challenge() {
     }
     // ferry's own client.
     let out = tmp.path().join("out");
-    let copied = Command::new(ferry_bin())
-        .args([
-            "copy",
-            "--cert-dir",
-            certs.to_str().unwrap(),
-            "--src-creds",
-            &creds,
-        ])
-        .arg(format!("docker://{host}/team/app:v1"))
-        .arg(format!("oci:{}:v1", out.display()))
-        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
-        .output()
-        .unwrap();
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
+    ferry_ok(&[
+        "copy",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--src-creds",
+        &creds,
+        &format!("docker://{host}/team/app:v1"),
+        &format!("oci:{}:v1", out.display()),
+    ]);
     // The signing key was made in the data dir, owner-only.
     use std::os::unix::fs::PermissionsExt;
     let key = tmp.path().join("data/auth/token-signing.key");
@@ -722,10 +691,7 @@ fn htpasswd_changes_take_effect_on_sighup() {
         &tmp.path().join("htpasswd"),
         format!("alice:{}\n", bcrypt::hash(new_password, 5).unwrap()),
     );
-    Command::new("kill")
-        .args(["-HUP", &ferry.process.pid().to_string()])
-        .status()
-        .unwrap();
+    hangup(&ferry);
     assert!(
         wait_until(Duration::from_secs(20), || status(new_password) == 200),
         "{}",
@@ -756,50 +722,32 @@ fn containerd_pulls_with_the_ca_and_credentials_containerd_config_writes() {
     );
     let host = ferry.host();
     let certs = pki.cert_dir(tmp.path());
-    let app = image(177, 2, 50_000, "amd64");
-    let layout = tmp.path().join("layout");
-    write_layout(
-        &layout,
-        &app.blobs().collect::<Vec<_>>(),
-        &[("v1", &app.manifest)],
-    )
-    .unwrap();
-    let creds = format!("alice:{PASSWORD}");
-    skopeo.run(&[
-        "copy",
-        "--dest-cert-dir",
-        certs.to_str().unwrap(),
-        "--dest-creds",
-        &creds,
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{host}/team/app:v1"),
-    ]);
+    let (_, src) = app_layout(177, tmp.path());
+    skopeo_push(
+        &skopeo,
+        &certs,
+        Some(&format!("alice:{PASSWORD}")),
+        &src,
+        &host,
+    );
 
     let password_file = tmp.path().join("password");
     ferry_testkit::write_secret(&password_file, format!("{PASSWORD}\n"));
-    let out = Command::new(ferry_bin())
-        .args([
-            "containerd-config",
-            "--mirror",
-            &format!("https://{host}"),
-            "--registries",
-            &host,
-            "--ca",
-            pki.ca.to_str().unwrap(),
-            "--username",
-            "alice",
-            "--password-file",
-            password_file.to_str().unwrap(),
-            "--dir",
-            containerd.hosts_dir().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ferry_ok(&[
+        "containerd-config",
+        "--mirror",
+        &format!("https://{host}"),
+        "--registries",
+        &host,
+        "--ca",
+        pki.ca.to_str().unwrap(),
+        "--username",
+        "alice",
+        "--password-file",
+        password_file.to_str().unwrap(),
+        "--dir",
+        containerd.hosts_dir().to_str().unwrap(),
+    ]);
     let hosts = containerd.hosts_dir().join(&host).join("hosts.toml");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(

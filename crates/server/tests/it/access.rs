@@ -333,6 +333,15 @@ fn token_auth() -> Auth {
     })
 }
 
+/// `method path` with `token` as a bearer token.
+async fn with_token(reg: &Registry, method: Method, path: &str, token: &str) -> reqwest::Response {
+    reg.req(method, path)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The token `/token` answers `user` for `scope`.
 async fn token(reg: &Registry, user: Option<&str>, scope: &str) -> String {
     let r = as_user(
@@ -386,20 +395,9 @@ async fn docker_token_flow_challenge_token_retry() {
 
     // bob's token: pull works; a push asks for more scope; the rules never give him push.
     let bob = token(&reg, Some("bob"), "repository:team/app:pull,push").await;
-    let bearer = |t: &str| format!("Bearer {t}");
-    let r = reg
-        .req(Method::GET, manifest)
-        .header("authorization", bearer(&bob))
-        .send()
-        .await
-        .unwrap();
+    let r = with_token(&reg, Method::GET, manifest, &bob).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = reg
-        .req(Method::POST, "/v2/team/app/blobs/uploads/")
-        .header("authorization", bearer(&bob))
-        .send()
-        .await
-        .unwrap();
+    let r = with_token(&reg, Method::POST, "/v2/team/app/blobs/uploads/", &bob).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(
         header(&r, "www-authenticate")
@@ -410,12 +408,7 @@ async fn docker_token_flow_challenge_token_retry() {
 
     // alice's pushes.
     let alice = token(&reg, Some("alice"), "repository:team/app:pull,push").await;
-    let r = reg
-        .req(Method::POST, "/v2/team/app/blobs/uploads/")
-        .header("authorization", bearer(&alice))
-        .send()
-        .await
-        .unwrap();
+    let r = with_token(&reg, Method::POST, "/v2/team/app/blobs/uploads/", &alice).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     // A mount from a repository alice may pull: the first challenge asks for both scopes (as
@@ -429,12 +422,7 @@ async fn docker_token_flow_challenge_token_retry() {
         Some(format!("Bearer realm=\"{realm}\",service=\"ferry-test\",scope=\"repository:team/copy:pull,push repository:team/app:pull\"").as_str())
     );
     let alice_copy = token(&reg, Some("alice"), "repository:team/copy:pull,push").await;
-    let r = reg
-        .req(Method::POST, &mount)
-        .header("authorization", bearer(&alice_copy))
-        .send()
-        .await
-        .unwrap();
+    let r = with_token(&reg, Method::POST, &mount, &alice_copy).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(
         header(&r, "www-authenticate").unwrap().contains(
@@ -449,24 +437,14 @@ async fn docker_token_flow_challenge_token_retry() {
         "repository:team/copy:pull,push&scope=repository:team/app:pull",
     )
     .await;
-    let r = reg
-        .req(Method::POST, &mount)
-        .header("authorization", bearer(&both))
-        .send()
-        .await
-        .unwrap();
+    let r = with_token(&reg, Method::POST, &mount, &both).await;
     assert_eq!(r.status(), StatusCode::CREATED);
 
     // Anonymous callers get a token too, granting what anonymous rules give.
     let carol = token(&reg, Some("carol"), "repository:public/app:pull,push").await;
     reg.push_image_with("public/app", "v1", &img, &carol).await;
     let anon = token(&reg, None, "repository:public/app:pull").await;
-    let r = reg
-        .req(Method::GET, "/v2/public/app/manifests/v1")
-        .header("authorization", bearer(&anon))
-        .send()
-        .await
-        .unwrap();
+    let r = with_token(&reg, Method::GET, "/v2/public/app/manifests/v1", &anon).await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // A token from another key, garbage, or bad credentials at /token: 401.
@@ -484,12 +462,7 @@ async fn docker_token_flow_challenge_token_retry() {
         })
         .unwrap();
     for t in [forged.as_str(), "not.a.token", "e30.e30."] {
-        let r = reg
-            .req(Method::GET, manifest)
-            .header("authorization", bearer(t))
-            .send()
-            .await
-            .unwrap();
+        let r = with_token(&reg, Method::GET, manifest, t).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{t}");
         assert!(
             header(&r, "www-authenticate")
@@ -570,12 +543,7 @@ async fn tokens_of_an_external_issuer_are_accepted_by_its_keys_alone() {
         }],
     };
     let good = issuer.sign(&claims("registry.example", now + 300)).unwrap();
-    let r = reg
-        .req(Method::POST, "/v2/any/thing/blobs/uploads/")
-        .header("authorization", format!("Bearer {good}"))
-        .send()
-        .await
-        .unwrap();
+    let r = with_token(&reg, Method::POST, "/v2/any/thing/blobs/uploads/", &good).await;
     assert_eq!(
         r.status(),
         StatusCode::ACCEPTED,
@@ -587,12 +555,7 @@ async fn tokens_of_an_external_issuer_are_accepted_by_its_keys_alone() {
             .sign(&claims("registry.example", now - 3600))
             .unwrap(),
     ] {
-        let r = reg
-            .req(Method::POST, "/v2/any/thing/blobs/uploads/")
-            .header("authorization", format!("Bearer {bad}"))
-            .send()
-            .await
-            .unwrap();
+        let r = with_token(&reg, Method::POST, "/v2/any/thing/blobs/uploads/", &bad).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert!(
             header(&r, "www-authenticate")
