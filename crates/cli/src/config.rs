@@ -892,6 +892,9 @@ pub struct LimitsConfig {
     pub max_uploads_per_client: usize,
     /// Seconds after which an upload session that never received a byte is abandoned.
     pub empty_upload_ttl_secs: u64,
+    /// Blobs, manifests and tags the in-memory index holds at most (~150 bytes each); the
+    /// repositories least recently used are dropped past it and read again when asked for.
+    pub index_entries: usize,
     /// Connections one client address may hold at once; more are answered 429 and closed.
     pub max_connections_per_client: usize,
     /// The slowest a client may send a request body or take a response, e.g. `"1KiB"` (per
@@ -964,6 +967,7 @@ impl Default for LimitsConfig {
             max_uploads: 10_000,
             max_uploads_per_client: 1_000,
             empty_upload_ttl_secs: 300,
+            index_entries: 200_000,
             max_connections_per_client: 512,
             min_client_rate: "1KiB".to_owned(),
             client_rate_window_secs: 120,
@@ -1369,6 +1373,7 @@ impl Config {
             max_uploads: self.limits.max_uploads,
             max_uploads_per_client: self.limits.max_uploads_per_client,
             empty_upload_ttl: Duration::from_secs(self.limits.empty_upload_ttl_secs),
+            index_entries: self.limits.index_entries.max(1),
         }
     }
 

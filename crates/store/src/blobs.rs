@@ -140,10 +140,9 @@ where
 impl Store {
     /// Whether `digest` is readable through `repo` (a linked blob or a manifest of the repo).
     pub fn has_blob(&self, repo: &RepoName, digest: &Digest) -> bool {
-        self.read_index()
-            .repos
-            .get(repo)
-            .is_some_and(|r| r.blobs.contains(digest) || r.manifests.contains_key(digest))
+        self.ask_repo(repo, |r| {
+            r.blobs.contains(digest) || r.manifests.contains_key(digest)
+        })
     }
 
     /// Whether the content exists anywhere in the store, without leaving the thread (one `stat`).
@@ -342,12 +341,9 @@ impl Store {
         })
         .await
         .map_err(StoreError::join)??;
-        self.write_index()
-            .repos
-            .entry(repo.clone())
-            .or_default()
-            .blobs
-            .insert(digest.clone());
+        self.update_repo(repo, |r| {
+            r.blobs.insert(digest.clone());
+        });
         Ok(())
     }
 
@@ -391,10 +387,8 @@ impl Store {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.locked(&repo.clone(), move |store| async move {
             let linked = store
-                .read_index()
-                .repos
-                .get(&repo)
-                .is_some_and(|r| r.blobs.contains(&digest));
+                .with_repo(&repo, |r| r.blobs.contains(&digest))?
+                .unwrap_or(false);
             if !linked {
                 return Err(StoreError::BlobUnknown(digest));
             }
@@ -405,11 +399,9 @@ impl Store {
             })
             .await
             .map_err(StoreError::join)??;
-            let mut idx = store.write_index();
-            if let Some(r) = idx.repos.get_mut(&repo) {
+            store.update_repo(&repo, |r| {
                 r.blobs.remove(&digest);
-            }
-            idx.drop_if_empty(&repo);
+            });
             Ok(())
         })
         .await
@@ -526,13 +518,9 @@ impl Ingest {
                         let _ = std::fs::remove_file(store.layout.blob_link(&repo, &digest));
                         return Err(e);
                     }
-                    store
-                        .write_index()
-                        .repos
-                        .entry(repo)
-                        .or_default()
-                        .blobs
-                        .insert(digest);
+                    store.update_repo(&repo, |r| {
+                        r.blobs.insert(digest);
+                    });
                     Ok(())
                 })
                 .await?;

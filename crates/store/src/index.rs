@@ -1,19 +1,30 @@
-//! The in-memory index: which blobs, manifests, tags and referrers each repository has.
-//! Rebuilt from the files at every start; the files stay the truth.
+//! The in-memory index: which blobs, manifests, tags and referrers each repository has, loaded
+//! from the files one repository at a time; the files stay the truth.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use ferry_oci::{Descriptor, Digest, Manifest, RepoName};
 
 use crate::StoreError;
 use crate::layout::Layout;
 
-#[derive(Debug, Default)]
+/// The repositories loaded so far: a bounded cache of the files. A repository is read from disk the
+/// first time it is asked for ([`load_repo`]) and dropped again, least recently used first, when the
+/// loaded entries pass the budget; nothing walks the whole tree before the server answers.
+#[derive(Debug)]
 pub(crate) struct Index {
-    pub repos: BTreeMap<RepoName, Repo>,
+    pub repos: HashMap<RepoName, Repo>,
+    /// Blobs, manifests and tags of the loaded repositories, as counted when each was loaded (later
+    /// changes are not counted until the next eviction recounts).
+    entries: usize,
+    budget: usize,
+    /// Advanced at each load; a lookup stamps the repository with it (for eviction).
+    clock: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -23,11 +34,107 @@ pub(crate) struct Repo {
     pub tags: BTreeMap<String, Digest>,
     /// subject digest → digests of manifests in this repo whose `subject` is it.
     pub referrers: HashMap<Digest, BTreeSet<Digest>>,
+    used: AtomicU64,
 }
 
 impl Repo {
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty() && self.manifests.is_empty() && self.tags.is_empty()
+    }
+
+    fn entries(&self) -> usize {
+        self.blobs.len() + self.manifests.len() + self.tags.len()
+    }
+
+    pub fn insert_manifest(&mut self, digest: &Digest, entry: ManifestEntry) {
+        if let Some((subject, _)) = &entry.referrer {
+            self.referrers
+                .entry(subject.clone())
+                .or_default()
+                .insert(digest.clone());
+        }
+        self.manifests.insert(digest.clone(), entry);
+    }
+
+    pub fn remove_manifest(&mut self, digest: &Digest) -> bool {
+        let Some(entry) = self.manifests.remove(digest) else {
+            return false;
+        };
+        if let Some((subject, _)) = entry.referrer
+            && let Some(set) = self.referrers.get_mut(&subject)
+        {
+            set.remove(digest);
+            if set.is_empty() {
+                self.referrers.remove(&subject);
+            }
+        }
+        self.tags.retain(|_, d| d != digest);
+        true
+    }
+}
+
+impl Index {
+    pub fn new(budget: usize) -> Index {
+        Index {
+            repos: HashMap::new(),
+            entries: 0,
+            budget: budget.max(1),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// A loaded repository, stamped as just used.
+    pub fn get(&self, repo: &RepoName) -> Option<&Repo> {
+        let r = self.repos.get(repo)?;
+        r.used.store(self.clock.load(Relaxed), Relaxed);
+        Some(r)
+    }
+
+    /// Keeps a freshly loaded repository, dropping the least recently used ones if the budget is
+    /// passed.
+    pub fn insert(&mut self, repo: RepoName, loaded: Repo) -> &Repo {
+        let now = self.clock.fetch_add(1, Relaxed) + 1;
+        loaded.used.store(now, Relaxed);
+        self.entries += loaded.entries();
+        if self.entries > self.budget {
+            self.evict();
+        }
+        self.repos.entry(repo).or_insert(loaded)
+    }
+
+    /// Drops repositories, least recently used first, until the loaded entries are three quarters
+    /// of the budget; a batch at a time, so eviction's scan is paid once per many loads.
+    fn evict(&mut self) {
+        let mut by_age: Vec<(u64, usize, &RepoName)> = self
+            .repos
+            .iter()
+            .map(|(name, r)| (r.used.load(Relaxed), r.entries(), name))
+            .collect();
+        let mut total: usize = by_age.iter().map(|(_, n, _)| n).sum();
+        by_age.sort_unstable_by_key(|(used, _, _)| *used);
+        let target = self.budget / 4 * 3;
+        let mut drop = Vec::new();
+        for (_, n, name) in by_age {
+            if total <= target {
+                break;
+            }
+            total -= n;
+            drop.push(name.clone());
+        }
+        for name in drop {
+            self.repos.remove(&name);
+        }
+        self.entries = total;
+    }
+
+    /// How many repositories are loaded (for tests and metrics).
+    pub fn loaded(&self) -> usize {
+        self.repos.len()
+    }
+
+    /// Their entries, as counted when each was loaded.
+    pub fn entries(&self) -> usize {
+        self.entries
     }
 }
 
@@ -73,52 +180,46 @@ impl Problems {
     }
 }
 
-impl Index {
-    /// Rebuilds from the files; returns the index and what was found wrong (dangling manifest links,
-    /// blob links and tags), which is skipped and reported by `fsck`.
-    pub fn rebuild(layout: &Layout) -> Result<(Index, Problems), StoreError> {
-        let mut index = Index::default();
-        let mut problems = Problems::default();
-        visit(layout, &layout.repos(), "", &mut index, &mut problems)?;
-        Ok((index, problems))
-    }
+/// Every repository read from the files: what whole-store operations (gc, fsck, the inventory)
+/// work from, built for them and dropped after, never kept.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    pub repos: BTreeMap<RepoName, Repo>,
+    pub problems: Problems,
+}
 
-    pub fn insert_manifest(&mut self, repo: &RepoName, digest: &Digest, entry: ManifestEntry) {
-        let r = self.repos.entry(repo.clone()).or_default();
-        if let Some((subject, _)) = &entry.referrer {
-            r.referrers
-                .entry(subject.clone())
-                .or_default()
-                .insert(digest.clone());
-        }
-        r.manifests.insert(digest.clone(), entry);
-    }
-
-    pub fn remove_manifest(&mut self, repo: &RepoName, digest: &Digest) -> bool {
-        let Some(r) = self.repos.get_mut(repo) else {
-            return false;
-        };
-        let Some(entry) = r.manifests.remove(digest) else {
-            return false;
-        };
-        if let Some((subject, _)) = entry.referrer
-            && let Some(set) = r.referrers.get_mut(&subject)
-        {
-            set.remove(digest);
-            if set.is_empty() {
-                r.referrers.remove(&subject);
+impl Scan {
+    /// Walks `repos/` and loads every repository.
+    pub fn all(layout: &Layout) -> Result<Scan, StoreError> {
+        let mut scan = Scan::default();
+        for repo in repo_names(layout)? {
+            let dir = layout.repo(&repo);
+            let r = read_repo(layout, &dir, &repo, &mut scan.problems, true)?;
+            if !r.is_empty() {
+                scan.repos.insert(repo, r);
             }
         }
-        r.tags.retain(|_, d| d != digest);
-        self.drop_if_empty(repo);
-        true
+        Ok(scan)
     }
+}
 
-    pub fn drop_if_empty(&mut self, repo: &RepoName) {
-        if self.repos.get(repo).is_some_and(Repo::is_empty) {
-            self.repos.remove(repo);
-        }
+/// Reads one repository from its files; `None` if it has no content (or no directory).
+pub(crate) fn load_repo(layout: &Layout, repo: &RepoName) -> Result<Option<Repo>, StoreError> {
+    let mut problems = Problems::default();
+    let r = read_repo(layout, &layout.repo(repo), repo, &mut problems, false)?;
+    for m in &problems.messages {
+        tracing::debug!(problem = %m, "skipped while loading a repository (ferry fsck reports it)");
     }
+    Ok((!r.is_empty()).then_some(r))
+}
+
+/// Names of every repository directory under `repos/` (a directory with a `_`-prefixed child), in
+/// lexical order of the names.
+pub(crate) fn repo_names(layout: &Layout) -> Result<Vec<RepoName>, StoreError> {
+    let mut out = Vec::new();
+    visit(&layout.repos(), "", &mut out)?;
+    out.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    Ok(out)
 }
 
 /// Names of the subdirectories (or, with `files`, the regular files) of `dir`. Anything else found
@@ -163,17 +264,20 @@ fn digests_under(dir: &Path) -> Result<Vec<Digest>, StoreError> {
     Ok(out)
 }
 
-fn visit(
-    layout: &Layout,
-    dir: &Path,
-    rel: &str,
-    index: &mut Index,
-    problems: &mut Problems,
-) -> Result<(), StoreError> {
+fn visit(dir: &Path, rel: &str, out: &mut Vec<RepoName>) -> Result<(), StoreError> {
     let names = entries(dir, false)?;
-    if names.iter().any(|n| n.starts_with('_')) {
+    // Content is a blob or manifest link: a tag alone points at nothing that is stored.
+    let has_links = || {
+        ["_blobs", "_manifests"].iter().any(|kind| {
+            fs::read_dir(dir.join(kind)).is_ok_and(|algs| {
+                algs.flatten()
+                    .any(|alg| fs::read_dir(alg.path()).is_ok_and(|mut f| f.next().is_some()))
+            })
+        })
+    };
+    if names.iter().any(|n| n.starts_with('_')) && has_links() {
         match RepoName::new(rel) {
-            Ok(repo) => load_repo(layout, dir, &repo, index, problems)?,
+            Ok(repo) => out.push(repo),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), %e, "ignoring directory with an invalid repository name")
             }
@@ -185,18 +289,21 @@ fn visit(
         } else {
             format!("{rel}/{name}")
         };
-        visit(layout, &dir.join(name), &child, index, problems)?;
+        visit(&dir.join(name), &child, out)?;
     }
     Ok(())
 }
 
-fn load_repo(
+/// With `verify`, every manifest is parsed and hashed (whole-store checks); without, only those that
+/// may name a subject are parsed (serving, which hashes what it reads anyway).
+fn read_repo(
     layout: &Layout,
     dir: &Path,
     repo: &RepoName,
-    index: &mut Index,
     problems: &mut Problems,
-) -> Result<(), StoreError> {
+    verify: bool,
+) -> Result<Repo, StoreError> {
+    let mut r = Repo::default();
     for d in digests_under(&dir.join("_blobs"))? {
         if !layout.blob(&d).is_file() {
             problems.name(
@@ -207,7 +314,7 @@ fn load_repo(
             );
             continue;
         }
-        index.repos.entry(repo.clone()).or_default().blobs.insert(d);
+        r.blobs.insert(d);
     }
     for d in digests_under(&dir.join("_manifests"))? {
         let link = dir
@@ -229,10 +336,20 @@ fn load_repo(
                 continue;
             }
         };
-        match Manifest::parse_as(bytes, Some(media_type.trim()), d.algorithm()) {
-            Ok(m) if m.digest() == &d => {
-                index.insert_manifest(repo, &d, ManifestEntry::of(&m, media_type.trim()))
-            }
+        let media_type = media_type.trim();
+        if !verify && !contains(&bytes, b"\"subject\"") {
+            // Serving checks the digest on every read (and answers a damaged manifest with an
+            // error, never its bytes); only a referrer needs parsing to be indexed.
+            let entry = ManifestEntry {
+                media_type: media_type.to_owned(),
+                size: bytes.len() as u64,
+                referrer: None,
+            };
+            r.insert_manifest(&d, entry);
+            continue;
+        }
+        match Manifest::parse_as(bytes, Some(media_type), d.algorithm()) {
+            Ok(m) if m.digest() == &d => r.insert_manifest(&d, ManifestEntry::of(&m, media_type)),
             Ok(_) => problems.content(format!(
                 "{repo}: manifest {d} content does not hash to its name"
             )),
@@ -246,18 +363,8 @@ fn load_repo(
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|t| t.trim().parse::<Digest>().ok());
         match target {
-            Some(d)
-                if index
-                    .repos
-                    .get(repo)
-                    .is_some_and(|r| r.manifests.contains_key(&d)) =>
-            {
-                index
-                    .repos
-                    .entry(repo.clone())
-                    .or_default()
-                    .tags
-                    .insert(tag, d);
+            Some(d) if r.manifests.contains_key(&d) => {
+                r.tags.insert(tag, d);
             }
             Some(d) => problems.name(
                 format!("{repo}:{tag} points at {d}, which is not a stored manifest"),
@@ -266,5 +373,9 @@ fn load_repo(
             None => problems.name(format!("{repo}:{tag} is unreadable"), tags_dir.join(&tag)),
         }
     }
-    Ok(())
+    Ok(r)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

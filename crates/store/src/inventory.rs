@@ -189,13 +189,14 @@ impl Store {
     pub async fn flush_access(self: &Arc<Self>) -> Result<(), StoreError> {
         let mut records = Vec::new();
         {
-            let idx = self.read_index();
             for shard in &self.access.shards {
                 let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+                // Asked of the files when the repository is not loaded: one `stat` each.
                 map.retain(|(repo, digest), _| {
-                    idx.repos
-                        .get(repo)
-                        .is_some_and(|r| r.manifests.contains_key(digest))
+                    self.read_index().get(repo).map_or_else(
+                        || self.layout.manifest_link(repo, digest).is_file(),
+                        |r| r.manifests.contains_key(digest),
+                    )
                 });
                 records.extend(map.iter().map(|((repo, digest), a)| Record {
                     repository: repo.to_string(),
@@ -216,9 +217,16 @@ impl Store {
 
     /// Every image: each tag, and each manifest no tag and no stored index points at.
     pub async fn images(self: &Arc<Self>) -> Result<Vec<ImageInfo>, StoreError> {
+        let layout = self.layout.clone();
+        let scan = tokio::task::spawn_blocking(move || crate::index::Scan::all(&layout))
+            .await
+            .map_err(StoreError::join)??;
+        self.repo_count.store(
+            scan.repos.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let snapshot: Vec<(RepoName, Vec<ManifestTags>)> = {
-            let idx = self.read_index();
-            idx.repos
+            scan.repos
                 .iter()
                 .map(|(repo, r)| {
                     let ms = r

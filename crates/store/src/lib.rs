@@ -2,7 +2,7 @@
 //!
 //! The content store behind `ferry serve`: blob files named by their digest, manifests kept as the
 //! exact bytes received, tags and per-repository links, resumable upload sessions, and an in-memory
-//! index that is rebuilt from the files at every start.
+//! index of the repositories in use, loaded from the files on first use.
 //!
 //! On disk, under the data directory:
 //!
@@ -24,8 +24,13 @@
 //! - Links and tags of pushed repositories are fsynced before the write is acknowledged; those of a
 //!   cache's repositories are not ([`Durability::Cache`]): a power loss may forget the newest, which
 //!   the mirror relinks or fetches again, and the index skips what it cannot read.
-//! - The files are the truth; the index is a cache of them and can be deleted (it lives only in
-//!   memory) and rebuilt ([`Store::open`]).
+//! - The files are the truth; the index is a bounded cache of them (in memory only): a repository
+//!   is loaded when first asked for and dropped when others need the room, so opening a store of
+//!   any size walks nothing, and memory does not grow with what is stored. Whole-store work (gc,
+//!   fsck, the inventory, the catalog) walks the files.
+//! - A load never keeps a picture older than the files: every change to a repository's files runs
+//!   under its stripe's lock and moves the stripe's generation (odd while it runs); a load that
+//!   saw the generation odd or moved answers from what it read and keeps nothing.
 //! - This crate knows nothing of HTTP: bodies arrive as streams of bytes and errors are
 //!   [`StoreError`]s, which the server maps to OCI error codes.
 
@@ -38,8 +43,10 @@ mod maint;
 mod manifests;
 mod uploads;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub use blobs::{BlobContent, BlobFile, Ingest, SMALL_BLOB};
 pub use error::{Fault, StoreError};
@@ -48,8 +55,8 @@ pub use maint::{FsckReport, GcReport};
 pub use manifests::{ManifestHead, StoredManifest};
 pub use uploads::UploadStatus;
 
-use ferry_oci::RepoName;
-use index::Index;
+use ferry_oci::{Digest, RepoName};
+use index::{Index, Repo};
 use layout::Layout;
 
 /// How much of a write must be on disk before the store reports it done. Content under `blobs/` is
@@ -67,12 +74,21 @@ pub enum Durability {
 /// What the store holds, for monitoring.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreStats {
-    /// Blob files (manifests included).
+    /// Blob files (manifests included). Counted in the background after open (see `counted`),
+    /// then kept up to date by commits and gc.
     pub blobs: u64,
     /// Their bytes.
     pub blob_bytes: u64,
-    /// Repositories with content.
+    /// Whether the count of blobs after open has finished (before that, `blobs` and
+    /// `blob_bytes` hold only what was added since).
+    pub counted: bool,
+    /// Repositories with content, as of the last walk of `repos/` (at open, and at every
+    /// catalog, inventory and gc).
     pub repositories: u64,
+    /// Repositories in the index now.
+    pub repositories_loaded: u64,
+    /// Their blobs, manifests and tags (as counted when each was loaded).
+    pub index_entries: u64,
     /// Upload sessions open in this process.
     pub uploads: u64,
 }
@@ -92,6 +108,9 @@ pub struct StoreOptions {
     /// A session that has not received a byte this long after it started is abandoned (clients
     /// send their first chunk at once), and removed when room is needed or by [`Store::sweep`].
     pub empty_upload_ttl: std::time::Duration,
+    /// Blobs, manifests and tags the index keeps in memory at most; past it, the repositories
+    /// least recently used are dropped (and loaded again from the files when asked for).
+    pub index_entries: usize,
 }
 
 impl Default for StoreOptions {
@@ -102,6 +121,8 @@ impl Default for StoreOptions {
             max_uploads: 10_000,
             max_uploads_per_client: 1_000,
             empty_upload_ttl: std::time::Duration::from_secs(300),
+            // ~150 bytes each: about 30 MiB at most, whatever the size of the store.
+            index_entries: 200_000,
         }
     }
 }
@@ -117,8 +138,16 @@ pub struct Store {
     /// Metadata changes (links, manifests, tags) of one repository happen one at a time, so that
     /// "read index → change files → update index" is never interleaved with another change.
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
-    /// What the index rebuild found wrong at open (dangling links and tags), for `fsck`.
-    problems: index::Problems,
+    /// Per stripe: moved when a change to files under it starts (to odd) and ends (to even), so a
+    /// load that raced one is not kept (see the crate's invariants).
+    generations: Arc<Vec<AtomicU64>>,
+    /// Repositories found by the last walk of `repos/`.
+    repo_count: AtomicU64,
+    /// The background count of blobs after open has finished.
+    counted: AtomicBool,
+    counted_now: tokio::sync::Notify,
+    /// Manifests stored while a collection runs: it keeps them, though its walk did not see them.
+    gc_journal: Mutex<Option<HashSet<Digest>>>,
     /// Pull statistics, flushed in batches.
     access: inventory::AccessLog,
     /// Blob files and their bytes, counted at open and kept up to date by commits and gc.
@@ -150,8 +179,9 @@ pub enum LockMode {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under `root`, wipes stale temp files, expires old
-    /// upload sessions and rebuilds the index from the files.
+    /// Opens (creating if needed) the store under `root`, wipes stale temp files and expires old
+    /// upload sessions. Nothing else is read: repositories are loaded when first asked for, and the
+    /// blobs are counted in the background.
     pub async fn open(
         root: impl Into<PathBuf>,
         options: StoreOptions,
@@ -168,7 +198,7 @@ impl Store {
         let layout = Layout::new(root.into());
         let l = layout.clone();
         let (ttl, empty_ttl) = (options.upload_ttl, options.empty_upload_ttl);
-        let (lock_file, index, problems, count, bytes) = tokio::task::spawn_blocking(move || {
+        let lock_file = tokio::task::spawn_blocking(move || {
             if lock == LockMode::Exclusive {
                 l.create_dirs()?;
             } else if !l.blobs().is_dir() {
@@ -183,27 +213,46 @@ impl Store {
                 l.wipe_tmp()?;
                 uploads::expire_on_disk(&l, ttl, empty_ttl)?;
             }
-            let (index, problems) = Index::rebuild(&l)?;
-            let (count, bytes) = maint::count_blobs(&l);
-            Ok::<_, StoreError>((lock_file, index, problems, count, bytes))
+            Ok::<_, StoreError>(lock_file)
         })
         .await
         .map_err(StoreError::join)??;
         let access = inventory::AccessLog::load(&layout);
-        Ok(Arc::new(Store {
+        let store = Arc::new(Store {
             layout,
-            index: RwLock::new(index),
+            index: RwLock::new(Index::new(options.index_entries)),
             uploads: uploads::Sessions::default(),
             options,
             stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
-            gc_deferred: std::sync::atomic::AtomicBool::new(false),
+            generations: Arc::new((0..STRIPES).map(|_| AtomicU64::new(0)).collect()),
+            repo_count: AtomicU64::new(0),
+            counted: AtomicBool::new(false),
+            counted_now: tokio::sync::Notify::new(),
+            gc_journal: Mutex::new(None),
+            gc_deferred: AtomicBool::new(false),
             gc_running: tokio::sync::Mutex::new(()),
-            problems,
             access,
-            blob_count: count.into(),
-            blob_bytes: bytes.into(),
+            blob_count: 0.into(),
+            blob_bytes: 0.into(),
             _lock: lock_file,
-        }))
+        });
+        // Counted beside serving: a walk of every blob file takes seconds on a large store.
+        // Commits during the walk are added as they happen, so a blob committed meanwhile may be
+        // counted twice until the next gc recounts.
+        let weak = Arc::downgrade(&store);
+        let l = store.layout.clone();
+        tokio::task::spawn_blocking(move || {
+            let (count, bytes) = maint::count_blobs(&l);
+            let repos = index::repo_names(&l).map_or(0, |r| r.len() as u64);
+            if let Some(store) = weak.upgrade() {
+                store.blob_count.fetch_add(count, Ordering::Relaxed);
+                store.blob_bytes.fetch_add(bytes, Ordering::Relaxed);
+                store.repo_count.store(repos, Ordering::Relaxed);
+                store.counted.store(true, Ordering::Release);
+                store.counted_now.notify_waiters();
+            }
+        });
+        Ok(store)
     }
 
     /// Bytes free for ferry on the data directory's filesystem (what an unprivileged process may
@@ -229,8 +278,22 @@ impl Store {
         StoreStats {
             blobs: self.blob_count.load(Relaxed),
             blob_bytes: self.blob_bytes.load(Relaxed),
-            repositories: self.read_index().repos.len() as u64,
+            counted: self.counted.load(std::sync::atomic::Ordering::Acquire),
+            repositories: self.repo_count.load(Relaxed),
+            repositories_loaded: self.read_index().loaded() as u64,
+            index_entries: self.read_index().entries() as u64,
             uploads: self.uploads.len() as u64,
+        }
+    }
+
+    /// Waits for the count of blobs after open (what a cache budget needs before its first round).
+    pub async fn blobs_counted(&self) {
+        loop {
+            let notified = self.counted_now.notified();
+            if self.counted.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -269,20 +332,92 @@ impl Store {
         F: FnOnce(Arc<Store>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        repo.hash(&mut h);
-        let stripe = self.stripes[(h.finish() as usize) % self.stripes.len()].clone();
+        let i = self.stripe_of(repo);
+        let stripe = self.stripes[i].clone();
         let store = self.clone();
         tokio::spawn(async move {
             let _guard = stripe.lock_owned().await;
-            work(store).await
+            let _changing = Changing::new(&store.generations, [i]);
+            work(store.clone()).await
         })
         .await
         .map_err(StoreError::join)?
     }
 
-    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+    fn stripe_of(&self, repo: &RepoName) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        repo.hash(&mut h);
+        (h.finish() as usize) % self.stripes.len()
+    }
+
+    /// Runs `f` on `repo`'s index entry, loading the repository from its files if it is not
+    /// loaded (and keeping it, unless a change raced the load); `None` if it has no content.
+    pub(crate) fn with_repo<T>(
+        &self,
+        repo: &RepoName,
+        f: impl FnOnce(&Repo) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        if let Some(r) = self.read_index().get(repo) {
+            return Ok(Some(f(r)));
+        }
+        let before = self.generation_of(repo);
+        let Some(loaded) = index::load_repo(&self.layout, repo)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.keep_loaded(repo, loaded, before, f)))
+    }
+
+    fn generation_of(&self, repo: &RepoName) -> u64 {
+        self.generations[self.stripe_of(repo)].load(Ordering::SeqCst)
+    }
+
+    /// Answers `f` from a repository read from its files when the generation was `before`, and
+    /// keeps it in the index unless a change ran meanwhile (or another load was kept first).
+    fn keep_loaded<T>(
+        &self,
+        repo: &RepoName,
+        loaded: Repo,
+        before: u64,
+        f: impl FnOnce(&Repo) -> T,
+    ) -> T {
+        let mut idx = self.write_index();
+        if let Some(r) = idx.get(repo) {
+            return f(r);
+        }
+        if before % 2 == 1 || self.generation_of(repo) != before {
+            // A change ran while the files were read: answer from them, keep nothing.
+            return f(&loaded);
+        }
+        f(idx.insert(repo.clone(), loaded))
+    }
+
+    /// [`Store::with_repo`] for callers that only ask a question: a repository that cannot be
+    /// read answers as if empty (and is logged).
+    pub(crate) fn ask_repo(&self, repo: &RepoName, f: impl FnOnce(&Repo) -> bool) -> bool {
+        match self.with_repo(repo, f) {
+            Ok(answer) => answer.unwrap_or(false),
+            Err(e) => {
+                tracing::warn!(%repo, error = %e, "reading a repository's links failed");
+                false
+            }
+        }
+    }
+
+    /// Applies a change to `repo`'s index entry if it is loaded (a repository not loaded is read
+    /// from the files, which already hold the change, when next asked for). Callers hold the
+    /// repository's lock.
+    pub(crate) fn update_repo(&self, repo: &RepoName, f: impl FnOnce(&mut Repo)) {
+        let mut idx = self.write_index();
+        if let Some(r) = idx.repos.get_mut(repo) {
+            f(r);
+            if r.is_empty() {
+                idx.repos.remove(repo);
+            }
+        }
+    }
+
+    pub(crate) fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         // A panic while holding the lock cannot leave the index half-updated in a way that matters
         // more than refusing service, so poisoning is ignored.
         self.index.read().unwrap_or_else(|e| e.into_inner())
@@ -290,5 +425,91 @@ impl Store {
 
     fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks the files of some stripes as changing (their generations odd) for as long as it lives.
+pub(crate) struct Changing {
+    generations: Arc<Vec<AtomicU64>>,
+    stripes: Vec<usize>,
+}
+
+impl Changing {
+    pub(crate) fn new(
+        generations: &Arc<Vec<AtomicU64>>,
+        stripes: impl IntoIterator<Item = usize>,
+    ) -> Changing {
+        let stripes: Vec<usize> = stripes.into_iter().collect();
+        for &i in &stripes {
+            generations[i].fetch_add(1, Ordering::SeqCst);
+        }
+        Changing {
+            generations: generations.clone(),
+            stripes,
+        }
+    }
+}
+
+impl Drop for Changing {
+    fn drop(&mut self) {
+        for &i in &self.stripes {
+            self.generations[i].fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_chunk(
+        bytes: &'static [u8],
+    ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin {
+        futures_util::stream::iter([Ok(bytes::Bytes::from_static(bytes))])
+    }
+
+    /// The interleavings a load can meet, played one step at a time.
+    #[tokio::test]
+    async fn a_load_that_raced_a_change_answers_but_is_not_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), StoreOptions::default())
+            .await
+            .unwrap();
+        let repo = RepoName::new("race/one").unwrap();
+        let d = Digest::sha256(b"layer");
+        store
+            .put_blob(&repo, &d, None, one_chunk(b"layer"))
+            .await
+            .unwrap();
+
+        // Read before a delete, kept after it: the answer is the old one, the index is not.
+        let before = store.generation_of(&repo);
+        let old = index::load_repo(&store.layout, &repo).unwrap().unwrap();
+        store.delete_blob(&repo, &d).await.unwrap();
+        assert!(store.keep_loaded(&repo, old, before, |r| r.blobs.contains(&d)));
+        assert_eq!(
+            store.stats().repositories_loaded,
+            0,
+            "a stale picture was kept"
+        );
+        assert!(!store.has_blob(&repo, &d));
+
+        // Read while a change is under way: not kept either.
+        store
+            .put_blob(&repo, &d, None, one_chunk(b"layer"))
+            .await
+            .unwrap();
+        let changing = Changing::new(&store.generations, [store.stripe_of(&repo)]);
+        let during = store.generation_of(&repo);
+        let read = index::load_repo(&store.layout, &repo).unwrap().unwrap();
+        store.keep_loaded(&repo, read, during, |_| ());
+        drop(changing);
+        assert_eq!(store.stats().repositories_loaded, 0);
+
+        // No change: kept.
+        let quiet = store.generation_of(&repo);
+        let read = index::load_repo(&store.layout, &repo).unwrap().unwrap();
+        assert!(store.keep_loaded(&repo, read, quiet, |r| r.blobs.contains(&d)));
+        assert_eq!(store.stats().repositories_loaded, 1);
     }
 }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use ferry_oci::{Digest, Manifest, RepoName};
 use serde::Serialize;
 
+use crate::index::{Repo, Scan};
 use crate::layout::{Layout, remove_if_exists};
-use crate::{Store, StoreError};
+use crate::{Changing, Store, StoreError};
 
 /// What `fsck` found.
 #[derive(Debug, Default, Serialize)]
@@ -26,7 +27,7 @@ pub struct FsckReport {
     pub stray: Vec<PathBuf>,
     /// Manifests linked in a repository whose content is missing.
     pub missing: Vec<String>,
-    /// Links and tags that point at nothing (skipped when the index was built).
+    /// Links and tags that point at nothing (skipped when their repository is loaded).
     pub dangling: Vec<String>,
     /// Whether corrupt files were quarantined.
     pub quarantined: bool,
@@ -112,14 +113,32 @@ fn blob_files(layout: &Layout) -> Result<BlobScan, StoreError> {
     Ok(BlobScan { found, stray })
 }
 
-/// Blob files and their total size (for the monitoring counters).
+/// Blob files and their total size (for the monitoring counters): a streaming walk, one `statx`
+/// per file through its directory and nothing kept, so counting a large store costs no memory.
 pub(crate) fn count_blobs(layout: &Layout) -> (u64, u64) {
-    match blob_files(layout) {
-        Ok(scan) => scan.found.iter().fold((0, 0), |(n, b), (_, p)| {
-            (n + 1, b + fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        }),
-        Err(_) => (0, 0),
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let Ok(algs) = fs::read_dir(layout.blobs()) else {
+        return (0, 0);
+    };
+    for alg in algs.flatten() {
+        let Ok(fans) = fs::read_dir(alg.path()) else {
+            continue;
+        };
+        for fan in fans.flatten() {
+            let Ok(files) = fs::read_dir(fan.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                if let Ok(m) = f.metadata()
+                    && m.is_file()
+                {
+                    count += 1;
+                    bytes += m.len();
+                }
+            }
+        }
     }
+    (count, bytes)
 }
 
 fn hash_file(path: &Path, d: &Digest) -> Result<(Digest, u64), StoreError> {
@@ -153,10 +172,11 @@ impl Store {
     /// can never be served (needs the exclusive lock the store was opened with).
     pub async fn fsck(&self, quarantine: bool) -> Result<FsckReport, StoreError> {
         let layout = self.layout.clone();
-        let dangling = self.problems.messages.clone();
-        let missing: Vec<String> = {
-            let idx = self.read_index();
-            idx.repos
+        let report = tokio::task::spawn_blocking(move || {
+            let scan = Scan::all(&layout)?;
+            let dangling = scan.problems.messages;
+            let missing: Vec<String> = scan
+                .repos
                 .iter()
                 .flat_map(|(repo, r)| {
                     r.manifests
@@ -164,9 +184,7 @@ impl Store {
                         .filter(|d| !layout.blob(d).exists())
                         .map(move |d| format!("{repo}@{d}"))
                 })
-                .collect()
-        };
-        let report = tokio::task::spawn_blocking(move || {
+                .collect();
             let BlobScan {
                 found: files,
                 stray,
@@ -205,12 +223,13 @@ impl Store {
         Ok(report)
     }
 
-    /// Removes the links and tags the index rebuild found pointing at nothing (see
+    /// Removes the links and tags that point at nothing (see
     /// [`FsckReport::dangling`]); returns their paths. Names only: no content is touched. For a
     /// store opened with the directory to itself (the server stopped).
     pub async fn drop_dangling_names(&self) -> Result<Vec<PathBuf>, StoreError> {
-        let names = self.problems.dangling_names.clone();
+        let layout = self.layout.clone();
         tokio::task::spawn_blocking(move || {
+            let names = Scan::all(&layout)?.problems.dangling_names;
             for path in &names {
                 remove_if_exists(path)?;
                 crate::layout::fsync_dir(path.parent().unwrap_or(Path::new(".")))?;
@@ -225,6 +244,7 @@ impl Store {
     /// themselves, their config, layers and index children). Repository links go first, content
     /// second, so a crash in between never leaves a link to missing content.
     pub async fn gc(self: &Arc<Self>, dry_run: bool) -> Result<GcReport, StoreError> {
+        let _one = self.gc_running.lock().await;
         self.collect_garbage(dry_run, None).await
     }
 
@@ -265,27 +285,33 @@ impl Store {
                 .map_or(0, |d| d.as_secs() as i64)
                 - 2
         });
-        let (manifests, protected): (Vec<Digest>, HashSet<Digest>) = {
-            let idx = self.read_index();
-            let manifests = idx
-                .repos
-                .values()
-                .flat_map(|r| r.manifests.keys().cloned())
-                .collect();
-            let in_scope = |repo: &RepoName| {
-                scope.is_none_or(|p| {
-                    p.iter()
-                        .any(|p| repo.components().next() == Some(p.as_str()))
-                })
-            };
-            let protected = idx
-                .repos
-                .iter()
-                .filter(|(repo, _)| !in_scope(repo))
-                .flat_map(|(_, r)| r.blobs.iter().cloned())
-                .collect();
-            (manifests, protected)
+        // Manifests stored from here on are kept, whatever the walk below finds.
+        let journal = GcJournal::start(self);
+        let layout = self.layout.clone();
+        let scan = tokio::task::spawn_blocking(move || Scan::all(&layout))
+            .await
+            .map_err(StoreError::join)??;
+        self.repo_count.store(
+            scan.repos.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let in_scope = |repo: &RepoName| {
+            scope.is_none_or(|p| {
+                p.iter()
+                    .any(|p| repo.components().next() == Some(p.as_str()))
+            })
         };
+        let manifests: Vec<Digest> = scan
+            .repos
+            .values()
+            .flat_map(|r| r.manifests.keys().cloned())
+            .collect();
+        let protected: HashSet<Digest> = scan
+            .repos
+            .iter()
+            .filter(|(repo, _)| !in_scope(repo))
+            .flat_map(|(_, r)| r.blobs.iter().cloned())
+            .collect();
         let layout = self.layout.clone();
         let mut report = tokio::task::spawn_blocking(move || {
             let mut marked: HashSet<Digest> = HashSet::new();
@@ -339,18 +365,10 @@ impl Store {
             }
             None => None,
         };
+        let _changing = Changing::new(&self.generations, 0..self.stripes.len());
         if young_after.is_some() {
             let candidates = std::mem::take(&mut report.digests);
-            let (layout, idx_manifests): (_, HashSet<Digest>) = {
-                let idx = self.read_index();
-                (
-                    self.layout.clone(),
-                    idx.repos
-                        .values()
-                        .flat_map(|r| r.manifests.keys().cloned())
-                        .collect(),
-                )
-            };
+            let (layout, idx_manifests) = (self.layout.clone(), journal.take());
             let (kept, still) = tokio::task::spawn_blocking(move || {
                 use std::os::unix::fs::MetadataExt;
                 let mut kept = Vec::new();
@@ -382,7 +400,7 @@ impl Store {
                 return Ok(report);
             }
         }
-        self.unlink_everywhere(&report.digests).await?;
+        self.unlink_everywhere(&report.digests, &scan.repos).await?;
         let (layout, gone) = (self.layout.clone(), std::mem::take(&mut report.digests));
         let store = self.clone();
         report.digests = tokio::task::spawn_blocking(move || {
@@ -400,21 +418,23 @@ impl Store {
         Ok(report)
     }
 
-    /// Drops repository links to content that no longer exists.
-    async fn unlink_everywhere(&self, gone: &[Digest]) -> Result<(), StoreError> {
+    /// Drops repository links to content that no longer exists (the repositories as walked at the
+    /// start of the collection: a link made since is to content marked used, which was kept).
+    async fn unlink_everywhere(
+        &self,
+        gone: &[Digest],
+        repos: &std::collections::BTreeMap<RepoName, Repo>,
+    ) -> Result<(), StoreError> {
         let gone: HashSet<Digest> = gone.iter().cloned().collect();
-        let links: Vec<(RepoName, Digest)> = {
-            let idx = self.read_index();
-            idx.repos
-                .iter()
-                .flat_map(|(repo, r)| {
-                    r.blobs
-                        .iter()
-                        .filter(|d| gone.contains(*d))
-                        .map(move |d| (repo.clone(), d.clone()))
-                })
-                .collect()
-        };
+        let links: Vec<(RepoName, Digest)> = repos
+            .iter()
+            .flat_map(|(repo, r)| {
+                r.blobs
+                    .iter()
+                    .filter(|d| gone.contains(*d))
+                    .map(move |d| (repo.clone(), d.clone()))
+            })
+            .collect();
         let layout = self.layout.clone();
         let l2 = links.clone();
         tokio::task::spawn_blocking(move || {
@@ -427,13 +447,52 @@ impl Store {
         })
         .await
         .map_err(StoreError::join)??;
-        let mut idx = self.write_index();
         for (repo, d) in links {
-            if let Some(r) = idx.repos.get_mut(&repo) {
+            self.update_repo(&repo, |r| {
                 r.blobs.remove(&d);
-            }
-            idx.drop_if_empty(&repo);
+            });
         }
         Ok(())
+    }
+
+    /// Notes a stored manifest for a collection that is running (see [`GcJournal`]).
+    pub(crate) fn journal_manifest(&self, digest: &Digest) {
+        let mut j = self.gc_journal.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = j.as_mut() {
+            set.insert(digest.clone());
+        }
+    }
+}
+
+/// The manifests stored while a collection runs: its walk of the repositories is a snapshot, and a
+/// manifest stored after it must not be taken. Ended when dropped.
+struct GcJournal<'a> {
+    store: &'a Store,
+}
+
+impl<'a> GcJournal<'a> {
+    fn start(store: &'a Store) -> GcJournal<'a> {
+        *store.gc_journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashSet::new());
+        GcJournal { store }
+    }
+
+    /// What was stored so far (the journal goes on recording).
+    fn take(&self) -> HashSet<Digest> {
+        let mut j = self
+            .store
+            .gc_journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        j.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
+impl Drop for GcJournal<'_> {
+    fn drop(&mut self) {
+        *self
+            .store
+            .gc_journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 }

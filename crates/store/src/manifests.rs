@@ -38,21 +38,20 @@ impl Store {
         repo: &RepoName,
         reference: &ManifestRef,
     ) -> Result<ManifestHead, StoreError> {
-        let idx = self.read_index();
-        let Some(r) = idx.repos.get(repo) else {
-            return Err(StoreError::NameUnknown(repo.clone()));
-        };
         let unknown = || StoreError::ManifestUnknown(reference.to_string());
-        let digest = match reference {
-            ManifestRef::Digest(d) => d,
-            ManifestRef::Tag(t) => r.tags.get(t.as_str()).ok_or_else(unknown)?,
-        };
-        let e = r.manifests.get(digest).ok_or_else(unknown)?;
-        Ok(ManifestHead {
-            digest: digest.clone(),
-            media_type: e.media_type.clone(),
-            size: e.size,
-        })
+        self.with_repo(repo, |r| {
+            let digest = match reference {
+                ManifestRef::Digest(d) => d,
+                ManifestRef::Tag(t) => r.tags.get(t.as_str()).ok_or_else(unknown)?,
+            };
+            let e = r.manifests.get(digest).ok_or_else(unknown)?;
+            Ok(ManifestHead {
+                digest: digest.clone(),
+                media_type: e.media_type.clone(),
+                size: e.size,
+            })
+        })?
+        .unwrap_or_else(|| Err(StoreError::NameUnknown(repo.clone())))
     }
 
     /// Reads a manifest's bytes, checking that they still hash to its digest (manifests are small;
@@ -130,19 +129,31 @@ impl Store {
         let (repo, manifest, tags) = (repo.clone(), manifest.clone(), tags.to_vec());
         self.locked(&repo.clone(), move |store| async move {
             if check_refs {
-                let idx = store.read_index();
-                let r = idx.repos.get(&repo);
-                for d in manifest.blob_references() {
-                    if !r.is_some_and(|r| {
-                        r.blobs.contains(&d.digest) || r.manifests.contains_key(&d.digest)
-                    }) {
-                        return Err(StoreError::ManifestBlobUnknown(d.digest.clone()));
-                    }
-                }
-                for d in &manifest.manifests {
-                    if !r.is_some_and(|r| r.manifests.contains_key(&d.digest)) {
-                        return Err(StoreError::ManifestBlobUnknown(d.digest.clone()));
-                    }
+                let missing = store.with_repo(&repo, |r| {
+                    manifest
+                        .blob_references()
+                        .find(|d| {
+                            !r.blobs.contains(&d.digest) && !r.manifests.contains_key(&d.digest)
+                        })
+                        .or_else(|| {
+                            manifest
+                                .manifests
+                                .iter()
+                                .find(|d| !r.manifests.contains_key(&d.digest))
+                        })
+                        .map(|d| d.digest.clone())
+                })?;
+                let missing = match missing {
+                    Some(m) => m,
+                    // An empty repository has none of them.
+                    None => manifest
+                        .blob_references()
+                        .chain(&manifest.manifests)
+                        .next()
+                        .map(|d| d.digest.clone()),
+                };
+                if let Some(d) = missing {
+                    return Err(StoreError::ManifestBlobUnknown(d));
                 }
             }
             let digest = manifest.digest().clone();
@@ -186,12 +197,13 @@ impl Store {
             if created {
                 store.count_blob(added, true);
             }
-            let mut idx = store.write_index();
-            idx.insert_manifest(&repo, &digest, ManifestEntry::of(&manifest, media_type));
-            let r = idx.repos.entry(repo.clone()).or_default();
-            for t in &tags {
-                r.tags.insert(t.as_str().to_owned(), digest.clone());
-            }
+            store.journal_manifest(&digest);
+            store.update_repo(&repo, |r| {
+                r.insert_manifest(&digest, ManifestEntry::of(&manifest, media_type));
+                for t in &tags {
+                    r.tags.insert(t.as_str().to_owned(), digest.clone());
+                }
+            });
             Ok(())
         })
         .await
@@ -205,21 +217,18 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.locked(&repo.clone(), move |store| async move {
-            let tags: Vec<String> = {
-                let idx = store.read_index();
-                let r = idx
-                    .repos
-                    .get(&repo)
-                    .ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
-                if !r.manifests.contains_key(&digest) {
-                    return Err(StoreError::ManifestUnknown(digest.to_string()));
-                }
-                r.tags
-                    .iter()
-                    .filter(|(_, d)| **d == digest)
-                    .map(|(t, _)| t.clone())
-                    .collect()
-            };
+            let tags: Vec<String> = store
+                .with_repo(&repo, |r| {
+                    if !r.manifests.contains_key(&digest) {
+                        return Err(StoreError::ManifestUnknown(digest.to_string()));
+                    }
+                    Ok(r.tags
+                        .iter()
+                        .filter(|(_, d)| **d == digest)
+                        .map(|(t, _)| t.clone())
+                        .collect())
+                })?
+                .unwrap_or_else(|| Err(StoreError::NameUnknown(repo.clone())))?;
             let layout = store.layout.clone();
             let (repo2, digest2) = (repo.clone(), digest.clone());
             tokio::task::spawn_blocking(move || {
@@ -234,7 +243,9 @@ impl Store {
             })
             .await
             .map_err(StoreError::join)??;
-            store.write_index().remove_manifest(&repo, &digest);
+            store.update_repo(&repo, |r| {
+                r.remove_manifest(&digest);
+            });
             Ok(())
         })
         .await
@@ -274,10 +285,8 @@ impl Store {
         let (repo, tag) = (repo.clone(), tag.clone());
         self.locked(&repo.clone(), move |store| async move {
             let known = store
-                .read_index()
-                .repos
-                .get(&repo)
-                .is_some_and(|r| r.tags.contains_key(tag.as_str()));
+                .with_repo(&repo, |r| r.tags.contains_key(tag.as_str()))?
+                .unwrap_or(false);
             if !known {
                 return Err(StoreError::ManifestUnknown(tag.to_string()));
             }
@@ -288,11 +297,9 @@ impl Store {
             })
             .await
             .map_err(StoreError::join)??;
-            let mut idx = store.write_index();
-            if let Some(r) = idx.repos.get_mut(&repo) {
+            store.update_repo(&repo, |r| {
                 r.tags.remove(tag.as_str());
-            }
-            idx.drop_if_empty(&repo);
+            });
             Ok(())
         })
         .await
@@ -305,35 +312,34 @@ impl Store {
         last: Option<&str>,
         n: Option<usize>,
     ) -> Result<Vec<String>, StoreError> {
-        let idx = self.read_index();
-        let r = idx
-            .repos
-            .get(repo)
-            .ok_or_else(|| StoreError::NameUnknown(repo.clone()))?;
-        Ok(page(&r.tags, last, n))
+        self.with_repo(repo, |r| page(&r.tags, last, n))?
+            .ok_or_else(|| StoreError::NameUnknown(repo.clone()))
     }
 
     /// Whether `name` is a repository with content in the store.
     pub fn has_repository(&self, name: &str) -> bool {
-        RepoName::new(name).is_ok_and(|r| self.read_index().repos.contains_key(&r))
+        RepoName::new(name).is_ok_and(|r| self.ask_repo(&r, |_| true))
     }
 
-    /// Repository names in lexical order, at most `n` after `last`.
-    pub fn repositories(&self, last: Option<&str>, n: Option<usize>) -> Vec<String> {
-        let idx = self.read_index();
-        let start = match last {
-            Some(l) => std::ops::Bound::Excluded(l.to_owned()),
-            None => std::ops::Bound::Unbounded,
-        };
-        let start = match &start {
-            std::ops::Bound::Excluded(l) => std::ops::Bound::Excluded(l.as_str()),
-            _ => std::ops::Bound::Unbounded,
-        };
-        idx.repos
-            .range::<str, _>((start, std::ops::Bound::Unbounded))
+    /// Repository names in lexical order, at most `n` after `last` (a walk of `repos/`).
+    pub async fn repositories(
+        &self,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<Vec<String>, StoreError> {
+        let layout = self.layout.clone();
+        let names = tokio::task::spawn_blocking(move || crate::index::repo_names(&layout))
+            .await
+            .map_err(StoreError::join)??;
+        self.repo_count
+            .store(names.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(names
+            .iter()
+            .map(RepoName::as_str)
+            .filter(|name| last.is_none_or(|l| *name > l))
             .take(n.unwrap_or(usize::MAX))
-            .map(|(k, _)| k.as_str().to_owned())
-            .collect()
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those of `artifact_type`.
@@ -343,19 +349,26 @@ impl Store {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Vec<Descriptor> {
-        let idx = self.read_index();
-        let Some(r) = idx.repos.get(repo) else {
-            return Vec::new();
-        };
-        let Some(set) = r.referrers.get(subject) else {
-            return Vec::new();
-        };
-        set.iter()
-            .filter_map(|d| r.manifests.get(d))
-            .filter_map(|e| e.referrer.as_ref().map(|(_, desc)| desc))
-            .filter(|desc| artifact_type.is_none_or(|a| desc.artifact_type.as_deref() == Some(a)))
-            .cloned()
-            .collect()
+        let found = self.with_repo(repo, |r| {
+            let Some(set) = r.referrers.get(subject) else {
+                return Vec::new();
+            };
+            set.iter()
+                .filter_map(|d| r.manifests.get(d))
+                .filter_map(|e| e.referrer.as_ref().map(|(_, desc)| desc))
+                .filter(|desc| {
+                    artifact_type.is_none_or(|a| desc.artifact_type.as_deref() == Some(a))
+                })
+                .cloned()
+                .collect()
+        });
+        match found {
+            Ok(list) => list.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(%repo, error = %e, "reading a repository's manifests failed");
+                Vec::new()
+            }
+        }
     }
 }
 

@@ -370,19 +370,6 @@ pub async fn serve(
     if let Some(m) = &mirror {
         let names: Vec<&str> = m.upstream_names().collect();
         tracing::info!(upstreams = %names.join(","), offline = c.offline, "mirroring");
-        // Pushed repositories that a default upstream now shadows are not served; say so once.
-        let hidden: Vec<String> = store
-            .repositories(None, None)
-            .into_iter()
-            .filter(|r| m.owns_namespace(r).is_none() && !m.serves_locally(r))
-            .collect();
-        if !hidden.is_empty() {
-            tracing::warn!(
-                count = hidden.len(),
-                first = %hidden.iter().take(5).cloned().collect::<Vec<_>>().join(","),
-                "pushed repositories are not served: their names route to the default upstream; list their prefixes in local_namespaces (--local-namespace) to serve them"
-            );
-        }
     }
     if options.admin_token.is_some() {
         tracing::info!("admin API enabled under /admin/");
@@ -396,6 +383,10 @@ pub async fn serve(
         mirror: mirror.map(Arc::new),
         metrics: Arc::default(),
     });
+    if let Some(m) = app.mirror.clone() {
+        // Beside serving: listing the repositories walks the data dir.
+        tokio::spawn(warn_of_hidden_repositories(app.store.clone(), m));
+    }
     // Installed before serving in every case: SIGHUP's default action would end the process.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP (the signal that reloads certificates)")?;
@@ -428,6 +419,31 @@ pub async fn serve(
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Pushed repositories that a default upstream now shadows are not served; says so once.
+async fn warn_of_hidden_repositories(
+    store: Arc<ferry_store::Store>,
+    m: Arc<ferry_server::mirror::Mirror>,
+) {
+    let names = match store.repositories(None, None).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the stored repositories failed");
+            return;
+        }
+    };
+    let hidden: Vec<String> = names
+        .into_iter()
+        .filter(|r| m.owns_namespace(r).is_none() && !m.serves_locally(r))
+        .collect();
+    if !hidden.is_empty() {
+        tracing::warn!(
+            count = hidden.len(),
+            first = %hidden.iter().take(5).cloned().collect::<Vec<_>>().join(","),
+            "pushed repositories are not served: their names route to the default upstream; list their prefixes in local_namespaces (--local-namespace) to serve them"
+        );
+    }
 }
 
 /// What SIGHUP and file changes reload.

@@ -98,10 +98,10 @@ async fn a_push_cannot_replace_what_the_default_upstream_serves() {
         "the earlier push shadows the upstream's image"
     );
     assert!(
-        ferry
+        ferry_testkit::peers::wait_until(std::time::Duration::from_secs(10), || ferry
             .process
             .log()
-            .contains("pushed repositories are not served"),
+            .contains("pushed repositories are not served")),
         "no warning about the shadowed repository: {}",
         ferry.process.log()
     );

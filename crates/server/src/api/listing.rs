@@ -30,27 +30,40 @@ fn with_next_link(
     res
 }
 
-pub(crate) fn catalog(app: &App, req: &Request) -> ApiResult {
+pub(crate) fn catalog<'a>(
+    app: &'a App,
+    req: &Request,
+) -> impl std::future::Future<Output = ApiResult> + Send + 'a {
+    // Taken out of the request first: the listing awaits a walk, and a request is not `Sync`.
     let q = Query::of(req);
-    let n = q.n()?;
-    let repos = match (
-        &app.options.auth,
-        req.extensions().get::<crate::auth::Caller>(),
-    ) {
+    let n = q.n();
+    let last = q.get("last").map(str::to_owned);
+    let caller = req.extensions().get::<crate::auth::Caller>().cloned();
+    async move { catalog_page(app, n?, last, caller).await }
+}
+
+async fn catalog_page(
+    app: &App,
+    n: Option<usize>,
+    last: Option<String>,
+    caller: Option<crate::auth::Caller>,
+) -> ApiResult {
+    let repos = match (&app.options.auth, caller) {
         // Filtered before the page is cut, so `n` and the `Link` count only visible names.
         (Some(auth), Some(who)) => {
             let mut visible: Vec<String> = app
                 .store
-                .repositories(q.get("last"), None)
+                .repositories(last.as_deref(), None)
+                .await?
                 .into_iter()
-                .filter(|r| auth.may_pull(who, r))
+                .filter(|r| auth.may_pull(&who, r))
                 .collect();
             if let Some(n) = n {
                 visible.truncate(n);
             }
             visible
         }
-        _ => app.store.repositories(q.get("last"), n),
+        _ => app.store.repositories(last.as_deref(), n).await?,
     };
     let body =
         serde_json::to_vec(&serde_json::json!({ "repositories": repos })).unwrap_or_default();

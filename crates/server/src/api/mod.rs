@@ -342,7 +342,7 @@ async fn mirrored(
         (Route::Base, &Method::GET | &Method::HEAD) => {
             Ok(json_response(StatusCode::OK, b"{}".to_vec()))
         }
-        (Route::Catalog, &Method::GET) => listing::catalog(app, &req),
+        (Route::Catalog, &Method::GET) => listing::catalog(app, &req).await,
         (Route::Manifest { repo, reference }, &Method::GET | &Method::HEAD) => {
             crate::mirror::get_manifest(app, mirror, up, repo, reference, m == Method::HEAD).await
         }
@@ -382,7 +382,7 @@ async fn local(app: Arc<App>, route: Route, req: Request) -> ApiResult {
         (Route::Base, &Method::GET | &Method::HEAD) => {
             Ok(json_response(StatusCode::OK, b"{}".to_vec()))
         }
-        (Route::Catalog, &Method::GET | &Method::HEAD) => listing::catalog(&app, &req),
+        (Route::Catalog, &Method::GET | &Method::HEAD) => listing::catalog(&app, &req).await,
         (Route::TagsList { repo }, &Method::GET | &Method::HEAD) => listing::tags(&app, repo, &req),
         (Route::Referrers { repo, digest }, &Method::GET | &Method::HEAD) => {
             referrers::get(&app, repo, digest, &req)

@@ -68,6 +68,7 @@ pub async fn evict(
             );
         }
     }
+    store.blobs_counted().await;
     let used = store.stats().blob_bytes;
     let (pull_keys, dropped) = store.take_pulls();
     if dropped > 0 {

@@ -78,6 +78,12 @@ async fn fsck_reports_then_quarantines_corrupt_blobs() {
         Err(StoreError::BlobUnknown(_))
     ));
     assert!(store.open_blob(&repo("a"), &good).is_ok());
+    // The quarantined blob's link now points at nothing: reported, and dropped on request.
+    let after = store.fsck(false).await.unwrap();
+    assert!(after.corrupt.is_empty());
+    assert_eq!(after.dangling.len(), 1, "{:?}", after.dangling);
+    assert!(after.dangling[0].contains(&bad.to_string()));
+    assert_eq!(store.drop_dangling_names().await.unwrap().len(), 1);
     assert!(store.fsck(false).await.unwrap().is_clean());
 }
 
@@ -175,7 +181,10 @@ async fn index_rebuilds_from_files_alone() {
     let store = Store::open(tmp.path(), StoreOptions::default())
         .await
         .unwrap();
-    assert_eq!(store.repositories(None, None), ["deep/name/space/x"]);
+    assert_eq!(
+        store.repositories(None, None).await.unwrap(),
+        ["deep/name/space/x"]
+    );
     assert_eq!(
         store.tags(&repo("deep/name/space/x"), None, None).unwrap(),
         ["t"]
@@ -295,7 +304,7 @@ async fn a_stray_file_in_the_data_directory_does_not_stop_start_up() {
     let store = Store::open(tmp.path(), StoreOptions::default())
         .await
         .unwrap();
-    assert!(store.repositories(None, None).is_empty());
+    assert!(store.repositories(None, None).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -391,6 +400,7 @@ async fn a_cache_that_lost_its_newest_names_opens_and_relinks() {
     assert!(store.resolve_manifest(&key, &by_digest).is_err());
     assert!(!store.has_blob(&key, layer));
     assert!(store.has_content_now(layer), "content lost with its name");
+    store.blobs_counted().await;
     let blobs_before = store.stats().blobs;
 
     store.link_cached_blob(&key, layer).await.unwrap();
@@ -464,3 +474,5 @@ async fn fsck_drops_dangling_names_and_keeps_content() {
     assert_eq!(m.bytes.as_ref(), &img.manifest.bytes[..]);
     assert!(store.has_blob(&repo("d"), &img.layers[1].digest));
 }
+
+mod index;
