@@ -216,6 +216,13 @@ impl Store {
             hasher: Some(Algorithm::Sha256.hasher()),
             closed: false,
         }));
+        // Held until the session's files exist: the sweep and the reclaiming of abandoned
+        // sessions pass over a session they cannot lock, and would otherwise take one whose
+        // directory is made but whose `data` file is not yet.
+        let creating = session
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| StoreError::Task("a new upload session was locked".into()))?;
         let client: Option<Arc<str>> = client.map(Arc::from);
         if self.uploads.len() >= self.options.max_uploads {
             self.drop_abandoned().await;
@@ -265,6 +272,7 @@ impl Store {
             let _ = tokio::fs::remove_dir_all(self.layout.upload_dir(&id)).await;
             return Err(e);
         }
+        drop(creating);
         Ok(UploadStatus { id, offset: 0 })
     }
 
