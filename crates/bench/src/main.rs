@@ -21,6 +21,7 @@ mod delay;
 mod load;
 mod mirror;
 mod rollout;
+mod scale;
 mod serve;
 mod trace;
 

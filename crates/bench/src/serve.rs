@@ -33,6 +33,13 @@ pub struct Args {
     /// Size of the large blob in MiB [default: 1024; --quick: 256]
     #[arg(long, value_name = "M")]
     big_mib: Option<u64>,
+    /// Images in the scale store (start-up, idle RSS and cached pulls at that size; 0 skips the
+    /// scale rows) [default: 100000; --quick: 0]
+    #[arg(long, value_name = "N")]
+    scale: Option<usize>,
+    /// Where the scale store is generated once and reused [default: <out>/scale-<N>]
+    #[arg(long, value_name = "DIR")]
+    scale_data: Option<PathBuf>,
 }
 
 /// Benchmark parameters.
@@ -47,6 +54,7 @@ pub struct Options {
     big_mib: u64,
     out: PathBuf,
     quick: bool,
+    scale: Option<crate::scale::ScaleOptions>,
 }
 
 impl Options {
@@ -62,6 +70,16 @@ impl Options {
             big_mib: c.sized(a.big_mib, 1024, 256),
             out: c.out(),
             quick: c.quick,
+            scale: match c.sized(a.scale, 100_000, 0) {
+                0 => None,
+                n => Some(crate::scale::ScaleOptions {
+                    images: n,
+                    data: a
+                        .scale_data
+                        .clone()
+                        .unwrap_or_else(|| c.out().join(format!("scale-{n}"))),
+                }),
+            },
         };
         ensure!(
             o.stored >= o.images && o.images > 0 && o.repeats > 0 && o.pullers > 0,
@@ -229,6 +247,19 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         w,
     )?;
     let (_, ferry_peak) = rss(ferry.process.pid()).context("reading ferry's RSS")?;
+    let scale = match &o.scale {
+        Some(so) => Some(scale_rows(
+            &o,
+            so,
+            &rt,
+            &c,
+            &script,
+            &small_paths,
+            &ferry,
+            w,
+        )?),
+        None => None,
+    };
     let dist_rss = rss(distribution.process.pid()).map(|r| r.1).unwrap_or(0);
 
     // Basic auth on every request: a second ferry with --htpasswd and one user (so no access
@@ -429,6 +460,13 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     result["big_blob_tls"] = serde_json::json!({"nginx": btn, "ferry": btf});
     result["small_pulls_basic_auth"] = serde_json::json!({"ferry": ap, "ferry_basic_auth": aa});
     result["tls_negotiated"] = negotiated;
+    if let Some(sc) = scale {
+        result["ratios"]["small_ferry_scale_vs_1500"] = sc["ratio"].clone();
+        result["targets"]["small_ferry_scale_vs_1500"] = 0.9.into();
+        result["targets"]["scale_startup_s"] = 3.0.into();
+        result["targets"]["scale_idle_rss_mib"] = 64.into();
+        result["scale"] = sc;
+    }
     let table = render(&result);
     println!("{table}");
     let stamp = result["date"].as_str().unwrap_or("").replace(':', "");
@@ -444,6 +482,62 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     drop(distribution);
     drop(ferry);
     Ok(())
+}
+
+/// Start-up, idle RSS and cached pulls with the scale store, the pulls taking turns with the same
+/// pulls from the ordinary store (`ferry`, still serving).
+#[allow(clippy::too_many_arguments)]
+fn scale_rows(
+    o: &Options,
+    so: &crate::scale::ScaleOptions,
+    rt: &tokio::runtime::Runtime,
+    c: &reqwest::Client,
+    script: &std::path::Path,
+    small_paths: &std::path::Path,
+    ferry: &Ferry,
+    w: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
+    let sc = crate::scale::prepare(&o.ferry, so, o.images, rt, c, w)?;
+    let (scale_url, base_url) = (sc.ferry.url(), ferry.url());
+    let (mut at_base, mut at_scale) = (Vec::new(), Vec::new());
+    eprintln!(
+        "small pulls of {} images: {} stored and {} stored, taking turns",
+        o.images, o.stored, so.images
+    );
+    for _ in 0..o.repeats {
+        at_base.extend(series(
+            o.seconds,
+            1,
+            "small-ferry-base",
+            script,
+            small_paths,
+            &base_url,
+            o.pullers,
+            w,
+        )?);
+        at_scale.extend(series(
+            o.seconds,
+            1,
+            "small-ferry-scale",
+            script,
+            &sc.paths,
+            &scale_url,
+            o.pullers,
+            w,
+        )?);
+    }
+    let (_, peak) = rss(sc.ferry.process.pid()).context("reading ferry's RSS")?;
+    let (b, s) = (summary(&at_base), summary(&at_scale));
+    let rps = |v: &serde_json::Value| v["median_rps"].as_f64().unwrap_or(0.0);
+    Ok(serde_json::json!({
+        "images": so.images,
+        "startup_s": sc.startup.as_secs_f64(),
+        "idle_rss_bytes": sc.idle_rss,
+        "peak_rss_bytes": peak,
+        "generated": sc.generated,
+        "small_pulls": {"ferry_base": b, "ferry_scale": s},
+        "ratio": if rps(&b) > 0.0 { rps(&s) / rps(&b) } else { 0.0 },
+    }))
 }
 
 fn tokio_util_stream(
@@ -574,6 +668,36 @@ fn render(r: &serde_json::Value) -> String {
         "\nTargets over TLS and with auth: {}.\n",
         readings.join("; ")
     ));
+    let sc = &r["scale"];
+    if sc.is_object() {
+        let met = |ok: bool| if ok { "met" } else { "missed" };
+        let (startup, idle, peak, ratio) = (
+            f(&sc["startup_s"]),
+            f(&sc["idle_rss_bytes"]) / 1048576.0,
+            f(&sc["peak_rss_bytes"]) / 1048576.0,
+            f(&sc["ratio"]),
+        );
+        s.push_str(&format!(
+            "\nScale: {} images stored (pushed once with ferry load gen at {:.0} images/s):\n\n",
+            sc["images"],
+            f(&sc["generated"]["push_images_per_s"])
+        ));
+        small_table(
+            &mut s,
+            &sc["small_pulls"],
+            &[
+                ("ferry_base", "ferry, base store"),
+                ("ferry_scale", "ferry, scale store"),
+            ],
+            "ferry_scale",
+        );
+        s.push_str(&format!(
+            "\nStart-up to serving {startup:.2} s (target ≤ 3: {}); idle RSS {idle:.1} MiB (target ≤ 64: {}), peak {peak:.1} MiB; cached pulls at scale ÷ base {ratio:.2} (target ≥ 0.9: {}).\n",
+            met(startup <= 3.0),
+            met(idle <= 64.0),
+            met(ratio >= 0.9)
+        ));
+    }
     s
 }
 

@@ -895,6 +895,9 @@ pub struct LimitsConfig {
     /// Blobs, manifests and tags the in-memory index holds at most (~150 bytes each); the
     /// repositories least recently used are dropped past it and read again when asked for.
     pub index_entries: usize,
+    /// Memory for small blobs and manifests (64 KiB or less) served without touching their
+    /// files, e.g. `"16MiB"`; `"0"` keeps none.
+    pub small_blob_cache: String,
     /// Connections one client address may hold at once; more are answered 429 and closed.
     pub max_connections_per_client: usize,
     /// The slowest a client may send a request body or take a response, e.g. `"1KiB"` (per
@@ -968,6 +971,7 @@ impl Default for LimitsConfig {
             max_uploads_per_client: 1_000,
             empty_upload_ttl_secs: 300,
             index_entries: 200_000,
+            small_blob_cache: "16MiB".into(),
             max_connections_per_client: 512,
             min_client_rate: "1KiB".to_owned(),
             client_rate_window_secs: 120,
@@ -1283,6 +1287,7 @@ impl Config {
             "limits.max_connections_per_client and limits.max_uploads_per_client must be at least 1"
         );
         self.client_floor()?;
+        self.small_blob_cache()?;
         anyhow::ensure!(
             self.limits.max_streams_per_connection > 0 && self.limits.h2_keepalive_secs > 0,
             "limits.max_streams_per_connection and limits.h2_keepalive_secs must be at least 1"
@@ -1374,7 +1379,15 @@ impl Config {
             max_uploads_per_client: self.limits.max_uploads_per_client,
             empty_upload_ttl: Duration::from_secs(self.limits.empty_upload_ttl_secs),
             index_entries: self.limits.index_entries.max(1),
+            // Checked when the config is validated.
+            small_blob_cache: self.small_blob_cache().unwrap_or(0),
         }
+    }
+
+    fn small_blob_cache(&self) -> anyhow::Result<usize> {
+        let n = ferry_server::units::parse_size(&self.limits.small_blob_cache)
+            .map_err(|e| anyhow::anyhow!("limits.small_blob_cache: {e}"))?;
+        usize::try_from(n).map_err(|_| anyhow::anyhow!("limits.small_blob_cache: too large"))
     }
 
     /// The admin token: from `admin_token_file`, else `FERRY_ADMIN_TOKEN`; refused if short. An

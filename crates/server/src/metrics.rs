@@ -110,6 +110,9 @@ pub struct Metrics {
     cache_blobs: Gauge,
     cache_bytes: Gauge,
     cache_repositories: Gauge,
+    index_repositories: Gauge,
+    index_entries: Gauge,
+    small_blob_bytes: Gauge,
     uploads_open: Gauge,
     /// Blobs removed to keep the cache within its byte budget.
     pub evictions: Counter,
@@ -153,6 +156,9 @@ impl Default for Metrics {
             cache_blobs: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_repositories: Gauge::default(),
+            index_repositories: Gauge::default(),
+            index_entries: Gauge::default(),
+            small_blob_bytes: Gauge::default(),
             uploads_open: Gauge::default(),
             evictions: Counter::default(),
             storage_full: Counter::default(),
@@ -277,8 +283,23 @@ impl Default for Metrics {
         );
         registry.register(
             "repositories",
-            "Repositories in the store",
+            "Repositories in the store, as of the last walk of the data dir (start, catalog, gc)",
             m.cache_repositories.clone(),
+        );
+        registry.register(
+            "index_repositories",
+            "Repositories loaded in the in-memory index",
+            m.index_repositories.clone(),
+        );
+        registry.register(
+            "index_entries",
+            "Blob links, manifests and tags of the repositories loaded in the index (bounded by limits.index_entries)",
+            m.index_entries.clone(),
+        );
+        registry.register(
+            "small_blob_cache_bytes",
+            "Memory held by small blobs and manifests served from memory (bounded by limits.small_blob_cache)",
+            m.small_blob_bytes.clone(),
         );
         registry.register(
             "uploads_open",
@@ -338,6 +359,9 @@ impl Metrics {
         self.cache_blobs.set(s.blobs as i64);
         self.cache_bytes.set(s.blob_bytes as i64);
         self.cache_repositories.set(s.repositories as i64);
+        self.index_repositories.set(s.repositories_loaded as i64);
+        self.index_entries.set(s.index_entries as i64);
+        self.small_blob_bytes.set(s.small_blob_bytes as i64);
         self.uploads_open.set(s.uploads as i64);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

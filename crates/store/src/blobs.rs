@@ -165,6 +165,12 @@ impl Store {
         if !self.has_blob(repo, digest) {
             return Err(StoreError::BlobUnknown(digest.clone()));
         }
+        if let Some(bytes) = self.small.get(digest) {
+            return Ok(BlobFile {
+                len: bytes.len() as u64,
+                content: BlobContent::Memory(bytes),
+            });
+        }
         let path = self.layout.blob(digest);
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -188,9 +194,11 @@ impl Store {
                 "blob changed size while being read",
             )));
         }
+        let bytes = Bytes::from(buf);
+        self.small.insert(digest, &bytes);
         Ok(BlobFile {
             len,
-            content: BlobContent::Memory(Bytes::from(buf)),
+            content: BlobContent::Memory(bytes),
         })
     }
 
@@ -198,6 +206,9 @@ impl Store {
     pub fn blob_len(&self, repo: &RepoName, digest: &Digest) -> Result<u64, StoreError> {
         if !self.has_blob(repo, digest) {
             return Err(StoreError::BlobUnknown(digest.clone()));
+        }
+        if let Some(bytes) = self.small.get(digest) {
+            return Ok(bytes.len() as u64);
         }
         let path = self.layout.blob(digest);
         match std::fs::metadata(&path) {

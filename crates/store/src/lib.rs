@@ -41,6 +41,7 @@ mod inventory;
 mod layout;
 mod maint;
 mod manifests;
+mod small;
 mod uploads;
 
 use std::collections::HashSet;
@@ -89,6 +90,8 @@ pub struct StoreStats {
     pub repositories_loaded: u64,
     /// Their blobs, manifests and tags (as counted when each was loaded).
     pub index_entries: u64,
+    /// Memory held by small blobs and manifests served from memory.
+    pub small_blob_bytes: u64,
     /// Upload sessions open in this process.
     pub uploads: u64,
 }
@@ -111,6 +114,9 @@ pub struct StoreOptions {
     /// Blobs, manifests and tags the index keeps in memory at most; past it, the repositories
     /// least recently used are dropped (and loaded again from the files when asked for).
     pub index_entries: usize,
+    /// Bytes of small blobs and manifests (each at most [`SMALL_BLOB`]) kept in memory to be
+    /// served without touching the files; 0 keeps none.
+    pub small_blob_cache: usize,
 }
 
 impl Default for StoreOptions {
@@ -123,6 +129,7 @@ impl Default for StoreOptions {
             empty_upload_ttl: std::time::Duration::from_secs(300),
             // ~150 bytes each: about 30 MiB at most, whatever the size of the store.
             index_entries: 200_000,
+            small_blob_cache: 16 << 20,
         }
     }
 }
@@ -148,6 +155,8 @@ pub struct Store {
     counted_now: tokio::sync::Notify,
     /// Manifests stored while a collection runs: it keeps them, though its walk did not see them.
     gc_journal: Mutex<Option<HashSet<Digest>>>,
+    /// Small blobs and manifests served from memory.
+    small: small::SmallBlobs,
     /// Pull statistics, flushed in batches.
     access: inventory::AccessLog,
     /// Blob files and their bytes, counted at open and kept up to date by commits and gc.
@@ -221,6 +230,7 @@ impl Store {
         let store = Arc::new(Store {
             layout,
             index: RwLock::new(Index::new(options.index_entries)),
+            small: small::SmallBlobs::new(options.small_blob_cache),
             uploads: uploads::Sessions::default(),
             options,
             stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
@@ -282,6 +292,7 @@ impl Store {
             repositories: self.repo_count.load(Relaxed),
             repositories_loaded: self.read_index().loaded() as u64,
             index_entries: self.read_index().entries() as u64,
+            small_blob_bytes: self.small.bytes() as u64,
             uploads: self.uploads.len() as u64,
         }
     }

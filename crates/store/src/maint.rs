@@ -220,6 +220,9 @@ impl Store {
         })
         .await
         .map_err(StoreError::join)??;
+        for c in &report.corrupt {
+            self.small.remove(&c.expected);
+        }
         Ok(report)
     }
 
@@ -407,6 +410,7 @@ impl Store {
             for d in &gone {
                 let path = layout.blob(d);
                 let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                store.small.remove(d);
                 if remove_if_exists(&path)? {
                     store.count_blob(len, false);
                 }

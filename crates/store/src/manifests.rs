@@ -62,6 +62,11 @@ impl Store {
         reference: &ManifestRef,
     ) -> Result<StoredManifest, StoreError> {
         let mut head = self.resolve_manifest(repo, reference)?;
+        if let Some(bytes) = self.small.get(&head.digest) {
+            // Verified when it was read into memory.
+            head.size = bytes.len() as u64;
+            return Ok(StoredManifest { head, bytes });
+        }
         let path = self.layout.blob(&head.digest);
         // Small manifests (nearly all) are read on this thread; see `SMALL_BLOB` for why.
         let read = if head.size <= crate::SMALL_BLOB {
@@ -83,10 +88,11 @@ impl Store {
             )));
         }
         head.size = bytes.len() as u64;
-        Ok(StoredManifest {
-            head,
-            bytes: Bytes::from(bytes),
-        })
+        let bytes = Bytes::from(bytes);
+        if head.size <= crate::SMALL_BLOB {
+            self.small.insert(&head.digest, &bytes);
+        }
+        Ok(StoredManifest { head, bytes })
     }
 
     /// Stores a manifest in `repo` and points `tags` at it. With `check_refs`, every blob the

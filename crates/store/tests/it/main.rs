@@ -476,3 +476,41 @@ async fn fsck_drops_dangling_names_and_keeps_content() {
 }
 
 mod index;
+
+/// Found by pushing 100,000 images: the sweep took a session whose directory was made but whose
+/// `data` file was not yet, and the client's POST failed with 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_never_takes_a_session_being_started() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sweeper = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sweeps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store.sweep().await.unwrap();
+                sweeps += 1;
+                tokio::task::yield_now().await;
+            }
+            sweeps
+        })
+    };
+    let r = repo("sweep/race");
+    let starts = (0..8).map(|_| {
+        let (store, r) = (store.clone(), r.clone());
+        tokio::spawn(async move {
+            for _ in 0..300 {
+                let s = store.start_upload(&r).await.unwrap();
+                store.cancel_upload(&r, &s.id).await.unwrap();
+            }
+        })
+    });
+    for s in starts.collect::<Vec<_>>() {
+        s.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(sweeper.await.unwrap() > 0);
+}
