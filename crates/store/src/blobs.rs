@@ -98,11 +98,10 @@ fn place_blob(
     durability: Durability,
 ) -> Result<(bool, u64), StoreError> {
     let parent = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
     let len = std::fs::metadata(verified.path())
         .map(|m| m.len())
         .unwrap_or(0);
-    let added = match std::fs::hard_link(verified.path(), dest) {
+    let added = match crate::layout::in_dir(dest, || std::fs::hard_link(verified.path(), dest)) {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(StoreError::io(dest)(e)),
@@ -186,14 +185,10 @@ impl Store {
                 content: BlobContent::File(file),
             });
         }
-        let mut buf = Vec::with_capacity(len as usize);
-        std::io::Read::read_to_end(&mut file, &mut buf).map_err(StoreError::io(&path))?;
-        if buf.len() as u64 != len {
-            return Err(StoreError::io(&path)(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "blob changed size while being read",
-            )));
-        }
+        // Exactly `len` bytes in one read: `read_to_end` would stat and seek again and read once
+        // more to find the end, four syscalls more per small blob.
+        let mut buf = vec![0u8; len as usize];
+        std::io::Read::read_exact(&mut file, &mut buf).map_err(StoreError::io(&path))?;
         let bytes = Bytes::from(buf);
         self.small.insert(digest, &bytes);
         Ok(BlobFile {

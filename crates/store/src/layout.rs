@@ -175,7 +175,6 @@ fn write_file(
     sync_dir: bool,
 ) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(layout.root());
-    fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
     let tmp = layout.tmp_file();
     let res = (|| {
         let mut f = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
@@ -183,7 +182,7 @@ fn write_file(
         if sync_file {
             f.sync_all().map_err(StoreError::io(&tmp))?;
         }
-        fs::rename(&tmp, path).map_err(StoreError::io(path))?;
+        in_dir(path, || fs::rename(&tmp, path)).map_err(StoreError::io(path))?;
         if sync_dir {
             fsync_dir(parent)?;
         }
@@ -213,10 +212,22 @@ pub(crate) fn claim_content(content: &Path, digest: &Digest) -> Result<(), Store
 
 /// Creates the empty file that makes a blob part of a repository, and its directory.
 pub(crate) fn create_link(link: &Path) -> Result<(), StoreError> {
-    let parent = link.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
-    fs::File::create(link).map_err(StoreError::io(link))?;
-    Ok(())
+    in_dir(link, || fs::File::create(link).map(drop)).map_err(StoreError::io(link))
+}
+
+/// Runs `op`, which creates `path`; if its directory is missing, makes it and runs `op` again.
+/// Directories nearly always exist already: trying first saves a `mkdir` and a `stat` per write.
+pub(crate) fn in_dir<T>(
+    path: &Path,
+    mut op: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    match op() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+            op()
+        }
+        r => r,
+    }
 }
 
 /// Removes a file; absent is fine. Returns whether it existed.
