@@ -100,6 +100,22 @@ impl Digest {
         &self.text
     }
 
+    /// The 32 bytes of a SHA-256 digest (`None` for other algorithms): what an index keeps, a
+    /// third of the string's size.
+    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+        if self.algorithm != Algorithm::Sha256 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(self.hex(), &mut out).ok()?;
+        Some(out)
+    }
+
+    /// The SHA-256 digest whose bytes are `bytes` (the inverse of [`Digest::sha256_bytes`]).
+    pub fn from_sha256_bytes(bytes: [u8; 32]) -> Digest {
+        Digest::from_parts(Algorithm::Sha256, &hex::encode(bytes))
+    }
+
     fn from_parts(algorithm: Algorithm, hex: &str) -> Digest {
         Digest {
             algorithm,
@@ -214,6 +230,16 @@ impl Hasher {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn sha256_bytes_round_trip(bytes in proptest::array::uniform32(any::<u8>())) {
+            let d = Digest::from_sha256_bytes(bytes);
+            prop_assert_eq!(d.sha256_bytes(), Some(bytes));
+            prop_assert_eq!(d.as_str().parse::<Digest>().unwrap(), d.clone());
+            prop_assert_eq!(Digest::of(Algorithm::Sha512, &bytes).sha256_bytes(), None);
+        }
+    }
 
     #[test]
     fn known_vectors() {

@@ -1,16 +1,18 @@
 //! The in-memory index: which blobs, manifests, tags and referrers each repository has, loaded
 //! from the files one repository at a time; the files stay the truth.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
-use ferry_oci::{Descriptor, Digest, Manifest, RepoName};
+use ferry_oci::{Digest, Manifest, RepoName};
 
 use crate::StoreError;
+pub(crate) use crate::compact::ManifestEntry;
+use crate::compact::{DigestSet, ManifestMap, TagMap};
 use crate::layout::Layout;
 
 /// The repositories loaded so far: a bounded cache of the files. A repository is read from disk the
@@ -29,9 +31,9 @@ pub(crate) struct Index {
 
 #[derive(Debug, Default)]
 pub(crate) struct Repo {
-    pub blobs: HashSet<Digest>,
-    pub manifests: HashMap<Digest, ManifestEntry>,
-    pub tags: BTreeMap<String, Digest>,
+    pub blobs: DigestSet,
+    pub manifests: ManifestMap,
+    pub tags: TagMap,
     /// subject digest → digests of manifests in this repo whose `subject` is it.
     pub referrers: HashMap<Digest, BTreeSet<Digest>>,
     used: AtomicU64,
@@ -47,29 +49,36 @@ impl Repo {
     }
 
     pub fn insert_manifest(&mut self, digest: &Digest, entry: ManifestEntry) {
-        if let Some((subject, _)) = &entry.referrer {
+        if let Some(r) = &entry.referrer {
             self.referrers
-                .entry(subject.clone())
+                .entry(r.0.clone())
                 .or_default()
                 .insert(digest.clone());
         }
-        self.manifests.insert(digest.clone(), entry);
+        self.manifests.insert(digest, entry);
     }
 
     pub fn remove_manifest(&mut self, digest: &Digest) -> bool {
         let Some(entry) = self.manifests.remove(digest) else {
             return false;
         };
-        if let Some((subject, _)) = entry.referrer
-            && let Some(set) = self.referrers.get_mut(&subject)
+        if let Some(r) = entry.referrer
+            && let Some(set) = self.referrers.get_mut(&r.0)
         {
             set.remove(digest);
             if set.is_empty() {
-                self.referrers.remove(&subject);
+                self.referrers.remove(&r.0);
             }
         }
-        self.tags.retain(|_, d| d != digest);
+        self.tags.remove_pointing_at(digest);
         true
+    }
+
+    /// Returns the room a repository grew into while it was read.
+    fn shrink(&mut self) {
+        self.blobs.shrink();
+        self.manifests.shrink();
+        self.tags.shrink();
     }
 }
 
@@ -135,27 +144,6 @@ impl Index {
     /// Their entries, as counted when each was loaded.
     pub fn entries(&self) -> usize {
         self.entries
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct ManifestEntry {
-    pub media_type: String,
-    pub size: u64,
-    /// For manifests with a subject: the subject and the descriptor a referrers listing shows.
-    pub referrer: Option<(Digest, Descriptor)>,
-}
-
-impl ManifestEntry {
-    pub fn of(m: &Manifest, media_type: &str) -> ManifestEntry {
-        ManifestEntry {
-            media_type: media_type.to_owned(),
-            size: m.bytes().len() as u64,
-            referrer: m
-                .subject
-                .as_ref()
-                .map(|s| (s.digest.clone(), m.referrer_descriptor())),
-        }
     }
 }
 
@@ -340,12 +328,7 @@ fn read_repo(
         if !verify && !contains(&bytes, b"\"subject\"") {
             // Serving checks the digest on every read (and answers a damaged manifest with an
             // error, never its bytes); only a referrer needs parsing to be indexed.
-            let entry = ManifestEntry {
-                media_type: media_type.to_owned(),
-                size: bytes.len() as u64,
-                referrer: None,
-            };
-            r.insert_manifest(&d, entry);
+            r.insert_manifest(&d, ManifestEntry::new(media_type, bytes.len() as u64));
             continue;
         }
         match Manifest::parse_as(bytes, Some(media_type), d.algorithm()) {
@@ -373,6 +356,7 @@ fn read_repo(
             None => problems.name(format!("{repo}:{tag} is unreadable"), tags_dir.join(&tag)),
         }
     }
+    r.shrink();
     Ok(r)
 }
 

@@ -233,13 +233,8 @@ impl Store {
                         .manifests
                         .iter()
                         .map(|(d, e)| {
-                            let tags = r
-                                .tags
-                                .iter()
-                                .filter(|(_, td)| *td == d)
-                                .map(|(t, _)| t.clone())
-                                .collect();
-                            (d.clone(), e.media_type.clone(), tags)
+                            let tags = r.tags.pointing_at(&d);
+                            (d, e.media_type.to_string(), tags)
                         })
                         .collect();
                     (repo.clone(), ms)

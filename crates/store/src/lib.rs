@@ -35,6 +35,7 @@
 //!   [`StoreError`]s, which the server maps to OCI error codes.
 
 mod blobs;
+mod compact;
 mod error;
 mod index;
 mod inventory;

@@ -307,13 +307,13 @@ impl Store {
         let manifests: Vec<Digest> = scan
             .repos
             .values()
-            .flat_map(|r| r.manifests.keys().cloned())
+            .flat_map(|r| r.manifests.keys())
             .collect();
         let protected: HashSet<Digest> = scan
             .repos
             .iter()
             .filter(|(repo, _)| !in_scope(repo))
-            .flat_map(|(_, r)| r.blobs.iter().cloned())
+            .flat_map(|(_, r)| r.blobs.iter())
             .collect();
         let layout = self.layout.clone();
         let mut report = tokio::task::spawn_blocking(move || {
@@ -435,8 +435,8 @@ impl Store {
             .flat_map(|(repo, r)| {
                 r.blobs
                     .iter()
-                    .filter(|d| gone.contains(*d))
-                    .map(move |d| (repo.clone(), d.clone()))
+                    .filter(|d| gone.contains(d))
+                    .map(move |d| (repo.clone(), d))
             })
             .collect();
         let layout = self.layout.clone();

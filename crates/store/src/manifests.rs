@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use ferry_oci::{Descriptor, Digest, Manifest, ManifestRef, RepoName, Tag};
 
-use crate::index::ManifestEntry;
+use crate::compact::ManifestEntry;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,14 +41,14 @@ impl Store {
         let unknown = || StoreError::ManifestUnknown(reference.to_string());
         self.with_repo(repo, |r| {
             let digest = match reference {
-                ManifestRef::Digest(d) => d,
+                ManifestRef::Digest(d) => d.clone(),
                 ManifestRef::Tag(t) => r.tags.get(t.as_str()).ok_or_else(unknown)?,
             };
-            let e = r.manifests.get(digest).ok_or_else(unknown)?;
+            let e = r.manifests.get(&digest).ok_or_else(unknown)?;
             Ok(ManifestHead {
-                digest: digest.clone(),
-                media_type: e.media_type.clone(),
+                media_type: e.media_type.to_string(),
                 size: e.size,
+                digest,
             })
         })?
         .unwrap_or_else(|| Err(StoreError::NameUnknown(repo.clone())))
@@ -228,11 +228,7 @@ impl Store {
                     if !r.manifests.contains_key(&digest) {
                         return Err(StoreError::ManifestUnknown(digest.to_string()));
                     }
-                    Ok(r.tags
-                        .iter()
-                        .filter(|(_, d)| **d == digest)
-                        .map(|(t, _)| t.clone())
-                        .collect())
+                    Ok(r.tags.pointing_at(&digest))
                 })?
                 .unwrap_or_else(|| Err(StoreError::NameUnknown(repo.clone())))?;
             let layout = store.layout.clone();
@@ -318,7 +314,7 @@ impl Store {
         last: Option<&str>,
         n: Option<usize>,
     ) -> Result<Vec<String>, StoreError> {
-        self.with_repo(repo, |r| page(&r.tags, last, n))?
+        self.with_repo(repo, |r| r.tags.page(last, n))?
             .ok_or_else(|| StoreError::NameUnknown(repo.clone()))
     }
 
@@ -361,7 +357,7 @@ impl Store {
             };
             set.iter()
                 .filter_map(|d| r.manifests.get(d))
-                .filter_map(|e| e.referrer.as_ref().map(|(_, desc)| desc))
+                .filter_map(|e| e.referrer.as_deref().map(|(_, desc)| desc))
                 .filter(|desc| {
                     artifact_type.is_none_or(|a| desc.artifact_type.as_deref() == Some(a))
                 })
@@ -376,21 +372,4 @@ impl Store {
             }
         }
     }
-}
-
-/// At most `n` keys after `last`, in order, found by a range query rather than a scan.
-fn page<V>(
-    sorted: &std::collections::BTreeMap<String, V>,
-    last: Option<&str>,
-    n: Option<usize>,
-) -> Vec<String> {
-    let start = match last {
-        Some(l) => std::ops::Bound::Excluded(l.to_owned()),
-        None => std::ops::Bound::Unbounded,
-    };
-    sorted
-        .range((start, std::ops::Bound::Unbounded))
-        .take(n.unwrap_or(usize::MAX))
-        .map(|(k, _)| k.clone())
-        .collect()
 }

@@ -299,9 +299,31 @@ async fn fetch(
     let mut stream: Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send + Unpin> =
         Box::new(first.into_stream());
     let mut resumes = 0;
+    // A body that arrives whole in its first chunk (most cached blobs) is written and committed
+    // in one trip to the blocking pool.
+    let mut whole: Option<Bytes> = None;
     loop {
         let next = stream.next().await;
         let interrupted = match next {
+            Some(Ok(chunk))
+                if ingest.written() == 0
+                    && total == Some(chunk.len() as u64)
+                    && chunk.len() as u64 <= limit =>
+            {
+                if source.is_some() {
+                    peer_bytes += chunk.len() as u64;
+                    metrics.peer_fetched_bytes.inc_by(chunk.len() as u64);
+                } else {
+                    metrics
+                        .bytes_fetched
+                        .get_or_create(&UpstreamLabels {
+                            upstream: upstream.name.clone(),
+                        })
+                        .inc_by(chunk.len() as u64);
+                }
+                whole = Some(chunk);
+                break;
+            }
             Some(Ok(chunk)) => {
                 if total.is_some_and(|t| ingest.written() + chunk.len() as u64 > t) {
                     return Err(FetchError::upstream_protocol(
@@ -422,7 +444,21 @@ async fn fetch(
             stream = Box::new(r.into_stream());
         }
     }
-    match ingest.commit(store, key).await {
+    if whole.is_some() {
+        // Read to the end, so that the client sees the body finished and keeps the connection.
+        if let Some(Ok(extra)) = stream.next().await
+            && !extra.is_empty()
+        {
+            return Err(FetchError::upstream_protocol(
+                "upstream sent more bytes than its Content-Length",
+            ));
+        }
+    }
+    let committed = match whole {
+        Some(bytes) => ingest.commit_whole(bytes, store, key).await,
+        None => ingest.commit(store, key).await,
+    };
+    match committed {
         Ok(n) => {
             // A cached blob is a write that succeeded: it ends a storage-full episode on a mirror
             // that only pulls (pushes end it in the dispatcher).
