@@ -892,7 +892,7 @@ pub struct LimitsConfig {
     pub max_uploads_per_client: usize,
     /// Seconds after which an upload session that never received a byte is abandoned.
     pub empty_upload_ttl_secs: u64,
-    /// Blobs, manifests and tags the in-memory index holds at most (~150 bytes each); the
+    /// Blobs, manifests and tags the in-memory index holds at most (~190 bytes each); the
     /// repositories least recently used are dropped past it and read again when asked for.
     pub index_entries: usize,
     /// Memory for small blobs and manifests (64 KiB or less) served without touching their

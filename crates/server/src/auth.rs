@@ -54,6 +54,42 @@ impl Caller {
     }
 }
 
+/// The last credentials one connection presented and who they proved: a keep-alive client sends
+/// the same `Authorization` on every request, and checking it again (parse, HMAC, a locked
+/// lookup; for a token, a signature) costs more than serving a small blob. Valid while the
+/// htpasswd generation is unchanged and, for a token, until it expires; never shared between
+/// connections.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnectionMemo(Arc<std::sync::Mutex<Option<Memo>>>);
+
+#[derive(Debug)]
+struct Memo {
+    authorization: http::HeaderValue,
+    caller: Caller,
+    generation: u64,
+    until: u64,
+}
+
+impl ConnectionMemo {
+    fn recall(
+        &self,
+        authorization: &http::HeaderValue,
+        generation: u64,
+        now: u64,
+    ) -> Option<Caller> {
+        let memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        memo.as_ref()
+            .filter(|m| {
+                m.generation == generation && now < m.until && m.authorization == authorization
+            })
+            .map(|m| m.caller.clone())
+    }
+
+    fn keep(&self, memo: Memo) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(memo);
+    }
+}
+
 /// Bearer tokens per the Docker token specification.
 pub struct Tokens {
     /// Where clients ask for tokens; `None`: this server's `/token` as the client reached it.
@@ -128,6 +164,10 @@ impl std::fmt::Debug for Auth {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a connection may go on without its basic credentials being checked again (a
+/// password changed in the htpasswd file takes effect at once: the reload moves the generation).
+const CONNECTION_MEMO_SECS: u64 = 60;
 
 /// An unknown-state clock reading for the credential cache (seconds since the epoch).
 fn unix_now() -> u64 {
@@ -264,7 +304,47 @@ impl Auth {
             .extensions()
             .get::<TlsConnection>()
             .and_then(|t| t.client_certificate.clone());
-        self.identify_parts(authorization, cert, realm)
+        let memo = req.extensions().get::<ConnectionMemo>().cloned();
+        async move {
+            let Some(value) = authorization else {
+                return self.identify_parts(None, cert, realm).await;
+            };
+            let generation = self.htpasswd_generation();
+            let now = unix_now();
+            if let Some(caller) = memo
+                .as_ref()
+                .and_then(|m| m.recall(&value, generation, now))
+            {
+                return Ok(caller);
+            }
+            let caller = self
+                .identify_parts(Some(value.clone()), cert, realm)
+                .await?;
+            if let Some(m) = memo
+                && caller.identity != Identity::Anonymous
+            {
+                let until = match &caller.token {
+                    Some(claims) => claims.exp,
+                    None => now.saturating_add(CONNECTION_MEMO_SECS),
+                };
+                m.keep(Memo {
+                    authorization: value,
+                    caller: caller.clone(),
+                    generation,
+                    until,
+                });
+            }
+            Ok(caller)
+        }
+    }
+
+    /// The htpasswd file's generation (moved by every reload), 0 without one.
+    fn htpasswd_generation(&self) -> u64 {
+        self.htpasswd
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |(_, g)| *g)
     }
 
     async fn identify_parts(

@@ -341,8 +341,10 @@ impl Connection {
     + use<> {
         let inner = TowerToHyperService::new(self.app.clone());
         let ip = self.ip;
+        let memo = crate::auth::ConnectionMemo::default();
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ClientAddr(ip));
+            req.extensions_mut().insert(memo.clone());
             if let Some(t) = &tls {
                 req.extensions_mut().insert(t.clone());
             }

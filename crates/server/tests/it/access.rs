@@ -676,3 +676,47 @@ async fn mirrored_namespaces_stay_read_only_whatever_the_rules_grant() {
     client.stop().await;
     m.stop().await;
 }
+
+/// A keep-alive connection's credentials are remembered (so a check is not paid per request), but
+/// never past a change: other credentials on the same connection, and an htpasswd reload, are
+/// checked at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_credentials_never_outlive_a_change() {
+    let auth = Arc::new(auth());
+    let reg = Registry::start_with(RegistryOptions {
+        auth: Some(auth.clone()),
+        ..RegistryOptions::default()
+    })
+    .await;
+    let push = "/v2/team/app/blobs/uploads/";
+    let base = |user: &str, password: &str| {
+        reg.req(Method::GET, "/v2/")
+            .basic_auth(user, Some(password))
+            .send()
+    };
+    // One client, one request at a time: the same pooled connection throughout.
+    for _ in 0..3 {
+        assert_eq!(base("alice", "alice-pw").await.unwrap().status(), 200);
+    }
+    assert_eq!(base("alice", "wrong").await.unwrap().status(), 401);
+    let r = as_user(&reg, Some("bob"), Method::POST, push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "bob was taken for alice");
+    let r = as_user(&reg, Some("alice"), Method::POST, push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    // alice's password changes: the old one stops working on the same connection at once.
+    let htpasswd = format!(
+        "alice:{}\nbob:{}\n",
+        bcrypt::hash("alice-new", 4).unwrap(),
+        bcrypt::hash("bob-pw", 4).unwrap()
+    );
+    auth.set_htpasswd(Htpasswd::parse(&htpasswd).unwrap());
+    assert_eq!(base("alice", "alice-pw").await.unwrap().status(), 401);
+    assert_eq!(base("alice", "alice-new").await.unwrap().status(), 200);
+}
