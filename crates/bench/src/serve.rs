@@ -89,6 +89,9 @@ impl Options {
     }
 }
 
+/// Connections of the second small-pull row (the "at 64 connections").
+const WIDE: usize = 64;
+
 /// The one user of the basic-auth rows.
 const USER: &str = "bench";
 const PASSWORD: &str = "bench-password";
@@ -192,29 +195,40 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     std::fs::write(&big_paths, format!("/v2/bench/big/blobs/{big_digest}\n"))?;
 
     eprintln!(
-        "small-image pulls: {} images × 7 requests, {} connections, {} × {}s per server",
+        "small-image pulls: {} images × 7 requests, {} connections, {} × {}s, nginx and ferry taking turns",
         o.images, o.pullers, o.repeats, o.seconds
     );
-    let small_nginx = series(
-        o.seconds,
-        o.repeats,
-        "small-nginx",
-        &script,
-        &small_paths,
-        &nginx_base,
-        o.pullers,
-        w,
-    )?;
-    let small_ferry = series(
-        o.seconds,
-        o.repeats,
-        "small-ferry",
-        &script,
-        &small_paths,
-        &ferry.url(),
-        o.pullers,
-        w,
-    )?;
+    let ferry_url = ferry.url();
+    let turns = |name_n: &str, name_f: &str, connections: usize| {
+        let targets = [
+            Target {
+                name: name_n,
+                url: &nginx_base,
+                auth: None,
+            },
+            Target {
+                name: name_f,
+                url: &ferry_url,
+                auth: None,
+            },
+        ];
+        interleaved(
+            o.seconds,
+            o.repeats,
+            &targets,
+            &script,
+            &small_paths,
+            connections,
+            w,
+        )
+    };
+    let mut small = turns("small-nginx", "small-ferry", o.pullers)?;
+    let small_ferry = small.pop().unwrap_or_default();
+    let small_nginx = small.pop().unwrap_or_default();
+    eprintln!("the same at {WIDE} connections");
+    let mut wide = turns("small-nginx-wide", "small-ferry-wide", WIDE)?;
+    let wide_ferry = wide.pop().unwrap_or_default();
+    let wide_nginx = wide.pop().unwrap_or_default();
     let small_dist = series(
         o.seconds,
         o.repeats,
@@ -418,14 +432,16 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             "driver": "wrk -t1, one request per path, cycling manifest-by-tag + config + 5 layers",
         },
         "small_pulls": {"nginx": sn, "ferry": sf, "distribution": sd},
+        "small_pulls_wide": {"connections": WIDE, "nginx": summary(&wide_nginx), "ferry": summary(&wide_ferry)},
         "big_blob": {"nginx": bn, "ferry": bf},
         "memory": {"ferry_idle_rss_bytes": idle_rss, "ferry_peak_rss_bytes": ferry_peak, "distribution_peak_rss_bytes": dist_rss},
         "ratios": {
             "small_ferry_vs_nginx": ratio(rps(&sf), rps(&sn)),
+            "small_ferry_vs_nginx_wide": ratio(rps(&summary(&wide_ferry)), rps(&summary(&wide_nginx))),
             "small_ferry_vs_distribution": ratio(rps(&sf), rps(&sd)),
             "big_ferry_vs_nginx": ratio(bps(&bf), bps(&bn)),
         },
-        "targets": {"small_ferry_vs_nginx": 0.6, "big_ferry_vs_nginx": 0.8, "ferry_idle_rss_mib": 15},
+        "targets": {"small_ferry_vs_nginx": 0.9, "small_ferry_vs_nginx_wide": 0.9, "big_ferry_vs_nginx": 1.0, "ferry_idle_rss_mib": 15, "ferry_peak_rss_mib": 30},
     });
     let (tn, tf, btn, btf, ap, aa) = (
         s(&tls_runs[0][0]),
@@ -591,9 +607,21 @@ fn render(r: &serde_json::Value) -> String {
         &r["big_blob"],
         &[("nginx", "nginx"), ("ferry", "ferry")],
     );
+    if r["small_pulls_wide"].is_object() {
+        s.push_str(&format!(
+            "\nThe same pulls at {} connections, nginx and ferry taking turns:\n\n",
+            r["small_pulls_wide"]["connections"]
+        ));
+        small_table(
+            &mut s,
+            &r["small_pulls_wide"],
+            &[("nginx", "nginx"), ("ferry", "ferry")],
+            "ferry",
+        );
+    }
     let m = &r["memory"];
     s.push_str(&format!(
-        "\nMemory: ferry idle RSS with {} images stored {:.1} MiB (target ≤ 15), ferry peak RSS {:.1} MiB, Distribution peak RSS {:.1} MiB.\n",
+        "\nMemory: ferry idle RSS with {} images stored {:.1} MiB (target ≤ 15), ferry peak RSS {:.1} MiB (target ≤ 30), Distribution peak RSS {:.1} MiB.\n",
         p["images_stored"],
         f(&m["ferry_idle_rss_bytes"]) / 1048576.0,
         f(&m["ferry_peak_rss_bytes"]) / 1048576.0,
@@ -601,8 +629,10 @@ fn render(r: &serde_json::Value) -> String {
     ));
     let t = &r["ratios"];
     s.push_str(&format!(
-        "\nTargets: small pulls ferry ÷ nginx {:.2} (target ≥ 0.6); large blob ferry ÷ nginx {:.2} (target ≥ 0.8); ferry ÷ Distribution {:.1}×.\n",
+        "\nTargets: small pulls ferry ÷ nginx {:.2} (target ≥ 0.9), at {} connections {:.2} (≥ 0.9); large blob ferry ÷ nginx {:.2} (target ≥ 1.0); ferry ÷ Distribution {:.1}×.\n",
         f(&t["small_ferry_vs_nginx"]),
+        WIDE,
+        f(&t["small_ferry_vs_nginx_wide"]),
         f(&t["big_ferry_vs_nginx"]),
         f(&t["small_ferry_vs_distribution"])
     ));
