@@ -12,8 +12,12 @@ use ferry_oci::Digest;
 
 const SHARDS: usize = 16;
 
-/// What one entry costs beyond its bytes (the key twice, the map slot, the queue slot).
-const OVERHEAD: usize = 192;
+/// What one entry costs beyond its bytes (the map slot with its 32-byte key and `Bytes`, the queue
+/// slot, the allocation's header).
+const OVERHEAD: usize = 128;
+
+/// Entries are SHA-256 digests' bytes (nearly all content); other content is not kept here.
+type Key = [u8; 32];
 
 #[derive(Debug)]
 pub(crate) struct SmallBlobs {
@@ -23,9 +27,9 @@ pub(crate) struct SmallBlobs {
 
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<Digest, Entry, foldhash::fast::RandomState>,
+    entries: HashMap<Key, Entry, foldhash::fast::RandomState>,
     /// Insertion order, for the clock hand.
-    order: VecDeque<Digest>,
+    order: VecDeque<Key>,
     bytes: usize,
 }
 
@@ -45,10 +49,9 @@ impl SmallBlobs {
         }
     }
 
-    fn shard(&self, d: &Digest) -> std::sync::MutexGuard<'_, Shard> {
-        // The digest's own bytes are uniformly distributed: no hashing needed to pick a shard.
-        let first = d.hex().chars().next().and_then(|c| c.to_digit(16));
-        let i = first.unwrap_or(0) as usize % SHARDS;
+    fn shard(&self, k: &Key) -> std::sync::MutexGuard<'_, Shard> {
+        // A digest's bytes are uniformly distributed: no hashing needed to pick a shard.
+        let i = (k[0] >> 4) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -56,8 +59,9 @@ impl SmallBlobs {
         if self.budget_per_shard == 0 {
             return None;
         }
-        let mut s = self.shard(d);
-        let e = s.entries.get_mut(d)?;
+        let k = d.sha256_bytes()?;
+        let mut s = self.shard(&k);
+        let e = s.entries.get_mut(&k)?;
         e.used = true;
         Some(e.bytes.clone())
     }
@@ -67,8 +71,11 @@ impl SmallBlobs {
         if cost > self.budget_per_shard {
             return;
         }
-        let mut s = self.shard(d);
-        if s.entries.contains_key(d) {
+        let Some(k) = d.sha256_bytes() else {
+            return;
+        };
+        let mut s = self.shard(&k);
+        if s.entries.contains_key(&k) {
             return;
         }
         while s.bytes + cost > self.budget_per_shard {
@@ -90,21 +97,24 @@ impl SmallBlobs {
             }
         }
         s.entries.insert(
-            d.clone(),
+            k,
             Entry {
                 bytes: bytes.clone(),
                 used: false,
             },
         );
-        s.order.push_back(d.clone());
+        s.order.push_back(k);
         s.bytes += cost;
     }
 
     pub fn remove(&self, d: &Digest) {
-        let mut s = self.shard(d);
-        if let Some(e) = s.entries.remove(d) {
+        let Some(k) = d.sha256_bytes() else {
+            return;
+        };
+        let mut s = self.shard(&k);
+        if let Some(e) = s.entries.remove(&k) {
             s.bytes -= e.bytes.len() + OVERHEAD;
-            s.order.retain(|x| x != d);
+            s.order.retain(|x| *x != k);
         }
     }
 
@@ -157,7 +167,7 @@ mod tests {
         let mut i = 0;
         while same.len() < 4 {
             let (d, b) = blob(i, 1000);
-            if d.hex().as_bytes()[0] == b'a' {
+            if d.sha256_bytes().unwrap()[0] >> 4 == 0xa {
                 same.push((d, b));
             }
             i += 1;
