@@ -78,6 +78,27 @@ pub(crate) struct Fill {
     pub state: watch::Receiver<FillState>,
 }
 
+/// Counts bytes fetched, from a peer or from the upstream.
+fn count_fetched(
+    metrics: &crate::Metrics,
+    upstream: &Upstream,
+    from_peer: bool,
+    peer_bytes: &mut u64,
+    n: usize,
+) {
+    if from_peer {
+        *peer_bytes += n as u64;
+        metrics.peer_fetched_bytes.inc_by(n as u64);
+    } else {
+        metrics
+            .bytes_fetched
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.name.clone(),
+            })
+            .inc_by(n as u64);
+    }
+}
+
 /// Fills in flight, by digest.
 #[derive(Debug, Default)]
 pub(crate) struct Fills {
@@ -310,17 +331,13 @@ async fn fetch(
                     && total == Some(chunk.len() as u64)
                     && chunk.len() as u64 <= limit =>
             {
-                if source.is_some() {
-                    peer_bytes += chunk.len() as u64;
-                    metrics.peer_fetched_bytes.inc_by(chunk.len() as u64);
-                } else {
-                    metrics
-                        .bytes_fetched
-                        .get_or_create(&UpstreamLabels {
-                            upstream: upstream.name.clone(),
-                        })
-                        .inc_by(chunk.len() as u64);
-                }
+                count_fetched(
+                    metrics,
+                    upstream,
+                    source.is_some(),
+                    &mut peer_bytes,
+                    chunk.len(),
+                );
                 whole = Some(chunk);
                 break;
             }
@@ -345,17 +362,13 @@ async fn fetch(
                     check_space(store, 0, limits.min_free)?;
                 }
                 ingest.write(&chunk).await.map_err(FetchError::store)?;
-                if source.is_some() {
-                    peer_bytes += chunk.len() as u64;
-                    metrics.peer_fetched_bytes.inc_by(chunk.len() as u64);
-                } else {
-                    metrics
-                        .bytes_fetched
-                        .get_or_create(&UpstreamLabels {
-                            upstream: upstream.name.clone(),
-                        })
-                        .inc_by(chunk.len() as u64);
-                }
+                count_fetched(
+                    metrics,
+                    upstream,
+                    source.is_some(),
+                    &mut peer_bytes,
+                    chunk.len(),
+                );
                 let written = ingest.written();
                 guard.tx.send_modify(|s| {
                     if let FillState::Receiving { written: w, .. } = s {
