@@ -37,7 +37,7 @@ pub struct Args {
     /// scale rows) [default: 100000; --quick: 0]
     #[arg(long, value_name = "N")]
     scale: Option<usize>,
-    /// Where the scale store is generated once and reused [default: <out>/scale-<N>]
+    /// Where the scale store is generated once and reused [default: scale-N in the --out directory]
     #[arg(long, value_name = "DIR")]
     scale_data: Option<PathBuf>,
 }

@@ -104,10 +104,11 @@ impl Index {
     pub fn insert(&mut self, repo: RepoName, loaded: Repo) -> &Repo {
         let now = self.clock.fetch_add(1, Relaxed) + 1;
         loaded.used.store(now, Relaxed);
-        self.entries += loaded.entries();
-        if self.entries > self.budget {
+        let n = loaded.entries();
+        if self.entries + n > self.budget {
             self.evict();
         }
+        self.entries += n;
         self.repos.entry(repo).or_insert(loaded)
     }
 
