@@ -335,9 +335,12 @@ pub(crate) async fn get_blob(
     if let Some(asker) = peer {
         return serve_peer(app, mirror, &key, digest, head, range, asker).await;
     }
-    if app.store.has_content_now(digest) {
+    {
+        // The index first: a cached blob (nearly every request) costs no `stat`; content stored
+        // under another repository is linked; a link whose file is gone is refetched below.
         let linked = app.store.has_blob(&key, digest)
-            || app.store.link_cached_blob(&key, digest).await.is_ok();
+            || (app.store.has_content_now(digest)
+                && app.store.link_cached_blob(&key, digest).await.is_ok());
         if linked {
             match api::blobs::get(app, &key, digest, head, range.clone()).await {
                 // Evicted or pruned between the check and the open: fetch it again below.
