@@ -250,7 +250,8 @@ impl Store {
         });
         // Counted beside serving: a walk of every blob file takes seconds on a large store.
         // Commits during the walk are added as they happen, so a blob committed meanwhile may be
-        // counted twice until the next gc recounts.
+        // counted twice (nothing recounts: the counters are for monitoring and the cache budget,
+        // which an error of a few blobs does not move).
         let weak = Arc::downgrade(&store);
         let l = store.layout.clone();
         tokio::task::spawn_blocking(move || {
@@ -287,13 +288,14 @@ impl Store {
     /// Counts for monitoring.
     pub fn stats(&self) -> StoreStats {
         use std::sync::atomic::Ordering::Relaxed;
+        let idx = self.read_index();
         StoreStats {
             blobs: self.blob_count.load(Relaxed),
             blob_bytes: self.blob_bytes.load(Relaxed),
             counted: self.counted.load(std::sync::atomic::Ordering::Acquire),
             repositories: self.repo_count.load(Relaxed),
-            repositories_loaded: self.read_index().loaded() as u64,
-            index_entries: self.read_index().entries() as u64,
+            repositories_loaded: idx.loaded() as u64,
+            index_entries: idx.entries() as u64,
             small_blob_bytes: self.small.bytes() as u64,
             uploads: self.uploads.len() as u64,
         }
