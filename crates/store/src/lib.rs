@@ -27,7 +27,8 @@
 //! - The files are the truth; the index is a bounded cache of them (in memory only): a repository
 //!   is loaded when first asked for and dropped when others need the room, so opening a store of
 //!   any size walks nothing, and memory does not grow with what is stored. Whole-store work (gc,
-//!   fsck, the inventory, the catalog) walks the files.
+//!   fsck, the inventory, the catalog) walks the files; the catalog keeps its last walk (names
+//!   only) until any change starts or ends.
 //! - A load never keeps a picture older than the files: every change to a repository's files runs
 //!   under its stripe's lock and moves the stripe's generation (odd while it runs); a load that
 //!   saw the generation odd or moved answers from what it read and keeps nothing.
@@ -149,7 +150,12 @@ pub struct Store {
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// Per stripe: moved when a change to files under it starts (to odd) and ends (to even), so a
     /// load that raced one is not kept (see the crate's invariants).
-    generations: Arc<Vec<AtomicU64>>,
+    generations: Arc<Generations>,
+    /// The last walk of `repos/` for the catalog, kept until a change starts or ends: a client
+    /// paging through (or looping on) `_catalog` does not walk the tree on every request.
+    catalog: Mutex<Option<CatalogWalk>>,
+    /// One catalog walk at a time: requests that arrive during a walk wait for it and share it.
+    catalog_walking: tokio::sync::Mutex<()>,
     /// Repositories found by the last walk of `repos/`.
     repo_count: AtomicU64,
     /// The background count of blobs after open has finished.
@@ -236,7 +242,9 @@ impl Store {
             uploads: uploads::Sessions::default(),
             options,
             stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
-            generations: Arc::new((0..STRIPES).map(|_| AtomicU64::new(0)).collect()),
+            generations: Arc::new(Generations::new(STRIPES)),
+            catalog: Mutex::new(None),
+            catalog_walking: tokio::sync::Mutex::new(()),
             repo_count: AtomicU64::new(0),
             counted: AtomicBool::new(false),
             counted_now: tokio::sync::Notify::new(),
@@ -384,7 +392,7 @@ impl Store {
     }
 
     fn generation_of(&self, repo: &RepoName) -> u64 {
-        self.generations[self.stripe_of(repo)].load(Ordering::SeqCst)
+        self.generations.stripes[self.stripe_of(repo)].load(Ordering::SeqCst)
     }
 
     /// Answers `f` from a repository read from its files when the generation was `before`, and
@@ -443,20 +451,61 @@ impl Store {
     }
 }
 
+/// Change counters: one per stripe (odd while a change to its files runs), and over the whole
+/// store how many changes run now and how many have started or ended (what a cached catalog walk
+/// checks).
+#[derive(Debug)]
+pub(crate) struct Generations {
+    stripes: Vec<AtomicU64>,
+    running: AtomicU64,
+    moves: AtomicU64,
+}
+
+impl Generations {
+    fn new(stripes: usize) -> Generations {
+        Generations {
+            stripes: (0..stripes).map(|_| AtomicU64::new(0)).collect(),
+            running: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
+        }
+    }
+
+    /// A mark to compare with [`Generations::unchanged_since`] later, or `None` if a change runs
+    /// now (a walk started now may see it half done).
+    fn quiet_mark(&self) -> Option<u64> {
+        let mark = self.moves.load(Ordering::SeqCst);
+        (self.running.load(Ordering::SeqCst) == 0).then_some(mark)
+    }
+
+    /// No change has started or ended since `mark` was taken.
+    fn unchanged_since(&self, mark: u64) -> bool {
+        self.moves.load(Ordering::SeqCst) == mark
+    }
+}
+
+/// Names found by a walk of `repos/` that started when the store's changes were at `mark`.
+#[derive(Debug)]
+struct CatalogWalk {
+    mark: u64,
+    names: Arc<Vec<RepoName>>,
+}
+
 /// Marks the files of some stripes as changing (their generations odd) for as long as it lives.
 pub(crate) struct Changing {
-    generations: Arc<Vec<AtomicU64>>,
+    generations: Arc<Generations>,
     stripes: Vec<usize>,
 }
 
 impl Changing {
     pub(crate) fn new(
-        generations: &Arc<Vec<AtomicU64>>,
+        generations: &Arc<Generations>,
         stripes: impl IntoIterator<Item = usize>,
     ) -> Changing {
         let stripes: Vec<usize> = stripes.into_iter().collect();
+        generations.running.fetch_add(1, Ordering::SeqCst);
+        generations.moves.fetch_add(1, Ordering::SeqCst);
         for &i in &stripes {
-            generations[i].fetch_add(1, Ordering::SeqCst);
+            generations.stripes[i].fetch_add(1, Ordering::SeqCst);
         }
         Changing {
             generations: generations.clone(),
@@ -468,8 +517,10 @@ impl Changing {
 impl Drop for Changing {
     fn drop(&mut self) {
         for &i in &self.stripes {
-            self.generations[i].fetch_add(1, Ordering::SeqCst);
+            self.generations.stripes[i].fetch_add(1, Ordering::SeqCst);
         }
+        self.generations.moves.fetch_add(1, Ordering::SeqCst);
+        self.generations.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -323,25 +323,51 @@ impl Store {
         RepoName::new(name).is_ok_and(|r| self.ask_repo(&r, |_| true))
     }
 
-    /// Repository names in lexical order, at most `n` after `last` (a walk of `repos/`).
+    /// Repository names in lexical order, at most `n` after `last`: from the last walk of `repos/`
+    /// while no change has run since it started, else from a new walk (one at a time).
     pub async fn repositories(
         &self,
         last: Option<&str>,
         n: Option<usize>,
     ) -> Result<Vec<String>, StoreError> {
+        let names = self.repository_names().await?;
+        let start = last.map_or(0, |l| names.partition_point(|name| name.as_str() <= l));
+        Ok(names[start..]
+            .iter()
+            .take(n.unwrap_or(usize::MAX))
+            .map(|name| name.as_str().to_owned())
+            .collect())
+    }
+
+    async fn repository_names(&self) -> Result<Arc<Vec<RepoName>>, StoreError> {
+        let cached = || {
+            let walk = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
+            walk.as_ref()
+                .filter(|w| self.generations.unchanged_since(w.mark))
+                .map(|w| w.names.clone())
+        };
+        if let Some(names) = cached() {
+            return Ok(names);
+        }
+        let _walking = self.catalog_walking.lock().await;
+        if let Some(names) = cached() {
+            return Ok(names);
+        }
+        let mark = self.generations.quiet_mark();
         let layout = self.layout.clone();
         let names = tokio::task::spawn_blocking(move || crate::index::repo_names(&layout))
             .await
             .map_err(StoreError::join)??;
+        let names = Arc::new(names);
         self.repo_count
             .store(names.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(names
-            .iter()
-            .map(RepoName::as_str)
-            .filter(|name| last.is_none_or(|l| *name > l))
-            .take(n.unwrap_or(usize::MAX))
-            .map(str::to_owned)
-            .collect())
+        if let Some(mark) = mark {
+            *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = Some(crate::CatalogWalk {
+                mark,
+                names: names.clone(),
+            });
+        }
+        Ok(names)
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those of `artifact_type`.

@@ -190,3 +190,41 @@ async fn loads_racing_changes_never_keep_a_picture_older_than_the_files() {
         }
     }
 }
+
+/// The catalog's walk of `repos/` is kept while nothing changes (a directory made behind the
+/// store's back shows that no walk ran), and every push or delete makes the next page walk again.
+#[tokio::test]
+async fn the_catalog_reuses_its_walk_until_a_change_and_never_answers_older_than_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let a = put(&store, "team/a", b"a").await;
+    assert_eq!(store.repositories(None, None).await.unwrap(), ["team/a"]);
+
+    // Made without the store: a walk would list it, the kept walk does not.
+    let hidden = tmp.path().join("repos/team/hidden/_blobs/sha256");
+    std::fs::create_dir_all(&hidden).unwrap();
+    std::fs::write(hidden.join(a.hex()), b"").unwrap();
+    assert_eq!(
+        store.repositories(None, None).await.unwrap(),
+        ["team/a"],
+        "the catalog walked again though nothing changed"
+    );
+
+    put(&store, "team/b", b"b").await;
+    assert_eq!(
+        store.repositories(None, None).await.unwrap(),
+        ["team/a", "team/b", "team/hidden"]
+    );
+    assert_eq!(
+        store.repositories(Some("team/a"), Some(1)).await.unwrap(),
+        ["team/b"]
+    );
+
+    store.delete_blob(&repo("team/a"), &a).await.unwrap();
+    assert_eq!(
+        store.repositories(None, None).await.unwrap(),
+        ["team/b", "team/hidden"]
+    );
+}
