@@ -96,11 +96,14 @@ fn place_blob(
     verified: TempFile,
     dest: &Path,
     durability: Durability,
+    known_len: Option<u64>,
 ) -> Result<(bool, u64), StoreError> {
     let parent = dest.parent().unwrap_or(Path::new("."));
-    let len = std::fs::metadata(verified.path())
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let len = known_len.unwrap_or_else(|| {
+        std::fs::metadata(verified.path())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    });
     let added = match crate::layout::in_dir(dest, || std::fs::hard_link(verified.path(), dest)) {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
@@ -262,10 +265,11 @@ impl Store {
         digest: &Digest,
     ) -> Result<(), StoreError> {
         let dest = self.layout.blob(digest);
-        let (added, len) =
-            tokio::task::spawn_blocking(move || place_blob(verified, &dest, Durability::Full))
-                .await
-                .map_err(StoreError::join)??;
+        let (added, len) = tokio::task::spawn_blocking(move || {
+            place_blob(verified, &dest, Durability::Full, None)
+        })
+        .await
+        .map_err(StoreError::join)??;
         if added {
             self.count_blob(len, true);
         }
@@ -522,6 +526,14 @@ impl Ingest {
         let tmp = TempFile::new(std::mem::take(&mut self.path));
         let dest = store.layout.blob(&self.digest);
         let link = store.layout.blob_link(repo, &self.digest);
+        // A small blob that arrived whole is served from memory from the start: the request
+        // waiting for this fill, and the next ones, need not read back what was just written.
+        // Copied, so that the cache holds no larger buffer the bytes may be a slice of.
+        let small = whole
+            .as_ref()
+            .filter(|b| b.len() as u64 <= SMALL_BLOB)
+            .map(|b| Bytes::copy_from_slice(b));
+        let written = self.written;
         let (added, len) = tokio::task::spawn_blocking(move || {
             let file = match file {
                 Some(f) => f,
@@ -539,7 +551,7 @@ impl Ingest {
             };
             file.sync_all().map_err(StoreError::io(tmp.path()))?;
             drop(file);
-            let (added, len) = place_blob(tmp, &dest, Durability::Cache)?;
+            let (added, len) = place_blob(tmp, &dest, Durability::Cache, Some(written))?;
             if added {
                 // Written here rather than under the repository's lock; the lock below checks
                 // that the content is still there before the index names it.
@@ -572,6 +584,9 @@ impl Ingest {
             // Content that was there already may be an orphan a collection is about to take:
             // mark and link it under the lock.
             store.link_cached_blob(repo, &self.digest).await?;
+        }
+        if let Some(bytes) = &small {
+            store.small.insert(&self.digest, bytes);
         }
         Ok(self.written)
     }

@@ -66,8 +66,12 @@ pub(crate) enum FillState {
         total: Option<u64>,
         written: u64,
     },
-    /// Verified and in the store at `path`.
-    Done { path: Arc<PathBuf> },
+    /// Verified and in the store at `path`; a small blob that arrived whole also in `bytes`, so
+    /// that its followers need not read back what was just written.
+    Done {
+        path: Arc<PathBuf>,
+        bytes: Option<Bytes>,
+    },
     /// Nothing was stored; the reason.
     Failed(FetchError),
 }
@@ -224,10 +228,11 @@ async fn run(
     )
     .await;
     let state = match outcome {
-        Ok(total) => {
+        Ok((total, bytes)) => {
             tracing::debug!(digest = %guard.digest, total, ms = started.elapsed().as_millis() as u64, "blob fill done");
             FillState::Done {
                 path: Arc::new(store.blob_path(&guard.digest)),
+                bytes,
             }
         }
         Err(e) => {
@@ -255,7 +260,7 @@ async fn fetch(
     key: &RepoName,
     started: Instant,
     limits: FillLimits,
-) -> Result<u64, FetchError> {
+) -> Result<(u64, Option<Bytes>), FetchError> {
     let digest = &guard.digest;
     let metrics = &guard.metrics;
     let mut asking = peers.map(|p| PeerCursor::new(p, digest));
@@ -467,6 +472,10 @@ async fn fetch(
             ));
         }
     }
+    let small = whole
+        .as_ref()
+        .filter(|b| b.len() as u64 <= ferry_store::SMALL_BLOB)
+        .cloned();
     let committed = match whole {
         Some(bytes) => ingest.commit_whole(bytes, store, key).await,
         None => ingest.commit(store, key).await,
@@ -476,7 +485,7 @@ async fn fetch(
             // A cached blob is a write that succeeded: it ends a storage-full episode on a mirror
             // that only pulls (pushes end it in the dispatcher).
             guard.metrics.storage_wrote();
-            Ok(n)
+            Ok((n, small))
         }
         Err(StoreError::DigestMismatch { actual, .. }) if peer_bytes > 0 => {
             // Which source lied cannot be told; the next fill of this blob asks no peer.
@@ -674,9 +683,19 @@ pub(crate) fn follow(
                 FillState::Receiving { path, written, .. } => {
                     (Some(path), written.saturating_sub(1), false)
                 }
+                FillState::Done {
+                    bytes: Some(bytes), ..
+                } if c.file.is_none() && c.end <= bytes.len() as u64 => {
+                    let part = bytes.slice(c.pos as usize..c.end as usize);
+                    c.pos = c.end;
+                    return Some((Ok(part), c));
+                }
                 FillState::Done { path, .. } => (Some(path), c.end, true),
             };
+            // Opened once there is something to read (a whole-body fill creates its file only
+            // when it commits).
             if c.file.is_none()
+                && available > c.pos
                 && let Some(p) = &path
             {
                 // A temp file renamed away in between is reopened under its final name once Done.
@@ -710,4 +729,27 @@ pub(crate) fn follow(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small blob that arrived whole is served to its followers from the fill's bytes: the path
+    /// named here does not exist, so any read of a file would fail the stream.
+    #[tokio::test]
+    async fn followers_of_a_whole_small_fill_are_served_from_its_bytes() {
+        let bytes = Bytes::from_static(b"0123456789");
+        let (_tx, rx) = watch::channel(FillState::Done {
+            path: Arc::new(PathBuf::from("/nonexistent/ferry/blob")),
+            bytes: Some(bytes.clone()),
+        });
+        let fill = Arc::new(Fill { state: rx });
+        let whole: Vec<_> = follow(fill.clone(), 0, 10).collect().await;
+        let whole: Vec<u8> = whole.into_iter().flat_map(|c| c.unwrap()).collect();
+        assert_eq!(whole, bytes);
+        let part: Vec<_> = follow(fill, 2, 3).collect().await;
+        let part: Vec<u8> = part.into_iter().flat_map(|c| c.unwrap()).collect();
+        assert_eq!(part, b"234");
+    }
 }

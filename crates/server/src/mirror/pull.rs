@@ -337,9 +337,11 @@ pub(crate) async fn get_blob(
     }
     {
         // The index first: a cached blob (nearly every request) costs no `stat`; content stored
-        // under another repository is linked; a link whose file is gone is refetched below.
+        // under another repository is linked (by the fill's start below, which looks for it
+        // anyway, unless offline); a link whose file is gone is refetched below.
         let linked = app.store.has_blob(&key, digest)
-            || (app.store.has_content_now(digest)
+            || (mirror.options.offline
+                && app.store.has_content_now(digest)
                 && app.store.link_cached_blob(&key, digest).await.is_ok());
         if linked {
             match api::blobs::get(app, &key, digest, head, range.clone()).await {
@@ -417,7 +419,10 @@ pub(crate) async fn get_blob(
             if let Ok(FillState::Failed(e)) = done {
                 return Err(e.into_api());
             }
-            app.store.link_cached_blob(&key, digest).await?;
+            // Linked by the fill when it was for this repository.
+            if !app.store.has_blob(&key, digest) {
+                app.store.link_cached_blob(&key, digest).await?;
+            }
             return api::blobs::get(app, &key, digest, head, range).await;
         }
         FillState::Receiving { total: Some(t), .. } => t,
