@@ -253,7 +253,7 @@ impl Store {
             });
         }
         self.commit_file(tmp, expected).await?;
-        self.link_blob(repo, expected).await?;
+        self.link_committed(repo, expected).await?;
         Ok(n)
     }
 
@@ -316,7 +316,23 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.locked(&repo.clone(), move |store| async move {
-            store.link_unlocked(&repo, &digest, durability).await
+            store.link_unlocked(&repo, &digest, durability, false).await
+        })
+        .await
+    }
+
+    /// [`Store::link_blob`] right after [`Store::commit_file`], which made the content's name
+    /// durable already: one directory fsync fewer per pushed blob.
+    pub(crate) async fn link_committed(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.locked(&repo.clone(), move |store| async move {
+            store
+                .link_unlocked(&repo, &digest, Durability::Full, true)
+                .await
         })
         .await
     }
@@ -327,6 +343,7 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
         durability: Durability,
+        content_synced: bool,
     ) -> Result<(), StoreError> {
         let content = self.layout.blob(digest);
         let linked = self.has_blob(repo, digest);
@@ -334,7 +351,7 @@ impl Store {
         let d = digest.clone();
         tokio::task::spawn_blocking(move || {
             claim_content(&content, &d)?;
-            if durability == Durability::Full {
+            if durability == Durability::Full && !content_synced {
                 // The content may have been placed by a cache fill, whose rename into `blobs/`
                 // was not fsynced; a push acknowledged on top of it must not lose it. (A
                 // directory with nothing new to write syncs in microseconds.)

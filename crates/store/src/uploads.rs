@@ -481,7 +481,7 @@ impl Store {
             f.sync_all().map_err(StoreError::io(detached.path()))?;
             drop(f);
             store.commit_file(detached, &digest).await?;
-            store.link_blob(&repo, &digest).await?;
+            store.link_committed(&repo, &digest).await?;
             Ok(len)
         })
         .await
