@@ -40,10 +40,33 @@ pub fn prepare(
     c: &reqwest::Client,
     work: &Path,
 ) -> anyhow::Result<Scale> {
-    let store = o.data.join("store");
-    let refs = o.data.join("refs.txt");
+    let generated = ensure_generated(bin, o)?;
+    let (ferry, startup, idle_rss) = start_timed(
+        bin,
+        &o.data.join("store"),
+        &["--log-level", "warn"],
+        o.images,
+        rt,
+        c,
+    )?;
+    let names = first_names(o, pulled)?;
+    let lines = rt.block_on(pull_paths_of(c, &ferry.url(), &names))?;
+    let paths = work.join("scale-paths.txt");
+    std::fs::write(&paths, lines.join("\n") + "\n")?;
+    Ok(Scale {
+        ferry,
+        startup,
+        idle_rss,
+        generated,
+        paths,
+    })
+}
+
+/// The store of `o.images` images under `o.data`, generated unless an earlier run left it; its
+/// generation record.
+pub fn ensure_generated(bin: &Path, o: &ScaleOptions) -> anyhow::Result<serde_json::Value> {
     let marker = o.data.join(MARKER);
-    let generated = match std::fs::read(&marker)
+    match std::fs::read(&marker)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
     {
@@ -53,14 +76,31 @@ pub fn prepare(
                 o.images,
                 o.data.display()
             );
-            m
+            Ok(m)
         }
-        _ => generate(bin, o, &store, &refs, &marker)?,
-    };
+        _ => generate(
+            bin,
+            o,
+            &o.data.join("store"),
+            &o.data.join("refs.txt"),
+            &marker,
+        ),
+    }
+}
 
-    eprintln!("starting ferry on {} images…", o.images);
+/// Starts ferry on `store` with `extra` arguments; the time from spawning it to its first 200 on
+/// `/v2/`, and its RSS then.
+pub fn start_timed(
+    bin: &Path,
+    store: &Path,
+    extra: &[&str],
+    images: usize,
+    rt: &tokio::runtime::Runtime,
+    c: &reqwest::Client,
+) -> anyhow::Result<(Ferry, Duration, u64)> {
+    eprintln!("starting ferry on {images} images…");
     let started = Instant::now();
-    let ferry = Ferry::start(bin, &store, &["--log-level", "warn"]);
+    let ferry = Ferry::start(bin, store, extra);
     let base = ferry.url();
     rt.block_on(async {
         // Polled: the figure is the time to serving, and a 2 ms step is well below the target.
@@ -81,33 +121,110 @@ pub fn prepare(
     let startup = started.elapsed();
     let (idle_rss, _) = rss(ferry.process.pid()).context("reading ferry's RSS")?;
     eprintln!(
-        "serving {} images after {:.2} s, idle RSS {:.1} MiB",
-        o.images,
+        "serving {images} images after {:.2} s, idle RSS {:.1} MiB",
         startup.as_secs_f64(),
         idle_rss as f64 / 1048576.0
     );
+    Ok((ferry, startup, idle_rss))
+}
 
+/// `repo:tag` of the first `n` images generated.
+fn first_names(o: &ScaleOptions, n: usize) -> anyhow::Result<Vec<String>> {
+    let refs = o.data.join("refs.txt");
     let names: Vec<String> = std::fs::read_to_string(&refs)
         .with_context(|| format!("reading {}", refs.display()))?
         .lines()
-        .take(pulled)
+        .take(n)
         .map(str::to_owned)
         .collect();
     ensure!(
-        names.len() == pulled,
-        "{} lists fewer than {pulled} images",
+        names.len() == n,
+        "{} lists fewer than {n} images",
         refs.display()
     );
-    let lines = rt.block_on(pull_paths_of(c, &base, &names))?;
-    let paths = work.join("scale-paths.txt");
-    std::fs::write(&paths, lines.join("\n") + "\n")?;
-    Ok(Scale {
-        ferry,
-        startup,
-        idle_rss,
-        generated,
-        paths,
-    })
+    Ok(names)
+}
+
+const MIRROR_MARKER: &str = "ferry-bench-mirror-store.json";
+
+/// A mirror's data directory holding the scale store's images as the cache of upstream `prefix`
+/// (`repos/<prefix>/<repo>`), made once beside the store from hard links (no content copied).
+pub fn mirror_store(o: &ScaleOptions, prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = o.data.join("mirror-store");
+    let marker = o.data.join(MIRROR_MARKER);
+    let made = std::fs::read(&marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    if let Some(m) = made
+        && m["prefix"] == prefix
+        && m["images"].as_u64() == Some(o.images as u64)
+    {
+        return Ok(dir);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    eprintln!(
+        "linking the store of {} images into a mirror's cache in {} (once)…",
+        o.images,
+        dir.display()
+    );
+    let store = o.data.join("store");
+    std::fs::create_dir_all(dir.join("repos"))?;
+    for (from, to) in [
+        (store.join("blobs"), dir.join("blobs")),
+        (store.join("repos"), dir.join("repos").join(prefix)),
+    ] {
+        let status = std::process::Command::new("cp")
+            .arg("-al")
+            .arg(&from)
+            .arg(&to)
+            .status()
+            .context("running cp -al")?;
+        ensure!(
+            status.success(),
+            "cp -al {} {} failed: {status}",
+            from.display(),
+            to.display()
+        );
+    }
+    std::fs::write(
+        &marker,
+        serde_json::to_vec_pretty(&serde_json::json!({"prefix": prefix, "images": o.images}))?,
+    )?;
+    Ok(dir)
+}
+
+/// The seven requests of a cached pull of each of the first `n` images, the manifest by digest
+/// (which a mirror serves from its cache without asking its upstream), read from the store's
+/// files.
+pub fn digest_paths(o: &ScaleOptions, n: usize) -> anyhow::Result<Vec<String>> {
+    let store = o.data.join("store");
+    let mut out = Vec::with_capacity(n * 7);
+    for name in first_names(o, n)? {
+        let (repo, tag) = name
+            .rsplit_once(':')
+            .with_context(|| format!("not repo:tag: {name}"))?;
+        let tag_file = store.join("repos").join(repo).join("_tags").join(tag);
+        let digest = std::fs::read_to_string(&tag_file)
+            .with_context(|| format!("reading {}", tag_file.display()))?;
+        let digest = digest.trim();
+        let hex = digest
+            .strip_prefix("sha256:")
+            .with_context(|| format!("{}: not a sha256 digest", tag_file.display()))?;
+        let content = store.join("blobs/sha256").join(&hex[..2]).join(hex);
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&content).with_context(|| format!("reading {}", content.display()))?,
+        )?;
+        out.push(format!("/v2/{repo}/manifests/{digest}"));
+        for d in std::iter::once(&m["config"])
+            .chain(m["layers"].as_array().into_iter().flatten())
+            .filter_map(|d| d["digest"].as_str())
+        {
+            out.push(format!("/v2/{repo}/blobs/{d}"));
+        }
+    }
+    Ok(out)
 }
 
 /// Pushes `o.images` images with `ferry load gen` into a fresh store at `store`.

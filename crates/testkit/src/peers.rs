@@ -582,6 +582,18 @@ impl Drop for Nginx {
     }
 }
 
+/// CPU time a process has used so far, user and system, its exited threads included (from
+/// `/proc/PID/stat`, whose clock ticks are USER_HZ, 100 per second on Linux).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields are counted after its last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Resident set size of a process in bytes (`VmRSS`), and its peak (`VmHWM`), from /proc.
 pub fn rss(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
