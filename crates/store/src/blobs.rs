@@ -264,8 +264,33 @@ impl Store {
         verified: TempFile,
         digest: &Digest,
     ) -> Result<(), StoreError> {
+        self.place_verified(verified, digest, false).await
+    }
+
+    /// [`Store::commit_file`] of a file not fsynced yet: fsynced first, in the same trip to the
+    /// blocking pool.
+    pub(crate) async fn sync_and_commit_file(
+        &self,
+        verified: TempFile,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        self.place_verified(verified, digest, true).await
+    }
+
+    async fn place_verified(
+        &self,
+        verified: TempFile,
+        digest: &Digest,
+        sync_first: bool,
+    ) -> Result<(), StoreError> {
         let dest = self.layout.blob(digest);
         let (added, len) = tokio::task::spawn_blocking(move || {
+            if sync_first {
+                let path = verified.path();
+                std::fs::File::open(path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(StoreError::io(path))?;
+            }
             place_blob(verified, &dest, Durability::Full, None)
         })
         .await

@@ -251,22 +251,20 @@ impl Store {
                 },
             );
         }
-        let created = async {
-            let dir = self.layout.upload_dir(&id);
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(StoreError::io(&dir))?;
+        // The directory and both files in one trip to the blocking pool.
+        let dir = self.layout.upload_dir(&id);
+        let owner = repo.as_str().to_owned();
+        let created = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
             let repo_file = dir.join("repo");
-            tokio::fs::write(&repo_file, repo.as_str())
-                .await
-                .map_err(StoreError::io(&repo_file))?;
+            std::fs::write(&repo_file, owner).map_err(StoreError::io(&repo_file))?;
             let data = dir.join("data");
-            tokio::fs::File::create(&data)
-                .await
-                .map_err(StoreError::io(&data))?;
+            std::fs::File::create(&data).map_err(StoreError::io(&data))?;
             Ok(())
-        }
-        .await;
+        })
+        .await
+        .map_err(StoreError::join)
+        .and_then(|r| r);
         if let Err(e) = created {
             self.uploads.remove(&id);
             let _ = tokio::fs::remove_dir_all(self.layout.upload_dir(&id)).await;
@@ -450,16 +448,20 @@ impl Store {
             }
             s.closed = true;
             // Detach the data from the session before looking at it: from here on no request can
-            // reach these bytes.
+            // reach these bytes. (Blocking calls, in the pool: a runtime thread never waits on
+            // the disk.)
             let dir = store.layout.upload_dir(&id);
             let detached = TempFile::new(store.layout.tmp_file());
-            let moved = std::fs::rename(dir.join("data"), detached.path());
-            let _ = std::fs::remove_dir_all(&dir);
+            let to = detached.path().to_owned();
+            let moved = tokio::task::spawn_blocking(move || {
+                let moved = std::fs::rename(dir.join("data"), &to);
+                let _ = std::fs::remove_dir_all(&dir);
+                moved.and_then(|()| std::fs::metadata(&to).map(|m| m.len()))
+            })
+            .await
+            .map_err(StoreError::join)?;
             store.uploads.remove(&id);
-            moved.map_err(|_| unknown(&id))?;
-            let len = std::fs::metadata(detached.path())
-                .map_err(StoreError::io(detached.path()))?
-                .len();
+            let len = moved.map_err(|_| unknown(&id))?;
             if len != s.offset {
                 return Err(StoreError::Task(format!(
                     "upload {id} holds {len} bytes, expected {}",
@@ -476,11 +478,7 @@ impl Store {
                     actual,
                 });
             }
-            let f =
-                std::fs::File::open(detached.path()).map_err(StoreError::io(detached.path()))?;
-            f.sync_all().map_err(StoreError::io(detached.path()))?;
-            drop(f);
-            store.commit_file(detached, &digest).await?;
+            store.sync_and_commit_file(detached, &digest).await?;
             store.link_committed(&repo, &digest).await?;
             Ok(len)
         })
