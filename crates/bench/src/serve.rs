@@ -707,10 +707,12 @@ fn render(r: &serde_json::Value) -> String {
             f(&sc["peak_rss_bytes"]) / 1048576.0,
             f(&sc["ratio"]),
         );
+        let pushed = f(&sc["generated"]["push_images_per_s"]);
         s.push_str(&format!(
-            "\nScale: {} images stored (pushed once with ferry load gen at {:.0} images/s):\n\n",
+            "\nScale: {} images stored (pushed once with ferry load gen at {pushed:.0} images/s, on {}; target > 160: {}):\n\n",
             sc["images"],
-            f(&sc["generated"]["push_images_per_s"])
+            sc["generated"]["generated"].as_str().unwrap_or("an earlier run"),
+            met(pushed > 160.0)
         ));
         small_table(
             &mut s,
