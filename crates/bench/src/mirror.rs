@@ -68,16 +68,7 @@ impl Options {
             repeats: c.sized(a.repeats, 3, 1),
             out: c.out(),
             quick: c.quick,
-            scale: match c.sized(a.scale, 100_000, 0) {
-                0 => None,
-                n => Some(crate::scale::ScaleOptions {
-                    images: n,
-                    data: a
-                        .scale_data
-                        .clone()
-                        .unwrap_or_else(|| c.out().join(format!("scale-{n}"))),
-                }),
-            },
+            scale: crate::scale::ScaleOptions::from_args(c, a.scale, a.scale_data.as_deref()),
         };
         ensure!(
             o.images > 0

@@ -16,6 +16,24 @@ pub struct ScaleOptions {
     pub data: PathBuf,
 }
 
+impl ScaleOptions {
+    /// From `--scale` (100,000 in a full run, none with `--quick`; 0: none) and `--scale-data`
+    /// (default `scale-N` in the output directory, which the serve and mirror benchmarks share).
+    pub fn from_args(
+        c: &crate::common::CommonArgs,
+        scale: Option<usize>,
+        data: Option<&Path>,
+    ) -> Option<ScaleOptions> {
+        match c.sized(scale, 100_000, 0) {
+            0 => None,
+            n => Some(ScaleOptions {
+                images: n,
+                data: data.map_or_else(|| c.out().join(format!("scale-{n}")), Path::to_owned),
+            }),
+        }
+    }
+}
+
 /// A ferry serving the large store, and what was measured on the way.
 pub struct Scale {
     pub ferry: Ferry,

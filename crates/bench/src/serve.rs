@@ -70,16 +70,7 @@ impl Options {
             big_mib: c.sized(a.big_mib, 1024, 256),
             out: c.out(),
             quick: c.quick,
-            scale: match c.sized(a.scale, 100_000, 0) {
-                0 => None,
-                n => Some(crate::scale::ScaleOptions {
-                    images: n,
-                    data: a
-                        .scale_data
-                        .clone()
-                        .unwrap_or_else(|| c.out().join(format!("scale-{n}"))),
-                }),
-            },
+            scale: crate::scale::ScaleOptions::from_args(c, a.scale, a.scale_data.as_deref()),
         };
         ensure!(
             o.stored >= o.images && o.images > 0 && o.repeats > 0 && o.pullers > 0,
