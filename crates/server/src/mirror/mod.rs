@@ -354,6 +354,11 @@ pub struct Mirror {
     /// Keyed by upstream, repository and digest: one repository's manifest says nothing about the
     /// same digest elsewhere.
     pub(crate) expected_sizes: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Until when a cached tag is known fresh, by a hash of its store repository and name: the
+    /// tag file's age is read once per window instead of on every pull. Bounded by
+    /// [`FRESH_TAGS_MAX`]; a tag rewritten or deleted meanwhile is still found through the index.
+    fresh_tags: std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>,
+    fresh_tags_hasher: std::collections::hash_map::RandomState,
     /// Bounds blob prefetches in flight across all images (client-driven fills are not bounded by
     /// it: a client waiting must never queue behind speculation).
     pub(crate) prefetch: Arc<tokio::sync::Semaphore>,
@@ -364,6 +369,9 @@ pub struct Mirror {
 /// Blob sizes remembered at most; the map starts over when full (a size not known only means the
 /// fill is bounded by `max_blob_bytes` instead).
 const EXPECTED_SIZES_MAX: usize = 200_000;
+
+/// Tags whose freshness is remembered at most (~40 bytes each); the map starts over when full.
+const FRESH_TAGS_MAX: usize = 16_384;
 
 /// Upstream manifest fetches in flight at most; more wait their turn.
 const MAX_MANIFEST_FETCHES: usize = 32;
@@ -444,6 +452,8 @@ impl Mirror {
             tag_fetches: Arc::new(tokio::sync::Semaphore::new(MAX_TAG_FETCHES)),
             negative: std::sync::Mutex::default(),
             expected_sizes: std::sync::Mutex::default(),
+            fresh_tags: std::sync::Mutex::default(),
+            fresh_tags_hasher: std::collections::hash_map::RandomState::new(),
             prefetch: Arc::new(tokio::sync::Semaphore::new(MAX_PREFETCHES)),
             peers: None,
         })
@@ -549,6 +559,47 @@ impl Mirror {
             }
             _ => Ok(Target::Local),
         }
+    }
+
+    /// Whether cached tag `tag` of store repository `key` is younger than `ttl`; `age` reads its
+    /// age from the store, once per freshness window (a 64-bit keyed hash names the tag: two tags
+    /// would have to collide for one to borrow the other's window).
+    pub(crate) fn tag_fresh(
+        &self,
+        key: &RepoName,
+        tag: &str,
+        ttl: Duration,
+        age: impl FnOnce() -> Option<Duration>,
+    ) -> bool {
+        self.tag_fresh_at(std::time::Instant::now(), key, tag, ttl, age)
+    }
+
+    fn tag_fresh_at(
+        &self,
+        now: std::time::Instant,
+        key: &RepoName,
+        tag: &str,
+        ttl: Duration,
+        age: impl FnOnce() -> Option<Duration>,
+    ) -> bool {
+        use std::hash::BuildHasher;
+        let h = self.fresh_tags_hasher.hash_one((key.as_str(), tag));
+        let lock = || self.fresh_tags.lock().unwrap_or_else(|e| e.into_inner());
+        if lock().get(&h).is_some_and(|until| *until > now) {
+            return true;
+        }
+        let Some(left) = age()
+            .and_then(|a| ttl.checked_sub(a))
+            .filter(|l| !l.is_zero())
+        else {
+            return false;
+        };
+        let mut fresh = lock();
+        if fresh.len() >= FRESH_TAGS_MAX {
+            fresh.clear();
+        }
+        fresh.insert(h, now + left);
+        true
     }
 
     /// Remembers the sizes manifest `m` of `repo` at `up` gives its blobs.
@@ -735,6 +786,42 @@ mod tests {
         })
         .unwrap();
         Upstream::new(name, client, Duration::from_secs(1), Vec::new()).unwrap()
+    }
+
+    /// A tag's age is read once per freshness window, never trusted past its TTL, and a tag
+    /// whose age is unknown (its file gone) is not fresh.
+    #[test]
+    fn a_fresh_tag_is_checked_once_per_window() {
+        let m = Mirror::new(
+            vec![upstream("127.0.0.1:1")],
+            None,
+            MirrorOptions::default(),
+        )
+        .unwrap();
+        let key = RepoName::new("127.0.0.1__1/team/app").unwrap();
+        let ttl = Duration::from_secs(300);
+        let reads = std::cell::Cell::new(0);
+        let age = |a: Option<u64>| {
+            reads.set(reads.get() + 1);
+            a.map(Duration::from_secs)
+        };
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(m.tag_fresh_at(at(0), &key, "v1", ttl, || age(Some(10))));
+        assert!(m.tag_fresh_at(at(289), &key, "v1", ttl, || age(Some(299))));
+        assert_eq!(reads.get(), 1, "the age was read again inside the window");
+        // The window ends when the TTL does (290 s after a tag 10 s old): read again.
+        assert!(!m.tag_fresh_at(at(290), &key, "v1", ttl, || age(Some(300))));
+        assert_eq!(reads.get(), 2);
+        // Another tag, one past its TTL and one whose file is gone are read, not remembered.
+        assert!(!m.tag_fresh_at(at(0), &key, "v2", ttl, || age(Some(301))));
+        assert!(!m.tag_fresh_at(at(0), &key, "v2", ttl, || age(Some(301))));
+        assert!(!m.tag_fresh_at(at(0), &key, "v3", ttl, || age(None)));
+        assert_eq!(reads.get(), 5);
+        // The same tag name in another repository has its own window.
+        let other = RepoName::new("127.0.0.1__1/team/other").unwrap();
+        assert!(m.tag_fresh_at(at(1), &other, "v1", ttl, || age(Some(0))));
+        assert_eq!(reads.get(), 6);
     }
 
     #[test]

@@ -62,10 +62,7 @@ pub(crate) async fn get_manifest(
         (ManifestRef::Digest(_), Some(_)) => true,
         (ManifestRef::Tag(t), Some(_)) => {
             !up.always_revalidates(t.as_str())
-                && app
-                    .store
-                    .tag_age(&key, t)
-                    .is_some_and(|age| age < up.tag_ttl)
+                && mirror.tag_fresh(&key, t.as_str(), up.tag_ttl, || app.store.tag_age(&key, t))
         }
     };
     if fresh || (mirror.options.offline && cached.is_some()) {
@@ -337,11 +334,11 @@ pub(crate) async fn get_blob(
     }
     {
         // The index first: a cached blob (nearly every request) costs no `stat`; content stored
-        // under another repository is linked (by the fill's start below, which looks for it
-        // anyway, unless offline); a link whose file is gone is refetched below.
+        // under another repository is linked here, where a link that fails (the content
+        // collected meanwhile) still falls through to a fetch; a link whose file is gone is
+        // refetched below.
         let linked = app.store.has_blob(&key, digest)
-            || (mirror.options.offline
-                && app.store.has_content_now(digest)
+            || (app.store.has_content_now(digest)
                 && app.store.link_cached_blob(&key, digest).await.is_ok());
         if linked {
             match api::blobs::get(app, &key, digest, head, range.clone()).await {
@@ -364,25 +361,34 @@ pub(crate) async fn get_blob(
             format!("{digest} is not cached and ferry is offline"),
         ));
     }
-    let Some((fill, led)) = mirror.fills.join_or_start(
-        &app.store,
-        &app.metrics,
-        Wanted {
-            upstream: up,
-            peers: mirror.peers.as_ref(),
-            repo: &upstream_repo,
-            key: &key,
-            digest,
-        },
-        FillLimits {
-            expected: mirror.expected_size(up, &upstream_repo, digest),
-            max: up.max_blob_bytes,
-            min_free: mirror.options.min_free_bytes,
-        },
-    ) else {
-        // Finished between our look at the store and now.
-        app.store.link_cached_blob(&key, digest).await?;
-        return api::blobs::get(app, &key, digest, head, range).await;
+    let mut collected = 0;
+    let (fill, led) = loop {
+        let joined = mirror.fills.join_or_start(
+            &app.store,
+            &app.metrics,
+            Wanted {
+                upstream: up,
+                peers: mirror.peers.as_ref(),
+                repo: &upstream_repo,
+                key: &key,
+                digest,
+            },
+            FillLimits {
+                expected: mirror.expected_size(up, &upstream_repo, digest),
+                max: up.max_blob_bytes,
+                min_free: mirror.options.min_free_bytes,
+            },
+        );
+        if let Some(f) = joined {
+            break f;
+        }
+        // Finished between our look at the store and now; if a collection took it before it
+        // could be linked, start over (a fill this time).
+        match app.store.link_cached_blob(&key, digest).await {
+            Ok(()) => return api::blobs::get(app, &key, digest, head, range).await,
+            Err(ferry_store::StoreError::BlobUnknown(_)) if collected < 3 => collected += 1,
+            Err(e) => return Err(e.into()),
+        }
     };
     if !led {
         app.metrics
