@@ -320,7 +320,8 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<(), StoreError> {
-        self.link_blob_as(repo, digest, Durability::Full).await
+        self.link_blob_as(repo, digest, Durability::Full, false)
+            .await
     }
 
     /// [`Store::link_blob`] for a cache's repository: the link is not fsynced (see
@@ -330,7 +331,8 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<(), StoreError> {
-        self.link_blob_as(repo, digest, Durability::Cache).await
+        self.link_blob_as(repo, digest, Durability::Cache, false)
+            .await
     }
 
     async fn link_blob_as(
@@ -338,10 +340,13 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
         durability: Durability,
+        content_synced: bool,
     ) -> Result<(), StoreError> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.locked(&repo.clone(), move |store| async move {
-            store.link_unlocked(&repo, &digest, durability, false).await
+            store
+                .link_unlocked(&repo, &digest, durability, content_synced)
+                .await
         })
         .await
     }
@@ -353,13 +358,8 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<(), StoreError> {
-        let (repo, digest) = (repo.clone(), digest.clone());
-        self.locked(&repo.clone(), move |store| async move {
-            store
-                .link_unlocked(&repo, &digest, Durability::Full, true)
-                .await
-        })
-        .await
+        self.link_blob_as(repo, digest, Durability::Full, true)
+            .await
     }
 
     /// [`Store::link_blob`] for callers already holding the repository's lock.
